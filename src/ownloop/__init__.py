@@ -1,0 +1,145 @@
+"""ownloop: own your models in production.
+
+>>> import ownloop  # doctest: +SKIP
+>>> ownloop.register(clf, name="churn", owner="risk", reference=train_df, target="churned")  # doctest: +SKIP
+>>> model = ownloop.load("churn@production")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ownloop.access import Actor
+from ownloop.clock import FrozenClock, SystemClock
+from ownloop.config import Config
+from ownloop.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    GateFailedError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    OwnloopError,
+    PermissionDeniedError,
+    SchemaOutOfDateError,
+    StoreUnavailableError,
+    UnsafeFormatError,
+)
+from ownloop.profile import ReferenceProfile
+from ownloop.registry import AuditEntry, Model, ModelVersion, Team
+from ownloop.signature import Feature, Signature
+from ownloop.workspace import Workspace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Actor",
+    "AlreadyExistsError",
+    "AuditEntry",
+    "Config",
+    "ConflictError",
+    "Feature",
+    "FrozenClock",
+    "GateFailedError",
+    "IntegrityError",
+    "InvalidInputError",
+    "Model",
+    "ModelVersion",
+    "NotFoundError",
+    "OwnloopError",
+    "PermissionDeniedError",
+    "ReferenceProfile",
+    "SchemaOutOfDateError",
+    "Signature",
+    "StoreUnavailableError",
+    "SystemClock",
+    "Team",
+    "UnsafeFormatError",
+    "Workspace",
+    "add_team",
+    "load",
+    "register",
+]
+
+
+def register(
+    model: Any = None,
+    *,
+    name: str,
+    path: str | Path | None = None,
+    owner: str | None = None,
+    reference: pd.DataFrame | str | Path | None = None,
+    target: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    trust: Sequence[str] = (),
+    allow_unsafe_pickle: bool = False,
+    workspace: Workspace | None = None,
+) -> ModelVersion:
+    """Register a fitted model (or a model file) as the next version of ``name``.
+
+    >>> ownloop.register(clf, name="churn", owner="risk", reference=df, target="churned")  # doctest: +SKIP
+    """
+    with _use(workspace) as ws:
+        return ws.registry.register(
+            name,
+            model,
+            path=path,
+            owner=owner,
+            reference=reference,
+            target=target,
+            params=params,
+            metrics=metrics,
+            description=description,
+            trust=trust,
+            allow_unsafe_pickle=allow_unsafe_pickle,
+        )
+
+
+def load(ref: str, *, workspace: Workspace | None = None) -> Any:
+    """Load ``model@version`` or ``model@alias`` after checking the artifact's digest."""
+    with _use(workspace) as ws:
+        return ws.registry.load(ref)
+
+
+def add_team(
+    name: str,
+    *,
+    email: str | None = None,
+    webhook_url: str | None = None,
+    slack_webhook_url: str | None = None,
+    members: Sequence[str] = (),
+    workspace: Workspace | None = None,
+) -> Team:
+    """Create a team that can own models and receive their alerts."""
+    with _use(workspace) as ws:
+        return ws.registry.add_team(
+            name,
+            email=email,
+            webhook_url=webhook_url,
+            slack_webhook_url=slack_webhook_url,
+            members=members,
+        )
+
+
+class _use:
+    """Use the caller's workspace, or open (and close) one from the environment."""
+
+    def __init__(self, workspace: Workspace | None) -> None:
+        self._given = workspace
+        self._opened: Workspace | None = None
+
+    def __enter__(self) -> Workspace:
+        if self._given is not None:
+            return self._given
+        self._opened = Workspace()
+        return self._opened
+
+    def __exit__(self, *exc: object) -> None:
+        if self._opened is not None:
+            self._opened.close()

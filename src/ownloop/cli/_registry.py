@@ -1,0 +1,471 @@
+"""Registry commands: team, register, models, versions, show, alias, transfer, audit, db."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ownloop.cli._app import cli, console, echo_json, table, when, workspace
+from ownloop.errors import NotFoundError
+from ownloop.registry import ModelVersion, Team
+from ownloop.store.migrations import latest_version
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+# -- teams ------------------------------------------------------------------------------
+
+
+@cli.group()
+def team() -> None:
+    """Teams own models and receive their alerts."""
+
+
+@team.command("add")
+@click.argument("name")
+@click.option("--email", help="Address alerts are mailed to.")
+@click.option("--webhook", help="Alertmanager-compatible webhook URL.")
+@click.option("--slack-webhook", help="Slack-compatible incoming webhook URL.")
+@click.option("--member", "members", multiple=True, help="A member's user name (repeatable).")
+def team_add(
+    name: str,
+    email: str | None,
+    webhook: str | None,
+    slack_webhook: str | None,
+    members: tuple[str, ...],
+) -> None:
+    """Create team NAME with its notification routes."""
+    t = workspace().registry.add_team(
+        name, email=email, webhook_url=webhook, slack_webhook_url=slack_webhook, members=members
+    )
+    console.print(f"team [bold]{t.name}[/] created")
+    _print_team(t)
+
+
+@team.command("set")
+@click.argument("name")
+@click.option("--email")
+@click.option("--webhook")
+@click.option("--slack-webhook")
+def team_set(name: str, email: str | None, webhook: str | None, slack_webhook: str | None) -> None:
+    """Change team NAME's notification routes (pass '' to clear one)."""
+    changes: dict[str, Any] = {}
+    if email is not None:
+        changes["email"] = email
+    if webhook is not None:
+        changes["webhook_url"] = webhook
+    if slack_webhook is not None:
+        changes["slack_webhook_url"] = slack_webhook
+    if not changes:
+        raise click.UsageError("nothing to change: pass --email, --webhook or --slack-webhook")
+    _print_team(workspace().registry.update_team(name, **changes))
+
+
+@team.command("list")
+@_json
+def team_list(as_json: bool) -> None:
+    """All teams and how to reach them."""
+    teams = workspace().registry.list_teams()
+    if as_json:
+        echo_json(teams)
+        return
+    table(
+        None,
+        ["team", "members", "email", "webhook", "slack"],
+        [
+            [t.name, ", ".join(t.members), t.email, t.webhook_url, t.slack_webhook_url]
+            for t in teams
+        ],
+    )
+
+
+@team.command("show")
+@click.argument("name")
+@_json
+def team_show(name: str, as_json: bool) -> None:
+    """One team, its routes and the models it owns."""
+    ws = workspace()
+    t = ws.registry.get_team(name)
+    if as_json:
+        echo_json(t)
+        return
+    _print_team(t)
+    owned = [m.name for m in ws.registry.list_models(owner=name)]
+    console.print(f"owns: {', '.join(owned) or '(no models yet)'}")
+
+
+@team.group("member")
+def team_member() -> None:
+    """Add or remove team members."""
+
+
+@team_member.command("add")
+@click.argument("team_name")
+@click.argument("member")
+def member_add(team_name: str, member: str) -> None:
+    _print_team(workspace().registry.add_member(team_name, member))
+
+
+@team_member.command("remove")
+@click.argument("team_name")
+@click.argument("member")
+def member_remove(team_name: str, member: str) -> None:
+    _print_team(workspace().registry.remove_member(team_name, member))
+
+
+def _print_team(t: Team) -> None:
+    table(
+        f"team {t.name}",
+        ["field", "value"],
+        [
+            ["members", ", ".join(t.members) or "-"],
+            ["email", t.email or "-"],
+            ["webhook", t.webhook_url or "-"],
+            ["slack webhook", t.slack_webhook_url or "-"],
+            ["created", f"{when(t.created_at)} by {t.created_by}"],
+        ],
+    )
+
+
+# -- models -----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("model_file", type=click.Path(path_type=Path))
+@click.option("--owner", help="Owning team (required for a new model).")
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    help="Training or validation data (Parquet/CSV) to build the signature and profile from.",
+)
+@click.option("--target", help="Label column in the reference data.")
+@click.option(
+    "--trust", multiple=True, help="A skops type you have checked and trust (repeatable)."
+)
+@click.option(
+    "--allow-unsafe-pickle",
+    is_flag=True,
+    help="Accept a pickle/joblib file. It can run any code when loaded: only for files you trust.",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A metric to record (repeatable).",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A parameter to record (repeatable).",
+)
+@click.option("--description")
+@_json
+def register(
+    name: str,
+    model_file: Path,
+    owner: str | None,
+    reference: Path | None,
+    target: str | None,
+    trust: tuple[str, ...],
+    allow_unsafe_pickle: bool,
+    metrics: tuple[str, ...],
+    params: tuple[str, ...],
+    description: str | None,
+    as_json: bool,
+) -> None:
+    """Register MODEL_FILE (skops, ONNX; pickle only with opt-in) as the next version of NAME."""
+    v = workspace().registry.register(
+        name,
+        path=model_file,
+        owner=owner,
+        reference=reference,
+        target=target,
+        trust=trust,
+        allow_unsafe_pickle=allow_unsafe_pickle,
+        metrics=_pairs(metrics, numeric=True),
+        params=_pairs(params) if params else None,
+        description=description,
+    )
+    if as_json:
+        echo_json(v)
+        return
+    console.print(
+        f"registered [bold]{v.ref}[/] (owner {v.owner}, {v.artifact_format}, sha256 {v.artifact_digest[:12]})"
+    )
+    if v.unsafe_pickle:
+        console.print(
+            "[yellow]warning:[/] this version is a pickle; loading it runs code from the file"
+        )
+
+
+def _pairs(items: tuple[str, ...], numeric: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{item}' should look like NAME=VALUE")
+        if numeric:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                raise click.BadParameter(f"metric '{key}' needs a number, not '{value}'") from None
+        else:
+            out[key] = value
+    return out
+
+
+@cli.command()
+@click.option("--owner", help="Only models owned by this team.")
+@_json
+def models(owner: str | None, as_json: bool) -> None:
+    """All models: owner, latest version, aliases."""
+    found = workspace().registry.list_models(owner=owner)
+    if as_json:
+        echo_json(found)
+        return
+    table(
+        None,
+        ["model", "owner", "latest", "aliases"],
+        [
+            [m.name, m.owner, m.latest_version, ", ".join(f"{a}→{v}" for a, v in m.aliases.items())]
+            for m in found
+        ],
+    )
+
+
+@cli.command()
+@click.argument("name")
+@_json
+def versions(name: str, as_json: bool) -> None:
+    """Versions of NAME: created, by, digest, format, gate status, aliases."""
+    found = workspace().registry.list_versions(name)
+    if as_json:
+        echo_json(found)
+        return
+    table(
+        f"model {name}",
+        ["version", "created", "by", "sha256", "format", "gate", "aliases"],
+        [
+            [
+                v.version,
+                when(v.created_at),
+                v.created_by,
+                v.artifact_digest[:12],
+                _format(v),
+                v.gate_status,
+                ", ".join(v.aliases),
+            ]
+            for v in found
+        ],
+    )
+
+
+def _format(v: ModelVersion) -> str:
+    return (
+        f"{v.artifact_format} (UNSAFE pickle, opted in)" if v.unsafe_pickle else v.artifact_format
+    )
+
+
+@cli.command()
+@click.argument("ref")
+@_json
+def show(ref: str, as_json: bool) -> None:
+    """One version (REF is name, name@3 or name@alias): lineage, signature, profile, metrics, params."""
+    reg = workspace().registry
+    v = reg.get_version(ref)
+    try:
+        profile = reg.load_profile(v.ref)
+    except NotFoundError:
+        profile = None
+    if as_json:
+        echo_json({"version": v, "profile": None if profile is None else profile.data})
+        return
+    table(
+        f"{v.ref} (owner {v.owner})",
+        ["lineage", ""],
+        [
+            ["created", f"{when(v.created_at)} by {v.created_by}"],
+            ["artifact", f"sha256 {v.artifact_digest} ({v.artifact_size:,} bytes, {_format(v)})"],
+            ["trusted types", ", ".join(v.trusted_types) or "-"],
+            ["training data", f"sha256 {v.data_digest}" if v.data_digest else "-"],
+            ["code commit", v.code_commit or "-"],
+            ["gate", v.gate_status],
+            ["aliases", ", ".join(v.aliases) or "-"],
+            ["description", v.description or "-"],
+        ],
+    )
+    sig = v.signature
+    out = (
+        f"classification, classes {list(sig.classes or [])}"
+        if sig.task == "classification"
+        else "regression"
+    )
+    console.print(
+        f"signature: {len(sig.features)} features -> {out}"
+        + (f", target '{sig.target}'" if sig.target else "")
+    )
+    rows = []
+    for f in sig.features:
+        p = profile.features.get(f.name, {}) if profile else {}
+        rows.append([f.name, f.type, "yes" if f.nullable else "no", _profile_summary(p)])
+    table(None, ["feature", "type", "nullable", "reference profile"], rows)
+    if profile:
+        pred = profile.prediction
+        line = f"reference: {profile.row_count:,} rows"
+        if pred["kind"] == "classification":
+            line += f"; mean confidence {pred['confidence']['mean']:.3f}"
+            shares = [n / max(profile.row_count, 1) for n in pred["predicted_counts"]]
+            line += "; predicted " + ", ".join(
+                f"{c}: {s:.1%}" for c, s in zip(pred["classes"], shares, strict=True)
+            )
+        if "performance" in pred:
+            perf = {k: v for k, v in pred["performance"].items() if k not in ("note", "n")}
+            line += "; on reference " + ", ".join(
+                f"{k} {val:.4f}" for k, val in perf.items() if val is not None
+            )
+        console.print(line)
+    if v.metrics:
+        table(None, ["metric", "value"], [[k, m] for k, m in v.metrics.items()])
+    if v.params:
+        table(None, ["param", "value"], [[k, p] for k, p in sorted(v.params.items())])
+
+
+def _profile_summary(p: dict[str, Any]) -> str:
+    if not p:
+        return "-"
+    nulls = f"{p['nulls'] / max(p['count'], 1):.1%} null"
+    if p["kind"] == "numeric":
+        if p["min"] is None:
+            return f"no finite values, {nulls}"
+        q = p["quantiles"]
+        return f"min {p['min']:.4g}  median {q[len(q) // 2]:.4g}  max {p['max']:.4g}  mean {p['mean']:.4g}, {nulls}"
+    top = ", ".join(
+        f"{k} {v / max(p['count'], 1):.0%}" for k, v in list(p["categories"].items())[:4]
+    )
+    return f"{p['distinct']} categories ({top}), {nulls}"
+
+
+# -- aliases, ownership, audit ----------------------------------------------------------
+
+
+@cli.group()
+def alias() -> None:
+    """Named pointers to versions: production, candidate, anything."""
+
+
+@alias.command("set")
+@click.argument("name")
+@click.argument("alias_name")
+@click.argument("version")
+def alias_set(name: str, alias_name: str, version: str) -> None:
+    """Point ALIAS_NAME of model NAME at VERSION."""
+    v = workspace().registry.set_alias(name, alias_name, version)
+    console.print(f"{name}@{alias_name} -> version {v.version}")
+
+
+@alias.command("rm")
+@click.argument("name")
+@click.argument("alias_name")
+def alias_rm(name: str, alias_name: str) -> None:
+    """Remove ALIAS_NAME from model NAME."""
+    workspace().registry.delete_alias(name, alias_name)
+    console.print(f"{name}@{alias_name} removed")
+
+
+@alias.command("history")
+@click.argument("name")
+@click.option("--alias", "alias_name")
+@_json
+def alias_history(name: str, alias_name: str | None, as_json: bool) -> None:
+    """Every move of NAME's aliases."""
+    events = workspace().registry.alias_history(name, alias_name)
+    if as_json:
+        echo_json(events)
+        return
+    table(
+        f"aliases of {name}",
+        ["when", "by", "alias", "from", "to"],
+        [
+            [when(e.at), e.by, e.alias, e.previous_version or "-", e.version or "(removed)"]
+            for e in events
+        ],
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--to", "team_name", required=True, help="The team that will own the model.")
+def transfer(name: str, team_name: str) -> None:
+    """Hand model NAME over to another team."""
+    m = workspace().registry.transfer(name, team_name)
+    console.print(f"model {m.name} is now owned by team {m.owner}")
+
+
+@cli.command()
+@click.option("--model", help="Only changes to this model.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@_json
+def audit(model: str | None, limit: int, as_json: bool) -> None:
+    """Who changed what, when (newest first)."""
+    entries = workspace().registry.audit_log(model=model, limit=limit)
+    if as_json:
+        echo_json(entries)
+        return
+    table(
+        None,
+        ["when", "actor", "action", "target", "before", "after"],
+        [
+            [when(e.at), e.actor, e.action, e.target, _short(e.before), _short(e.after)]
+            for e in entries
+        ],
+    )
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return ""
+    text = (
+        ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+    )
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@cli.group()
+def db() -> None:
+    """Metadata database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations (back up the database first)."""
+    store = workspace(check_schema=False).store
+    applied = store.upgrade()
+    if applied:
+        console.print(
+            f"applied migrations {', '.join(map(str, applied))}; schema is at {store.schema_version()}"
+        )
+    else:
+        console.print(f"schema is up to date (version {store.schema_version()})")
+
+
+@db.command("status")
+def db_status() -> None:
+    """Which schema version the database is at, and which this ownloop needs."""
+    store = workspace(check_schema=False).store
+    current, latest = store.schema_version(), latest_version()
+    state = (
+        "up to date"
+        if current == latest
+        else (
+            "out of date: run 'ownloop db upgrade'"
+            if current < latest
+            else "newer than this ownloop"
+        )
+    )
+    console.print(f"schema version {current}, this ownloop needs {latest}: {state}")

@@ -1,0 +1,87 @@
+"""The one error hierarchy. The HTTP status and CLI exit code live on the class."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConflictError",
+    "GateFailedError",
+    "IntegrityError",
+    "InvalidInputError",
+    "NotFoundError",
+    "OwnloopError",
+    "PermissionDeniedError",
+    "SchemaOutOfDateError",
+    "StoreUnavailableError",
+    "UnsafeFormatError",
+]
+
+
+class OwnloopError(Exception):
+    """Root of every error ownloop raises on purpose; the message says what to do next."""
+
+    http_status = 400
+    exit_code = 1
+    code = "error"
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+    def to_dict(self) -> dict[str, str]:
+        """The one JSON error shape: ``{"error": message, "code": code}``."""
+        return {"error": self.message, "code": self.code}
+
+
+class InvalidInputError(OwnloopError):
+    """The caller gave a value ownloop cannot use (bad name, wrong columns, bad file)."""
+
+    code = "invalid_input"
+
+
+class UnsafeFormatError(InvalidInputError):
+    """The file would run code when loaded (pickle) and nobody opted in."""
+
+    code = "unsafe_format"
+
+
+class NotFoundError(OwnloopError):
+    http_status = 404
+    code = "not_found"
+
+
+class AlreadyExistsError(OwnloopError):
+    http_status = 409
+    code = "already_exists"
+
+
+class ConflictError(OwnloopError):
+    """The request is valid but the current state does not allow it."""
+
+    http_status = 409
+    code = "conflict"
+
+
+class GateFailedError(ConflictError):
+    code = "gate_failed"
+
+
+class PermissionDeniedError(OwnloopError):
+    http_status = 403
+    code = "permission_denied"
+
+
+class StoreUnavailableError(OwnloopError):
+    http_status = 503
+    code = "store_unavailable"
+
+
+class SchemaOutOfDateError(StoreUnavailableError):
+    code = "schema_out_of_date"
+
+
+class IntegrityError(OwnloopError):
+    """An artifact on disk no longer matches the digest recorded for it."""
+
+    http_status = 503
+    code = "integrity"

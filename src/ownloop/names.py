@@ -1,0 +1,72 @@
+"""Name rules, enforced in one place before any filesystem or database use."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ownloop.errors import InvalidInputError
+
+__all__ = ["MAX_NAME_LENGTH", "VersionRef", "parse_ref", "validate_name"]
+
+MAX_NAME_LENGTH = 64
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RESERVED_ALIASES = frozenset({"latest"})
+
+
+def validate_name(kind: str, value: object) -> str:
+    """Return ``value`` if it is a safe name for a model, team, alias or member; raise otherwise."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(f"{kind} name must be a non-empty string")
+    shown = value if len(value) <= 40 else value[:40] + "..."
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidInputError(
+            f"{kind} name '{shown}' is {len(value)} characters; the limit is {MAX_NAME_LENGTH}"
+        )
+    if ".." in value or not _NAME.match(value):
+        raise InvalidInputError(
+            f"{kind} name '{shown}' is not allowed: use letters, digits, '_', '-' and '.', "
+            "starting with a letter or digit (no '/', '..' or spaces)"
+        )
+    return value
+
+
+def validate_alias(value: object) -> str:
+    alias = validate_name("alias", value)
+    if alias.isdigit():
+        raise InvalidInputError(f"alias '{alias}' is all digits and would read as a version number")
+    if alias in RESERVED_ALIASES:
+        raise InvalidInputError(f"alias '{alias}' is reserved; pick another name")
+    return alias
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """``churn`` (latest), ``churn@3`` (a version) or ``churn@production`` (an alias)."""
+
+    model: str
+    version: int | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.model}@{self.version}"
+        if self.alias is not None:
+            return f"{self.model}@{self.alias}"
+        return self.model
+
+
+def parse_ref(ref: str | VersionRef) -> VersionRef:
+    """Parse ``model[@version|@alias]``; ``@latest`` means the newest version."""
+    if isinstance(ref, VersionRef):
+        return ref
+    if not isinstance(ref, str):
+        raise InvalidInputError(f"a model reference must be a string like 'churn@3', not {ref!r}")
+    model, sep, rest = ref.partition("@")
+    validate_name("model", model)
+    if not sep or rest == "latest":
+        return VersionRef(model)
+    if rest.isdigit():
+        return VersionRef(model, version=int(rest))
+    validate_name("alias", rest)
+    return VersionRef(model, alias=rest)

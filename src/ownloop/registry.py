@@ -1,0 +1,834 @@
+"""Teams and owners, models, versions with lineage, aliases, and the audit trail."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from ownloop.access import Actor, authorize
+from ownloop.artifacts import ArtifactStore
+from ownloop.clock import Clock
+from ownloop.datasets import file_digest, frame_digest, read_frame
+from ownloop.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
+from ownloop.formats import PICKLE_FORMATS, detect_format, dump_skops, load_model, untrusted_types
+from ownloop.names import VersionRef, parse_ref, validate_alias, validate_name
+from ownloop.profile import ReferenceProfile, compute_profile
+from ownloop.signature import Signature, infer_signature
+from ownloop.store import Store, aware
+from ownloop.store import tables as t
+
+__all__ = ["AliasEvent", "AuditEntry", "Model", "ModelVersion", "Registry", "Team"]
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    email: str | None
+    webhook_url: str | None
+    slack_webhook_url: str | None
+    members: tuple[str, ...]
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    owner: str
+    description: str | None
+    latest_version: int
+    aliases: dict[str, int]
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: int
+    owner: str
+    artifact_digest: str
+    artifact_format: str
+    artifact_size: int
+    trusted_types: tuple[str, ...]
+    unsafe_pickle: bool
+    data_digest: str | None
+    code_commit: str | None
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    description: str | None
+    signature: Signature
+    profile_digest: str | None
+    gate_status: str
+    aliases: tuple[str, ...]
+    created_at: datetime
+    created_by: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}@{self.version}"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    model: str | None
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    alias: str
+    version: int | None
+    previous_version: int | None
+    at: datetime
+    by: str
+
+
+def _check_url(kind: str, url: str | None) -> str | None:
+    if url is None or url == "":
+        return None
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise InvalidInputError(f"{kind} '{url}' is not an http(s) URL")
+    return url
+
+
+def _check_email(email: str | None) -> str | None:
+    if email is None or email == "":
+        return None
+    if not _EMAIL.match(email):
+        raise InvalidInputError(f"email '{email}' is not a valid address")
+    return email
+
+
+def _json_safe(value: Any) -> Any:
+    """Params and metrics as JSON: numpy scalars unwrapped, objects shown by repr."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return repr(value)
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The current git commit (with '+dirty' when the tree has changes), or None outside a repo."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+class Registry:
+    """Registry operations; every change writes its audit row in the same transaction."""
+
+    def __init__(self, store: Store, artifacts: ArtifactStore, clock: Clock, actor: Actor) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.clock = clock
+        self.actor = actor
+
+    # -- teams ----------------------------------------------------------------------------
+
+    def add_team(
+        self,
+        name: str,
+        *,
+        email: str | None = None,
+        webhook_url: str | None = None,
+        slack_webhook_url: str | None = None,
+        members: Sequence[str] = (),
+    ) -> Team:
+        """Create a team with its notification routes."""
+        validate_name("team", name)
+        authorize(self.actor, "team.create")
+        values = {
+            "email": _check_email(email),
+            "webhook_url": _check_url("webhook", webhook_url),
+            "slack_webhook_url": _check_url("Slack webhook", slack_webhook_url),
+        }
+        members = [validate_name("member", m) for m in members]
+        now = self.clock.now()
+        with self.store.write() as conn:
+            if self._team_row(conn, name) is not None:
+                raise AlreadyExistsError(
+                    f"team '{name}' already exists; see 'ownloop team show {name}'"
+                )
+            team_id = conn.execute(
+                t.teams.insert().values(
+                    name=name, created_at=now, created_by=self.actor.name, **values
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            for m in dict.fromkeys(members):
+                conn.execute(
+                    t.team_members.insert().values(team_id=team_id, member=m, added_at=now)
+                )
+            self.store.audit(
+                conn,
+                at=now,
+                actor=self.actor.name,
+                action="team.create",
+                target=f"team:{name}",
+                after={**values, "members": list(dict.fromkeys(members))},
+            )
+        return self.get_team(name)
+
+    def update_team(
+        self,
+        name: str,
+        *,
+        email: str | None = _UNSET,
+        webhook_url: str | None = _UNSET,
+        slack_webhook_url: str | None = _UNSET,
+    ) -> Team:
+        """Change a team's notification routes (pass None or '' to clear one)."""
+        changes: dict[str, Any] = {}
+        if email is not _UNSET:
+            changes["email"] = _check_email(email)
+        if webhook_url is not _UNSET:
+            changes["webhook_url"] = _check_url("webhook", webhook_url)
+        if slack_webhook_url is not _UNSET:
+            changes["slack_webhook_url"] = _check_url("Slack webhook", slack_webhook_url)
+        authorize(self.actor, "team.update", validate_name("team", name))
+        now = self.clock.now()
+        with self.store.write() as conn:
+            row = self._require_team(conn, name)
+            before = {k: row._mapping[k] for k in changes}
+            if changes:
+                conn.execute(t.teams.update().where(t.teams.c.id == row.id).values(**changes))
+            self.store.audit(
+                conn,
+                at=now,
+                actor=self.actor.name,
+                action="team.update",
+                target=f"team:{name}",
+                before=before,
+                after=changes,
+            )
+        return self.get_team(name)
+
+    def add_member(self, team: str, member: str) -> Team:
+        validate_name("member", member)
+        authorize(self.actor, "team.update", validate_name("team", team))
+        now = self.clock.now()
+        with self.store.write() as conn:
+            row = self._require_team(conn, team)
+            exists = conn.execute(
+                sa.select(t.team_members.c.member).where(
+                    t.team_members.c.team_id == row.id, t.team_members.c.member == member
+                )
+            ).first()
+            if exists:
+                raise AlreadyExistsError(f"'{member}' is already a member of team '{team}'")
+            conn.execute(
+                t.team_members.insert().values(team_id=row.id, member=member, added_at=now)
+            )
+            self.store.audit(
+                conn,
+                at=now,
+                actor=self.actor.name,
+                action="team.member.add",
+                target=f"team:{team}",
+                after={"member": member},
+            )
+        return self.get_team(team)
+
+    def remove_member(self, team: str, member: str) -> Team:
+        authorize(self.actor, "team.update", validate_name("team", team))
+        now = self.clock.now()
+        with self.store.write() as conn:
+            row = self._require_team(conn, team)
+            deleted = conn.execute(
+                t.team_members.delete().where(
+                    t.team_members.c.team_id == row.id, t.team_members.c.member == member
+                )
+            ).rowcount
+            if not deleted:
+                raise NotFoundError(f"'{member}' is not a member of team '{team}'")
+            self.store.audit(
+                conn,
+                at=now,
+                actor=self.actor.name,
+                action="team.member.remove",
+                target=f"team:{team}",
+                before={"member": member},
+            )
+        return self.get_team(team)
+
+    def get_team(self, name: str) -> Team:
+        validate_name("team", name)
+        with self.store.read() as conn:
+            row = self._require_team(conn, name)
+            members = (
+                conn.execute(
+                    sa.select(t.team_members.c.member)
+                    .where(t.team_members.c.team_id == row.id)
+                    .order_by(t.team_members.c.member)
+                )
+                .scalars()
+                .all()
+            )
+        return Team(
+            row.name,
+            row.email,
+            row.webhook_url,
+            row.slack_webhook_url,
+            tuple(members),
+            aware(row.created_at),
+            row.created_by,
+        )
+
+    def list_teams(self) -> list[Team]:
+        with self.store.read() as conn:
+            names = conn.execute(sa.select(t.teams.c.name).order_by(t.teams.c.name)).scalars().all()
+        return [self.get_team(n) for n in names]
+
+    def _team_row(self, conn: sa.Connection, name: str) -> sa.Row[Any] | None:
+        return conn.execute(sa.select(t.teams).where(t.teams.c.name == name)).first()
+
+    def _require_team(self, conn: sa.Connection, name: str) -> sa.Row[Any]:
+        row = self._team_row(conn, name)
+        if row is None:
+            known = conn.execute(sa.select(t.teams.c.name).order_by(t.teams.c.name)).scalars().all()
+            hint = f"known teams: {', '.join(known)}" if known else "no teams exist yet"
+            raise NotFoundError(
+                f"team '{name}' does not exist ({hint}); create it with 'ownloop team add {name}'"
+            )
+        return row
+
+    # -- models and versions ----------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        model: Any = None,
+        *,
+        path: str | Path | None = None,
+        owner: str | None = None,
+        reference: pd.DataFrame | str | Path | None = None,
+        target: str | None = None,
+        trust: Sequence[str] = (),
+        allow_unsafe_pickle: bool = False,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        code_commit: str | None = None,
+    ) -> ModelVersion:
+        """Store a model (a live object or a file) as the next version of ``name``.
+
+        >>> reg.register("churn", clf, owner="risk", reference=train_df, target="churned")  # doctest: +SKIP
+        """
+        validate_name("model", name)
+        if owner is not None:
+            validate_name("team", owner)
+        self._check_owner(name, owner)
+        if (model is None) == (path is None):
+            raise InvalidInputError("pass exactly one of a model object or a model file path")
+        raw, fmt, trusted = self._model_bytes(model, path, trust, allow_unsafe_pickle)
+        # Load the stored bytes back (for a live object too): a version that cannot be loaded
+        # must never be registered.
+        loaded = load_model(raw, fmt, trusted=trusted, allow_pickle=allow_unsafe_pickle)
+        live = model if model is not None else loaded
+        if not hasattr(live, "predict"):
+            raise InvalidInputError(
+                f"{type(live).__name__} has no predict method; it is not a model"
+            )
+        ref_frame, data_digest = self._reference(reference)
+        if ref_frame is not None and target is not None and target not in ref_frame.columns:
+            raise InvalidInputError(
+                f"target column '{target}' is not in the reference data (columns: {', '.join(map(str, ref_frame.columns))})"
+            )
+        signature = infer_signature(live, ref_frame, target)
+        profile_digest = None
+        if ref_frame is not None:
+            profile = compute_profile(live, ref_frame, signature)
+            profile_digest = self.artifacts.put_bytes(profile.to_bytes()).digest
+        # The artifact is complete on disk before any row points at it: a crash here leaves at
+        # most an unreferenced file, never a version without its artifact.
+        artifact = self.artifacts.put_bytes(raw)
+        model_params = params if params is not None else _get_params(live)
+        values = {
+            "artifact_digest": artifact.digest,
+            "artifact_format": fmt,
+            "artifact_size": artifact.size,
+            "trusted_types": list(trusted),
+            "unsafe_pickle": fmt in PICKLE_FORMATS,
+            "data_digest": data_digest,
+            "code_commit": code_commit if code_commit is not None else git_commit(),
+            "params": _json_safe(dict(model_params)),
+            "metrics": _json_safe(dict(metrics or {})),
+            "description": description,
+            "signature": signature.to_dict(),
+            "profile_digest": profile_digest,
+            "gate_status": "not_evaluated",
+        }
+        number = self._insert_version(name, owner, values)
+        return self.get_version(VersionRef(name, version=number))
+
+    def _check_owner(self, name: str, owner: str | None) -> None:
+        with self.store.read() as conn:
+            row = self._model_row(conn, name)
+            if row is None:
+                if owner is None:
+                    raise InvalidInputError(
+                        f"model '{name}' is new and every model needs an owning team: pass "
+                        "--owner TEAM (see 'ownloop team list', or create one with 'ownloop team add')"
+                    )
+                self._require_team(conn, owner)
+                authorize(self.actor, "model.register", owner)
+                return
+            current = row.owner
+        if owner is not None and owner != current:
+            raise ConflictError(
+                f"model '{name}' is owned by team '{current}', not '{owner}'; to hand it over run "
+                f"'ownloop transfer {name} --to {owner}'"
+            )
+        authorize(self.actor, "model.register", current)
+
+    def _model_bytes(
+        self, model: Any, path: str | Path | None, trust: Sequence[str], allow_pickle: bool
+    ) -> tuple[bytes, str, list[str]]:
+        if model is not None:
+            raw = dump_skops(model)
+            # The person registering a live object created it: its types are trusted for this version.
+            return raw, "skops", untrusted_types(raw)
+        p = Path(str(path))
+        if not p.exists():
+            raise NotFoundError(f"model file {p} does not exist")
+        if p.is_dir():
+            raise InvalidInputError(f"{p} is a folder; pass the model file itself")
+        raw = p.read_bytes()
+        fmt = detect_format(raw, p.name)
+        if fmt in PICKLE_FORMATS and not allow_pickle:
+            raise InvalidInputError(
+                f"{p} is a {fmt} file, which runs arbitrary code when loaded; it was not loaded. "
+                "Save the model with skops or ONNX, or pass --allow-unsafe-pickle if you trust its source"
+            )
+        trusted = [validate_type_name(x) for x in trust] if fmt == "skops" else []
+        return raw, fmt, sorted(set(trusted))
+
+    def _reference(
+        self, reference: pd.DataFrame | str | Path | None
+    ) -> tuple[pd.DataFrame | None, str | None]:
+        if reference is None:
+            return None, None
+        if isinstance(reference, pd.DataFrame):
+            if reference.empty:
+                raise InvalidInputError("the reference DataFrame has no rows")
+            return reference, frame_digest(reference)
+        frame = read_frame(reference)
+        if frame.empty:
+            raise InvalidInputError(f"reference file {reference} has no rows")
+        return frame, file_digest(reference)
+
+    def _insert_version(self, name: str, owner: str | None, values: dict[str, Any]) -> int:
+        now = self.clock.now()
+        with self.store.write() as conn:
+            row = self._model_row(conn, name)
+            if row is None:
+                if owner is None:
+                    raise InvalidInputError(f"model '{name}' is new: pass --owner TEAM")
+                team = self._require_team(conn, owner)
+                model_id = conn.execute(
+                    t.models.insert().values(
+                        name=name,
+                        team_id=team.id,
+                        latest_version=0,
+                        created_at=now,
+                        created_by=self.actor.name,
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+                self.store.audit(
+                    conn,
+                    at=now,
+                    actor=self.actor.name,
+                    action="model.create",
+                    target=f"model:{name}",
+                    model=name,
+                    after={"owner": owner},
+                )
+            else:
+                model_id = row.id
+            # The counter update row-locks the model on PostgreSQL (SQLite holds the write lock
+            # since BEGIN IMMEDIATE); the unique constraint is the last line of defence.
+            conn.execute(
+                t.models.update()
+                .where(t.models.c.id == model_id)
+                .values(latest_version=t.models.c.latest_version + 1)
+            )
+            number = int(
+                conn.execute(
+                    sa.select(t.models.c.latest_version).where(t.models.c.id == model_id)
+                ).scalar_one()
+            )
+            conn.execute(
+                t.versions.insert().values(
+                    model_id=model_id,
+                    version=number,
+                    created_at=now,
+                    created_by=self.actor.name,
+                    **values,
+                )
+            )
+            self.store.audit(
+                conn,
+                at=now,
+                actor=self.actor.name,
+                action="version.register",
+                target=f"{name}@{number}",
+                model=name,
+                after={
+                    k: values[k]
+                    for k in (
+                        "artifact_digest",
+                        "artifact_format",
+                        "unsafe_pickle",
+                        "data_digest",
+                        "code_commit",
+                    )
+                },
+            )
+        return number
+
+    def _model_row(self, conn: sa.Connection, name: str) -> sa.Row[Any] | None:
+        return conn.execute(
+            sa.select(t.models, t.teams.c.name.label("owner"))
+            .join(t.teams, t.teams.c.id == t.models.c.team_id)
+            .where(t.models.c.name == name)
+        ).first()
+
+    def _require_model(self, conn: sa.Connection, name: str) -> sa.Row[Any]:
+        row = self._model_row(conn, name)
+        if row is None:
+            raise NotFoundError(f"model '{name}' does not exist; see 'ownloop models'")
+        return row
+
+    def get_model(self, name: str) -> Model:
+        validate_name("model", name)
+        with self.store.read() as conn:
+            row = self._require_model(conn, name)
+            aliases = self._aliases(conn, row.id)
+        return Model(
+            row.name,
+            row.owner,
+            row.description,
+            row.latest_version,
+            aliases,
+            aware(row.created_at),
+            row.created_by,
+        )
+
+    def list_models(self, owner: str | None = None) -> list[Model]:
+        with self.store.read() as conn:
+            query = (
+                sa.select(t.models.c.name, t.teams.c.name.label("owner"))
+                .join(t.teams, t.teams.c.id == t.models.c.team_id)
+                .order_by(t.models.c.name)
+            )
+            if owner is not None:
+                query = query.where(t.teams.c.name == owner)
+            names = [r.name for r in conn.execute(query)]
+        return [self.get_model(n) for n in names]
+
+    def _aliases(self, conn: sa.Connection, model_id: int) -> dict[str, int]:
+        rows = conn.execute(
+            sa.select(t.aliases.c.alias, t.versions.c.version)
+            .join(t.versions, t.versions.c.id == t.aliases.c.version_id)
+            .where(t.aliases.c.model_id == model_id)
+            .order_by(t.aliases.c.alias)
+        )
+        return {r.alias: r.version for r in rows}
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        validate_name("model", name)
+        with self.store.read() as conn:
+            model = self._require_model(conn, name)
+            numbers = (
+                conn.execute(
+                    sa.select(t.versions.c.version)
+                    .where(t.versions.c.model_id == model.id)
+                    .order_by(t.versions.c.version)
+                )
+                .scalars()
+                .all()
+            )
+        return [self.get_version(VersionRef(name, version=n)) for n in numbers]
+
+    def resolve(self, ref: str | VersionRef) -> VersionRef:
+        """Turn ``churn``, ``churn@production`` or ``churn@3`` into an exact version reference."""
+        return VersionRef(parse_ref(ref).model, version=self.get_version(ref).version)
+
+    def get_version(self, ref: str | VersionRef) -> ModelVersion:
+        r = parse_ref(ref)
+        with self.store.read() as conn:
+            model = self._require_model(conn, r.model)
+            aliases = self._aliases(conn, model.id)
+            number = r.version
+            if r.alias is not None:
+                if r.alias not in aliases:
+                    have = ", ".join(aliases) or "none"
+                    raise NotFoundError(
+                        f"model '{r.model}' has no alias '{r.alias}' (aliases: {have}); "
+                        f"set one with 'ownloop alias set {r.model} {r.alias} VERSION'"
+                    )
+                number = aliases[r.alias]
+            if number is None:
+                number = model.latest_version
+            row = conn.execute(
+                sa.select(t.versions).where(
+                    t.versions.c.model_id == model.id, t.versions.c.version == number
+                )
+            ).first()
+            if row is None:
+                raise NotFoundError(
+                    f"model '{r.model}' has no version {number} (latest is {model.latest_version}); "
+                    f"see 'ownloop versions {r.model}'"
+                )
+        return ModelVersion(
+            model=r.model,
+            version=row.version,
+            owner=model.owner,
+            artifact_digest=row.artifact_digest,
+            artifact_format=row.artifact_format,
+            artifact_size=row.artifact_size,
+            trusted_types=tuple(row.trusted_types),
+            unsafe_pickle=bool(row.unsafe_pickle),
+            data_digest=row.data_digest,
+            code_commit=row.code_commit,
+            params=dict(row.params),
+            metrics=dict(row.metrics),
+            description=row.description,
+            signature=Signature.from_dict(row.signature),
+            profile_digest=row.profile_digest,
+            gate_status=row.gate_status,
+            aliases=tuple(a for a, v in aliases.items() if v == row.version),
+            created_at=aware(row.created_at),
+            created_by=row.created_by,
+        )
+
+    def load(self, ref: str | VersionRef) -> Any:
+        """The model object of a version, after verifying its artifact digest.
+
+        >>> model = reg.load("churn@production")  # doctest: +SKIP
+        """
+        version = self.get_version(ref)
+        data = self.artifacts.read(version.artifact_digest)
+        return load_model(
+            data,
+            version.artifact_format,
+            trusted=version.trusted_types,
+            allow_pickle=version.unsafe_pickle,
+        )
+
+    def load_profile(self, ref: str | VersionRef) -> ReferenceProfile:
+        version = self.get_version(ref)
+        if version.profile_digest is None:
+            raise NotFoundError(
+                f"{version.ref} was registered without reference data, so it has no reference profile; "
+                "register it again with --reference"
+            )
+        return ReferenceProfile.from_bytes(self.artifacts.read(version.profile_digest))
+
+    # -- ownership ----------------------------------------------------------------------
+
+    def transfer(self, name: str, team: str) -> Model:
+        """Hand a model over to another team (audited)."""
+        validate_name("model", name)
+        validate_name("team", team)
+        now = self.clock.now()
+        with self.store.write() as conn:
+            model = self._require_model(conn, name)
+            authorize(self.actor, "model.transfer", model.owner)
+            new = self._require_team(conn, team)
+            if model.owner == team:
+                raise ConflictError(f"model '{name}' is already owned by team '{team}'")
+            conn.execute(t.models.update().where(t.models.c.id == model.id).values(team_id=new.id))
+            self.store.audit(
+                conn,
+                at=now,
+                actor=self.actor.name,
+                action="model.transfer",
+                target=f"model:{name}",
+                model=name,
+                before={"owner": model.owner},
+                after={"owner": team},
+            )
+        return self.get_model(name)
+
+    # -- aliases ------------------------------------------------------------------------
+
+    def set_alias(self, name: str, alias: str, version: int | str) -> ModelVersion:
+        """Point ``alias`` at a version; the move is kept in the alias history and the audit log."""
+        validate_alias(alias)
+        target = self.get_version(
+            VersionRef(validate_name("model", name), version=_version_number(version))
+        )
+        now = self.clock.now()
+        with self.store.write() as conn:
+            model = self._require_model(conn, name)
+            authorize(self.actor, "alias.set", model.owner)
+            version_id = conn.execute(
+                sa.select(t.versions.c.id).where(
+                    t.versions.c.model_id == model.id, t.versions.c.version == target.version
+                )
+            ).scalar_one()
+            previous = self._aliases(conn, model.id).get(alias)
+            if previous is None:
+                conn.execute(
+                    t.aliases.insert().values(
+                        model_id=model.id,
+                        alias=alias,
+                        version_id=version_id,
+                        updated_at=now,
+                        updated_by=self.actor.name,
+                    )
+                )
+            else:
+                conn.execute(
+                    t.aliases.update()
+                    .where(t.aliases.c.model_id == model.id, t.aliases.c.alias == alias)
+                    .values(version_id=version_id, updated_at=now, updated_by=self.actor.name)
+                )
+            self._record_alias(conn, model.id, name, alias, target.version, previous, now)
+        return self.get_version(VersionRef(name, version=target.version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        validate_name("alias", alias)
+        now = self.clock.now()
+        with self.store.write() as conn:
+            model = self._require_model(conn, validate_name("model", name))
+            authorize(self.actor, "alias.delete", model.owner)
+            previous = self._aliases(conn, model.id).get(alias)
+            if previous is None:
+                raise NotFoundError(f"model '{name}' has no alias '{alias}'")
+            conn.execute(
+                t.aliases.delete().where(
+                    t.aliases.c.model_id == model.id, t.aliases.c.alias == alias
+                )
+            )
+            self._record_alias(conn, model.id, name, alias, None, previous, now)
+
+    def _record_alias(
+        self,
+        conn: sa.Connection,
+        model_id: int,
+        name: str,
+        alias: str,
+        version: int | None,
+        previous: int | None,
+        now: datetime,
+    ) -> None:
+        conn.execute(
+            t.alias_history.insert().values(
+                model_id=model_id,
+                alias=alias,
+                version=version,
+                previous_version=previous,
+                at=now,
+                by=self.actor.name,
+            )
+        )
+        self.store.audit(
+            conn,
+            at=now,
+            actor=self.actor.name,
+            action="alias.set" if version is not None else "alias.delete",
+            target=f"{name}@{alias}",
+            model=name,
+            before=None if previous is None else {"version": previous},
+            after=None if version is None else {"version": version},
+        )
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+        with self.store.read() as conn:
+            model = self._require_model(conn, validate_name("model", name))
+            query = sa.select(t.alias_history).where(t.alias_history.c.model_id == model.id)
+            if alias is not None:
+                query = query.where(t.alias_history.c.alias == alias)
+            rows = conn.execute(query.order_by(t.alias_history.c.id)).all()
+        return [AliasEvent(r.alias, r.version, r.previous_version, aware(r.at), r.by) for r in rows]
+
+    # -- audit --------------------------------------------------------------------------
+
+    def audit_log(self, model: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Newest first: who changed what, when."""
+        query = sa.select(t.audit).order_by(t.audit.c.id.desc()).limit(limit)
+        if model is not None:
+            query = query.where(t.audit.c.model == validate_name("model", model))
+        with self.store.read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            AuditEntry(aware(r.at), r.actor, r.action, r.target, r.model, r.before, r.after)
+            for r in rows
+        ]
+
+
+def _version_number(version: int | str) -> int:
+    if isinstance(version, int) and version > 0:
+        return version
+    if isinstance(version, str) and version.isdigit() and int(version) > 0:
+        return int(version)
+    raise InvalidInputError(f"version must be a positive whole number, not {version!r}")
+
+
+def validate_type_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", name):
+        raise InvalidInputError(f"'{name}' is not a Python type path like sklearn.module.ClassName")
+    return name
+
+
+def _get_params(model: Any) -> Mapping[str, Any]:
+    """``get_params(deep=True)`` keeping plain values (a pipeline's nested objects are left out)."""
+    get_params = getattr(model, "get_params", None)
+    if get_params is None:
+        return {}
+    params: Mapping[str, Any] = get_params(deep=True)
+    plain = (bool, int, float, str, type(None), np.generic)
+    return {
+        k: v
+        for k, v in params.items()
+        if isinstance(v, plain)
+        or (isinstance(v, list | tuple) and all(isinstance(x, plain) for x in v))
+    }

@@ -1,0 +1,162 @@
+"""Metadata store: SQLAlchemy 2 over SQLite (default) or PostgreSQL, migrations, audit rows.
+
+The store knows tables and transactions, never the domain that uses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ownloop.errors import SchemaOutOfDateError, StoreUnavailableError
+from ownloop.store import _schema as tables
+from ownloop.store._engine import create_engine, safe_url
+from ownloop.store.migrations import all_migrations, latest_version
+
+__all__ = ["Store", "aware", "tables"]
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything ownloop stores is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Store:
+    """One metadata database. ``write()`` and ``read()`` give a connection inside a transaction."""
+
+    def __init__(self, url: str, *, check_schema: bool = True) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        if check_schema:
+            self.ensure_schema()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A write transaction: the SQLite write lock is taken at BEGIN; commit or roll back whole."""
+        with self._translate(), self.engine.connect() as conn:
+            conn = conn.execution_options(ownloop_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self._translate(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.OperationalError as exc:
+            if "no such table" in str(exc) or "does not exist" in str(exc.orig):
+                raise SchemaOutOfDateError(self._out_of_date_message()) from exc
+            raise StoreUnavailableError(
+                f"metadata store {safe_url(self.url)} is unavailable: {exc.orig}; "
+                "check that the database is reachable and not locked by another tool"
+            ) from exc
+
+    def audit(
+        self,
+        conn: sa.Connection,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        target: str,
+        model: str | None = None,
+        before: Any = None,
+        after: Any = None,
+    ) -> None:
+        """Write one audit row; call it inside the transaction that makes the change."""
+        conn.execute(
+            tables.audit.insert().values(
+                at=at,
+                actor=actor,
+                action=action,
+                target=target,
+                model=model,
+                before=before,
+                after=after,
+            )
+        )
+
+    # -- schema -------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """The migration number this database is at (0 when it is empty)."""
+        with self._translate(), self.engine.connect() as conn, conn.begin():
+            return self._current(conn)
+
+    def _current(self, conn: sa.Connection) -> int:
+        if not sa.inspect(conn).has_table(tables.schema_versions.name):
+            return 0
+        value = conn.execute(sa.select(sa.func.max(tables.schema_versions.c.version))).scalar()
+        return int(value or 0)
+
+    def ensure_schema(self) -> None:
+        """Create a fresh database; refuse to touch one that is behind or ahead of this code."""
+        current = self.schema_version()
+        latest = latest_version()
+        if current == 0 and not self._has_foreign_tables():
+            self.upgrade()
+        elif current < latest:
+            raise SchemaOutOfDateError(self._out_of_date_message(current))
+        elif current > latest:
+            raise SchemaOutOfDateError(
+                f"metadata schema at {safe_url(self.url)} is at version {current}, newer than "
+                f"this ownloop knows ({latest}); upgrade ownloop (pip install -U ownloop)"
+            )
+
+    def _has_foreign_tables(self) -> bool:
+        with self.engine.connect() as conn:
+            names = set(sa.inspect(conn).get_table_names())
+        return bool(names & {"teams", "models", "versions"})
+
+    def _out_of_date_message(self, current: int | None = None) -> str:
+        at = (
+            ""
+            if current is None
+            else f" (at version {current}, this ownloop needs {latest_version()})"
+        )
+        return (
+            f"metadata schema at {safe_url(self.url)} is out of date{at}: "
+            "back up the database, then run `ownloop db upgrade`"
+        )
+
+    def upgrade(self, target: int | None = None) -> list[int]:
+        """Apply pending migrations up to ``target`` (default: all) in one transaction."""
+        applied: list[int] = []
+        with self._translate(), self.engine.connect() as conn:
+            conn = conn.execution_options(ownloop_write=True)
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(20260001)"))
+                if self._current(conn) == 0 and not sa.inspect(conn).has_table("ownloop_schema"):
+                    tables.schema_versions.create(conn)
+                current = self._current(conn)
+                for migration in all_migrations():
+                    if migration.number <= current or (
+                        target is not None and migration.number > target
+                    ):
+                        continue
+                    migration.upgrade(conn)
+                    conn.execute(
+                        tables.schema_versions.insert().values(
+                            version=migration.number,
+                            description=migration.description,
+                            applied_at=datetime.now(UTC),
+                        )
+                    )
+                    applied.append(migration.number)
+        return applied

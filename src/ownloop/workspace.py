@@ -1,0 +1,52 @@
+"""A workspace: one configuration, one store, one artifact folder, one clock, one actor."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from ownloop.access import Actor
+from ownloop.artifacts import ArtifactStore
+from ownloop.clock import Clock, SystemClock
+from ownloop.config import Config
+from ownloop.registry import Registry
+from ownloop.store import Store
+
+__all__ = ["Workspace"]
+
+
+class Workspace:
+    """Everything ownloop does hangs off one of these.
+
+    >>> with Workspace(Config.from_env({"OWNLOOP_HOME": "/tmp/ownloop-doc"})) as ws:  # doctest: +SKIP
+    ...     ws.registry.list_models()
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        clock: Clock | None = None,
+        actor: Actor | None = None,
+        check_schema: bool = True,
+    ) -> None:
+        self.config = config if config is not None else Config.from_env()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.actor = actor if actor is not None else Actor.local(self.config.user)
+        self.config.home.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.config.db_url, check_schema=check_schema)
+        self.artifacts = ArtifactStore(self.config.artifacts_dir)
+        self.registry = Registry(self.store, self.artifacts, self.clock, self.actor)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,110 @@
+"""Shared fixtures: a real SQLite file per test, and the same tests on PostgreSQL when reachable."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from ownloop import Config, Workspace
+from ownloop.demo import make_churn_data, make_model
+
+PG_ENV = "OWNLOOP_TEST_PG_URL"
+
+
+def _pg_admin_url() -> str | None:
+    return os.environ.get(PG_ENV) or None
+
+
+def _pg_reachable(url: str) -> str | None:
+    """None when reachable, else the reason."""
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, ModuleNotFoundError) as exc:
+        return f"PostgreSQL at {url} is not reachable: {str(exc).splitlines()[0]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    url = _pg_admin_url()
+    if url is None:
+        pytest.skip(
+            f"PostgreSQL tests skipped: set {PG_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
+    reason = _pg_reachable(url)
+    if reason is not None:
+        if os.environ.get("OWNLOOP_TEST_REQUIRE_PG"):
+            pytest.fail(reason)
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty schema on the test PostgreSQL, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_admin_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(pg_admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store-touching test runs on real SQLite and, when reachable, real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ownloop.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def config(tmp_path: Path, db_url: str) -> Config:
+    return Config(home=tmp_path / "home", db_url_override=db_url, user="tester")
+
+
+@pytest.fixture
+def ws(config: Config) -> Iterator[Workspace]:
+    with Workspace(config) as workspace:
+        yield workspace
+
+
+@pytest.fixture(scope="session")
+def churn_data() -> pd.DataFrame:
+    return make_churn_data(2000, seed=11)
+
+
+@pytest.fixture(scope="session")
+def churn_model(churn_data: pd.DataFrame) -> object:
+    return make_model(max_iter=20).fit(churn_data.drop(columns="churned"), churn_data["churned"])
+
+
+@pytest.fixture
+def team(ws: Workspace) -> str:
+    ws.registry.add_team("risk", email="risk@example.com", members=["tester"])
+    return "risk"
+
+
+def env_for(config: Config) -> dict[str, str]:
+    """Environment for a subprocess that should use ``config``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
+    env["OWNLOOP_HOME"] = str(config.home)
+    env["OWNLOOP_DB_URL"] = config.db_url
+    env["OWNLOOP_USER"] = config.user
+    return env
