@@ -8,8 +8,9 @@ PASS: churn@2 vs churn@1 (production): 7 passed, 0 failed, 0 inconclusive
 
 from __future__ import annotations
 
+from ownloop.evaluation._checks import judge_outputs
 from ownloop.evaluation._html import to_html
-from ownloop.evaluation._metrics import CLASSIFIER_METRICS, METRICS, REGRESSOR_METRICS
+from ownloop.evaluation._metrics import CLASSIFIER_METRICS, METRICS, REGRESSOR_METRICS, Outputs
 from ownloop.evaluation._reports import to_json, to_junit, to_markdown, write_report
 from ownloop.evaluation._results import (
     FAIL,
@@ -35,8 +36,10 @@ __all__ = [
     "CheckSpec",
     "EvalResult",
     "Evaluations",
+    "Outputs",
     "StoredEvaluation",
     "Suite",
+    "judge_outputs",
     "load_suite",
     "parse_suite",
     "to_html",

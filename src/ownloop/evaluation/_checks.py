@@ -27,7 +27,7 @@ from ownloop.evaluation._suite import CheckSpec, SliceSpec, Suite
 from ownloop.profile import predict_frame
 from ownloop.signature import Signature
 
-__all__ = ["Bootstrapper", "Context", "run_checks"]
+__all__ = ["Bootstrapper", "Context", "judge_outputs", "run_checks"]
 
 Finisher = Callable[[], list[CheckResult]]
 MAX_BEHAVIOUR_ROWS = 2000
@@ -677,3 +677,32 @@ def _plan_model_size(spec: CheckSpec, ctx: Context) -> Finisher:
         bound=budget,
     )
     return lambda: [result]
+
+
+def judge_outputs(
+    spec: CheckSpec, suite: Suite, candidate: Outputs, baseline: Outputs | None = None
+) -> list[CheckResult]:
+    """Judge one metric or comparison check on outputs already computed (the gate's own path).
+
+    For simulations and callers that hold predictions rather than models.
+    """
+    frame = pd.DataFrame(index=pd.RangeIndex(candidate.n))
+    data = Dataset(str(spec.dataset), frame, frame, candidate.y, "", 0)
+    ctx = Context(
+        suite=suite,
+        signature=Signature((), "classification" if candidate.classes else "regression"),
+        candidate=None,
+        baseline=None if baseline is None else object(),
+        baseline_ref=None,
+        artifact_size=0,
+        datasets={str(spec.dataset): data},
+        outputs={str(spec.dataset): candidate},
+        base_outputs={} if baseline is None else {str(spec.dataset): baseline},
+    )
+    finish = {
+        "metric": _plan_metric,
+        "non_inferiority": _plan_comparison,
+        "superiority": _plan_comparison,
+    }[spec.type](spec, ctx)
+    ctx.boot.run()
+    return finish()
