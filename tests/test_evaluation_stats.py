@@ -307,7 +307,8 @@ def test_twenty_rows_are_inconclusive_where_a_point_threshold_passes() -> None:
     for min_rows in (30, 1):  # too few rows by rule, and by the interval alone
         result = judge_outputs(spec, _suite(spec, min_rows=min_rows), out)[0]
         assert result.status == INCONCLUSIVE
-        assert result.interval is not None and result.interval[0] < 0.9
+        assert result.interval is not None
+        assert result.interval[0] < 0.9
     assert "fewer than the 30 needed" in judge_outputs(spec, _suite(spec), out)[0].message
     assert "more rows are needed" in judge_outputs(spec, _suite(spec, min_rows=1), out)[0].message
 
@@ -321,4 +322,6 @@ def test_same_accuracy_on_many_rows_passes() -> None:
     )
     result = judge_outputs(spec, _suite(spec), out)[0]
     assert result.status == PASS
-    assert "Wilson" in result.method and result.interval is not None and result.interval[0] >= 0.9
+    assert "Wilson" in result.method
+    assert result.interval is not None
+    assert result.interval[0] >= 0.9
