@@ -284,6 +284,8 @@ def test_reports_in_every_format(ws: Workspace, churn: Path) -> None:
         html.count("<svg") >= len(result.checks) // 2 + 3
     )  # interval charts, 2 confusion, calibration
     assert "calibration" in html
+    for svg in re.findall(r"<svg.*?</svg>", html, re.S):
+        ET.fromstring(svg)  # every drawing is well-formed markup
     assert "confusion matrix, candidate" in html
     assert "http://" not in html
     assert "https://" not in html
