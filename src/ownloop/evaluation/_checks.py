@@ -8,9 +8,11 @@ check is computed from it, which also makes candidate-vs-baseline comparisons pa
 from __future__ import annotations
 
 import json
+import os
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -32,6 +34,7 @@ __all__ = ["Bootstrapper", "Context", "judge_outputs", "run_checks"]
 Finisher = Callable[[], list[CheckResult]]
 MAX_BEHAVIOUR_ROWS = 2000
 MAX_LISTED_CASES = 25
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 class Bootstrapper:
@@ -51,14 +54,26 @@ class Bootstrapper:
         return lambda: self._results[(group, name)]
 
     def run(self) -> None:
+        """Evaluate every requested function on every block; blocks run on a few threads
+        (NumPy releases the GIL in the heavy loops), results do not depend on the threading."""
+        tasks = []
         for group, (n, fns) in self._groups.items():
             seed = (zlib.crc32(group.encode()) + self.seed) % 2**32
-            parts: dict[str, list[np.ndarray]] = {name: [] for name in fns}
-            for W in st.BootstrapPlan(self.resamples, seed).blocks(n):
-                for name, fn in fns.items():
-                    parts[name].append(fn(W))
-            for name, chunks in parts.items():
-                self._results[(group, name)] = np.concatenate(chunks)
+            plan = st.BootstrapPlan(self.resamples, seed)
+            tasks += [(group, n, fns, plan, b) for b in range(len(plan.block_sizes(n)))]
+
+        def work(task: tuple[Any, ...]) -> dict[str, np.ndarray]:
+            _, n, fns, plan, block = task
+            W = plan.draw(n, block)
+            return {name: fn(W) for name, fn in fns.items()}
+
+        with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+            done = list(pool.map(work, tasks))
+        parts: dict[tuple[str, str], list[np.ndarray]] = {}
+        for task, values in zip(tasks, done, strict=True):
+            for name, value in values.items():
+                parts.setdefault((task[0], name), []).append(value)
+        self._results = {key: np.concatenate(chunks) for key, chunks in parts.items()}
 
 
 @dataclass
@@ -73,6 +88,9 @@ class Context:
     outputs: dict[str, Outputs]
     base_outputs: dict[str, Outputs]
     boot: Bootstrapper = field(init=False)
+    ordered: dict[tuple[str, str | None], tuple[Outputs, Outputs | None]] = field(
+        init=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self.boot = Bootstrapper(self.suite.resamples, self.suite.seed)
@@ -234,6 +252,29 @@ def _subset(out: Outputs, mask: np.ndarray) -> Outputs:
     )
 
 
+def _group_outputs(
+    spec: CheckSpec, ctx: Context, label: str | None, mask: np.ndarray | None
+) -> tuple[Outputs, Outputs | None]:
+    """The rows of one group, candidate and baseline, in one shared order (cached per group).
+
+    The order is the candidate's score order: its ROC AUC then needs no gather per resample.
+    Any order is a valid bootstrap order; sharing it keeps candidate and baseline paired.
+    """
+    key = (str(spec.dataset), label)
+    if key not in ctx.ordered:
+        cand = ctx.outputs[str(spec.dataset)]
+        base = ctx.base_outputs.get(str(spec.dataset))
+        if mask is not None:
+            cand = _subset(cand, mask)
+            base = None if base is None else _subset(base, mask)
+        if cand.proba is not None and len(cand.classes) == 2:
+            order = np.lexsort((cand.y != cand.positive, cand.proba[:, cand.positive]))
+            cand = _subset(cand, order)
+            base = None if base is None else _subset(base, order)
+        ctx.ordered[key] = (cand, base)
+    return ctx.ordered[key]
+
+
 def _groups(spec: CheckSpec, ctx: Context) -> list[tuple[str | None, np.ndarray | None]]:
     data = ctx.datasets[str(spec.dataset)]
     groups: list[tuple[str | None, np.ndarray | None]] = [(None, None)]
@@ -277,7 +318,7 @@ def _plan_metric(spec: CheckSpec, ctx: Context) -> Finisher:
     prepare_metric(d.name, full)  # task and output checks, before any work
     pending: list[Callable[[], _Finding | CheckResult]] = []
     for label, mask in _groups(spec, ctx):
-        out = full if mask is None else _subset(full, mask)
+        out = _group_outputs(spec, ctx, label, mask)[0]
         if label is not None and out.n < ctx.suite.min_slice_rows:
             pending.append(partial(_too_small, spec, label, out.n, ctx))
             continue
@@ -356,8 +397,8 @@ def _plan_comparison(spec: CheckSpec, ctx: Context) -> Finisher:
     bound = sign * (spec.margin if superiority else -spec.margin) + 0.0  # no "-0"
     pending: list[Callable[[], _Finding | CheckResult]] = []
     for label, mask in _groups(spec, ctx):
-        cand = full if mask is None else _subset(full, mask)
-        base = base_full if mask is None else _subset(base_full, mask)
+        cand, maybe_base = _group_outputs(spec, ctx, label, mask)
+        base = base_full if maybe_base is None else maybe_base
         if label is not None and cand.n < ctx.suite.min_slice_rows:
             pending.append(partial(_too_small, spec, label, cand.n, ctx))
             continue

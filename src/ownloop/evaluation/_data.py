@@ -128,12 +128,8 @@ def model_outputs(
         return Outputs(y, np.asarray(pred, dtype=float), None, ())
     classes = tuple(signature.classes or ())
     lookup = {c: i for i, c in enumerate(classes)}
-    pred_idx = np.fromiter((lookup[_plain(v)] for v in pred), dtype=np.int64, count=data.n)
-    y_idx = (
-        np.full(data.n, -1, dtype=np.int64)
-        if data.y is None
-        else np.fromiter((lookup[_plain(v)] for v in data.y), dtype=np.int64, count=data.n)
-    )
+    pred_idx = _class_index(np.asarray(pred), classes)
+    y_idx = np.full(data.n, -1, dtype=np.int64) if data.y is None else _class_index(data.y, classes)
     positive = 1 if len(classes) > 1 else 0
     if positive_label is not None:
         if positive_label not in lookup:
@@ -142,6 +138,16 @@ def model_outputs(
             )
         positive = lookup[positive_label]
     return Outputs(y_idx, pred_idx, proba, classes, positive)
+
+
+def _class_index(values: np.ndarray, classes: tuple[Any, ...]) -> np.ndarray:
+    """Positions of ``values`` in ``classes`` (every value is known: labels were checked)."""
+    index = pd.Index(list(classes))
+    found = np.asarray(index.get_indexer(pd.Index(values)), dtype=np.int64)
+    if np.any(found < 0):  # numbers read back as another type (1.0 vs 1): match one by one
+        lookup = {c: i for i, c in enumerate(classes)}
+        found = np.fromiter((lookup[_plain(v)] for v in values), dtype=np.int64, count=len(values))
+    return found
 
 
 def score_of(model: Any, X: pd.DataFrame, signature: Signature, positive: int = 1) -> np.ndarray:

@@ -105,8 +105,10 @@ class PreparedMetric:
 def _ratio(
     columns: np.ndarray, finish: Callable[[np.ndarray], np.ndarray]
 ) -> Callable[..., np.ndarray]:
+    by_dtype = {np.dtype(np.float64): columns, np.dtype(np.float32): columns.astype(np.float32)}
+
     def value(W: np.ndarray) -> np.ndarray:
-        sums = W @ columns
+        sums = (W @ by_dtype[W.dtype]).astype(np.float64)
         # A resample can leave a class out: that replicate is NaN and dropped later.
         with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -184,20 +186,37 @@ def _f1(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _auc_one(score: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Weighted Mann-Whitney: P(score of a positive > score of a negative), ties count half."""
-    order = np.argsort(score, kind="mergesort")
-    s = score[order]
-    pos = positive[order].astype(float)
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    """Weighted Mann-Whitney: P(score of a positive > score of a negative), ties count half.
+
+    Rows are sorted once by score, positives first among equal scores. With C the running sum
+    of negative weights in that order, a positive at position k has C[k] negatives strictly
+    below it and C[end(k)] - C[k] tied with it (end(k): the last row of its tie group), so a
+    resample costs one gather, one cumulative sum and a matrix-vector product, plus small
+    gathers for tied positives only.
+    """
+    pos = positive.astype(bool)
+    order = np.lexsort((~pos, score))
+    in_order = bool(np.all(order[1:] > order[:-1]))  # rows already sorted: no gather needed
+    s, pos_sorted = score[order], pos[order]
+    new_group = np.r_[True, s[1:] != s[:-1]]
+    group_end = np.r_[np.flatnonzero(new_group)[1:] - 1, s.size - 1][np.cumsum(new_group) - 1]
+    tied_pos = np.flatnonzero(pos_sorted & (group_end != np.arange(s.size)))
+    tied_end = group_end[tied_pos]
+    weights = {
+        np.dtype(t): (pos_sorted.astype(t), (~pos_sorted).astype(t))
+        for t in (np.float32, np.float64)
+    }
 
     def value(W: np.ndarray) -> np.ndarray:
-        ws = W[:, order]
-        wp = ws * pos
-        gp = np.add.reduceat(wp, starts, axis=1)
-        gn = np.add.reduceat(ws, starts, axis=1) - gp
-        below = np.cumsum(gn, axis=1) - gn
-        num = (gp * (below + 0.5 * gn)).sum(axis=1)
-        den = gp.sum(axis=1) * gn.sum(axis=1)
+        p, q = weights[W.dtype]
+        ws = W if in_order else W[:, order]
+        below = np.cumsum(ws * q, axis=1)
+        num = ((ws * below) @ p).astype(np.float64)
+        if tied_pos.size:
+            ties = ws[:, tied_pos] * (below[:, tied_end] - below[:, tied_pos])
+            num += 0.5 * ties.sum(axis=1, dtype=np.float64)
+        w_pos = (ws @ p).astype(np.float64)
+        den = w_pos * (ws.sum(axis=1, dtype=np.float64) - w_pos)
         with np.errstate(divide="ignore", invalid="ignore"):
             result: np.ndarray = np.where(den > 0, num / den, np.nan)
         return result
