@@ -34,16 +34,28 @@ def _finite(*values: float | None) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
 
+_Bar = tuple[str, str, float | None, tuple[float, float] | None]
+
+
 def _interval_row(c: CheckResult) -> str:
-    """One small chart: intervals (candidate, baseline or the change) against the bound."""
-    bars: list[tuple[str, str, float | None, tuple[float, float] | None]] = []
+    """Small charts of intervals against the bound; a comparison gets two scales: the
+    candidate and baseline values, then their change against the margin."""
     if c.candidate is not None:
-        bars.append(("candidate", _CAND, c.candidate, c.candidate_interval))
-        bars.append(("baseline", _BASE, c.baseline, c.baseline_interval))
-        bars.append(("change", _COLOR[c.status], c.estimate, c.interval))
-    elif c.estimate is not None:
-        bars.append((c.metric or "value", _COLOR[c.status], c.estimate, c.interval))
-    values = _finite(c.bound, *(b[2] for b in bars), *(v for b in bars if b[3] for v in b[3]))
+        values: list[_Bar] = [
+            ("candidate", _CAND, c.candidate, c.candidate_interval),
+            ("baseline", _BASE, c.baseline, c.baseline_interval),
+        ]
+        change: list[_Bar] = [("change", _COLOR[c.status], c.estimate, c.interval)]
+        return _chart(c.name, values, None) + _chart(c.name, change, c.bound)
+    if c.estimate is not None:
+        return _chart(
+            c.name, [(c.metric or "value", _COLOR[c.status], c.estimate, c.interval)], c.bound
+        )
+    return ""
+
+
+def _chart(title: str, bars: list[_Bar], bound: float | None) -> str:
+    values = _finite(bound, *(b[2] for b in bars), *(v for b in bars if b[3] for v in b[3]))
     if not values:
         return ""
     lo, hi = min(values), max(values)
@@ -55,7 +67,7 @@ def _interval_row(c: CheckResult) -> str:
     def x(v: float) -> float:
         return left + (v - lo) / (hi - lo) * (width - left - 10)
 
-    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(c.name)}">']
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(title)}">']
     for i, (label, color, est, iv) in enumerate(bars):
         y = 10 + i * row
         parts.append(f'<text x="2" y="{y + 4}">{escape(label)}</text>')
@@ -65,15 +77,15 @@ def _interval_row(c: CheckResult) -> str:
             )
         if est is not None and math.isfinite(est):
             parts.append(f'<circle cx="{x(est):.1f}" cy="{y}" r="4" fill="{color}"/>')
-    if c.bound is not None:
-        bx = x(c.bound)
+    if bound is not None:
+        bx = x(bound)
         parts.append(
             f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="2" y2="{height - 16}" stroke="#cf222e" stroke-dasharray="4 3"/>'
-            f'<text x="{bx + 3:.1f}" y="{height - 4}" fill="#cf222e">bound {_n(c.bound)}</text>'
+            f'<text x="{min(bx + 3, width - 90):.1f}" y="{height - 4}" fill="#cf222e">bound {_n(bound)}</text>'
         )
     parts.append(
         f'<text x="{left}" y="{height - 4}" fill="#656d76">{_n(lo)}</text>'
-        f'<text x="{width - 60}" y="{height - 4}" fill="#656d76">{_n(hi)}</text></svg>'
+        f'<text x="{width - 50}" y="{height - 4}" fill="#656d76">{_n(hi)}</text></svg>'
     )
     return "".join(parts)
 
