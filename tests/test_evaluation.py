@@ -307,6 +307,10 @@ BAD_INPUTS = {
         "datasets:\n  d: {path: holdout.parquet, label: left}\nchecks:\n  - metric: accuracy\n    at_least: 0.5\n",
         r"dataset 'd' \(.*holdout.parquet\) has no label column 'left' \(columns: age, ",
     ),
+    "no target column": (
+        "datasets:\n  d: nolabel.parquet\nchecks:\n  - metric: accuracy\n    at_least: 0.5\n",
+        r"dataset 'd' has no label column \(the model's target is 'churned'\); add that column or set 'label: COLUMN'",
+    ),
     "unseen labels": (
         "datasets:\n  d: {path: odd_labels.parquet, label: churned}\nchecks:\n  - metric: accuracy\n    at_least: 0.5\n",
         r"label column 'churned' has values the model never saw: 2, 7 \(the model's classes: 0, 1\)",
@@ -327,6 +331,10 @@ BAD_INPUTS = {
         "datasets:\n  d: {path: holdout.parquet, label: churned}\nchecks:\n  - metric: rmse\n    at_most: 0.5\n",
         r"metric 'rmse' is for regression models but this model is a classifier; use one of: accuracy",
     ),
+    "slice column missing": (
+        "datasets:\n  d: {path: holdout.parquet, label: churned}\nslices: [segment]\nchecks:\n  - metric: accuracy\n    at_least: 0.5\n",
+        r"slice column 'segment' is not in dataset 'd' \(columns: age, ",
+    ),
     "comparison without baseline": (
         "datasets:\n  d: {path: holdout.parquet, label: churned}\nchecks:\n  - type: superiority\n    metric: roc_auc\n",
         r"compares against a baseline, but none was given: pass --baseline production",
@@ -336,7 +344,6 @@ BAD_INPUTS = {
 
 def _bad_files(folder: Path) -> None:
     base = make_churn_data(200, seed=9)
-    base.assign(churned=np.where(np.arange(200) % 50 == 0, 2, base["churned"]))
     odd = base.copy()
     odd.loc[0, "churned"], odd.loc[1, "churned"] = 2, 7
     odd.to_parquet(folder / "odd_labels.parquet")
@@ -345,6 +352,7 @@ def _bad_files(folder: Path) -> None:
     gappy.loc[5:6, "plan"] = None
     gappy.to_parquet(folder / "gappy.parquet")
     base.head(0).to_parquet(folder / "empty.parquet")
+    base.drop(columns="churned").to_parquet(folder / "nolabel.parquet")
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
@@ -430,3 +438,80 @@ def test_cli_in_a_real_process(config: Config, churn: Path, ws: Workspace) -> No
         env=env_for(config), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert usage.returncode == 2
+
+
+# -- regressors, range expectations, numeric perturbations -------------------------------------
+
+
+def _house_prices(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    size = rng.uniform(40, 200, n)
+    rooms = rng.integers(1, 6, n)
+    price = 1000 + 12 * size + 30 * rooms + rng.normal(0, 60, n)
+    return pd.DataFrame({"size": size, "rooms": rooms, "price": price})
+
+
+def test_regressor_gate_with_ranges_and_numeric_perturbations(
+    ws: Workspace, team: str, tmp_path: Path
+) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    train = _house_prices(1500, seed=1)
+    X, y = train[["size", "rooms"]], train["price"]
+    ws.registry.register(
+        "price", LinearRegression().fit(X, y), owner=team, reference=train, target="price"
+    )
+    ws.registry.register(
+        "price",
+        LinearRegression().fit(X[["size", "rooms"]].assign(rooms=0), y),
+        owner=team,
+        reference=train,
+        target="price",
+    )
+    ws.registry.set_alias("price", "production", 1)
+    _house_prices(800, seed=2).to_csv(tmp_path / "holdout.csv", index=False)
+    pd.DataFrame(
+        {
+            "size": [50.0, 150.0, 100.0],
+            "rooms": [1, 4, 2],
+            "expected_min": [1500, 2800, 9000],
+            "expected_max": [1800, 3100, 9999],
+        }
+    ).to_csv(tmp_path / "cases.csv", index=False)
+    suite = tmp_path / "price.yaml"
+    suite.write_text(
+        "baseline: production\nbootstrap: {resamples: 300}\n"
+        "datasets:\n  holdout: {path: holdout.csv}\n  cases: {path: cases.csv}\n"
+        "checks:\n"
+        "  - {metric: mae, at_most: 60}\n  - {metric: rmse, at_most: 80}\n  - {metric: r2, at_least: 0.95}\n"
+        "  - {metric: mape, at_most: 0.05}\n"
+        "  - {type: non_inferiority, metric: mae, margin: 5}\n"
+        "  - {type: pass_rate, name: price ranges, dataset: cases, at_least: 0.5}\n"
+        "  - {type: invariance, feature: size, delta: 0.001, tolerance: 1.0, at_most: 0.01}\n"
+        "  - {type: directional, feature: size, delta: 10, at_most: 0.01}\n"
+        "  - {type: directional, name: more rooms never cheaper, feature: rooms, delta: 1, direction: decrease, at_most: 0.01}\n"
+    )
+    result = ws.evaluations.evaluate("price@1", suite)
+    status = {c.name: c.status for c in result.checks}
+    assert status["mae <= 60"] == PASS
+    assert status["r2 >= 0.95"] == PASS
+    assert status["mae non-inferiority"] == PASS  # the same model as production
+    assert status["price ranges"] == INCONCLUSIVE  # 2 of 3 cases in range, 3 cases decide nothing
+    (ranges,) = [c for c in result.checks if c.name == "price ranges"]
+    assert ranges.details["failing"][0]["size"] == 100.0
+    assert status["invariance size"] == PASS  # a tiny nudge moves the price by less than 1
+    assert status["directional size"] == PASS
+    assert status["more rooms never cheaper"] == FAIL  # direction decrease: rooms raise the price
+    with pytest.raises(
+        InvalidInputError,
+        match="metric 'roc_auc' is for classification models but this model is a regressor",
+    ):
+        ws.evaluations.evaluate(
+            "price@1", parse_suite_text(tmp_path, "  - {metric: roc_auc, at_least: 0.5}\n")
+        )
+
+
+def parse_suite_text(folder: Path, checks: str) -> Path:
+    path = folder / "extra.yaml"
+    path.write_text(f"datasets:\n  holdout: {{path: holdout.csv, label: price}}\nchecks:\n{checks}")
+    return path

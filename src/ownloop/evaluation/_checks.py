@@ -301,8 +301,10 @@ def _too_small(spec: CheckSpec, label: str, n: int, ctx: Context) -> CheckResult
 def _labelled(spec: CheckSpec, ctx: Context) -> Outputs:
     out = ctx.outputs[str(spec.dataset)]
     if ctx.datasets[str(spec.dataset)].y is None:
+        target = ctx.signature.target or "LABEL"
         raise InvalidInputError(
-            f"{spec.where()}dataset '{spec.dataset}' has no label column; set 'label:' on it"
+            f"{spec.where()}dataset '{spec.dataset}' has no label column (the model's target is "
+            f"'{target}'); add that column or set 'label: COLUMN' on the dataset"
         )
     return out
 
