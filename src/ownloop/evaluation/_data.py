@@ -55,7 +55,9 @@ def load_dataset(
         )
     label = spec.label if spec.label is not None else signature.target
     if spec.label is None and label not in frame.columns:
-        label = None  # unlabelled rows (expectation cases, behaviour checks); metric checks refuse them
+        label = (
+            None  # unlabelled rows (expectation cases, behaviour checks); metric checks refuse them
+        )
     if label is not None and label not in frame.columns:
         raise InvalidInputError(
             f"{where} has no label column '{label}' (columns: {', '.join(map(str, frame.columns))}); "

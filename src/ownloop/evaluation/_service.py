@@ -171,7 +171,8 @@ class Evaluations:
         used = {str(c.dataset) for c in suite.checks if c.type in NEEDS_OUTPUTS}
         outputs: dict[str, Outputs] = {}
         base_outputs: dict[str, Outputs] = {}
-        for name in used | {str(c.dataset) for c in suite.checks if c.type == "directional"}:
+        scored = used | {str(c.dataset) for c in suite.checks if c.type == "directional"}
+        for name in [n for n in suite.datasets if n in scored]:  # suite order: plots use the first
             d = datasets[name]
             outputs[name] = model_outputs(candidate, d, sig, suite.positive_label)
             if base_version is not None and name in used:
