@@ -106,6 +106,7 @@ def _mlflow(folder: Path, ws: Workspace, resamples: int) -> dict[str, float] | s
     proc = subprocess.run(
         [str(MLFLOW_PY), str(HERE / "_mlflow_gate.py"), str(folder), str(MARGIN), str(resamples)],
         env=env,
+        cwd=folder,  # MLflow writes its artifacts (mlruns/) beside its database
         capture_output=True,
         text=True,
         timeout=1800,

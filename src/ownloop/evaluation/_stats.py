@@ -23,7 +23,7 @@ __all__ = [
     "wilson_pvalue",
 ]
 
-# Resamples handled per block: bounds memory at ~block * n * 8 bytes.
+# Cells (resamples x rows) per block: bounds memory (float32 counts plus temporaries).
 _BLOCK_CELLS = 8_000_000
 
 
