@@ -515,3 +515,17 @@ def parse_suite_text(folder: Path, checks: str) -> Path:
     path = folder / "extra.yaml"
     path.write_text(f"datasets:\n  holdout: {{path: holdout.csv, label: price}}\nchecks:\n{checks}")
     return path
+
+
+def test_cli_default_suite_says_what_it_did_and_no_store_leaves_no_verdict(
+    config: Config, churn: Path, ws: Workspace
+) -> None:
+    run = CliRunner().invoke(
+        cli,
+        ["eval", "churn@2", "--data", str(churn / "holdout.parquet"), "--no-store"],
+        env=env_for(config),
+    )
+    assert run.exit_code in (0, 1), run.output
+    assert "no suite given: default suite = non-inferiority against production" in run.output
+    assert _stored(ws) == 0
+    assert ws.registry.get_version("churn@2").gate_status == "not_evaluated"
