@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from sklearn import metrics as skm
@@ -25,6 +26,7 @@ from ownloop.evaluation._stats import (
     percentile_interval,
     wilson_interval,
 )
+from ownloop.evaluation._suite import SliceSpec
 
 LEVEL = 0.95
 ALPHA = (1 - LEVEL) / 2  # each bound is judged one-sided at 2.5%
@@ -325,3 +327,26 @@ def test_same_accuracy_on_many_rows_passes() -> None:
     assert "Wilson" in result.method
     assert result.interval is not None
     assert result.interval[0] >= 0.9
+
+
+def test_holm_keeps_the_chance_that_any_slice_passes_by_luck_near_alpha() -> None:
+    """Ten slices, each truly exactly at the bound: without adjustment some slice would pass in
+    about 1 - 0.975**10 = 22% of runs; with Holm it stays near 2.5%."""
+    rng = np.random.default_rng(14)
+    slices, rows = 10, 400
+    frame = pd.DataFrame({"segment": np.repeat([f"s{i}" for i in range(slices)], rows)})
+    spec = CheckSpec(type="metric", name="acc", dataset="d", metric="accuracy", at_least=0.8)
+    suite = Suite(datasets={}, checks=(spec,), slices=(SliceSpec("segment"),), min_slice_rows=100)
+    any_pass = any_pass_unadjusted = 0
+    for _ in range(300):
+        y = rng.integers(0, 2, slices * rows)
+        results = judge_outputs(
+            spec, suite, _binary(y, rng.random(slices * rows) < 0.8), frame=frame
+        )
+        sliced = [r for r in results if r.slice is not None]
+        assert len(sliced) == slices
+        assert all("Holm across 10 slices" in r.details["multiple_comparisons"] for r in sliced)
+        any_pass += any(r.status == PASS for r in sliced)
+        any_pass_unadjusted += any(r.interval is not None and r.interval[0] >= 0.8 for r in sliced)
+    assert any_pass / 300 <= 0.05
+    assert any_pass_unadjusted / 300 >= 0.12

@@ -150,20 +150,34 @@ class _Finding:
     def point_passes(self) -> bool:
         return self.estimate >= self.bound if self.higher_passes else self.estimate <= self.bound
 
-    def judge(self, alpha: float, level: float, pvalue: float | None = None) -> CheckResult:
-        p = self.pvalue if pvalue is None else pvalue
+    @property
+    def limit_clears(self) -> bool:
+        """The confidence limit on the passing side of the bound (the unadjusted decision)."""
+        if self.higher_passes:
+            return bool(self.interval[0] >= self.bound)
+        return bool(self.interval[1] <= self.bound)
+
+    def judge(self, alpha: float, level: float, adjusted: float | None = None) -> CheckResult:
+        """Decide on the interval, or on a multiplicity-adjusted p-value for a slice."""
+        p = self.pvalue if adjusted is None else adjusted
+        evidence = self.limit_clears if adjusted is None else adjusted <= alpha
         status = decide(
             n=self.n,
             min_rows=self.min_rows,
-            evidence=p <= alpha and np.isfinite(self.estimate),
+            evidence=evidence and bool(np.isfinite(self.estimate)),
             point_passes=bool(self.point_passes),
         )
+        message = self.message(status, level)
+        if adjusted is not None and status != "PASS" and self.limit_clears:
+            message += (
+                f"; not enough after the Holm adjustment across slices (adjusted p={adjusted:.3g})"
+            )
         name = self.spec.name if self.slice is None else f"{self.spec.name} [{self.slice}]"
         return CheckResult(
             name=name,
             type=self.spec.type,
             status=status,
-            message=self.message(status, level),
+            message=message,
             method=self.method,
             n=self.n,
             level=level,
@@ -190,6 +204,8 @@ class _Finding:
             return f"{figures}: only {self.n} rows, fewer than the {self.min_rows} needed to judge; the bound is {op} {_fmt(self.bound)}"
         if status == "PASS":
             return f"{figures}: the {side} limit {_fmt(limit)} {op} {_fmt(self.bound)}"
+        if self.limit_clears:  # held back only by the multiplicity adjustment
+            return f"{figures}: the estimate and the {side} limit {_fmt(limit)} meet {op} {_fmt(self.bound)}"
         if status == "FAIL":
             worse = "below" if self.higher_passes else "above"
             return f"{figures}: the estimate itself is {worse} the bound {_fmt(self.bound)}"
@@ -202,7 +218,9 @@ class _Finding:
 def _judge_family(findings: list[_Finding | CheckResult], ctx: Context) -> list[CheckResult]:
     """Judge the slices of one check together: Holm-adjusted p-values across judged slices."""
     judged = [
-        (i, f) for i, f in enumerate(findings) if isinstance(f, _Finding) and f.n >= f.min_rows
+        (i, f)
+        for i, f in enumerate(findings)
+        if isinstance(f, _Finding) and f.slice is not None and f.n >= f.min_rows
     ]
     adjusted = st.holm([f.pvalue for _, f in judged])
     adj = {i: p for (i, _), p in zip(judged, adjusted, strict=True)}
@@ -212,7 +230,7 @@ def _judge_family(findings: list[_Finding | CheckResult], ctx: Context) -> list[
             out.append(f)
             continue
         result = f.judge(ctx.alpha, ctx.suite.level, adj.get(i))
-        if len(judged) > 1:
+        if i in adj and len(judged) > 1:
             result.details["multiple_comparisons"] = (
                 f"Holm across {len(judged)} slices; p-value shown is adjusted"
             )
@@ -723,13 +741,18 @@ def _plan_model_size(spec: CheckSpec, ctx: Context) -> Finisher:
 
 
 def judge_outputs(
-    spec: CheckSpec, suite: Suite, candidate: Outputs, baseline: Outputs | None = None
+    spec: CheckSpec,
+    suite: Suite,
+    candidate: Outputs,
+    baseline: Outputs | None = None,
+    frame: pd.DataFrame | None = None,
 ) -> list[CheckResult]:
     """Judge one metric or comparison check on outputs already computed (the gate's own path).
 
-    For simulations and callers that hold predictions rather than models.
+    For simulations and callers that hold predictions rather than models; ``frame`` holds the
+    slice columns, one row per output row.
     """
-    frame = pd.DataFrame(index=pd.RangeIndex(candidate.n))
+    frame = pd.DataFrame(index=pd.RangeIndex(candidate.n)) if frame is None else frame
     data = Dataset(str(spec.dataset), frame, frame, candidate.y, "", 0)
     ctx = Context(
         suite=suite,

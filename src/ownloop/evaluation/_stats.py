@@ -141,8 +141,9 @@ def paired_accuracy_difference(
     se = float(np.sqrt(var))
     z = z_for(level)
     if margin == 0.0:
-        se0 = np.sqrt(b + c) / n
-        p = 0.5 if b + c == 0 else float(stats.norm.sf(d / se0))
+        # McNemar's own standard error (under "no difference"): interval and test agree.
+        se = float(np.sqrt(b + c) / n)
+        p = 0.5 if b + c == 0 else float(stats.norm.sf(d / se))
     elif se == 0.0:
         p = 0.0 if d > -margin else 1.0
     else:
