@@ -350,3 +350,25 @@ def test_holm_keeps_the_chance_that_any_slice_passes_by_luck_near_alpha() -> Non
         any_pass_unadjusted += any(r.interval is not None and r.interval[0] >= 0.8 for r in sliced)
     assert any_pass / 300 <= 0.05
     assert any_pass_unadjusted / 300 >= 0.12
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_float32_resample_blocks_agree_with_float64(k: int) -> None:
+    """Resample blocks are float32 for speed; on the same weights every metric matches float64."""
+    out, _ = _classifier_outputs(k, n=5000)
+    tied = Outputs(out.y, out.pred, np.round(out.proba, 2), out.classes, out.positive)  # many ties
+    W = next(BootstrapPlan(20, 1).blocks(out.n))
+    for o in (out, tied):
+        for name in (
+            "accuracy",
+            "balanced_accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "roc_auc",
+            "log_loss",
+            "brier",
+            "ece",
+        ):
+            fn = prepare_metric(name, o).value
+            assert fn(W) == pytest.approx(fn(W.astype(np.float64)), abs=2e-5), name
