@@ -529,3 +529,22 @@ def test_cli_default_suite_says_what_it_did_and_no_store_leaves_no_verdict(
     assert "no suite given: default suite = non-inferiority against production" in run.output
     assert _stored(ws) == 0
     assert ws.registry.get_version("churn@2").gate_status == "not_evaluated"
+
+
+def test_a_database_from_before_evaluations_upgrades(config: Config) -> None:
+    from ownloop import SchemaOutOfDateError
+    from ownloop.store import Store
+
+    old = Store(config.db_url, check_schema=False)
+    assert old.upgrade(target=2) == [1, 2]
+    with pytest.raises(SchemaOutOfDateError, match="ownloop db upgrade"):
+        old.ensure_schema()  # what opening a workspace on it does
+    assert 3 in old.upgrade()
+    old.close()
+    with Workspace(config) as ws:
+        assert ws.evaluations.history is not None
+        with ws.store.read() as conn:
+            assert (
+                conn.execute(sa.select(sa.func.count()).select_from(t.evaluations)).scalar_one()
+                == 0
+            )
