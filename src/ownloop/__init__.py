@@ -29,6 +29,7 @@ from ownloop.errors import (
     StoreUnavailableError,
     UnsafeFormatError,
 )
+from ownloop.evaluation import CheckResult, EvalResult, Suite
 from ownloop.profile import ReferenceProfile
 from ownloop.registry import AuditEntry, Model, ModelVersion, Team
 from ownloop.signature import Feature, Signature
@@ -40,8 +41,10 @@ __all__ = [
     "Actor",
     "AlreadyExistsError",
     "AuditEntry",
+    "CheckResult",
     "Config",
     "ConflictError",
+    "EvalResult",
     "Feature",
     "FrozenClock",
     "GateFailedError",
@@ -56,11 +59,13 @@ __all__ = [
     "SchemaOutOfDateError",
     "Signature",
     "StoreUnavailableError",
+    "Suite",
     "SystemClock",
     "Team",
     "UnsafeFormatError",
     "Workspace",
     "add_team",
+    "evaluate",
     "load",
     "register",
 ]
@@ -124,6 +129,27 @@ def add_team(
             webhook_url=webhook_url,
             slack_webhook_url=slack_webhook_url,
             members=members,
+        )
+
+
+def evaluate(
+    ref: str,
+    *,
+    suite: Suite | str | Path | None = None,
+    baseline: str | None = None,
+    data: pd.DataFrame | str | Path | None = None,
+    label: str | None = None,
+    store: bool = True,
+    workspace: Workspace | None = None,
+) -> EvalResult:
+    """Run an evaluation gate on ``ref`` and store its verdict on the version.
+
+    >>> result = ownloop.evaluate("churn@4", suite="evals/churn.yaml", baseline="production")  # doctest: +SKIP
+    >>> result.verdict, [c.status for c in result.checks]  # doctest: +SKIP
+    """
+    with _use(workspace) as ws:
+        return ws.evaluations.evaluate(
+            ref, suite, baseline=baseline, data=data, label=label, store=store
         )
 
 

@@ -34,6 +34,7 @@ POLICY: dict[str, Role] = {
     "model.transfer": Role.OWNER,
     "alias.set": Role.OWNER,
     "alias.delete": Role.OWNER,
+    "version.evaluate": Role.OWNER,
     "label.write": Role.OWNER,
     "store.upgrade": Role.ADMIN,
 }

@@ -96,6 +96,7 @@ def run_demo(home: Path, say: Callable[[str], None] = print) -> DemoResult:
     config = Config(home=config.home, db_url_override=None, user=config.user)
     with Workspace(config) as ws:
         _step_register(ws, home, result, say)
+        _step_eval(ws, home, result, say)
     return result
 
 
@@ -147,3 +148,76 @@ def _step_register(
         f"{np.round(loaded.predict_proba(sample)[:, 1], 3).tolist()}"
     )
     result.steps.append("register")
+
+
+DEMO_SUITE = """\
+# The gate a churn candidate must pass before it may ship (format: docs/eval-suite.md).
+# Every bound is judged on the 95% confidence limit, not on the point value.
+level: 0.95
+baseline: production
+min_slice_rows: 200
+bootstrap: {resamples: 1000, seed: 0}
+datasets:
+  holdout: {path: ../data/valid.parquet, label: churned}
+slices:
+  - column: plan
+checks:
+  - metric: accuracy
+    at_least: 0.70
+  - metric: roc_auc
+    at_least: 0.70
+  - type: non_inferiority
+    metric: roc_auc
+    margin: 0.01
+  - type: non_inferiority
+    metric: accuracy
+    margin: 0.01
+    slices: false
+  - metric: ece
+    at_most: 0.05
+    slices: false
+  - type: invariance
+    name: region does not decide churn
+    feature: region
+    values: [north, south, east, west]
+    at_most: 0.10
+  - type: directional
+    name: more support calls never lower the churn risk
+    feature: support_calls
+    delta: 1
+    at_most: 0.10
+  - type: latency
+    at_most: 250
+    rows: 100
+  - type: model_size
+    at_most: 5
+"""
+
+
+def _step_eval(ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]) -> None:
+    from ownloop.evaluation import to_html, to_json, to_junit, to_markdown, write_report
+
+    suite = home / "evals" / "churn.yaml"
+    suite.parent.mkdir(exist_ok=True)
+    suite.write_text(DEMO_SUITE)
+    gate = ws.evaluations.evaluate("churn@2", suite, baseline="production")
+    reports = home / "reports"
+    for name, render in (
+        ("eval.xml", to_junit),
+        ("eval.md", to_markdown),
+        ("eval.html", to_html),
+        ("eval.json", to_json),
+    ):
+        write_report(reports / name, render(gate))
+    counts = gate.counts()
+    say(
+        f"5. eval gate for churn@2 against {gate.baseline_ref} on {gate.dataset_rows['holdout']:,} "
+        f"held-out rows ({len(gate.checks)} checks incl. slices, {gate.seconds:.1f} s): {gate.verdict} "
+        f"({counts['PASS']} passed, {counts['FAIL']} failed, {counts['INCONCLUSIVE']} inconclusive, "
+        f"{counts['SKIPPED']} slices too small)"
+    )
+    for check in gate.checks:
+        if check.status != "PASS" or (check.slice is None and check.type == "non_inferiority"):
+            say(f"   {check.status:<12} {check.name}: {check.message}")
+    say(f"   gate status of churn@2 is now '{gate.gate_status}'; reports in {reports}")
+    result.steps.append("eval")

@@ -8,6 +8,7 @@ __all__ = [
     "alias_history",
     "aliases",
     "audit",
+    "evaluations",
     "metadata",
     "models",
     "schema_versions",
@@ -116,4 +117,21 @@ audit = sa.Table(
     sa.Column("model", sa.String(64)),
     sa.Column("before", sa.JSON),
     sa.Column("after", sa.JSON),
+)
+
+evaluations = sa.Table(
+    "evaluations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version_id", sa.Integer, sa.ForeignKey("versions.id"), nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("verdict", sa.String(20), nullable=False),
+    sa.Column("baseline", sa.String(200)),
+    sa.Column("suite_source", sa.String(1000), nullable=False),
+    sa.Column("suite_digest", sa.String(64), nullable=False),
+    sa.Column("dataset_digests", sa.JSON, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("created_at", _ts, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
 )
