@@ -35,6 +35,7 @@ POLICY: dict[str, Role] = {
     "alias.set": Role.OWNER,
     "alias.delete": Role.OWNER,
     "label.write": Role.OWNER,
+    "monitor.configure": Role.OWNER,
     "store.upgrade": Role.ADMIN,
 }
 

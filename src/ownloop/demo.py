@@ -8,17 +8,20 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from ownloop import predlog
 from ownloop.config import Config
 from ownloop.errors import InvalidInputError
 from ownloop.workspace import Workspace
 
-__all__ = ["DemoResult", "make_churn_data", "run_demo"]
+__all__ = ["DemoResult", "log_predictions", "make_churn_data", "run_demo"]
 
 PLANS = np.array(["basic", "pro", "enterprise"])
 REGIONS = np.array(["north", "south", "east", "west"])
@@ -96,6 +99,7 @@ def run_demo(home: Path, say: Callable[[str], None] = print) -> DemoResult:
     config = Config(home=config.home, db_url_override=None, user=config.user)
     with Workspace(config) as ws:
         _step_register(ws, home, result, say)
+        _step_monitor(ws, home, result, say)
     return result
 
 
@@ -147,3 +151,93 @@ def _step_register(
         f"{np.round(loaded.predict_proba(sample)[:, 1], 3).tolist()}"
     )
     result.steps.append("register")
+
+
+def log_predictions(
+    ws: Workspace,
+    ref: str,
+    frame: pd.DataFrame,
+    start: datetime,
+    *,
+    step: timedelta = timedelta(seconds=1),
+    seed: int = 0,
+) -> pa.Table:
+    """Score ``frame`` with ``ref`` and append the rows to the prediction log, one every ``step``.
+
+    Simulated serving figures (latency, CPU) come from a seeded generator, so the demo's log looks
+    like a server wrote it.
+    """
+    version = ws.registry.get_version(ref)
+    model = ws.registry.load(ref)
+    sig = version.signature
+    X = frame[sig.feature_names]
+    proba = np.asarray(model.predict_proba(X), dtype=float)
+    classes = np.asarray(sig.classes if sig.classes is not None else model.classes_)
+    pred = classes[np.argmax(proba, axis=1)]
+    n = len(frame)
+    rng = np.random.default_rng(seed)
+    data: dict[str, Any] = {
+        "prediction_id": predlog.new_ids(n),
+        "ts": [start + step * i for i in range(n)],
+        "model": [version.model] * n,
+        "version": [version.version] * n,
+        "arm": ["stable"] * n,
+        "request_id": [f"req-{seed}-{i}" for i in range(n)],
+        "status": ["ok"] * n,
+        "latency_s": rng.lognormal(np.log(0.004), 0.4, n),
+        "cpu_s": rng.lognormal(np.log(0.002), 0.3, n),
+        "prediction": [str(p) for p in pred],
+        "prediction_value": [None] * n,
+        "confidence": proba.max(axis=1),
+        "proba": list(proba),
+    }
+    for f in sig.features:
+        col = X[f.name]
+        data[f"in.{f.name}"] = col.astype(str).tolist() if f.type == "string" else col.to_numpy()
+    table = pa.table(data, schema=predlog.prediction_schema(sig))
+    predlog.write_segment(ws.config.predictions_dir, version.model, table)
+    return table
+
+
+def _step_monitor(
+    ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]
+) -> None:
+    """Log a day of predictions, the last hours drifted, and let the monitor find the drift."""
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(hours=6)
+    hours = [make_churn_data(1500, seed=100 + h, shift=0.0 if h < 4 else 0.8) for h in range(6)]
+    for h, frame in enumerate(hours):
+        log_predictions(
+            ws,
+            "churn@production",
+            frame.drop(columns="churned"),
+            start + timedelta(hours=h),
+            step=timedelta(seconds=2.4),
+            seed=h,
+        )
+    say(
+        f"5. logged {sum(len(f) for f in hours):,} predictions of churn@production over 6 hours (the last 2 drifted)"
+    )
+    reports = []
+    for h in range(6):
+        reports += ws.monitor.run(
+            "churn", window=timedelta(hours=1), end=start + timedelta(hours=h + 1)
+        )
+    for rep in reports:
+        acc = rep.estimate("accuracy")
+        assert rep.drift is not None
+        drifted = ", ".join(rep.drift.drifted_features) or "none"
+        est = (
+            ""
+            if acc is None or acc.value is None
+            else f"estimated accuracy {acc.value:.3f} [{acc.lower:.3f}, {acc.upper:.3f}]"
+        )
+        say(
+            f"   window to {rep.end:%H:%M}: {rep.rows} rows, drifted features: {drifted}; "
+            f"dataset drift: {rep.drift.dataset_drift}; {est}"
+        )
+    found = [r for r in reports if r.drift is not None and r.drift.dataset_drift]
+    say(
+        f"6. monitor stored {len(reports)} windows; dataset drift found in {len(found)} (run 'ownloop monitor churn' or 'ownloop drift churn --since 2h --html drift.html')"
+    )
+    result.steps.append("monitor")

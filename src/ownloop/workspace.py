@@ -8,6 +8,7 @@ from ownloop.access import Actor
 from ownloop.artifacts import ArtifactStore
 from ownloop.clock import Clock, SystemClock
 from ownloop.config import Config
+from ownloop.monitoring import Monitor
 from ownloop.registry import Registry
 from ownloop.store import Store
 
@@ -36,6 +37,7 @@ class Workspace:
         self.store = Store(self.config.db_url, check_schema=check_schema)
         self.artifacts = ArtifactStore(self.config.artifacts_dir)
         self.registry = Registry(self.store, self.artifacts, self.clock, self.actor)
+        self.monitor = Monitor(self.store, self.registry, self.config, self.clock, self.actor)
 
     def close(self) -> None:
         self.store.close()

@@ -158,6 +158,17 @@ def _ks_p(d: float, n: float, m: float) -> float:
     return float(stats.kstwo.sf(d, max(round(n_eff), 1)))
 
 
+def _bins(labels: list[str], ref: np.ndarray, cur: np.ndarray, top: int = 30) -> dict[str, Any]:
+    """Reference and current shares per bin, for plots (at most ``top`` bins)."""
+    r = ref / max(ref.sum(), 1)
+    c = cur / max(cur.sum(), 1)
+    return {
+        "labels": labels[:top],
+        "reference": r[:top].round(5).tolist(),
+        "current": c[:top].round(5).tolist(),
+    }
+
+
 def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
     r = np.maximum(ref / max(ref.sum(), 1), 1e-4)
     c = np.maximum(cur / max(cur.sum(), 1), 1e-4)
@@ -281,13 +292,20 @@ def numeric_drift(
     p = _ks_p(d, n_vals, ref_n)
     w = _wasserstein(grid, g_ref, g_cur, part, n_vals) / float(std)
     cuts = np.asarray(ref.get("cuts", []), dtype=float)
-    psi = _psi(np.asarray(ref.get("bin_counts", []), float), _coarse(grid, counts, cuts))
+    ref_coarse = np.asarray(ref.get("bin_counts", []), float)
+    cur_coarse = _coarse(grid, counts, cuts)
+    psi = _psi(ref_coarse, cur_coarse)
     method = s.numeric_method
     if method == "auto":
         method = "ks" if n_vals < s.large_window else "wasserstein"
     score = {"ks": d, "wasserstein": w, "psi": psi}[method]
     threshold = s.alpha if method == "ks" else s.threshold(name, method)
     extra = {
+        "bins": _bins(
+            [f"< {c:.4g}" for c in cuts] + [f">= {cuts[-1]:.4g}" if cuts.size else "all"],
+            ref_coarse,
+            cur_coarse,
+        ),
         "ks": d,
         "wasserstein": w,
         "psi": psi,
@@ -409,6 +427,13 @@ def categorical_drift(
     threshold = s.alpha if method == "chi2" else s.threshold(name, method)
     unseen_share = sum(part.counts[k] for k in unseen) / n_vals
     extra = {
+        "bins": _bins(
+            [*keys, "(other/unseen)"],
+            np.array([ref_cats[k] for k in keys] + [ref_other], float),
+            np.array(
+                [part.counts.get(k, 0) for k in keys] + [sum(part.counts[k] for k in unseen)], float
+            ),
+        ),
         "chi2": chi,
         "jensenshannon": js,
         "psi": psi,
