@@ -29,6 +29,7 @@ from ownloop.errors import (
     StoreUnavailableError,
     UnsafeFormatError,
 )
+from ownloop.monitoring import DriftReport, DriftSettings, drift, estimate_performance
 from ownloop.profile import ReferenceProfile
 from ownloop.registry import AuditEntry, Model, ModelVersion, Team
 from ownloop.signature import Feature, Signature
@@ -42,6 +43,8 @@ __all__ = [
     "AuditEntry",
     "Config",
     "ConflictError",
+    "DriftReport",
+    "DriftSettings",
     "Feature",
     "FrozenClock",
     "GateFailedError",
@@ -61,6 +64,8 @@ __all__ = [
     "UnsafeFormatError",
     "Workspace",
     "add_team",
+    "drift",
+    "estimate_performance",
     "load",
     "register",
 ]
