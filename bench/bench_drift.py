@@ -17,6 +17,7 @@ installed or imported is skipped with the reason. Figures vary 2-3x between runs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -98,10 +99,8 @@ def _status(key: str) -> int:
 def _measure(fn: Any) -> tuple[float, float, Any]:
     """Wall seconds and peak memory above the starting point (Linux: peak reset through clear_refs)."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
     before = _status("VmRSS")
     t = time.perf_counter()
     out = fn()

@@ -155,6 +155,8 @@ def _share(a: float, b: float) -> float | None:
 
 def _ks_p(d: float, n: float, m: float) -> float:
     n_eff = n * m / (n + m)
+    if n_eff > 2000:  # the asymptotic Kolmogorov distribution; the exact one is slow for large n
+        return float(stats.kstwobign.sf(d * np.sqrt(n_eff)))
     return float(stats.kstwo.sf(d, max(round(n_eff), 1)))
 
 
