@@ -122,6 +122,15 @@ def test_window_cutting_a_segment_reads_only_its_rows(logged: Workspace) -> None
     assert rep.rows == 600
 
 
+def test_row_count_window_takes_the_last_rows(logged: Workspace) -> None:
+    rep = logged.monitor.run("churn", rows=1500, store=False)[0]
+    assert rep.rows == 1500
+    assert rep.start == T0 + timedelta(
+        minutes=45
+    )  # 1,200 rows in the last hour, 300 before, every 3 s
+    assert logged.monitor.run("churn", rows=10**6, store=False)[0].rows == 2400
+
+
 def test_realised_performance_when_labels_arrive(logged: Workspace) -> None:
     ws = logged
     root = ws.config.predictions_dir
@@ -237,6 +246,9 @@ def test_cli_monitor_drift_and_sample(logged: Workspace, tmp_path: Path) -> None
     )
     assert out.returncode == 0, out.stderr
     assert len(pd.read_csv(review)) == 25
+    loop = _cli(cfg, "monitor", "churn", "--rows", "500", "--every", "1s", "--runs", "2")
+    assert loop.returncode == 0, loop.stderr
+    assert loop.stdout.count("500 predictions") == 2
     bad = _cli(cfg, "monitor", "churn", "--window", "soon")
     assert bad.returncode == 2
     assert "not understood" in bad.stderr

@@ -111,6 +111,13 @@ def _settings(
     help="Window length, e.g. 15m, 1h, 1d.",
 )
 @click.option(
+    "--rows",
+    "last_rows",
+    type=click.IntRange(1),
+    default=None,
+    help="Row-count window: the last N predictions (instead of --window).",
+)
+@click.option(
     "--every", type=DURATION, default=None, help="Keep running, once per interval (Ctrl-C stops)."
 )
 @click.option(
@@ -143,6 +150,7 @@ def _settings(
 def monitor(
     model: str | None,
     window: timedelta,
+    last_rows: int | None,
     every: timedelta | None,
     runs: int | None,
     version: int | None,
@@ -164,7 +172,9 @@ def monitor(
             console.print(f"saved drift settings for {model}")
     done = 0
     while True:
-        reports = ws.monitor.run(model, window=window, version=version, settings=settings)
+        reports = ws.monitor.run(
+            model, window=window, version=version, settings=settings, rows=last_rows
+        )
         if as_json:
             echo_json(reports)
         else:

@@ -305,16 +305,45 @@ class Monitor:
         version: int | None = None,
         settings: DriftSettings | None = None,
         store: bool = True,
+        rows: int | None = None,
     ) -> list[WindowReport]:
-        """Monitor the window ending at ``end`` (now) for every version seen in it; store each report."""
+        """Monitor the window ending at ``end`` (now) for every version seen in it; store each report.
+
+        With ``rows``, the window is the model's last ``rows`` predictions before ``end`` instead.
+        """
         names = [model] if model is not None else self.monitored_models()
         end = end or self.clock.now()
-        start = end - window
         reports: list[WindowReport] = []
         for name in names:
+            start = end - window if rows is None else self.row_window_start(name, rows, end)
             for rep in self.window_reports(name, start, end, version=version, settings=settings):
                 reports.append(self._store(rep) if store else rep)
         return reports
+
+    def row_window_start(self, model: str, rows: int, end: datetime) -> datetime:
+        """The start of the window holding the last ``rows`` predictions of ``model`` before ``end``."""
+        if rows < 1:
+            raise InvalidInputError(f"a row-count window needs at least 1 row, not {rows}")
+        by_day: dict[str, list[Path]] = {}
+        for seg in predlog.list_segments(self.config.predictions_dir, model, end=end):
+            by_day.setdefault(seg.parent.name, []).append(seg)
+        end_us = int(end.timestamp() * 1_000_000)
+        stamps: list[np.ndarray] = []
+        total = 0
+        for day in sorted(by_day, reverse=True):
+            for seg in by_day[day]:
+                ts = pq.read_table(seg, columns=["ts"]).column("ts").cast(pa.int64()).to_numpy()
+                ts = ts[ts < end_us]
+                stamps.append(ts)
+                total += ts.size
+            if total >= rows:
+                break
+        if total == 0:
+            return end - timedelta(microseconds=1)
+        every = np.concatenate(stamps)
+        k = max(every.size - rows, 0)
+        first = int(np.partition(every, k)[k])
+        return datetime.fromtimestamp(first / 1_000_000, UTC)
 
     def window_reports(
         self,
