@@ -255,3 +255,48 @@ def test_cli_monitor_drift_and_sample(logged: Workspace, tmp_path: Path) -> None
     missing = _cli(cfg, "drift", "nosuch")
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: model 'nosuch' does not exist")
+
+
+def test_regression_model_gets_prediction_drift_and_realised_error(
+    ws: Workspace, team: str, tmp_path: Path
+) -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    data = make_churn_data(3000, seed=31).drop(columns=["churned", "plan", "region"])
+    reg = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(
+        data.drop(columns="monthly_charges"), data["monthly_charges"]
+    )
+    ws.registry.register("charges", reg, owner=team, reference=data, target="monthly_charges")
+    frame = make_churn_data(800, seed=32, shift=1.0)
+    logged = log_predictions(ws, "charges@1", frame, T0, step=timedelta(seconds=1))
+    labels = pa.table(
+        {
+            "prediction_id": logged.column("prediction_id"),
+            "label": [str(v) for v in frame["monthly_charges"]],
+            "label_value": frame["monthly_charges"].to_numpy(),
+            "labeled_at": [T0] * 800,
+            "source": ["test"] * 800,
+            "weight": pa.nulls(800, pa.float64()),
+        },
+        schema=LABEL_SCHEMA,
+    )
+    write_labels(ws.config.predictions_dir, "charges", labels)
+    rep = ws.monitor.run("charges", window=timedelta(hours=1), end=T0 + timedelta(hours=1))[0]
+    assert rep.confidence is None
+    assert rep.estimated == ()
+    assert rep.drift is not None
+    pred = rep.drift.prediction[0]
+    assert pred.feature == "predicted_value"
+    assert pred.drifted is True
+    mae = rep.realised_figure("mae")
+    assert mae is not None
+    assert mae.n_labelled == 800
+    truth = float(
+        np.mean(
+            np.abs(
+                logged.column("prediction_value").to_numpy() - frame["monthly_charges"].to_numpy()
+            )
+        )
+    )
+    assert mae.value == pytest.approx(truth)
+    assert mae.lower < truth < mae.upper  # type: ignore[operator]

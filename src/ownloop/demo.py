@@ -171,10 +171,17 @@ def log_predictions(
     model = ws.registry.load(ref)
     sig = version.signature
     X = frame[sig.feature_names]
-    proba = np.asarray(model.predict_proba(X), dtype=float)
-    classes = np.asarray(sig.classes if sig.classes is not None else model.classes_)
-    pred = classes[np.argmax(proba, axis=1)]
     n = len(frame)
+    value: Any
+    conf: Any
+    if sig.task == "classification":
+        proba: Any = np.asarray(model.predict_proba(X), dtype=float)
+        classes = np.asarray(sig.classes if sig.classes is not None else model.classes_)
+        pred = [str(p) for p in classes[np.argmax(proba, axis=1)]]
+        value, conf, proba = [None] * n, proba.max(axis=1), list(proba)
+    else:
+        value = np.asarray(model.predict(X), dtype=float)
+        pred, conf, proba = [str(v) for v in value], [None] * n, [None] * n
     rng = np.random.default_rng(seed)
     data: dict[str, Any] = {
         "prediction_id": predlog.new_ids(n),
@@ -186,10 +193,10 @@ def log_predictions(
         "status": ["ok"] * n,
         "latency_s": rng.lognormal(np.log(0.004), 0.4, n),
         "cpu_s": rng.lognormal(np.log(0.002), 0.3, n),
-        "prediction": [str(p) for p in pred],
-        "prediction_value": [None] * n,
-        "confidence": proba.max(axis=1),
-        "proba": list(proba),
+        "prediction": pred,
+        "prediction_value": value,
+        "confidence": conf,
+        "proba": proba,
     }
     for f in sig.features:
         col = X[f.name]

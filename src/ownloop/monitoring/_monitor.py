@@ -43,6 +43,7 @@ from ownloop.monitoring._performance import (
     Realised,
     estimate_from_partial,
     realised_performance,
+    regression_performance,
 )
 from ownloop.monitoring._sampler import ReviewSample, sample_rows
 from ownloop.names import validate_name
@@ -525,7 +526,11 @@ class Monitor:
                 n_rows=int(part.confidence.sum()),
                 calibrated=ctx.spec.calibration is not None,
             )
-        realised = self._realised(model, version, start, end, labels, classes, part.rows)
+        realised = (
+            self._realised_regression(model, version, start, end, labels, part.rows)
+            if ctx.spec is not None and ctx.spec.task == "regression"
+            else self._realised(model, version, start, end, labels, classes, part.rows)
+        )
         if part.rows == 0:
             notes.append("no predictions in the window")
         return WindowReport(
@@ -578,6 +583,26 @@ class Monitor:
             weights=weights,
             total_rows=total,
         )
+
+    def _realised_regression(
+        self, model: str, version: int, start: datetime, end: datetime, labels: pa.Table, total: int
+    ) -> list[Realised]:
+        if labels.num_rows == 0 or total == 0:
+            return []
+        cols = ["prediction_id", "prediction_value", "status"]
+        preds = predlog.read_window(
+            self.config.predictions_dir, model, version=version, start=start, end=end, columns=cols
+        )
+        joined = predlog.join_labels(preds, labels)
+        y = joined.column("label_value").to_numpy(zero_copy_only=False).astype(float)
+        p = joined.column("prediction_value").to_numpy(zero_copy_only=False).astype(float)
+        ok = pc.fill_null(pc.equal(joined.column("status"), "ok"), False).to_numpy(
+            zero_copy_only=False
+        )
+        keep = np.isfinite(y) & np.isfinite(p) & ok
+        w = joined.column("weight").to_numpy(zero_copy_only=False).astype(float)[keep]
+        weights = w if np.isfinite(w).any() else None
+        return regression_performance(y[keep], p[keep], weights=weights, total_rows=total)
 
     def _with_trend(
         self, model: str, version: int, end: datetime, conf: ConfidenceFigures

@@ -30,6 +30,7 @@ __all__ = [
     "calibration_test",
     "estimate_from_partial",
     "realised_performance",
+    "regression_performance",
 ]
 
 Calibration = tuple[tuple[np.ndarray, np.ndarray], ...]
@@ -348,3 +349,47 @@ def _weighted_auc(yt: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarra
     pairs = (pos * (below + 0.5 * neg)).sum(axis=1)
     result: np.ndarray = _ratio(pairs, pos.sum(axis=1) * neg.sum(axis=1))
     return result
+
+
+def regression_performance(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    total_rows: int,
+    level: float = 0.95,
+) -> list[Realised]:
+    """MAE and RMSE on the labelled rows, with normal-approximation intervals (Kish effective n)."""
+    n = int(y_true.size)
+    coverage = n / total_rows if total_rows else None
+    if n == 0:
+        return [
+            Realised(
+                m,
+                None,
+                None,
+                None,
+                0,
+                coverage,
+                "no labelled rows",
+                weights is not None,
+                "no labels yet in this window",
+            )
+            for m in ("mae", "rmse")
+        ]
+    w = np.ones(n) if weights is None else np.where(np.isfinite(weights), weights, 1.0)
+    w = w / w.sum()
+    n_eff = 1.0 / float((w * w).sum())
+    z = _z(level)
+    out = []
+    for name, err in (("mae", np.abs(y_pred - y_true)), ("rmse", (y_pred - y_true) ** 2)):
+        m = float((w * err).sum())
+        sd = float(np.sqrt(max((w * (err - m) ** 2).sum(), 0.0) * n_eff / max(n_eff - 1, 1)))
+        half = z * sd / np.sqrt(n_eff)
+        lo, hi = max(m - half, 0.0), m + half
+        if name == "rmse":  # interval of the mean squared error, mapped through the square root
+            m, lo, hi = float(np.sqrt(m)), float(np.sqrt(lo)), float(np.sqrt(hi))
+        out.append(
+            Realised(name, m, lo, hi, n, coverage, f"{name}, normal interval", weights is not None)
+        )
+    return out
