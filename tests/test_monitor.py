@@ -140,10 +140,11 @@ def test_realised_performance_when_labels_arrive(logged: Workspace) -> None:
     labels = [
         p if rng.random() < 0.8 else str(1 - int(p)) for p in preds.column("prediction").to_pylist()
     ]
+    as_imported = [f"{v}.0" for v in labels]  # a CSV round trip turns class 1 into 1.0
     table = pa.table(
         {
             "prediction_id": preds.column("prediction_id"),
-            "label": labels,
+            "label": as_imported,
             "label_value": [float(v) for v in labels],
             "labeled_at": [T0 + timedelta(hours=2)] * 300,
             "source": ["test"] * 300,

@@ -566,8 +566,8 @@ class Monitor:
         joined = predlog.join_labels(preds, labels)
         has = pc.and_(pc.is_valid(joined.column("label")), pc.equal(joined.column("status"), "ok"))
         joined = joined.filter(pc.fill_null(has, False))
-        y_true = np.asarray(joined.column("label").to_pylist(), dtype=object).astype(str)
-        y_pred = np.asarray(joined.column("prediction").to_pylist(), dtype=object).astype(str)
+        y_true = _canonical(joined.column("label").to_pylist())
+        y_pred = _canonical(joined.column("prediction").to_pylist())
         w = joined.column("weight")
         weights = w.to_numpy(zero_copy_only=False).astype(float) if w.null_count < len(w) else None
         score = None
@@ -795,6 +795,20 @@ class Monitor:
             )
             for r in rows
         ]
+
+
+def _canonical(values: Sequence[Any]) -> np.ndarray:
+    """Class labels as text, with '1.0' read as '1' (a CSV round trip turns 1 into 1.0)."""
+    out = []
+    for v in values:
+        text = str(v)
+        try:
+            number = float(text)
+        except ValueError:
+            out.append(text)
+            continue
+        out.append(str(int(number)) if number.is_integer() else text)
+    return np.asarray(out, dtype=object).astype(str)
 
 
 def _ts_range(meta: pq.FileMetaData) -> tuple[datetime | None, datetime | None]:
