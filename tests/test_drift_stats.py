@@ -363,3 +363,45 @@ def test_format_1_profile_still_reads(
     )
     assert rep.feature("x").status == "ok"
     assert rep.feature("x").drifted is True
+
+
+def test_partials_survive_a_json_round_trip(
+    reference: tuple[ReferenceProfile, PartialSpec],
+) -> None:
+    """What a distributed engine would ship between workers: plain JSON."""
+    import json
+
+    from ownloop.monitoring import WindowPartial
+
+    profile, spec = reference
+    part = compute_partial(
+        _window(_frame(np.random.default_rng(19), 2000, shift=0.4, shifted=4)), spec
+    )
+    back = WindowPartial.from_json(json.loads(json.dumps(part.to_json())))
+    a, b = evaluate_drift(part, profile), evaluate_drift(back, profile)
+    assert [f.score for f in a.features] == [f.score for f in b.features]
+
+
+def test_batch_drift_api_on_frames_with_chunks() -> None:
+    import ownloop
+
+    rng = np.random.default_rng(20)
+    ref = pd.DataFrame({"age": rng.normal(40, 10, 5000), "plan": rng.choice(["a", "b"], 5000)})
+    cur = pd.DataFrame(
+        {
+            "age": np.r_[rng.normal(40, 10, 3000), rng.normal(48, 10, 3000)],
+            "plan": rng.choice(["a", "b"], 6000),
+        }
+    )
+    res = ownloop.drift(ref, cur, chunk_size=3000, alpha=0.01)
+    assert [(c.start, c.end) for c in res] == [(0, 3000), (3000, 6000)]
+    assert res[0].report.feature("age").drifted is False
+    assert res[1].report.feature("age").drifted is True
+    assert res[1].report.alpha == 0.01
+    assert len(ownloop.drift(ref, cur, chunk_number=3)) == 3
+    with pytest.raises(ownloop.InvalidInputError, match="not in the current frame"):
+        ownloop.drift(ref, cur.drop(columns="plan"))
+    with pytest.raises(ownloop.InvalidInputError, match="unknown drift settings"):
+        ownloop.drift(ref, cur, treshold=0.2)
+    with pytest.raises(ownloop.InvalidInputError, match="not both"):
+        ownloop.drift(ref, cur, chunk_size=10, chunk_number=2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -169,3 +171,22 @@ def test_sampler_tops_up_when_a_stratum_is_short() -> None:
     s = sample_rows(window, 10, seed=0)
     assert s.table.num_rows == 3
     assert sorted(s.table.column("weight").to_pylist()) == [1.0, 1.0, 1.0]
+
+
+def test_review_queue_written_as_csv_or_parquet(tmp_path: Path) -> None:
+    from ownloop import InvalidInputError
+    from ownloop.monitoring import write_sample
+
+    window = pa.table(
+        {
+            "prediction_id": ["a", "b", "c", "d"],
+            "confidence": [0.55, 0.9, 0.95, 0.58],
+            "in.age": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    s = sample_rows(window, 2, seed=0)
+    csv = pd.read_csv(write_sample(s, tmp_path / "q.csv"))
+    assert list(csv.columns) == ["prediction_id", "confidence", "age", "stratum", "weight", "label"]
+    assert len(pd.read_parquet(write_sample(s, tmp_path / "q.parquet"))) == 2
+    with pytest.raises(InvalidInputError, match=r"\.csv or \.parquet"):
+        write_sample(s, tmp_path / "q.xlsx")
