@@ -63,6 +63,7 @@ __all__ = [
 ]
 
 LOW_CONFIDENCE = 0.6
+PARTIAL_CACHE_FORMAT = 1  # bump when the partial's content changes, so old caches are recomputed
 TREND_WINDOWS = 24
 
 
@@ -471,7 +472,7 @@ class Monitor:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        if data.get("size") != seg.stat().st_size:
+        if data.get("size") != seg.stat().st_size or data.get("format") != PARTIAL_CACHE_FORMAT:
             return None
         return {
             int(v): (d["digest"], WindowPartial.from_json(d["partial"]))
@@ -485,6 +486,7 @@ class Monitor:
         path.parent.mkdir(parents=True, exist_ok=True)
         body = {
             "size": seg.stat().st_size,
+            "format": PARTIAL_CACHE_FORMAT,
             "versions": {
                 str(v): {"digest": d, "partial": p.to_json()} for v, (d, p) in parts.items()
             },
