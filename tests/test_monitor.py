@@ -301,3 +301,59 @@ def test_regression_model_gets_prediction_drift_and_realised_error(
     )
     assert mae.value == pytest.approx(truth)
     assert mae.lower < truth < mae.upper  # type: ignore[operator]
+
+
+def test_bad_rows_in_the_log_give_statuses_not_crashes(logged: Workspace) -> None:
+    from ownloop.predlog import new_ids, prediction_schema, write_segment
+
+    ws = logged
+    sig = ws.registry.get_version("churn@1").signature
+    n = 60
+    start = T0 + timedelta(hours=5)
+    age = np.full(n, np.nan)
+    age[:5] = np.inf
+    table = pa.table(
+        {
+            "prediction_id": new_ids(n),
+            "ts": [start + timedelta(seconds=i) for i in range(n)],
+            "model": ["churn"] * n,
+            "version": [1] * n,
+            "arm": ["stable"] * n,
+            "request_id": ["r"] * n,
+            "status": ["error" if i % 3 == 0 else "ok" for i in range(n)],
+            "latency_s": [0.01] * n,
+            "cpu_s": [0.001] * n,
+            "prediction": [None if i % 3 == 0 else "0" for i in range(n)],
+            "prediction_value": [None] * n,
+            "confidence": [None if i % 3 == 0 else 0.7 for i in range(n)],
+            "proba": [None if i % 3 == 0 else [0.7, 0.3] for i in range(n)],
+            "in.age": age,
+            "in.tenure_months": np.full(n, 12.0),
+            "in.monthly_charges": np.linspace(10, 100, n),
+            "in.support_calls": np.ones(n),
+            "in.plan": ["platinum"] * n,
+            "in.region": [None] * n,
+        },
+        schema=prediction_schema(sig),
+    )
+    write_segment(ws.config.predictions_dir, "churn", table)
+    rep = ws.monitor.run("churn", window=timedelta(minutes=5), end=start + timedelta(minutes=5))[0]
+    assert rep.system.errors == 20
+    assert rep.system.error_rate == pytest.approx(1 / 3)
+    assert rep.drift is not None
+    assert rep.drift.feature("age").status == "all_missing"
+    assert rep.drift.feature("age").nonfinite == 5
+    assert rep.drift.feature("region").status == "all_missing"
+    plan = rep.drift.feature("plan")
+    assert plan.drifted is True
+    assert plan.extra["unseen"] == ["platinum"]
+    assert (
+        rep.drift.feature("tenure_months").drifted is True
+    )  # constant 12 against a spread reference
+    acc = rep.estimate("accuracy")
+    assert acc is not None
+    assert acc.n == 40  # the scored rows only
+    assert rep.confidence is not None
+    assert rep.confidence.mean == pytest.approx(0.7)
+    stored = ws.monitor.results("churn", kind="feature_drift", run_id=rep.run_id)
+    assert {r.name: r.status for r in stored}["age"] == "all_missing"
