@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from ownloop.monitoring._batch import ChunkDrift, ChunkPerformance, drift, estimate_performance
 from ownloop.monitoring._drift import DriftReport, DriftSettings, FeatureDrift, evaluate_drift
-from ownloop.monitoring._monitor import (
+from ownloop.monitoring._monitor import Monitor
+from ownloop.monitoring._partial import PartialSpec, WindowPartial, compute_partial, merge_all
+from ownloop.monitoring._performance import Estimate, Realised
+from ownloop.monitoring._report import (
     ConfidenceFigures,
-    Monitor,
     MonitorRun,
     StoredResult,
     SystemFigures,
     WindowReport,
     parse_duration,
 )
-from ownloop.monitoring._partial import PartialSpec, WindowPartial, compute_partial, merge_all
-from ownloop.monitoring._performance import Estimate, Realised
 from ownloop.monitoring._sampler import ReviewSample, sample_rows, write_sample
 
 __all__ = [
