@@ -405,3 +405,29 @@ def test_batch_drift_api_on_frames_with_chunks() -> None:
         ownloop.drift(ref, cur, treshold=0.2)
     with pytest.raises(ownloop.InvalidInputError, match="not both"):
         ownloop.drift(ref, cur, chunk_size=10, chunk_number=2)
+
+
+def test_sparse_categories_do_not_inflate_chi_square_false_alarms() -> None:
+    """300 Zipf-distributed categories in windows of 300 rows: most are expected under 5 times."""
+    rng = np.random.default_rng(21)
+    k = 300
+    p = 1 / np.arange(1, k + 1) ** 1.1
+    p /= p.sum()
+    cats = np.array([f"k{i}" for i in range(k)])
+    ref = categorical_profile(pd.Series(rng.choice(cats, 50_000, p=p)))
+    profile = ReferenceProfile(
+        {"format": 2, "rows": 50_000, "features": {"c": ref}, "prediction": {"kind": "none"}}
+    )
+    spec = PartialSpec.from_profile(profile)
+    windows = 300
+    alarms = sum(
+        bool(
+            evaluate_drift(
+                compute_partial(pa.table({"in.c": rng.choice(cats, 300, p=p)}), spec), profile
+            )
+            .feature("c")
+            .drifted
+        )
+        for _ in range(windows)
+    )
+    assert alarms / windows <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / windows)

@@ -375,6 +375,26 @@ def _constant(
 # -- categorical -----------------------------------------------------------------------------
 
 
+def _pool(
+    ref: np.ndarray, cur: np.ndarray, n: int, least: float = 5.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pool categories expected fewer than ``least`` times in the window (and the last, 'other or
+    unseen', bucket) into one, so the chi-square approximation holds for sparse categories; a pooled
+    bucket still expected, and seen, under ``least`` times joins the smallest remaining one."""
+    expected = n * ref / max(ref.sum(), 1.0)
+    rare = expected < least
+    rare[-1] = True
+    r = np.append(ref[~rare], ref[rare].sum())
+    c = np.append(cur[~rare], cur[rare].sum())
+    if r.size > 2 and n * r[-1] / max(r.sum(), 1.0) < least and c[-1] < least:
+        j = int(np.argmin(r[:-1]))
+        r[j] += r[-1]
+        c[j] += c[-1]
+        r, c = r[:-1], c[:-1]
+    keep = (r + c) > 0
+    return r[keep], c[keep]
+
+
 def categorical_drift(
     name: str, ref: Mapping[str, Any], part: CategoricalPartial, s: DriftSettings
 ) -> FeatureDrift:
@@ -413,8 +433,7 @@ def categorical_drift(
     cur_vec = np.array(
         [part.counts.get(k, 0) for k in keys] + [sum(part.counts[k] for k in unseen)], dtype=float
     )
-    keep = (ref_vec + cur_vec) > 0
-    ref_vec, cur_vec = ref_vec[keep], cur_vec[keep]
+    ref_vec, cur_vec = _pool(ref_vec, cur_vec, n_vals)
     if ref_vec.size < 2:
         p, chi = 1.0, 0.0
     else:
