@@ -75,6 +75,7 @@ def test_system_figures_from_the_log(logged: Workspace) -> None:
     rep = logged.monitor.run("churn", window=timedelta(hours=1), store=False)[0]
     s = rep.system
     assert s.predictions == 1200
+    assert s.requests == 1200  # one row per request in this log
     assert s.errors == 0
     assert s.error_rate == 0.0
     assert s.latency_p50_s == pytest.approx(0.004, rel=0.15)  # lognormal median 4 ms

@@ -63,7 +63,7 @@ from ownloop.store import tables as t
 __all__ = ["Monitor"]
 
 LOW_CONFIDENCE = 0.6
-PARTIAL_CACHE_FORMAT = 1  # bump when the partial's content changes, so old caches are recomputed
+PARTIAL_CACHE_FORMAT = 2  # bump when the partial's content changes, so old caches are recomputed
 TREND_WINDOWS = 24
 
 

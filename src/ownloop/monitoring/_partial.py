@@ -130,6 +130,7 @@ class WindowPartial:
 
     rows: int = 0
     errors: int = 0
+    requests: int = 0  # distinct request ids per batch, summed (a request's rows share a batch)
     features: dict[str, NumericPartial | CategoricalPartial] = field(default_factory=dict)
     prediction: NumericPartial | CategoricalPartial | None = None
     ok_rows: int = 0
@@ -166,6 +167,7 @@ class WindowPartial:
         return WindowPartial(
             rows=self.rows + other.rows,
             errors=self.errors + other.errors,
+            requests=self.requests + other.requests,
             features=feats,
             prediction=pred,
             ok_rows=self.ok_rows + other.ok_rows,
@@ -188,6 +190,7 @@ class WindowPartial:
         return {
             "rows": self.rows,
             "errors": self.errors,
+            "requests": self.requests,
             "features": {k: _part_json(v) for k, v in self.features.items()},
             "prediction": None if self.prediction is None else _part_json(self.prediction),
             "ok_rows": self.ok_rows,
@@ -211,6 +214,7 @@ class WindowPartial:
         return cls(
             rows=int(d["rows"]),
             errors=int(d["errors"]),
+            requests=int(d.get("requests", 0)),
             features={k: _part_from_json(v) for k, v in d["features"].items()},
             prediction=None if pred is None else _part_from_json(pred),
             ok_rows=int(d["ok_rows"]),
@@ -398,6 +402,8 @@ def compute_partial(batch: pa.Table | pa.RecordBatch, spec: PartialSpec) -> Wind
 
 
 def _system(table: pa.Table, names: set[str], out: WindowPartial) -> None:
+    if "request_id" in names and table.num_rows:
+        out.requests = int(pc.count_distinct(table.column("request_id")).as_py())
     if "latency_s" in names:
         lat = _float_column(table, "latency_s")
         lat = lat[np.isfinite(lat)]

@@ -61,6 +61,7 @@ class ConfidenceFigures:
 @dataclass(frozen=True)
 class SystemFigures:
     predictions: int
+    requests: int
     errors: int
     error_rate: float | None
     latency_p50_s: float | None
@@ -145,6 +146,7 @@ def system_figures(part: WindowPartial, price: float) -> SystemFigures:
     cost = part.cpu_sum / 3600 * price / n * 1000 if n else None
     return SystemFigures(
         predictions=n,
+        requests=part.requests,
         errors=part.errors,
         error_rate=part.errors / n if n else None,
         latency_p50_s=_quantile(part.latency, 0.5),
@@ -307,6 +309,7 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
     sysf = rep.system
     for name, value in (
         ("predictions", sysf.predictions),
+        ("requests", sysf.requests),
         ("errors", sysf.errors),
         ("error_rate", sysf.error_rate),
         ("latency_p50_s", sysf.latency_p50_s),
