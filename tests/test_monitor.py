@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import env_for
 from ownloop import Config, InvalidInputError, Workspace
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data
 from ownloop.monitoring import DriftSettings, parse_duration
 from ownloop.predlog import LABEL_SCHEMA, write_labels
+from tests.conftest import env_for
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 

@@ -125,7 +125,9 @@ def _check_email(email: str | None) -> str | None:
 def _json_safe(value: Any) -> Any:
     """Params and metrics as JSON: numpy scalars unwrapped, objects shown by repr."""
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)  # JSON has no NaN or infinity; keep the fact as text
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, Mapping):

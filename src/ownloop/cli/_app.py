@@ -18,6 +18,8 @@ from ownloop.workspace import Workspace
 __all__ = ["cli", "console", "echo_json", "table", "workspace"]
 
 console = Console(highlight=False, soft_wrap=True)
+if not console.is_terminal:  # piped or captured: do not wrap tables at 80 columns
+    console = Console(highlight=False, soft_wrap=True, width=200)
 
 
 class _Group(click.Group):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -23,6 +26,18 @@ def demo(home: Path) -> None:
     home = home.absolute()
     console.print(f"[bold]ownloop demo[/] in {home}")
     run_demo(home, say=console.print)
-    console.print(
-        f"\ndone. Explore it:  OWNLOOP_HOME={home} ownloop models | versions churn | show churn@production | audit"
-    )
+    exe = _how_to_call()
+    console.print("\ndone. Explore it (OWNLOOP_HOME points ownloop at the demo's workspace):")
+    for args in ("models", "versions churn", "show churn@production", "audit"):
+        console.print(f"  OWNLOOP_HOME={home} {exe} {args}")
+
+
+def _how_to_call() -> str:
+    """How the user can run ownloop again from this shell."""
+    script = Path(sys.argv[0])
+    if script.name == "ownloop" and script.exists():
+        on_path = shutil.which("ownloop")
+        if on_path and Path(on_path).resolve() == script.resolve():
+            return "ownloop"
+        return os.path.relpath(script)
+    return f"{os.path.relpath(sys.executable)} -m ownloop"

@@ -32,7 +32,17 @@ class Store:
         self.url = url
         self.engine = create_engine(url)
         if check_schema:
-            self.ensure_schema()
+            try:
+                self.ensure_schema()
+            except BaseException:
+                self.engine.dispose()
+                raise
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def dialect(self) -> str:

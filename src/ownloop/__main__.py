@@ -1,0 +1,5 @@
+"""``python -m ownloop`` runs the CLI."""
+
+from ownloop.cli import main
+
+main()
