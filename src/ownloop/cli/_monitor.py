@@ -74,8 +74,8 @@ def _print_report(rep: WindowReport) -> None:
         )
     s = rep.system
     console.print(
-        f"  system: {s.requests:,} requests, errors {_fmt(s.error_rate, '.2%')}, latency p50 {_fmt(s.latency_p50_s and s.latency_p50_s * 1000, '.1f')} ms "
-        f"p99 {_fmt(s.latency_p99_s and s.latency_p99_s * 1000, '.1f')} ms, CPU {s.cpu_s:.2f} s, "
+        f"  system: {s.requests:,} requests, errors {_fmt(s.error_rate, '.2%')}, latency p50 {_fmt(s.latency_p50_s and s.latency_p50_s * 1000, '.3g')} ms "
+        f"p99 {_fmt(s.latency_p99_s and s.latency_p99_s * 1000, '.3g')} ms, CPU {s.cpu_s:.2f} s, "
         f"cost per 1k {_fmt(s.cost_per_1k, '.6f')} (at {s.cpu_hour_price}/CPU-hour)"
     )
 
