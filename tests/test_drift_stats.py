@@ -431,3 +431,34 @@ def test_sparse_categories_do_not_inflate_chi_square_false_alarms() -> None:
         for _ in range(windows)
     )
     assert alarms / windows <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / windows)
+
+
+@pytest.mark.parametrize(
+    "shape", ["normal", "lognormal", "counts", "pareto", "far_offset", "two_lumps"]
+)
+def test_lookup_binning_equals_searchsorted_exactly(shape: str) -> None:
+    from ownloop.monitoring._partial import Binner
+
+    rng = np.random.default_rng(22)
+    draw = {
+        "normal": lambda n: rng.normal(0, 1, n),
+        "lognormal": lambda n: rng.lognormal(0, 1.5, n),
+        "counts": lambda n: rng.poisson(30, n).astype(float),
+        "pareto": lambda n: rng.pareto(1.1, n),
+        "far_offset": lambda n: 1e15 + rng.normal(0, 1, n),
+        "two_lumps": lambda n: np.where(
+            rng.random(n) < 0.5, rng.normal(0, 1e-6, n), rng.normal(1e6, 1, n)
+        ),
+    }[shape]
+    grid = np.asarray(numeric_profile(draw(20_000))["grid"])
+    x = draw(200_000)
+    specials = [
+        np.nan,
+        np.inf,
+        -np.inf,
+        *grid,
+        *np.nextafter(grid, -np.inf),
+        *np.nextafter(grid, np.inf),
+    ]
+    x[: len(specials)] = specials
+    assert np.array_equal(Binner(grid)(x), np.searchsorted(grid, x, side="right"))
