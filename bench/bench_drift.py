@@ -8,6 +8,10 @@ Truth: mild drift in 6 columns (x0, x1: +0.2 sd mean; x2: scale x1.25; x3: +0.15
 of one category 10% -> 20%; c1: a new category at 8%); x10-x12 get a trivial +0.02 sd shift
 that a large-sample test finds significant but that is not drift worth an alert.
 
+The floor bins each numeric column into the profile's 20 quantile bins with one
+``np.searchsorted`` and counts categories; ownloop bins on its finer grid through an exact lookup
+table (``Binner``), which is why it can come in under the floor.
+
 Every tool runs in its own process (so peak memory is its own); peers run from a separate venv,
 ``bench/.venv-peers`` (Evidently needs pandas<3), created on first use; a peer that cannot be
 installed or imported is skipped with the reason. Figures vary 2-3x between runs on a shared
