@@ -60,3 +60,22 @@ def test_demo_reruns_in_its_own_folder(tmp_path: Path) -> None:
     (tmp_path / "d" / "old.txt").write_text("from the last run")
     prepare_home(tmp_path / "d")
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [MARKER]
+
+
+def test_demo_monitor_step_finds_the_drifted_windows(demo_home: Path) -> None:
+    with Workspace(Config(home=demo_home)) as ws:
+        runs = sorted(ws.monitor.runs("churn"), key=lambda r: r.window_end)
+        assert [r.summary["dataset_drift"] for r in runs] == [False] * 4 + [True] * 2
+        assert all(r.rows == 1500 for r in runs)
+        assert "tenure_months" in runs[-1].summary["drifted"]
+        realised = ws.monitor.results("churn", kind="realised_performance")
+        accuracy = [r for r in realised if r.name == "accuracy"]
+        assert len(accuracy) == 6
+        assert all(r.value is not None and 0.6 < r.value < 0.95 for r in accuracy)
+        estimated = [
+            r
+            for r in ws.monitor.results("churn", kind="estimated_performance")
+            if r.name == "accuracy"
+        ]
+        assert len(estimated) == 6
+        assert {"monitor.run"} <= {e.action for e in ws.registry.audit_log(limit=1000)}

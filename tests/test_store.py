@@ -40,6 +40,27 @@ def test_out_of_date_schema_is_refused_until_upgraded(db_url: str) -> None:
         assert store.schema_version() == latest_version()
 
 
+def test_a_migration_skipped_in_the_middle_is_still_applied(db_url: str) -> None:
+    numbers = [m.number for m in all_migrations()]
+    with Store(db_url, check_schema=False) as old:
+        old.upgrade(target=numbers[0])
+        last = all_migrations()[-1]
+        with old.write() as conn:  # a database that got a later migration but missed one between
+            last.upgrade(conn)
+            conn.execute(
+                tables.schema_versions.insert().values(
+                    version=last.number, description=last.description, applied_at=datetime.now(UTC)
+                )
+            )
+        assert old.pending_migrations() == numbers[1:-1]
+    with pytest.raises(SchemaOutOfDateError, match="out of date"):
+        Store(db_url)
+    with Store(db_url, check_schema=False) as old:
+        assert old.upgrade() == numbers[1:-1]
+    with Store(db_url) as store:
+        assert store.pending_migrations() == []
+
+
 def test_db_upgrade_command(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     with Store(url, check_schema=False) as old:

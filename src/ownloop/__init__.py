@@ -30,6 +30,7 @@ from ownloop.errors import (
     UnsafeFormatError,
 )
 from ownloop.evaluation import CheckResult, EvalResult, Suite
+from ownloop.monitoring import DriftReport, DriftSettings, drift, estimate_performance
 from ownloop.profile import ReferenceProfile
 from ownloop.registry import AuditEntry, Model, ModelVersion, Team
 from ownloop.signature import Feature, Signature
@@ -44,6 +45,8 @@ __all__ = [
     "CheckResult",
     "Config",
     "ConflictError",
+    "DriftReport",
+    "DriftSettings",
     "EvalResult",
     "Feature",
     "FrozenClock",
@@ -65,6 +68,8 @@ __all__ = [
     "UnsafeFormatError",
     "Workspace",
     "add_team",
+    "drift",
+    "estimate_performance",
     "evaluate",
     "load",
     "register",

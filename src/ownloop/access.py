@@ -36,6 +36,7 @@ POLICY: dict[str, Role] = {
     "alias.delete": Role.OWNER,
     "version.evaluate": Role.OWNER,
     "label.write": Role.OWNER,
+    "monitor.configure": Role.OWNER,
     "store.upgrade": Role.ADMIN,
 }
 

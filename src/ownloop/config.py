@@ -7,6 +7,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
+
+from ownloop.errors import InvalidInputError
 
 __all__ = ["Config"]
 
@@ -16,6 +19,26 @@ def _default_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers)
         return f"uid-{os.getuid()}"
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: _N, kind: type[_N], low: _N, high: _N
+) -> _N:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise InvalidInputError(
+            f"{name}={raw!r} is not a{'n integer' if kind is int else ' number'}; unset it or fix it"
+        ) from None
+    if not low <= value <= high:
+        raise InvalidInputError(f"{name}={raw} is outside {low}..{high}; unset it or fix it")
+    return value
 
 
 @dataclass(frozen=True)
@@ -29,6 +52,11 @@ class Config:
     home: Path
     db_url_override: str | None = None
     user: str = "local"
+    predlog_flush_s: float = 0.5
+    predlog_max_buffer: int = 200_000
+    cpu_hour_price: float = 0.05
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_json_depth: int = 32
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -38,6 +66,11 @@ class Config:
             home=home,
             db_url_override=env.get("OWNLOOP_DB_URL") or None,
             user=env.get("OWNLOOP_USER") or _default_user(),
+            predlog_flush_s=_number(env, "OWNLOOP_PREDLOG_FLUSH_S", 0.5, float, 0.01, 60.0),
+            predlog_max_buffer=_number(env, "OWNLOOP_PREDLOG_MAX_BUFFER", 200_000, int, 1, 10**9),
+            cpu_hour_price=_number(env, "OWNLOOP_CPU_HOUR_PRICE", 0.05, float, 0.0, 1e6),
+            max_body_bytes=_number(env, "OWNLOOP_MAX_BODY_BYTES", 8 << 20, int, 1024, 1 << 34),
+            max_json_depth=_number(env, "OWNLOOP_MAX_JSON_DEPTH", 32, int, 2, 1000),
         )
 
     def with_home(self, home: Path | str) -> Config:

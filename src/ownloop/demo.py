@@ -8,17 +8,20 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from ownloop import predlog
 from ownloop.config import Config
 from ownloop.errors import InvalidInputError
 from ownloop.workspace import Workspace
 
-__all__ = ["DemoResult", "make_churn_data", "run_demo"]
+__all__ = ["DemoResult", "log_predictions", "make_churn_data", "run_demo"]
 
 PLANS = np.array(["basic", "pro", "enterprise"])
 REGIONS = np.array(["north", "south", "east", "west"])
@@ -97,6 +100,7 @@ def run_demo(home: Path, say: Callable[[str], None] = print) -> DemoResult:
     with Workspace(config) as ws:
         _step_register(ws, home, result, say)
         _step_eval(ws, home, result, say)
+        _step_monitor(ws, home, result, say)
     return result
 
 
@@ -221,3 +225,130 @@ def _step_eval(ws: Workspace, home: Path, result: DemoResult, say: Callable[[str
             say(f"   {check.status:<12} {check.name}: {check.message}")
     say(f"   gate status of churn@2 is now '{gate.gate_status}'; reports in {reports}")
     result.steps.append("eval")
+
+
+def log_predictions(
+    ws: Workspace,
+    ref: str,
+    frame: pd.DataFrame,
+    start: datetime,
+    *,
+    step: timedelta = timedelta(seconds=1),
+    seed: int = 0,
+) -> pa.Table:
+    """Score ``frame`` with ``ref`` and append the rows to the prediction log, one every ``step``.
+
+    Simulated serving figures (latency, CPU) come from a seeded generator, so the demo's log looks
+    like a server wrote it.
+    """
+    version = ws.registry.get_version(ref)
+    model = ws.registry.load(ref)
+    sig = version.signature
+    X = frame[sig.feature_names]
+    n = len(frame)
+    value: Any
+    conf: Any
+    if sig.task == "classification":
+        proba: Any = np.asarray(model.predict_proba(X), dtype=float)
+        classes = np.asarray(sig.classes if sig.classes is not None else model.classes_)
+        pred = [str(p) for p in classes[np.argmax(proba, axis=1)]]
+        value, conf, proba = [None] * n, proba.max(axis=1), list(proba)
+    else:
+        value = np.asarray(model.predict(X), dtype=float)
+        pred, conf, proba = [str(v) for v in value], [None] * n, [None] * n
+    rng = np.random.default_rng(seed)
+    data: dict[str, Any] = {
+        "prediction_id": predlog.new_ids(n),
+        "ts": [start + step * i for i in range(n)],
+        "model": [version.model] * n,
+        "version": [version.version] * n,
+        "arm": ["stable"] * n,
+        "request_id": [f"req-{seed}-{i}" for i in range(n)],
+        "status": ["ok"] * n,
+        "latency_s": rng.lognormal(np.log(0.004), 0.4, n),
+        "cpu_s": rng.lognormal(np.log(0.002), 0.3, n),
+        "prediction": pred,
+        "prediction_value": value,
+        "confidence": conf,
+        "proba": proba,
+    }
+    for f in sig.features:
+        col = X[f.name]
+        data[f"in.{f.name}"] = col.astype(str).tolist() if f.type == "string" else col.to_numpy()
+    table = pa.table(data, schema=predlog.prediction_schema(sig))
+    predlog.write_segment(ws.config.predictions_dir, version.model, table)
+    return table
+
+
+def _step_monitor(
+    ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]
+) -> None:
+    """Log a day of predictions, the last hours drifted, and let the monitor find the drift."""
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(hours=6)
+    hours = [make_churn_data(1500, seed=100 + h, shift=0.0 if h < 4 else 0.8) for h in range(6)]
+    rng = np.random.default_rng(7)
+    for h, frame in enumerate(hours):
+        logged = log_predictions(
+            ws,
+            "churn@production",
+            frame.drop(columns="churned"),
+            start + timedelta(hours=h),
+            step=timedelta(seconds=2.4),
+            seed=h,
+        )
+        labelled = np.flatnonzero(rng.random(len(frame)) < 0.3)  # labels for 30% of the rows
+        _log_labels(
+            ws,
+            logged.column("prediction_id").take(labelled),
+            frame["churned"].to_numpy()[labelled],
+            end,
+        )
+    say(
+        f"6. logged {sum(len(f) for f in hours):,} predictions of churn@production over 6 hours "
+        "(the last 2 drifted); labels arrived for 30% of them"
+    )
+    reports = []
+    for h in range(6):
+        reports += ws.monitor.run(
+            "churn", window=timedelta(hours=1), end=start + timedelta(hours=h + 1)
+        )
+    for rep in reports:
+        assert rep.drift is not None
+        acc, real = rep.estimate("accuracy"), rep.realised_figure("accuracy")
+        drifted = ", ".join(rep.drift.drifted_features) or "none"
+        est = "" if acc is None or acc.value is None else f"estimated accuracy {acc.value:.3f}"
+        seen = (
+            ""
+            if real is None or real.value is None
+            else f", realised {real.value:.3f} on {real.n_labelled} labels"
+        )
+        say(
+            f"   window to {rep.end:%H:%M}: {rep.rows} rows, drifted: {drifted}; "
+            f"dataset drift {rep.drift.dataset_drift}; {est}{seen}"
+        )
+    say(
+        "   (the reference profile is the training set, so the label-free estimate runs optimistic; "
+        "the realised figures show by how much)"
+    )
+    found = [r for r in reports if r.drift is not None and r.drift.dataset_drift]
+    say(
+        f"7. monitor stored {len(reports)} windows; dataset drift found in {len(found)} (run 'ownloop monitor churn' or 'ownloop drift churn --since 2h --html drift.html')"
+    )
+    result.steps.append("monitor")
+
+
+def _log_labels(ws: Workspace, ids: pa.Array, labels: np.ndarray, at: datetime) -> None:
+    n = len(ids)
+    table = pa.table(
+        {
+            "prediction_id": ids,
+            "label": [str(v) for v in labels],
+            "label_value": labels.astype(float),
+            "labeled_at": [at] * n,
+            "source": ["demo"] * n,
+            "weight": pa.nulls(n, pa.float64()),
+        },
+        schema=predlog.LABEL_SCHEMA,
+    )
+    predlog.write_labels(ws.config.predictions_dir, "churn", table)

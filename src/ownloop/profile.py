@@ -6,6 +6,13 @@ category counts. The model's predictions and confidence on the reference are pro
 
 Bin convention, used by every reader: with interior ``cuts`` c0 < c1 < ... the bin of value v is
 ``searchsorted(cuts, v, side="right")``: bins are (-inf, c0), [c0, c1), ..., [c_last, inf).
+
+Format 2 adds, for numeric columns, a fine ``grid`` (the distinct 0.5% quantiles together with
+the cuts, so it refines the quantile bins) with exact ``grid_counts`` under the same convention;
+monitoring bins current data on it for KS and Wasserstein without raw reference rows. For
+classifiers with labels it adds per-bin probability sums to the calibration bins and an isotonic
+calibration map per class. Readers treat a profile without ``format`` or with format 1 as having
+none of these and fall back to the quantile bins.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ __all__ = [
     "predict_frame",
 ]
 
-PROFILE_FORMAT = 1
+PROFILE_FORMAT = 2
 N_QUANTILES = 201
 N_QUANTILE_BINS = 20
 N_HIST_BINS = 30
@@ -64,13 +71,15 @@ def numeric_profile(values: np.ndarray) -> dict[str, Any]:
         out.update(
             min=None, max=None, mean=None, std=None, quantiles=[], cuts=[], bin_counts=[finite.size]
         )
-        out.update(hist_edges=[], hist_counts=[])
+        out.update(hist_edges=[], hist_counts=[], grid=[], grid_counts=[0])
         return out
     s = np.sort(finite)
     qs = _sorted_quantiles(s, np.linspace(0.0, 1.0, N_QUANTILES))
     cuts = np.unique(_sorted_quantiles(s, np.linspace(0.0, 1.0, N_QUANTILE_BINS + 1)[1:-1]))
     counts = np.diff(np.concatenate(([0], np.searchsorted(s, cuts, side="left"), [s.size])))
     hist_counts, hist_edges = np.histogram(s, bins=N_HIST_BINS)
+    grid = np.unique(np.concatenate((qs, cuts)))
+    grid_counts = np.diff(np.concatenate(([0], np.searchsorted(s, grid, side="left"), [s.size])))
     out.update(
         min=_f(s[0]),
         max=_f(s[-1]),
@@ -81,6 +90,8 @@ def numeric_profile(values: np.ndarray) -> dict[str, Any]:
         bin_counts=[int(c) for c in counts],
         hist_edges=[float(e) for e in hist_edges],
         hist_counts=[int(c) for c in hist_counts],
+        grid=[float(g) for g in grid],
+        grid_counts=[int(c) for c in grid_counts],
     )
     return out
 
@@ -180,10 +191,31 @@ def _prediction_profile(
                         minlength=len(PROB_EDGES) - 1,
                     )
                 ],
+                "prob_sums": [
+                    float(v)
+                    for v in np.bincount(
+                        bins[:, i], weights=proba[:, i], minlength=len(PROB_EDGES) - 1
+                    )
+                ],
             }
             for i, c in enumerate(classes)
         ]
+        out["calibration_map"] = [
+            {"class": c, **isotonic_map(proba[:, i], (labels == c).astype(float))}
+            for i, c in enumerate(classes)
+        ]
     return out
+
+
+def isotonic_map(scores: np.ndarray, outcomes: np.ndarray) -> dict[str, list[float]]:
+    """Isotonic regression of outcomes on scores, as the knots of a piecewise-linear map."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, outcomes)
+    return {
+        "x": [float(v) for v in iso.X_thresholds_],
+        "y": [float(v) for v in iso.y_thresholds_],
+    }
 
 
 @dataclass(frozen=True)
@@ -191,6 +223,10 @@ class ReferenceProfile:
     """A computed profile; ``data`` is plain JSON."""
 
     data: dict[str, Any]
+
+    @property
+    def format(self) -> int:
+        return int(self.data.get("format", 1))
 
     @property
     def row_count(self) -> int:

@@ -35,6 +35,7 @@ __all__ = ["AliasEvent", "AuditEntry", "Model", "ModelVersion", "Registry", "Tea
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _UNSET: Any = object()
+_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -466,6 +467,21 @@ class Registry:
         return frame, file_digest(reference)
 
     def _insert_version(self, name: str, owner: str | None, values: dict[str, Any]) -> int:
+        # Two first registrations of one model can both find no model row (PostgreSQL, READ
+        # COMMITTED); the loser hits the unique name and simply tries again, finding the row.
+        for _ in range(_RETRIES - 1):
+            try:
+                return self._insert_version_once(name, owner, values)
+            except sa.exc.IntegrityError:
+                continue
+        try:
+            return self._insert_version_once(name, owner, values)
+        except sa.exc.IntegrityError as exc:
+            raise ConflictError(
+                f"registering '{name}' kept colliding with concurrent registrations; try again"
+            ) from exc
+
+    def _insert_version_once(self, name: str, owner: str | None, values: dict[str, Any]) -> int:
         now = self.clock.now()
         with self.store.write() as conn:
             row = self._model_row(conn, name)

@@ -9,6 +9,7 @@ from ownloop.artifacts import ArtifactStore
 from ownloop.clock import Clock, SystemClock
 from ownloop.config import Config
 from ownloop.evaluation import Evaluations
+from ownloop.monitoring import Monitor
 from ownloop.registry import Registry
 from ownloop.store import Store
 
@@ -38,6 +39,7 @@ class Workspace:
         self.artifacts = ArtifactStore(self.config.artifacts_dir)
         self.registry = Registry(self.store, self.artifacts, self.clock, self.actor)
         self.evaluations = Evaluations(self.registry)
+        self.monitor = Monitor(self.store, self.registry, self.config, self.clock, self.actor)
 
     def close(self) -> None:
         self.store.close()

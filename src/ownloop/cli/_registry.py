@@ -458,14 +458,11 @@ def db_upgrade() -> None:
 def db_status() -> None:
     """Which schema version the database is at, and which this ownloop needs."""
     store = workspace(check_schema=False).store
-    current, latest = store.schema_version(), latest_version()
-    state = (
-        "up to date"
-        if current == latest
-        else (
-            "out of date: run 'ownloop db upgrade'"
-            if current < latest
-            else "newer than this ownloop"
-        )
-    )
+    current, latest, pending = store.schema_version(), latest_version(), store.pending_migrations()
+    if current > latest:
+        state = "newer than this ownloop: upgrade ownloop"
+    elif pending:
+        state = f"out of date (pending migrations {', '.join(map(str, pending))}): run 'ownloop db upgrade'"
+    else:
+        state = "up to date"
     console.print(f"schema version {current}, this ownloop needs {latest}: {state}")

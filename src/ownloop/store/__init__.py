@@ -104,29 +104,36 @@ class Store:
     # -- schema -------------------------------------------------------------------------
 
     def schema_version(self) -> int:
-        """The migration number this database is at (0 when it is empty)."""
-        with self._translate(), self.engine.connect() as conn, conn.begin():
-            return self._current(conn)
+        """The highest migration applied to this database (0 when it is empty)."""
+        return max(self.applied_migrations(), default=0)
 
-    def _current(self, conn: sa.Connection) -> int:
+    def applied_migrations(self) -> set[int]:
+        with self._translate(), self.engine.connect() as conn, conn.begin():
+            return self._applied(conn)
+
+    def _applied(self, conn: sa.Connection) -> set[int]:
         if not sa.inspect(conn).has_table(tables.schema_versions.name):
-            return 0
-        value = conn.execute(sa.select(sa.func.max(tables.schema_versions.c.version))).scalar()
-        return int(value or 0)
+            return set()
+        return {int(v) for v in conn.execute(sa.select(tables.schema_versions.c.version)).scalars()}
+
+    def pending_migrations(self) -> list[int]:
+        """Migrations this code has that the database has not applied (gaps included)."""
+        applied = self.applied_migrations()
+        return [m.number for m in all_migrations() if m.number not in applied]
 
     def ensure_schema(self) -> None:
         """Create a fresh database; refuse to touch one that is behind or ahead of this code."""
-        current = self.schema_version()
-        latest = latest_version()
-        if current == 0 and not self._has_foreign_tables():
+        applied = self.applied_migrations()
+        current, latest = max(applied, default=0), latest_version()
+        if not applied and not self._has_foreign_tables():
             self.upgrade()
-        elif current < latest:
-            raise SchemaOutOfDateError(self._out_of_date_message(current))
         elif current > latest:
             raise SchemaOutOfDateError(
                 f"metadata schema at {safe_url(self.url)} is at version {current}, newer than "
                 f"this ownloop knows ({latest}); upgrade ownloop (pip install -U ownloop)"
             )
+        elif self.pending_migrations():
+            raise SchemaOutOfDateError(self._out_of_date_message(current))
 
     def _has_foreign_tables(self) -> bool:
         with self.engine.connect() as conn:
@@ -152,11 +159,11 @@ class Store:
             with conn.begin():
                 if self.dialect == "postgresql":
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(20260001)"))
-                if self._current(conn) == 0 and not sa.inspect(conn).has_table("ownloop_schema"):
+                if not sa.inspect(conn).has_table(tables.schema_versions.name):
                     tables.schema_versions.create(conn)
-                current = self._current(conn)
+                done = self._applied(conn)
                 for migration in all_migrations():
-                    if migration.number <= current or (
+                    if migration.number in done or (
                         target is not None and migration.number > target
                     ):
                         continue

@@ -11,6 +11,9 @@ __all__ = [
     "evaluations",
     "metadata",
     "models",
+    "monitor_results",
+    "monitor_runs",
+    "monitor_settings",
     "schema_versions",
     "team_members",
     "teams",
@@ -134,4 +137,51 @@ evaluations = sa.Table(
     sa.Column("report", sa.JSON, nullable=False),
     sa.Column("created_at", _ts, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
+)
+
+monitor_settings = sa.Table(
+    "monitor_settings",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+monitor_runs = sa.Table(
+    "monitor_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer),
+    sa.Column("window_start", _ts, nullable=False),
+    sa.Column("window_end", _ts, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("started_at", _ts, nullable=False),
+    sa.Column("finished_at", _ts, nullable=False),
+    sa.Column("run_by", sa.String(200), nullable=False),
+)
+
+monitor_results = sa.Table(
+    "monitor_results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("monitor_runs.id"), nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer),
+    sa.Column("window_end", _ts, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("method", sa.String(200)),
+    sa.Column("value", sa.Float),
+    sa.Column("lower", sa.Float),
+    sa.Column("upper", sa.Float),
+    sa.Column("threshold", sa.Float),
+    sa.Column("p_value", sa.Float),
+    sa.Column("alert", sa.Boolean),
+    sa.Column("n", sa.BigInteger),
+    sa.Column("detail", sa.Text),
 )

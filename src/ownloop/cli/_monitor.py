@@ -1,0 +1,314 @@
+"""``ownloop monitor``, ``ownloop drift``, ``ownloop sample``."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from ownloop.cli._app import cli, console, echo_json, table, workspace
+from ownloop.errors import InvalidInputError
+from ownloop.monitoring import DriftSettings, WindowReport, parse_duration, write_sample
+
+
+class _Duration(click.ParamType):  # type: ignore[type-arg]
+    name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except InvalidInputError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+DURATION = _Duration()
+
+
+def _fmt(v: float | None, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _print_report(rep: WindowReport) -> None:
+    head = f"[bold]{rep.model}@{rep.version}[/] {rep.start:%Y-%m-%d %H:%M} to {rep.end:%H:%M} UTC: {rep.rows:,} predictions"
+    console.print(head + (f" (run {rep.run_id})" if rep.run_id else ""))
+    for note in rep.notes:
+        console.print(f"  note: {note}")
+    if rep.drift is not None:
+        colour = "red" if rep.drift.dataset_drift else "green"
+        console.print(f"  [{colour}]{rep.drift.summary}[/]")
+        for f in (*rep.drift.features, *rep.drift.prediction):
+            if f.drifted or f.status != "ok" or f.missing_drifted:
+                console.print(f"    {f.feature}: {f.status}; {f.detail}")
+    c = rep.confidence
+    if c is not None and c.mean is not None:
+        trend = (
+            ""
+            if c.trend_per_hour is None
+            else f", trend {c.trend_per_hour:+.4f}/h over {c.trend_windows} windows"
+        )
+        console.print(
+            f"  confidence: mean {_fmt(c.mean)} (reference {_fmt(c.reference_mean)}), "
+            f"share below {c.threshold}: {_fmt(c.low_share, '.1%')} (reference {_fmt(c.reference_low_share, '.1%')}){trend}"
+        )
+    if rep.estimated:
+        parts = [
+            f"{e.metric} {_fmt(e.value)} [{_fmt(e.lower)}, {_fmt(e.upper)}]" for e in rep.estimated
+        ]
+        console.print(
+            "  estimated (CBPE, no labels; assumes no concept drift): " + "; ".join(parts)
+        )
+    if rep.realised:
+        parts = [
+            f"{r.metric} {_fmt(r.value)} [{_fmt(r.lower)}, {_fmt(r.upper)}]" for r in rep.realised
+        ]
+        cov = rep.realised[0].coverage
+        console.print(
+            f"  realised on {rep.realised[0].n_labelled} labels (coverage {_fmt(cov, '.1%')}): "
+            + "; ".join(parts)
+        )
+    s = rep.system
+    console.print(
+        f"  system: {s.requests:,} requests, errors {_fmt(s.error_rate, '.2%')}, latency p50 {_fmt(s.latency_p50_s and s.latency_p50_s * 1000, '.3g')} ms "
+        f"p99 {_fmt(s.latency_p99_s and s.latency_p99_s * 1000, '.3g')} ms, CPU {s.cpu_s:.2f} s, "
+        f"cost per 1k {_fmt(s.cost_per_1k, '.6f')} (at {s.cpu_hour_price}/CPU-hour)"
+    )
+
+
+def _settings(
+    alpha: float | None, share: float | None, thresholds: tuple[str, ...], base: DriftSettings
+) -> DriftSettings:
+    values = dict(base.__dict__)
+    if alpha is not None:
+        values["alpha"] = alpha
+    if share is not None:
+        values["drift_share"] = share
+    per = dict(base.feature_thresholds)
+    for item in thresholds:
+        name, sep, raw = item.partition("=")
+        try:
+            per[name] = float(raw)
+        except ValueError:
+            raise InvalidInputError(f"--threshold '{item}' must look like FEATURE=0.2") from None
+        if not sep:
+            raise InvalidInputError(f"--threshold '{item}' must look like FEATURE=0.2")
+    values["feature_thresholds"] = per
+    return DriftSettings(**values)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option(
+    "--window",
+    type=DURATION,
+    default="1h",
+    show_default=True,
+    help="Window length, e.g. 15m, 1h, 1d.",
+)
+@click.option(
+    "--rows",
+    "last_rows",
+    type=click.IntRange(1),
+    default=None,
+    help="Row-count window: the last N predictions (instead of --window).",
+)
+@click.option(
+    "--every", type=DURATION, default=None, help="Keep running, once per interval (Ctrl-C stops)."
+)
+@click.option(
+    "--runs", type=click.IntRange(1), default=None, help="With --every: stop after this many runs."
+)
+@click.option("--version", "version", type=int, default=None, help="Only this version.")
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Significance level across features.",
+)
+@click.option(
+    "--drift-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Share of drifted features that means dataset drift.",
+)
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="FEATURE=VALUE",
+    help="Distance threshold for one feature (repeatable).",
+)
+@click.option(
+    "--save", is_flag=True, help="Store --alpha/--drift-share/--threshold as MODEL's settings."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+def monitor(
+    model: str | None,
+    window: timedelta,
+    last_rows: int | None,
+    every: timedelta | None,
+    runs: int | None,
+    version: int | None,
+    alpha: float | None,
+    drift_share: float | None,
+    thresholds: tuple[str, ...],
+    save: bool,
+    as_json: bool,
+) -> None:
+    """Monitor MODEL (default: every model with a production alias) over the last window; store the results."""
+    ws = workspace()
+    settings = None
+    if alpha is not None or drift_share is not None or thresholds:
+        if model is None:
+            raise InvalidInputError("--alpha, --drift-share and --threshold need a MODEL")
+        settings = _settings(alpha, drift_share, thresholds, ws.monitor.settings(model))
+        if save:
+            ws.monitor.configure(model, settings)
+            console.print(f"saved drift settings for {model}")
+    done = 0
+    while True:
+        reports = ws.monitor.run(
+            model, window=window, version=version, settings=settings, rows=last_rows
+        )
+        if as_json:
+            echo_json(reports)
+        else:
+            if not reports:
+                console.print(
+                    "no model has a production alias; pass MODEL or set one with 'ownloop alias set'"
+                )
+            for rep in reports:
+                _print_report(rep)
+        done += 1
+        if every is None or (runs is not None and done >= runs):
+            return
+        time.sleep(every.total_seconds())
+
+
+@cli.command()
+@click.argument("model")
+@click.option(
+    "--since",
+    type=DURATION,
+    default="24h",
+    show_default=True,
+    help="Window: from this long ago to now.",
+)
+@click.option("--version", "version", type=int, default=None)
+@click.option(
+    "--html",
+    "html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write an HTML report with per-feature plots.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def drift(
+    model: str, since: timedelta, version: int | None, html: Path | None, as_json: bool
+) -> None:
+    """Feature and prediction drift of MODEL over the last --since (computed, not stored)."""
+    ws = workspace()
+    end = ws.clock.now()
+    reports = ws.monitor.window_reports(model, end - since, end, version=version)
+    if as_json:
+        echo_json([r.drift for r in reports])
+    for rep in reports:
+        if rep.drift is None:
+            console.print(f"{model}@{rep.version}: no drift ({'; '.join(rep.notes)})")
+            continue
+        if not as_json:
+            console.print(f"[bold]{model}@{rep.version}[/], {rep.rows:,} rows: {rep.drift.summary}")
+            table(
+                None,
+                [
+                    "feature",
+                    "status",
+                    "method",
+                    "score",
+                    "threshold",
+                    "p (adj.)",
+                    "drifted",
+                    "missing",
+                ],
+                [
+                    [
+                        f.feature,
+                        f.status,
+                        f.method or "",
+                        _fmt(f.score, ".4g"),
+                        _fmt(f.threshold, ".4g"),
+                        _fmt(f.p_adjusted if f.p_adjusted is not None else f.p_value, ".3g"),
+                        "-" if f.drifted is None else ("YES" if f.drifted else "no"),
+                        _fmt(f.missing_share, ".1%"),
+                    ]
+                    for f in (*rep.drift.features, *rep.drift.prediction)
+                ],
+            )
+        if html is not None:
+            target = (
+                html
+                if len(reports) == 1
+                else html.with_name(f"{html.stem}-v{rep.version}{html.suffix}")
+            )
+            target.write_text(ws.monitor.drift_html(rep), encoding="utf-8")
+            console.print(f"wrote {target}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--n", "n", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="review.csv or review.parquet",
+)
+@click.option("--since", type=DURATION, default="24h", show_default=True)
+@click.option("--version", "version", type=int, default=None)
+@click.option(
+    "--low-confidence",
+    type=click.FloatRange(0, 1),
+    default=0.6,
+    show_default=True,
+    help="Max probability below this is 'low confidence'.",
+)
+@click.option(
+    "--low-share",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Share of the sample drawn from low-confidence rows.",
+)
+@click.option("--seed", type=int, default=None)
+def sample(
+    model: str,
+    n: int,
+    out: Path,
+    since: timedelta,
+    version: int | None,
+    low_confidence: float,
+    low_share: float,
+    seed: int | None,
+) -> None:
+    """A labelling queue: uniform rows plus oversampled low-confidence rows, with sampling weights."""
+    ws = workspace()
+    s = ws.monitor.sample(
+        model,
+        n,
+        since=since,
+        version=version,
+        low_confidence=low_confidence,
+        low_share=low_share,
+        seed=seed,
+    )
+    write_sample(s, out)
+    console.print(
+        f"wrote {s.table.num_rows} rows to {out}: {s.picked_low} of {s.low_rows} low-confidence rows "
+        f"(max probability < {s.threshold}) and {s.picked_rest} of {s.window_rows - s.low_rows} others; "
+        "fill in 'label' and import it with 'ownloop label import'"
+    )

@@ -1,0 +1,45 @@
+"""Monitoring: per-window drift, prediction drift, confidence, estimated and realised performance, system figures."""
+
+from __future__ import annotations
+
+from ownloop.monitoring._batch import ChunkDrift, ChunkPerformance, drift, estimate_performance
+from ownloop.monitoring._drift import DriftReport, DriftSettings, FeatureDrift, evaluate_drift
+from ownloop.monitoring._monitor import Monitor
+from ownloop.monitoring._partial import PartialSpec, WindowPartial, compute_partial, merge_all
+from ownloop.monitoring._performance import Estimate, Realised
+from ownloop.monitoring._report import (
+    ConfidenceFigures,
+    MonitorRun,
+    StoredResult,
+    SystemFigures,
+    WindowReport,
+    parse_duration,
+)
+from ownloop.monitoring._sampler import ReviewSample, sample_rows, write_sample
+
+__all__ = [
+    "ChunkDrift",
+    "ChunkPerformance",
+    "ConfidenceFigures",
+    "DriftReport",
+    "DriftSettings",
+    "Estimate",
+    "FeatureDrift",
+    "Monitor",
+    "MonitorRun",
+    "PartialSpec",
+    "Realised",
+    "ReviewSample",
+    "StoredResult",
+    "SystemFigures",
+    "WindowPartial",
+    "WindowReport",
+    "compute_partial",
+    "drift",
+    "estimate_performance",
+    "evaluate_drift",
+    "merge_all",
+    "parse_duration",
+    "sample_rows",
+    "write_sample",
+]

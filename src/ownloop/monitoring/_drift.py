@@ -1,0 +1,615 @@
+"""Drift verdicts from a window's partial statistics and the reference profile.
+
+Per feature, a test that suits its type and the window's size:
+- fewer than ``large_window`` values: two-sample Kolmogorov-Smirnov (numeric, on the profile's
+  fine grid, so it is exact on ties and conservative between grid points) or chi-square
+  (categorical, unseen categories pooled in one column); drifted when the adjusted p-value is
+  below ``alpha``;
+- from ``large_window`` values on: a distance with a materiality threshold, so huge windows do not
+  flag trivial shifts: Wasserstein distance normalised by the reference standard deviation
+  (numeric) or Jensen-Shannon distance, base 2 (categorical); drifted when the distance reaches
+  the threshold AND the test above is significant after adjustment, so small noisy windows do
+  not flag either.
+P-values are adjusted across the features of one window (Benjamini-Hochberg by default, which
+under no drift at all also bounds the chance of any false alarm by ``alpha``; Holm or none on
+request). Dataset drift: the share of drifted features, among those with a verdict, reaches
+``drift_share`` (default 0.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from ownloop.errors import InvalidInputError
+from ownloop.monitoring._partial import CategoricalPartial, NumericPartial, WindowPartial, grid_of
+from ownloop.profile import ReferenceProfile
+
+__all__ = ["DEFAULT_THRESHOLDS", "DriftReport", "DriftSettings", "FeatureDrift", "evaluate_drift"]
+
+DEFAULT_THRESHOLDS: Mapping[str, float] = {
+    "wasserstein": 0.1,
+    "jensenshannon": 0.1,
+    "psi": 0.2,
+    "constant": 0.01,
+}
+NUMERIC_METHODS = ("auto", "ks", "wasserstein", "psi")
+CATEGORICAL_METHODS = ("auto", "chi2", "jensenshannon", "psi")
+CORRECTIONS = ("bh", "holm", "none")
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Thresholds for one model; ``feature_thresholds`` overrides the distance threshold per feature."""
+
+    alpha: float = 0.05
+    correction: str = "bh"
+    drift_share: float = 0.5
+    large_window: int = 1000
+    min_rows: int = 30
+    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    feature_thresholds: Mapping[str, float] = field(default_factory=dict)
+    numeric_method: str = "auto"
+    categorical_method: str = "auto"
+    missing_delta: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise InvalidInputError(f"alpha {self.alpha} must lie between 0 and 1, e.g. 0.05")
+        if not 0 < self.drift_share <= 1:
+            raise InvalidInputError(f"drift share {self.drift_share} must lie in (0, 1], e.g. 0.5")
+        if self.correction not in CORRECTIONS:
+            raise InvalidInputError(
+                f"unknown correction '{self.correction}'; use one of {', '.join(CORRECTIONS)}"
+            )
+        if self.numeric_method not in NUMERIC_METHODS:
+            raise InvalidInputError(
+                f"unknown numeric drift method '{self.numeric_method}'; use one of {', '.join(NUMERIC_METHODS)}"
+            )
+        if self.categorical_method not in CATEGORICAL_METHODS:
+            raise InvalidInputError(
+                f"unknown categorical drift method '{self.categorical_method}'; use one of {', '.join(CATEGORICAL_METHODS)}"
+            )
+
+    def threshold(self, feature: str, method: str) -> float:
+        if feature in self.feature_thresholds:
+            return float(self.feature_thresholds[feature])
+        return float({**DEFAULT_THRESHOLDS, **self.thresholds}[method])
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DriftSettings:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise InvalidInputError(
+                f"unknown drift settings {sorted(unknown)}; known: {sorted(known)}"
+            )
+        return cls(**dict(d))
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """One feature's verdict; ``status`` says what happened when there is no verdict."""
+
+    feature: str
+    kind: str
+    status: str  # ok | empty | too_few_rows | all_missing | reference_empty | constant_reference
+    method: str | None
+    score: float | None
+    threshold: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    drifted: bool | None
+    n: int
+    reference_n: int
+    missing_share: float | None
+    reference_missing_share: float | None
+    missing_drifted: bool | None
+    nonfinite: int
+    detail: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    rows: int
+    features: tuple[FeatureDrift, ...]
+    drifted_features: tuple[str, ...]
+    tested: int
+    share: float | None
+    share_threshold: float
+    dataset_drift: bool | None
+    correction: str
+    alpha: float
+    prediction: tuple[FeatureDrift, ...] = ()
+
+    def feature(self, name: str) -> FeatureDrift:
+        for f in self.features:
+            if f.feature == name:
+                return f
+        raise InvalidInputError(f"no drift result for feature '{name}'")
+
+    @property
+    def summary(self) -> str:
+        if self.dataset_drift is None:
+            return f"no drift verdict: no feature could be tested in {self.rows} rows"
+        verdict = "DATASET DRIFT" if self.dataset_drift else "no dataset drift"
+        names = ", ".join(self.drifted_features) or "none"
+        return (
+            f"{verdict}: {len(self.drifted_features)} of {self.tested} features drifted "
+            f"({self.share:.0%}, threshold {self.share_threshold:.0%}); drifted: {names}"
+        )
+
+
+# -- small helpers ---------------------------------------------------------------------------
+
+
+def _share(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+def _ks_p(d: float, n: float, m: float) -> float:
+    n_eff = n * m / (n + m)
+    if n_eff > 2000:  # the asymptotic Kolmogorov distribution; the exact one is slow for large n
+        return float(stats.kstwobign.sf(d * np.sqrt(n_eff)))
+    return float(stats.kstwo.sf(d, max(round(n_eff), 1)))
+
+
+def _bins(labels: list[str], ref: np.ndarray, cur: np.ndarray, top: int = 30) -> dict[str, Any]:
+    """Reference and current shares per bin, for plots (at most ``top`` bins)."""
+    r = ref / max(ref.sum(), 1)
+    c = cur / max(cur.sum(), 1)
+    return {
+        "labels": labels[:top],
+        "reference": r[:top].round(5).tolist(),
+        "current": c[:top].round(5).tolist(),
+    }
+
+
+def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
+    r = np.maximum(ref / max(ref.sum(), 1), 1e-4)
+    c = np.maximum(cur / max(cur.sum(), 1), 1e-4)
+    return float(((c - r) * np.log(c / r)).sum())
+
+
+def _missing(
+    nulls: int, n: int, ref_nulls: int, ref_n: int, s: DriftSettings
+) -> tuple[float | None, float | None, bool | None]:
+    cur = _share(nulls, n)
+    ref = _share(ref_nulls, ref_n)
+    if cur is None or ref is None:
+        return cur, ref, None
+    pooled = (nulls + ref_nulls) / (n + ref_n)
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n + 1 / ref_n))
+    p = 1.0 if se == 0 else float(2 * stats.norm.sf(abs(cur - ref) / se))
+    return cur, ref, bool(abs(cur - ref) >= s.missing_delta and p < s.alpha)
+
+
+def _no_verdict(
+    name: str,
+    kind: str,
+    status: str,
+    detail: str,
+    n: int,
+    ref_n: int,
+    miss: tuple[Any, ...],
+    nonfinite: int,
+) -> FeatureDrift:
+    return FeatureDrift(
+        name,
+        kind,
+        status,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        n,
+        ref_n,
+        miss[0],
+        miss[1],
+        miss[2],
+        nonfinite,
+        detail,
+    )
+
+
+# -- numeric ---------------------------------------------------------------------------------
+
+
+def _ref_grid_counts(ref: Mapping[str, Any]) -> np.ndarray:
+    counts = ref.get("grid_counts") if ref.get("grid") is not None else ref.get("bin_counts")
+    return np.asarray(counts or [0], dtype=float)
+
+
+def _wasserstein(
+    grid: np.ndarray, g_ref: np.ndarray, g_cur: np.ndarray, part: NumericPartial, n_vals: int
+) -> float:
+    diff = np.abs(g_cur - g_ref)
+    interior = float((np.diff(grid) * (diff[:-1] + diff[1:]) / 2).sum()) if grid.size > 1 else 0.0
+    return interior + (part.below + part.above) / n_vals
+
+
+def _coarse(grid: np.ndarray, counts: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Fold fine-grid bin counts into the profile's quantile bins (the grid refines them)."""
+    lower = np.concatenate(([-np.inf], grid))
+    idx = np.searchsorted(cuts, lower, side="right")
+    return np.bincount(idx, weights=counts, minlength=cuts.size + 1)
+
+
+def numeric_drift(
+    name: str, ref: Mapping[str, Any], part: NumericPartial, s: DriftSettings
+) -> FeatureDrift:
+    ref_count = int(ref.get("count", 0))
+    ref_bad = int(ref.get("nulls", 0)) + int(ref.get("nonfinite", 0))
+    ref_n = ref_count - ref_bad
+    grid = grid_of(ref)
+    counts = part.counts.astype(float)
+    n_vals = int(counts.sum()) if counts.size else 0
+    miss = _missing(part.nulls + part.nonfinite, part.n, ref_bad, ref_count, s)
+    args = (n_vals, ref_n, miss, part.nonfinite)
+    if part.n == 0:
+        return _no_verdict(name, "numeric", "empty", "no rows in the window", *args)
+    if ref_n == 0:
+        return _no_verdict(
+            name,
+            "numeric",
+            "reference_empty",
+            "the reference has no finite values for this feature",
+            *args,
+        )
+    if n_vals == 0:
+        return _no_verdict(
+            name, "numeric", "all_missing", f"all {part.n} values are missing or non-finite", *args
+        )
+    if n_vals < s.min_rows:
+        return _no_verdict(
+            name,
+            "numeric",
+            "too_few_rows",
+            f"{n_vals} finite values; a verdict needs at least {s.min_rows}",
+            *args,
+        )
+    if counts.size != grid.size + 1:
+        return _no_verdict(
+            name,
+            "numeric",
+            "reference_empty",
+            "the window was binned on another profile's grid",
+            *args,
+        )
+    std = ref.get("std") or 0.0
+    if std == 0.0 or grid.size < 2:
+        return _constant(name, grid, counts, n_vals, ref_n, miss, part, s)
+    ref_counts = _ref_grid_counts(ref)
+    g_ref = np.cumsum(ref_counts)[:-1] / ref_counts.sum()
+    g_cur = np.cumsum(counts)[:-1] / n_vals
+    d = float(np.abs(g_cur - g_ref).max())
+    p = _ks_p(d, n_vals, ref_n)
+    w = _wasserstein(grid, g_ref, g_cur, part, n_vals) / float(std)
+    cuts = np.asarray(ref.get("cuts", []), dtype=float)
+    ref_coarse = np.asarray(ref.get("bin_counts", []), float)
+    cur_coarse = _coarse(grid, counts, cuts)
+    psi = _psi(ref_coarse, cur_coarse)
+    method = s.numeric_method
+    if method == "auto":
+        method = "ks" if n_vals < s.large_window else "wasserstein"
+    score = {"ks": d, "wasserstein": w, "psi": psi}[method]
+    threshold = s.alpha if method == "ks" else s.threshold(name, method)
+    extra = {
+        "bins": _bins(
+            [f"< {c:.4g}" for c in cuts] + [f">= {cuts[-1]:.4g}" if cuts.size else "all"],
+            ref_coarse,
+            cur_coarse,
+        ),
+        "ks": d,
+        "wasserstein": w,
+        "psi": psi,
+        "mean": part.total / n_vals,
+        "reference_mean": ref.get("mean"),
+    }
+    return FeatureDrift(
+        name,
+        "numeric",
+        "ok",
+        method,
+        score,
+        threshold,
+        p,
+        None,
+        None,
+        n_vals,
+        ref_n,
+        miss[0],
+        miss[1],
+        miss[2],
+        part.nonfinite,
+        "",
+        extra,
+    )
+
+
+def _constant(
+    name: str,
+    grid: np.ndarray,
+    counts: np.ndarray,
+    n_vals: int,
+    ref_n: int,
+    miss: tuple[Any, ...],
+    part: NumericPartial,
+    s: DriftSettings,
+) -> FeatureDrift:
+    # the spec bins a constant reference value c on [c, nextafter(c)), so counts[1] holds x == c
+    at = float(counts[1]) if counts.size == 3 else float(counts[-1])
+    off = 1.0 - at / n_vals
+    thr = s.threshold(name, "constant")
+    drifted = off > thr
+    value = grid[0] if grid.size else None
+    detail = f"the reference is constant ({value}); {off:.1%} of current values differ ({'>' if drifted else '<='} {thr:.1%})"
+    return FeatureDrift(
+        name,
+        "numeric",
+        "constant_reference",
+        "share_off_constant",
+        off,
+        thr,
+        None,
+        None,
+        drifted,
+        n_vals,
+        ref_n,
+        miss[0],
+        miss[1],
+        miss[2],
+        part.nonfinite,
+        detail,
+    )
+
+
+# -- categorical -----------------------------------------------------------------------------
+
+
+def _pool(
+    ref: np.ndarray, cur: np.ndarray, n: int, least: float = 5.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pool categories expected fewer than ``least`` times in the window (and the last, 'other or
+    unseen', bucket) into one, so the chi-square approximation holds for sparse categories; a pooled
+    bucket still expected, and seen, under ``least`` times joins the smallest remaining one."""
+    expected = n * ref / max(ref.sum(), 1.0)
+    rare = expected < least
+    rare[-1] = True
+    r = np.append(ref[~rare], ref[rare].sum())
+    c = np.append(cur[~rare], cur[rare].sum())
+    if r.size > 2 and n * r[-1] / max(r.sum(), 1.0) < least and c[-1] < least:
+        j = int(np.argmin(r[:-1]))
+        r[j] += r[-1]
+        c[j] += c[-1]
+        r, c = r[:-1], c[:-1]
+    keep = (r + c) > 0
+    return r[keep], c[keep]
+
+
+def categorical_drift(
+    name: str, ref: Mapping[str, Any], part: CategoricalPartial, s: DriftSettings
+) -> FeatureDrift:
+    ref_cats: Mapping[str, int] = ref.get("categories", {})
+    ref_other = int(ref.get("other", 0))
+    ref_count, ref_nulls = int(ref.get("count", 0)), int(ref.get("nulls", 0))
+    ref_n = ref_count - ref_nulls
+    n_vals = int(sum(part.counts.values()))
+    miss = _missing(part.nulls, part.n, ref_nulls, ref_count, s)
+    args = (n_vals, ref_n, miss, 0)
+    if part.n == 0:
+        return _no_verdict(name, "categorical", "empty", "no rows in the window", *args)
+    if ref_n == 0:
+        return _no_verdict(
+            name,
+            "categorical",
+            "reference_empty",
+            "the reference has no values for this feature",
+            *args,
+        )
+    if n_vals == 0:
+        return _no_verdict(
+            name, "categorical", "all_missing", f"all {part.n} values are missing", *args
+        )
+    if n_vals < s.min_rows:
+        return _no_verdict(
+            name,
+            "categorical",
+            "too_few_rows",
+            f"{n_vals} values; a verdict needs at least {s.min_rows}",
+            *args,
+        )
+    keys = list(ref_cats)
+    unseen = sorted((k for k in part.counts if k not in ref_cats), key=lambda k: -part.counts[k])
+    ref_vec = np.array([ref_cats[k] for k in keys] + [ref_other], dtype=float)
+    cur_vec = np.array(
+        [part.counts.get(k, 0) for k in keys] + [sum(part.counts[k] for k in unseen)], dtype=float
+    )
+    ref_vec, cur_vec = _pool(ref_vec, cur_vec, n_vals)
+    if ref_vec.size < 2:
+        p, chi = 1.0, 0.0
+    else:
+        chi, p, _, _ = stats.chi2_contingency(np.vstack((ref_vec, cur_vec)), correction=False)
+        chi, p = float(chi), float(p)
+    js = float(jensenshannon(ref_vec / ref_vec.sum(), cur_vec / cur_vec.sum(), base=2))
+    psi = _psi(ref_vec, cur_vec)
+    method = s.categorical_method
+    if method == "auto":
+        method = "chi2" if n_vals < s.large_window else "jensenshannon"
+    score = {"chi2": chi, "jensenshannon": js, "psi": psi}[method]
+    threshold = s.alpha if method == "chi2" else s.threshold(name, method)
+    unseen_share = sum(part.counts[k] for k in unseen) / n_vals
+    extra = {
+        "bins": _bins(
+            [*keys, "(other/unseen)"],
+            np.array([ref_cats[k] for k in keys] + [ref_other], float),
+            np.array(
+                [part.counts.get(k, 0) for k in keys] + [sum(part.counts[k] for k in unseen)], float
+            ),
+        ),
+        "chi2": chi,
+        "jensenshannon": js,
+        "psi": psi,
+        "unseen": unseen[:10],
+        "unseen_share": unseen_share,
+    }
+    return FeatureDrift(
+        name,
+        "categorical",
+        "ok",
+        method,
+        score,
+        threshold,
+        p,
+        None,
+        None,
+        n_vals,
+        ref_n,
+        miss[0],
+        miss[1],
+        miss[2],
+        0,
+        "",
+        extra,
+    )
+
+
+# -- the window ------------------------------------------------------------------------------
+
+
+def adjust(p: np.ndarray, correction: str) -> np.ndarray:
+    """Adjusted p-values: Benjamini-Hochberg, Holm, or none."""
+    if p.size == 0 or correction == "none":
+        return p
+    if correction == "bh":
+        out: np.ndarray = stats.false_discovery_control(p, method="bh")
+        return out
+    order = np.argsort(p)
+    m = p.size
+    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    result = np.empty_like(p)
+    result[order] = np.minimum(adj, 1.0)
+    return result
+
+
+def _verdict(f: FeatureDrift, p_adj: float, s: DriftSettings) -> FeatureDrift:
+    assert f.score is not None
+    assert f.threshold is not None
+    assert f.p_value is not None
+    significant = p_adj < s.alpha
+    how = {"bh": "Benjamini-Hochberg", "holm": "Holm", "none": "unadjusted"}[s.correction]
+    if f.method in ("ks", "chi2"):
+        drifted = significant
+        detail = f"{f.method} {f.score:.4g}, p={f.p_value:.3g} ({how} {p_adj:.3g}) {'<' if drifted else '>='} {s.alpha}"
+    else:
+        material = f.score >= f.threshold
+        drifted = material and significant
+        detail = (
+            f"{f.method} {f.score:.4f} {'>=' if material else '<'} {f.threshold:g}; "
+            f"test p={f.p_value:.3g} ({how} {p_adj:.3g})"
+        )
+        if material and not significant:
+            detail += f": not significant at {s.alpha}, so no drift"
+    if f.extra.get("unseen"):
+        detail += f"; unseen categories {f.extra['unseen']} ({f.extra['unseen_share']:.1%})"
+    return replace(f, p_adjusted=float(p_adj), drifted=bool(drifted), detail=detail)
+
+
+def evaluate_drift(
+    partial: WindowPartial, profile: ReferenceProfile, settings: DriftSettings | None = None
+) -> DriftReport:
+    """Per-feature and dataset drift of one window against the reference profile."""
+    s = settings or DriftSettings()
+    results: list[FeatureDrift] = []
+    for name, ref in profile.features.items():
+        part = partial.features.get(name)
+        if ref["kind"] == "numeric":
+            np_part = (
+                part
+                if isinstance(part, NumericPartial)
+                else NumericPartial(partial.rows, partial.rows)
+            )
+            results.append(numeric_drift(name, ref, np_part, s))
+        else:
+            c_part = (
+                part
+                if isinstance(part, CategoricalPartial)
+                else CategoricalPartial(partial.rows, partial.rows)
+            )
+            results.append(categorical_drift(name, ref, c_part, s))
+    tested = [i for i, f in enumerate(results) if f.status == "ok"]
+    adjusted = adjust(np.array([results[i].p_value for i in tested], dtype=float), s.correction)
+    for i, p_adj in zip(tested, adjusted, strict=True):
+        results[i] = _verdict(results[i], float(p_adj), s)
+    judged = [f for f in results if f.drifted is not None]
+    drifted = tuple(f.feature for f in judged if f.drifted)
+    share = len(drifted) / len(judged) if judged else None
+    return DriftReport(
+        rows=partial.rows,
+        features=tuple(results),
+        drifted_features=drifted,
+        tested=len(judged),
+        share=share,
+        share_threshold=s.drift_share,
+        dataset_drift=None if share is None else share >= s.drift_share,
+        correction=s.correction,
+        alpha=s.alpha,
+        prediction=prediction_drift(partial, profile, s),
+    )
+
+
+def prediction_drift(
+    partial: WindowPartial, profile: ReferenceProfile, s: DriftSettings
+) -> tuple[FeatureDrift, ...]:
+    """Predicted classes (or values) and, for binary classifiers, the score distribution."""
+    pred = profile.prediction
+    out: list[FeatureDrift] = []
+    single = replace(s, correction="none")
+    if pred.get("kind") == "classification":
+        classes = [str(c) for c in pred.get("classes", [])]
+        ref = {
+            "categories": dict(zip(classes, pred.get("predicted_counts", []), strict=False)),
+            "other": 0,
+            "count": sum(pred.get("predicted_counts", [])),
+            "nulls": 0,
+        }
+        part = (
+            partial.prediction
+            if isinstance(partial.prediction, CategoricalPartial)
+            else CategoricalPartial(partial.ok_rows, partial.ok_rows)
+        )
+        out.append(categorical_drift("predicted_class", ref, part, single))
+        probs = pred.get("probability") or []
+        if len(classes) == 2 and len(probs) == 2 and partial.score_counts.sum() > 0:
+            ref_hist = probs[1]["hist_counts"]
+            per = partial.score_counts.shape[1] // len(ref_hist)
+            cur_hist = partial.score_counts.sum(axis=0).reshape(len(ref_hist), per).sum(axis=1)
+            ref2 = {
+                "categories": {str(i): int(c) for i, c in enumerate(ref_hist)},
+                "other": 0,
+                "count": int(sum(ref_hist)),
+                "nulls": 0,
+            }
+            cur2 = CategoricalPartial(
+                int(cur_hist.sum()), 0, {str(i): int(c) for i, c in enumerate(cur_hist) if c}
+            )
+            out.append(categorical_drift(f"score_{classes[1]}", ref2, cur2, single))
+    elif "values" in pred:
+        part_n = (
+            partial.prediction
+            if isinstance(partial.prediction, NumericPartial)
+            else NumericPartial(partial.ok_rows, partial.ok_rows)
+        )
+        out.append(numeric_drift("predicted_value", pred["values"], part_n, single))
+    return tuple(
+        _verdict(f, float(f.p_value), single) if f.status == "ok" and f.p_value is not None else f
+        for f in out
+    )

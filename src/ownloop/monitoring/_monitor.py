@@ -1,0 +1,684 @@
+"""Monitor runs: windows over the prediction log, per model and version, stored in the metadata store.
+
+A run reads the window's log segments through ``ownloop.predlog``, computes one partial per
+segment (cached per segment: a segment never changes once written, so a long window reuses the
+partials earlier runs computed), merges them, and turns the merged counts into a report against
+the version's reference profile. The report and its per-window results are stored (small: one
+row per figure) with an audit row in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from scipy import stats
+
+from ownloop import predlog
+from ownloop.access import Actor, authorize
+from ownloop.clock import Clock
+from ownloop.config import Config
+from ownloop.errors import InvalidInputError, NotFoundError
+from ownloop.monitoring._drift import DriftSettings, evaluate_drift
+from ownloop.monitoring._html import render_drift_html
+from ownloop.monitoring._partial import (
+    PartialSpec,
+    WindowPartial,
+    compute_partial,
+    proba_matrix,
+)
+from ownloop.monitoring._performance import (
+    Estimate,
+    Realised,
+    estimate_from_partial,
+    realised_performance,
+    regression_performance,
+)
+from ownloop.monitoring._report import (
+    ConfidenceFigures,
+    MonitorRun,
+    StoredResult,
+    WindowReport,
+    confidence_figures,
+    result_rows,
+    summary,
+    system_figures,
+)
+from ownloop.monitoring._sampler import ReviewSample, sample_rows
+from ownloop.names import validate_name
+from ownloop.profile import ReferenceProfile
+from ownloop.registry import Registry
+from ownloop.store import Store, aware
+from ownloop.store import tables as t
+
+__all__ = ["Monitor"]
+
+LOW_CONFIDENCE = 0.6
+PARTIAL_CACHE_FORMAT = 2  # bump when the partial's content changes, so old caches are recomputed
+TREND_WINDOWS = 24
+
+
+@dataclass
+class _VersionContext:
+    version: int
+    profile: ReferenceProfile | None
+    spec: PartialSpec | None
+    digest: str
+    notes: list[str] = field(default_factory=list)
+
+
+class Monitor:
+    """Run monitors and read their stored results.
+
+    >>> report = ws.monitor.run("churn", window=timedelta(hours=1))[0]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, store: Store, registry: Registry, config: Config, clock: Clock, actor: Actor
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.config = config
+        self.clock = clock
+        self.actor = actor
+
+    # -- settings -------------------------------------------------------------------------
+
+    def settings(self, model: str) -> DriftSettings:
+        """The drift settings stored for ``model`` (defaults when none were saved)."""
+        validate_name("model", model)
+        with self.store.read() as conn:
+            row = conn.execute(
+                sa.select(t.monitor_settings.c.settings)
+                .join(t.models, t.models.c.id == t.monitor_settings.c.model_id)
+                .where(t.models.c.name == model)
+            ).first()
+        return DriftSettings.from_dict(row.settings) if row is not None else DriftSettings()
+
+    def configure(self, model: str, settings: DriftSettings) -> DriftSettings:
+        """Store the drift settings of ``model`` (audited)."""
+        m = self.registry.get_model(model)
+        authorize(self.actor, "monitor.configure", m.owner)
+        data = json.loads(json.dumps(asdict(settings)))
+        now = self.clock.now()
+        with self.store.write() as conn:
+            model_id = conn.execute(
+                sa.select(t.models.c.id).where(t.models.c.name == model)
+            ).scalar_one()
+            before = conn.execute(
+                sa.select(t.monitor_settings.c.settings).where(
+                    t.monitor_settings.c.model_id == model_id
+                )
+            ).scalar()
+            conn.execute(
+                t.monitor_settings.delete().where(t.monitor_settings.c.model_id == model_id)
+            )
+            conn.execute(
+                t.monitor_settings.insert().values(
+                    model_id=model_id, settings=data, updated_at=now, updated_by=self.actor.name
+                )
+            )
+            self.store.audit(
+                conn,
+                at=now,
+                actor=self.actor.name,
+                action="monitor.configure",
+                target=model,
+                model=model,
+                before=before,
+                after=data,
+            )
+        return settings
+
+    # -- running ------------------------------------------------------------------------------
+
+    def monitored_models(self) -> list[str]:
+        """Models with a production alias."""
+        return [m.name for m in self.registry.list_models() if "production" in m.aliases]
+
+    def run(
+        self,
+        model: str | None = None,
+        *,
+        window: timedelta = timedelta(hours=1),
+        end: datetime | None = None,
+        version: int | None = None,
+        settings: DriftSettings | None = None,
+        store: bool = True,
+        rows: int | None = None,
+    ) -> list[WindowReport]:
+        """Monitor the window ending at ``end`` (now) for every version seen in it; store each report.
+
+        With ``rows``, the window is the model's last ``rows`` predictions before ``end`` instead.
+        """
+        names = [model] if model is not None else self.monitored_models()
+        end = end or self.clock.now()
+        reports: list[WindowReport] = []
+        for name in names:
+            start = end - window if rows is None else self.row_window_start(name, rows, end)
+            for rep in self.window_reports(name, start, end, version=version, settings=settings):
+                reports.append(self._store(rep) if store else rep)
+        return reports
+
+    def row_window_start(self, model: str, rows: int, end: datetime) -> datetime:
+        """The start of the window holding the last ``rows`` predictions of ``model`` before ``end``."""
+        if rows < 1:
+            raise InvalidInputError(f"a row-count window needs at least 1 row, not {rows}")
+        by_day: dict[str, list[Path]] = {}
+        for seg in predlog.list_segments(self.config.predictions_dir, model, end=end):
+            by_day.setdefault(seg.parent.name, []).append(seg)
+        end_us = int(end.timestamp() * 1_000_000)
+        stamps: list[np.ndarray] = []
+        total = 0
+        for day in sorted(by_day, reverse=True):
+            for seg in by_day[day]:
+                ts = pq.read_table(seg, columns=["ts"]).column("ts").cast(pa.int64()).to_numpy()
+                ts = ts[ts < end_us]
+                stamps.append(ts)
+                total += ts.size
+            if total >= rows:
+                break
+        if total == 0:
+            return end - timedelta(microseconds=1)
+        every = np.concatenate(stamps)
+        k = max(every.size - rows, 0)
+        first = int(np.partition(every, k)[k])
+        return datetime.fromtimestamp(first / 1_000_000, UTC)
+
+    def window_reports(
+        self,
+        model: str,
+        start: datetime,
+        end: datetime,
+        *,
+        version: int | None = None,
+        settings: DriftSettings | None = None,
+    ) -> list[WindowReport]:
+        """Compute (without storing) one report per version with rows in ``[start, end)``."""
+        m = self.registry.get_model(model)
+        authorize(self.actor, "model.read", m.owner)
+        s = settings or self.settings(model)
+        root = self.config.predictions_dir
+        segments = predlog.list_segments(root, model, start=start, end=end)
+        contexts: dict[int, _VersionContext] = {}
+        merged: dict[int, WindowPartial] = {}
+        for seg in segments:
+            for v, part in self._segment_partials(
+                seg, model, start, end, version, contexts
+            ).items():
+                merged[v] = merged[v].merge(part) if v in merged else part
+        if version is not None and version not in merged:
+            merged[version] = WindowPartial()
+            self._context(model, version, contexts)
+        if not merged and version is None:
+            latest = self.registry.get_version(
+                f"{model}@production" if "production" in m.aliases else model
+            )
+            merged[latest.version] = WindowPartial()
+            self._context(model, latest.version, contexts)
+        labels = self._labels(model)
+        return [
+            self._report(model, v, start, end, merged[v], contexts[v], s, labels)
+            for v in sorted(merged)
+        ]
+
+    def _context(
+        self, model: str, version: int, contexts: dict[int, _VersionContext]
+    ) -> _VersionContext:
+        if version in contexts:
+            return contexts[version]
+        try:
+            v = self.registry.get_version(f"{model}@{version}")
+        except NotFoundError:
+            ctx = _VersionContext(
+                version, None, None, "none", [f"version {version} is not in the registry"]
+            )
+        else:
+            if v.profile_digest is None:
+                ctx = _VersionContext(
+                    version,
+                    None,
+                    None,
+                    "none",
+                    [f"{v.ref} has no reference profile: no drift or estimates"],
+                )
+            else:
+                profile = self.registry.load_profile(v.ref)
+                spec = PartialSpec.from_profile(profile)
+                ctx = _VersionContext(version, profile, spec, v.profile_digest)
+                if spec.calibration is not None:
+                    ctx.notes.append(
+                        "probabilities re-calibrated with the reference's isotonic map (they failed a calibration test on the reference)"
+                    )
+        contexts[version] = ctx
+        return ctx
+
+    def _segment_partials(
+        self,
+        seg: Path,
+        model: str,
+        start: datetime,
+        end: datetime,
+        version: int | None,
+        contexts: dict[int, _VersionContext],
+    ) -> dict[int, WindowPartial]:
+        meta = pq.ParquetFile(seg).metadata
+        lo, hi = _ts_range(meta)
+        inside = lo is not None and hi is not None and lo >= start and hi < end
+        if lo is not None and hi is not None and (hi < start or lo >= end):
+            return {}
+        cached = self._cache_read(seg, model) if inside else None
+        if cached is not None and all(
+            self._context(model, v, contexts).digest == d for v, (d, _) in cached.items()
+        ):
+            return {v: p for v, (_, p) in cached.items() if version is None or v == version}
+        table = pq.read_table(seg)
+        if not inside:
+            ts = table.column("ts")
+            keep = pc.and_(
+                pc.greater_equal(ts, pa.scalar(start.astimezone(UTC), ts.type)),
+                pc.less(ts, pa.scalar(end.astimezone(UTC), ts.type)),
+            )
+            table = table.filter(keep)
+        out: dict[int, WindowPartial] = {}
+        versions = pc.unique(table.column("version")).to_pylist() if table.num_rows else []
+        for v in versions:
+            if v is None or (version is not None and v != version and inside is False):
+                continue
+            ctx = self._context(model, int(v), contexts)
+            rows = table.filter(pc.equal(table.column("version"), v))
+            spec = ctx.spec or PartialSpec({}, (), "regression")
+            out[int(v)] = compute_partial(rows, spec)
+        if inside:
+            self._cache_write(seg, model, {v: (contexts[v].digest, p) for v, p in out.items()})
+        return {v: p for v, p in out.items() if version is None or v == version}
+
+    # per-segment partial cache: <home>/monitoring/partials/<model>/<day>/<segment>.json
+    def _cache_path(self, seg: Path, model: str) -> Path:
+        return (
+            self.config.home
+            / "monitoring"
+            / "partials"
+            / model
+            / seg.parent.name
+            / (seg.stem + ".json")
+        )
+
+    def _cache_read(self, seg: Path, model: str) -> dict[int, tuple[str, WindowPartial]] | None:
+        path = self._cache_path(seg, model)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if data.get("size") != seg.stat().st_size or data.get("format") != PARTIAL_CACHE_FORMAT:
+            return None
+        return {
+            int(v): (d["digest"], WindowPartial.from_json(d["partial"]))
+            for v, d in data["versions"].items()
+        }
+
+    def _cache_write(
+        self, seg: Path, model: str, parts: dict[int, tuple[str, WindowPartial]]
+    ) -> None:
+        path = self._cache_path(seg, model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = {
+            "size": seg.stat().st_size,
+            "format": PARTIAL_CACHE_FORMAT,
+            "versions": {
+                str(v): {"digest": d, "partial": p.to_json()} for v, (d, p) in parts.items()
+            },
+        }
+        tmp = path.with_name(f".tmp-{path.name}")
+        tmp.write_text(json.dumps(body))
+        tmp.replace(path)
+
+    def _labels(self, model: str) -> pa.Table:
+        return predlog.read_labels(self.config.predictions_dir, model)
+
+    def _report(
+        self,
+        model: str,
+        version: int,
+        start: datetime,
+        end: datetime,
+        part: WindowPartial,
+        ctx: _VersionContext,
+        s: DriftSettings,
+        labels: pa.Table,
+    ) -> WindowReport:
+        profile = ctx.profile
+        notes = list(ctx.notes)
+        drift = evaluate_drift(part, profile, s) if profile is not None else None
+        conf = confidence_figures(part, profile, LOW_CONFIDENCE)
+        if conf is not None:
+            conf = self._with_trend(model, version, end, conf)
+        estimated: list[Estimate] = []
+        classes = ctx.spec.classes if ctx.spec is not None else ()
+        if ctx.spec is not None and ctx.spec.task == "classification" and classes:
+            estimated = estimate_from_partial(
+                part.score_counts,
+                part.score_c,
+                part.score_c2,
+                n_classes=len(classes),
+                pred_c=part.pred_c,
+                pred_c2=part.pred_c2,
+                n_rows=int(part.confidence.sum()),
+                calibrated=ctx.spec.calibration is not None,
+            )
+        realised = (
+            self._realised_regression(model, version, start, end, labels, part.rows)
+            if ctx.spec is not None and ctx.spec.task == "regression"
+            else self._realised(model, version, start, end, labels, classes, part.rows)
+        )
+        if part.rows == 0:
+            notes.append("no predictions in the window")
+        return WindowReport(
+            model,
+            version,
+            start,
+            end,
+            part.rows,
+            drift,
+            conf,
+            tuple(estimated),
+            tuple(realised),
+            system_figures(part, self.config.cpu_hour_price),
+            tuple(notes),
+        )
+
+    def _realised(
+        self,
+        model: str,
+        version: int,
+        start: datetime,
+        end: datetime,
+        labels: pa.Table,
+        classes: Sequence[str],
+        total: int,
+    ) -> list[Realised]:
+        if labels.num_rows == 0 or not classes or total == 0:
+            return []
+        cols = ["prediction_id", "prediction", "proba", "status"]
+        preds = predlog.read_window(
+            self.config.predictions_dir, model, version=version, start=start, end=end, columns=cols
+        )
+        joined = predlog.join_labels(preds, labels)
+        has = pc.and_(pc.is_valid(joined.column("label")), pc.equal(joined.column("status"), "ok"))
+        joined = joined.filter(pc.fill_null(has, False))
+        y_true = _canonical(joined.column("label").to_pylist())
+        y_pred = _canonical(joined.column("prediction").to_pylist())
+        w = joined.column("weight")
+        weights = w.to_numpy(zero_copy_only=False).astype(float) if w.null_count < len(w) else None
+        score = None
+        if len(classes) == 2 and joined.num_rows:
+            score = proba_matrix(joined.column("proba"), 2)[:, 1]
+            if not np.isfinite(score).all():
+                score = None
+        return realised_performance(
+            y_true,
+            y_pred,
+            score=score,
+            positive=classes[1] if len(classes) == 2 else None,
+            weights=weights,
+            total_rows=total,
+        )
+
+    def _realised_regression(
+        self, model: str, version: int, start: datetime, end: datetime, labels: pa.Table, total: int
+    ) -> list[Realised]:
+        if labels.num_rows == 0 or total == 0:
+            return []
+        cols = ["prediction_id", "prediction_value", "status"]
+        preds = predlog.read_window(
+            self.config.predictions_dir, model, version=version, start=start, end=end, columns=cols
+        )
+        joined = predlog.join_labels(preds, labels)
+        y = joined.column("label_value").to_numpy(zero_copy_only=False).astype(float)
+        p = joined.column("prediction_value").to_numpy(zero_copy_only=False).astype(float)
+        ok = pc.fill_null(pc.equal(joined.column("status"), "ok"), False).to_numpy(
+            zero_copy_only=False
+        )
+        keep = np.isfinite(y) & np.isfinite(p) & ok
+        w = joined.column("weight").to_numpy(zero_copy_only=False).astype(float)[keep]
+        weights = w if np.isfinite(w).any() else None
+        return regression_performance(y[keep], p[keep], weights=weights, total_rows=total)
+
+    def _with_trend(
+        self, model: str, version: int, end: datetime, conf: ConfidenceFigures
+    ) -> ConfidenceFigures:
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(t.monitor_results.c.window_end, t.monitor_results.c.value)
+                .where(
+                    t.monitor_results.c.model == model,
+                    t.monitor_results.c.version == version,
+                    t.monitor_results.c.kind == "confidence",
+                    t.monitor_results.c.name == "mean",
+                    t.monitor_results.c.window_end < end,
+                    t.monitor_results.c.value.is_not(None),
+                )
+                .order_by(t.monitor_results.c.window_end.desc())
+                .limit(TREND_WINDOWS - 1)
+            ).all()
+        points = [(aware(r.window_end), float(r.value)) for r in rows]
+        if conf.mean is not None:
+            points.append((end, conf.mean))
+        if len(points) < 3:
+            return conf
+        x = np.array([(p[0] - end).total_seconds() / 3600 for p in points])
+        y = np.array([p[1] for p in points])
+        if np.ptp(x) == 0:
+            return conf
+        fit = stats.linregress(x, y)
+        p = float(fit.pvalue) if np.isfinite(fit.pvalue) else None
+        return ConfidenceFigures(
+            **{
+                **asdict(conf),
+                "trend_per_hour": float(fit.slope),
+                "trend_p": p,
+                "trend_windows": len(points),
+            }
+        )
+
+    # -- review sample and report ------------------------------------------------------------
+
+    def sample(
+        self,
+        model: str,
+        n: int,
+        *,
+        since: timedelta = timedelta(hours=24),
+        end: datetime | None = None,
+        version: int | None = None,
+        low_confidence: float = LOW_CONFIDENCE,
+        low_share: float = 0.5,
+        seed: int | None = None,
+    ) -> ReviewSample:
+        """Rows of the window for human review, with their sampling weights."""
+        m = self.registry.get_model(model)
+        authorize(self.actor, "model.read", m.owner)
+        end = end or self.clock.now()
+        table = predlog.read_window(
+            self.config.predictions_dir, model, version=version, start=end - since, end=end
+        )
+        return sample_rows(table, n, low_confidence=low_confidence, low_share=low_share, seed=seed)
+
+    def drift_html(self, report: WindowReport) -> str:
+        """A self-contained HTML drift report of one window."""
+        title = f"drift of {report.model}@{report.version}, {report.start:%Y-%m-%d %H:%M} to {report.end:%Y-%m-%d %H:%M} UTC"
+        if report.drift is None:
+            return render_drift_html(
+                title, "no reference profile: no drift", (), list(report.notes)
+            )
+        feats = (*report.drift.features, *report.drift.prediction)
+        notes = [
+            *report.notes,
+            f"{report.rows} rows; p-values adjusted across features ({report.drift.correction})",
+        ]
+        return render_drift_html(title, report.drift.summary, feats, notes)
+
+    # -- storing ------------------------------------------------------------------------------
+
+    def _store(self, rep: WindowReport) -> WindowReport:
+        now = self.clock.now()
+        rows = result_rows(rep)
+        facts = summary(rep)
+        status = "no_data" if rep.rows == 0 else "ok"
+        with self.store.write() as conn:
+            key = conn.execute(
+                t.monitor_runs.insert().values(
+                    model=rep.model,
+                    version=rep.version,
+                    window_start=rep.start,
+                    window_end=rep.end,
+                    rows=rep.rows,
+                    status=status,
+                    summary=facts,
+                    started_at=now,
+                    finished_at=self.clock.now(),
+                    run_by=self.actor.name,
+                )
+            ).inserted_primary_key
+            run_id = int(key[0]) if key is not None else 0
+            if rows:
+                conn.execute(
+                    t.monitor_results.insert(),
+                    [
+                        {
+                            **r,
+                            "run_id": run_id,
+                            "model": rep.model,
+                            "version": rep.version,
+                            "window_end": rep.end,
+                        }
+                        for r in rows
+                    ],
+                )
+            self.store.audit(
+                conn,
+                at=now,
+                actor=self.actor.name,
+                action="monitor.run",
+                target=f"{rep.model}@{rep.version}",
+                model=rep.model,
+                after={"run": run_id, **facts},
+            )
+        return WindowReport(
+            **{**{f: getattr(rep, f) for f in rep.__dataclass_fields__}, "run_id": int(run_id)}
+        )
+
+    def runs(self, model: str, *, limit: int = 50) -> list[MonitorRun]:
+        validate_name("model", model)
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(t.monitor_runs)
+                .where(t.monitor_runs.c.model == model)
+                .order_by(t.monitor_runs.c.window_end.desc(), t.monitor_runs.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [
+            MonitorRun(
+                r.id,
+                r.model,
+                r.version,
+                aware(r.window_start),
+                aware(r.window_end),
+                r.rows,
+                r.status,
+                dict(r.summary),
+                aware(r.started_at),
+                r.run_by,
+            )
+            for r in rows
+        ]
+
+    def results(
+        self,
+        model: str,
+        *,
+        kind: str | None = None,
+        run_id: int | None = None,
+        since: datetime | None = None,
+    ) -> list[StoredResult]:
+        """Stored per-window results, oldest window first (for dashboards and alert rules)."""
+        validate_name("model", model)
+        q = sa.select(t.monitor_results).where(t.monitor_results.c.model == model)
+        if kind is not None:
+            q = q.where(t.monitor_results.c.kind == kind)
+        if run_id is not None:
+            q = q.where(t.monitor_results.c.run_id == run_id)
+        if since is not None:
+            q = q.where(t.monitor_results.c.window_end >= since)
+        with self.store.read() as conn:
+            rows = conn.execute(
+                q.order_by(t.monitor_results.c.window_end, t.monitor_results.c.id)
+            ).all()
+        return [
+            StoredResult(
+                r.run_id,
+                r.model,
+                r.version,
+                aware(r.window_end),
+                r.kind,
+                r.name,
+                r.status,
+                r.method,
+                r.value,
+                r.lower,
+                r.upper,
+                r.threshold,
+                r.p_value,
+                r.alert,
+                r.n,
+                r.detail,
+            )
+            for r in rows
+        ]
+
+
+def _canonical(values: Sequence[Any]) -> np.ndarray:
+    """Class labels as text, with '1.0' read as '1' (a CSV round trip turns 1 into 1.0)."""
+    out = []
+    for v in values:
+        text = str(v)
+        try:
+            number = float(text)
+        except ValueError:
+            out.append(text)
+            continue
+        out.append(str(int(number)) if number.is_integer() else text)
+    return np.asarray(out, dtype=object).astype(str)
+
+
+def _ts_range(meta: pq.FileMetaData) -> tuple[datetime | None, datetime | None]:
+    """The min and max ``ts`` of a segment from its Parquet statistics (None when absent)."""
+    try:
+        idx = meta.schema.names.index("ts")
+    except ValueError:
+        return None, None
+    lo: datetime | None = None
+    hi: datetime | None = None
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(idx).statistics
+        if st is None or not st.has_min_max:
+            return None, None
+        a, b = _aware(st.min), _aware(st.max)
+        lo = a if lo is None or a < lo else lo
+        hi = b if hi is None or b > hi else hi
+    return lo, hi
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    raise InvalidInputError(f"unexpected ts statistic {value!r} in a prediction log segment")

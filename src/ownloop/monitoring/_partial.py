@@ -1,0 +1,545 @@
+"""Window statistics as mergeable partial results: a pure function of an Arrow batch and a profile.
+
+``compute_partial(batch, spec)`` reads one batch of the prediction log (any number of rows, any
+source: one log segment, one Spark or Dask partition) and returns counts and sums only: bin
+counts against the reference profile's grid, category counts, null counts, probability-score
+histograms with calibrated-probability sums, a latency sketch. ``merge`` adds two partials, so a
+long window is the sum of the partials of its segments and the order never matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ownloop.profile import PROB_EDGES, ReferenceProfile
+
+__all__ = [
+    "CONF_BINS",
+    "LATENCY_EDGES",
+    "SCORE_BINS",
+    "Binner",
+    "CategoricalPartial",
+    "NumericPartial",
+    "PartialSpec",
+    "WindowPartial",
+    "compute_partial",
+    "merge",
+    "merge_all",
+]
+
+SCORE_BINS = 1000  # positive-class score histogram for label-free estimates (edge at 0.5)
+CONF_BINS = 100  # max-probability histogram (low-confidence share at any 0.01 threshold)
+# log-spaced latency sketch: 1 microsecond to 1,000 s, about 2.3% relative resolution
+LATENCY_EDGES = np.logspace(-6, 3, 901)
+
+
+class Binner:
+    """``searchsorted(grid, x, side="right")``, exactly, through a uniform lookup table.
+
+    Quantile grids are dense in the middle and sparse in the tails, so a binary search over ~200
+    edges costs ~8 comparisons per value. Over the grid's middle ``[a, b)`` the table maps a value
+    to the first bin of its neighbourhood in one multiply, then at most ``need`` comparisons finish
+    the job (``need`` is computed from the table, so the result is exact; rounding can move a value
+    by one bucket, which the neighbourhood covers). Values outside ``[a, b)``, NaN and infinities
+    go through ``searchsorted``. Grids where no small table works keep plain ``searchsorted``.
+    """
+
+    def __init__(self, grid: np.ndarray) -> None:
+        self.grid = np.asarray(grid, dtype=float)
+        self.table: tuple[float, float, float, int, np.ndarray, int, np.ndarray] | None = None
+        k_edges = self.grid.size
+        if k_edges < 16 or not np.isfinite(self.grid).all():
+            return
+        for trim in (0, 2, 5, 10, 20):
+            a, b = float(self.grid[trim]), float(self.grid[k_edges - 1 - trim])
+            if not b > a:
+                return
+            for m in (4 * k_edges, 32 * k_edges):
+                if (b - a) / m < 64 * np.spacing(max(abs(a), abs(b))):
+                    continue  # buckets too narrow for float rounding to stay within one bucket
+                start = np.searchsorted(self.grid, a + (b - a) * (np.arange(m) / m), side="right")
+                first = np.append(start[0], start[:-1])  # bucket j starts looking at bucket j-1
+                last = np.append(start[2:], [k_edges, k_edges])  # ... and ends after bucket j+1
+                need = int((last - first).max())
+                if need <= 4:
+                    ext = np.append(
+                        self.grid, np.nan
+                    )  # NaN compares false: never steps past the end
+                    self.table = (a, b, m / (b - a), m, first.astype(np.int64), need, ext)
+                    return
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.table is None:
+            found: np.ndarray = np.searchsorted(self.grid, x, side="right")
+            return found
+        a, b, scale, m, first, need, ext = self.table
+        j = (x - a) * scale
+        np.fmax(j, 0.0, out=j)
+        np.minimum(j, m - 1, out=j)
+        idx: np.ndarray = first[j.astype(np.int64)]
+        for _ in range(need):
+            idx += ext[idx] <= x
+        outside = ~((x >= a) & (x < b))
+        if outside.any():
+            w = np.flatnonzero(outside)
+            idx[w] = np.searchsorted(self.grid, x[w], side="right")
+        return idx
+
+
+@dataclass(frozen=True)
+class PartialSpec:
+    """What a partial needs from the reference: the grid per numeric feature and the calibration."""
+
+    numeric: dict[str, np.ndarray]
+    categorical: tuple[str, ...]
+    task: str  # "classification" or "regression"
+    classes: tuple[str, ...] = ()
+    calibration: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None
+    input_prefix: str = "in."
+    prediction_grid: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    binners: dict[str, Binner] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "binners", {k: Binner(g) for k, g in self.numeric.items()})
+
+    @classmethod
+    def from_profile(
+        cls, profile: ReferenceProfile, *, calibrate: bool | None = None, input_prefix: str = "in."
+    ) -> PartialSpec:
+        from ownloop.monitoring._performance import calibration_from_profile
+
+        numeric: dict[str, np.ndarray] = {}
+        categorical: list[str] = []
+        for name, feat in profile.features.items():
+            if feat["kind"] == "numeric":
+                numeric[name] = grid_of(feat)
+            else:
+                categorical.append(name)
+        pred = profile.prediction
+        task = "classification" if pred.get("kind") == "classification" else "regression"
+        classes = tuple(str(c) for c in pred.get("classes", []))
+        calibration = calibration_from_profile(profile, calibrate) if classes else None
+        pgrid = grid_of(pred["values"]) if task == "regression" and "values" in pred else None
+        return cls(
+            numeric,
+            tuple(categorical),
+            task,
+            classes,
+            calibration,
+            input_prefix,
+            np.zeros(0) if pgrid is None else pgrid,
+        )
+
+
+def grid_of(feat: Mapping[str, Any]) -> np.ndarray:
+    """The fine grid of a numeric profile (format 2), or its quantile cuts (format 1)."""
+    if feat.get("std") == 0.0 and feat.get("min") is not None:
+        # a constant reference: bin on [c, next float after c) so "equal to c" is its own bin
+        c = float(feat["min"])
+        return np.array([c, np.nextafter(c, np.inf)])
+    grid = feat.get("grid")
+    return np.asarray(grid if grid is not None else feat.get("cuts", []), dtype=float)
+
+
+@dataclass
+class NumericPartial:
+    n: int = 0
+    nulls: int = 0
+    nonfinite: int = 0
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    below: float = 0.0  # sum of (grid[0] - x) over finite x below the grid
+    above: float = 0.0  # sum of (x - grid[-1]) over finite x at or above the grid's end
+    total: float = 0.0  # sum of finite values
+
+    def merge(self, other: NumericPartial) -> NumericPartial:
+        return NumericPartial(
+            self.n + other.n,
+            self.nulls + other.nulls,
+            self.nonfinite + other.nonfinite,
+            _add(self.counts, other.counts),
+            self.below + other.below,
+            self.above + other.above,
+            self.total + other.total,
+        )
+
+
+@dataclass
+class CategoricalPartial:
+    n: int = 0
+    nulls: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: CategoricalPartial) -> CategoricalPartial:
+        counts = dict(self.counts)
+        for k, v in other.counts.items():
+            counts[k] = counts.get(k, 0) + v
+        return CategoricalPartial(self.n + other.n, self.nulls + other.nulls, counts)
+
+
+@dataclass
+class WindowPartial:
+    """Everything a window report needs, as counts and sums."""
+
+    rows: int = 0
+    errors: int = 0
+    requests: int = 0  # distinct request ids per batch, summed (a request's rows share a batch)
+    features: dict[str, NumericPartial | CategoricalPartial] = field(default_factory=dict)
+    prediction: NumericPartial | CategoricalPartial | None = None
+    ok_rows: int = 0
+    # max-probability histogram, CONF_BINS bins on [0, 1]
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(CONF_BINS, dtype=np.int64))
+    confidence_sum: float = 0.0
+    # binary: [predicted class index, score bin] of count, sum c, sum c^2 (c = calibrated P(class 1))
+    score_counts: np.ndarray = field(default_factory=lambda: np.zeros((2, SCORE_BINS)))
+    score_c: np.ndarray = field(default_factory=lambda: np.zeros((2, SCORE_BINS)))
+    score_c2: np.ndarray = field(default_factory=lambda: np.zeros((2, SCORE_BINS)))
+    # multiclass: sums of the calibrated probability of the predicted class (and of its square)
+    pred_c: float = 0.0
+    pred_c2: float = 0.0
+    latency: np.ndarray = field(
+        default_factory=lambda: np.zeros(LATENCY_EDGES.size + 1, dtype=np.int64)
+    )
+    latency_sum: float = 0.0
+    cpu_sum: float = 0.0
+    ts_min: float | None = None  # epoch seconds
+    ts_max: float | None = None
+
+    def merge(self, other: WindowPartial) -> WindowPartial:
+        feats = dict(self.features)
+        for name, part in other.features.items():
+            mine = feats.get(name)
+            feats[name] = part if mine is None else _merge_part(mine, part)
+        pred = (
+            other.prediction
+            if self.prediction is None
+            else self.prediction
+            if other.prediction is None
+            else _merge_part(self.prediction, other.prediction)
+        )
+        return WindowPartial(
+            rows=self.rows + other.rows,
+            errors=self.errors + other.errors,
+            requests=self.requests + other.requests,
+            features=feats,
+            prediction=pred,
+            ok_rows=self.ok_rows + other.ok_rows,
+            confidence=self.confidence + other.confidence,
+            confidence_sum=self.confidence_sum + other.confidence_sum,
+            score_counts=self.score_counts + other.score_counts,
+            score_c=self.score_c + other.score_c,
+            score_c2=self.score_c2 + other.score_c2,
+            pred_c=self.pred_c + other.pred_c,
+            pred_c2=self.pred_c2 + other.pred_c2,
+            latency=self.latency + other.latency,
+            latency_sum=self.latency_sum + other.latency_sum,
+            cpu_sum=self.cpu_sum + other.cpu_sum,
+            ts_min=_opt(min, self.ts_min, other.ts_min),
+            ts_max=_opt(max, self.ts_max, other.ts_max),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (for caching per segment)."""
+        return {
+            "rows": self.rows,
+            "errors": self.errors,
+            "requests": self.requests,
+            "features": {k: _part_json(v) for k, v in self.features.items()},
+            "prediction": None if self.prediction is None else _part_json(self.prediction),
+            "ok_rows": self.ok_rows,
+            "confidence": self.confidence.tolist(),
+            "confidence_sum": self.confidence_sum,
+            "score_counts": self.score_counts.tolist(),
+            "score_c": self.score_c.tolist(),
+            "score_c2": self.score_c2.tolist(),
+            "pred_c": self.pred_c,
+            "pred_c2": self.pred_c2,
+            "latency": self.latency.tolist(),
+            "latency_sum": self.latency_sum,
+            "cpu_sum": self.cpu_sum,
+            "ts_min": self.ts_min,
+            "ts_max": self.ts_max,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> WindowPartial:
+        pred = d.get("prediction")
+        return cls(
+            rows=int(d["rows"]),
+            errors=int(d["errors"]),
+            requests=int(d.get("requests", 0)),
+            features={k: _part_from_json(v) for k, v in d["features"].items()},
+            prediction=None if pred is None else _part_from_json(pred),
+            ok_rows=int(d["ok_rows"]),
+            confidence=np.asarray(d["confidence"], dtype=np.int64),
+            confidence_sum=float(d["confidence_sum"]),
+            score_counts=np.asarray(d["score_counts"], dtype=float),
+            score_c=np.asarray(d["score_c"], dtype=float),
+            score_c2=np.asarray(d["score_c2"], dtype=float),
+            pred_c=float(d["pred_c"]),
+            pred_c2=float(d["pred_c2"]),
+            latency=np.asarray(d["latency"], dtype=np.int64),
+            latency_sum=float(d["latency_sum"]),
+            cpu_sum=float(d["cpu_sum"]),
+            ts_min=d.get("ts_min"),
+            ts_max=d.get("ts_max"),
+        )
+
+
+def _opt(f: Any, a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return float(f(a, b))
+
+
+def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.size == 0:
+        return b.copy()
+    if b.size == 0:
+        return a.copy()
+    total: np.ndarray = a + b
+    return total
+
+
+def _merge_part(
+    a: NumericPartial | CategoricalPartial, b: NumericPartial | CategoricalPartial
+) -> NumericPartial | CategoricalPartial:
+    if isinstance(a, NumericPartial) and isinstance(b, NumericPartial):
+        return a.merge(b)
+    if isinstance(a, CategoricalPartial) and isinstance(b, CategoricalPartial):
+        return a.merge(b)
+    raise TypeError("cannot merge a numeric partial with a categorical one")
+
+
+def _part_json(p: NumericPartial | CategoricalPartial) -> dict[str, Any]:
+    if isinstance(p, NumericPartial):
+        return {
+            "kind": "numeric",
+            "n": p.n,
+            "nulls": p.nulls,
+            "nonfinite": p.nonfinite,
+            "counts": p.counts.tolist(),
+            "below": p.below,
+            "above": p.above,
+            "total": p.total,
+        }
+    return {"kind": "categorical", "n": p.n, "nulls": p.nulls, "counts": p.counts}
+
+
+def _part_from_json(d: Mapping[str, Any]) -> NumericPartial | CategoricalPartial:
+    if d["kind"] == "numeric":
+        return NumericPartial(
+            int(d["n"]),
+            int(d["nulls"]),
+            int(d["nonfinite"]),
+            np.asarray(d["counts"], dtype=np.int64),
+            float(d["below"]),
+            float(d["above"]),
+            float(d["total"]),
+        )
+    return CategoricalPartial(
+        int(d["n"]), int(d["nulls"]), {k: int(v) for k, v in d["counts"].items()}
+    )
+
+
+def merge(a: WindowPartial, b: WindowPartial) -> WindowPartial:
+    return a.merge(b)
+
+
+def merge_all(parts: Iterable[WindowPartial]) -> WindowPartial:
+    out = WindowPartial()
+    for p in parts:
+        out = out.merge(p)
+    return out
+
+
+# -- the per-batch step ---------------------------------------------------------------------
+
+
+def numeric_partial(
+    values: np.ndarray, grid: np.ndarray, binner: Binner | None = None
+) -> NumericPartial:
+    """Bin one numeric column on ``grid`` (NaN = missing; +-inf counted apart, never binned)."""
+    x = np.asarray(values, dtype=float)
+    n = int(x.size)
+    idx = binner(x) if binner is not None else np.searchsorted(grid, x, side="right")
+    counts = np.bincount(idx, minlength=grid.size + 1).astype(np.int64)
+    nan = int(np.count_nonzero(np.isnan(x)))
+    posinf = int(np.count_nonzero(x == np.inf))
+    neginf = int(np.count_nonzero(x == -np.inf))
+    counts[-1] -= nan + posinf  # NaN and +inf sort past every edge
+    counts[0] -= neginf
+    clean = nan == 0 and posinf == 0 and neginf == 0
+    finite = x if clean else x[np.isfinite(x)]
+    below = above = 0.0
+    if grid.size:
+        if counts[0] > 0:
+            lo = finite[finite < grid[0]]
+            below = float((grid[0] - lo).sum())
+        if counts[-1] > 0:
+            hi = finite[finite >= grid[-1]]
+            above = float((hi - grid[-1]).sum())
+    return NumericPartial(n, nan, posinf + neginf, counts, below, above, float(finite.sum()))
+
+
+def categorical_partial(column: pa.Array | pa.ChunkedArray) -> CategoricalPartial:
+    """Count the categories of one column (booleans as 'True' / 'False', like the profile)."""
+    n = len(column)
+    nulls = column.null_count
+    if n == 0 or nulls == n:
+        return CategoricalPartial(n, nulls, {})
+    if pa.types.is_boolean(column.type):
+        trues = int(pc.sum(column).as_py() or 0)
+        falses = n - nulls - trues
+        return CategoricalPartial(
+            n, nulls, {k: v for k, v in (("True", trues), ("False", falses)) if v}
+        )
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(pa.string())
+        else:
+            column = pc.cast(column, pa.string())
+    vc = pc.value_counts(column)
+    keys = vc.field("values").to_pylist()
+    counts = vc.field("counts").to_pylist()
+    return CategoricalPartial(
+        n, nulls, {str(k): int(c) for k, c in zip(keys, counts, strict=True) if k is not None}
+    )
+
+
+def _float_column(table: pa.Table, name: str) -> np.ndarray:
+    col = table.column(name)
+    if pa.types.is_boolean(col.type) or pa.types.is_string(col.type):
+        col = pc.cast(col, pa.float64(), safe=False)
+    arr: np.ndarray = col.to_numpy(zero_copy_only=False).astype(float, copy=False)
+    return arr
+
+
+def compute_partial(batch: pa.Table | pa.RecordBatch, spec: PartialSpec) -> WindowPartial:
+    """The partial statistics of one batch of prediction-log rows (pure: no I/O, no clock)."""
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    out = WindowPartial(rows=table.num_rows)
+    names = set(table.column_names)
+    for name, grid in spec.numeric.items():
+        col = spec.input_prefix + name
+        if col in names:
+            out.features[name] = numeric_partial(
+                _float_column(table, col), grid, spec.binners.get(name)
+            )
+        else:
+            out.features[name] = NumericPartial(table.num_rows, table.num_rows, 0, np.zeros(0))
+    for name in spec.categorical:
+        col = spec.input_prefix + name
+        out.features[name] = (
+            categorical_partial(table.column(col))
+            if col in names
+            else CategoricalPartial(table.num_rows, table.num_rows, {})
+        )
+    ok = table
+    if "status" in names:
+        is_ok = pc.fill_null(pc.equal(table.column("status"), "ok"), False)
+        ok = table.filter(is_ok)
+        out.errors = table.num_rows - ok.num_rows
+    out.ok_rows = ok.num_rows
+    _system(table, names, out)
+    if "ts" in names and table.num_rows:
+        ts = pc.min_max(table.column("ts"))
+        lo, hi = ts["min"].as_py(), ts["max"].as_py()
+        out.ts_min = None if lo is None else lo.timestamp()
+        out.ts_max = None if hi is None else hi.timestamp()
+    if spec.task == "classification":
+        _classification(ok, names, spec, out)
+    elif "prediction_value" in names:
+        out.prediction = numeric_partial(
+            _float_column(ok, "prediction_value"), spec.prediction_grid
+        )
+    return out
+
+
+def _system(table: pa.Table, names: set[str], out: WindowPartial) -> None:
+    if "request_id" in names and table.num_rows:
+        out.requests = int(pc.count_distinct(table.column("request_id")).as_py())
+    if "latency_s" in names:
+        lat = _float_column(table, "latency_s")
+        lat = lat[np.isfinite(lat)]
+        out.latency = np.bincount(
+            np.searchsorted(LATENCY_EDGES, lat, side="right"), minlength=LATENCY_EDGES.size + 1
+        ).astype(np.int64)
+        out.latency_sum = float(lat.sum())
+    if "cpu_s" in names:
+        cpu = _float_column(table, "cpu_s")
+        out.cpu_sum = float(cpu[np.isfinite(cpu)].sum())
+
+
+def proba_matrix(column: pa.Array | pa.ChunkedArray, k: int) -> np.ndarray:
+    """A list<float64> column of class probabilities as an (n, k) array (null rows: NaN)."""
+    n = len(column)
+    if n == 0:
+        return np.zeros((0, k))
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    filled = pc.if_else(pc.is_null(column), pa.scalar([float("nan")] * k, column.type), column)
+    flat = pc.list_flatten(filled).to_numpy(zero_copy_only=False).astype(float)
+    if flat.size != n * k:
+        raise ValueError(f"probability lists do not all have {k} entries")
+    matrix: np.ndarray = flat.reshape(n, k)
+    return matrix
+
+
+def _classification(ok: pa.Table, names: set[str], spec: PartialSpec, out: WindowPartial) -> None:
+    if "prediction" in names:
+        out.prediction = categorical_partial(ok.column("prediction"))
+    if "proba" not in names or not spec.classes or ok.num_rows == 0:
+        if "confidence" in names and ok.num_rows:
+            conf = _float_column(ok, "confidence")
+            conf = conf[np.isfinite(conf)]
+            out.confidence = _conf_hist(conf)
+            out.confidence_sum = float(conf.sum())
+        return
+    k = len(spec.classes)
+    proba = proba_matrix(ok.column("proba"), k)
+    add_scores(out, proba[np.isfinite(proba).all(axis=1)], spec.calibration)
+
+
+def add_scores(
+    out: WindowPartial,
+    proba: np.ndarray,
+    calibration: tuple[tuple[np.ndarray, np.ndarray], ...] | None,
+    pred_idx: np.ndarray | None = None,
+) -> None:
+    """Add confidence and label-free-estimate sums for rows of class probabilities."""
+    from ownloop.monitoring._performance import calibrate
+
+    conf = proba.max(axis=1) if proba.shape[0] else np.zeros(0)
+    out.confidence = out.confidence + _conf_hist(conf)
+    out.confidence_sum += float(conf.sum())
+    if pred_idx is None:
+        pred_idx = np.argmax(proba, axis=1)
+    cal = calibrate(proba, calibration)
+    if proba.shape[1] == 2:
+        score_bin = np.minimum((proba[:, 1] * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
+        key = pred_idx * SCORE_BINS + score_bin
+        c = cal[:, 1]
+        size = 2 * SCORE_BINS
+        out.score_counts = out.score_counts + np.bincount(key, minlength=size).reshape(2, -1)
+        out.score_c = out.score_c + np.bincount(key, weights=c, minlength=size).reshape(2, -1)
+        out.score_c2 = out.score_c2 + np.bincount(key, weights=c * c, minlength=size).reshape(2, -1)
+    c_pred = cal[np.arange(cal.shape[0]), pred_idx]
+    out.pred_c += float(c_pred.sum())
+    out.pred_c2 += float((c_pred * c_pred).sum())
+
+
+def _conf_hist(conf: np.ndarray) -> np.ndarray:
+    b = np.minimum((np.clip(conf, 0.0, 1.0) * CONF_BINS).astype(np.int64), CONF_BINS - 1)
+    return np.bincount(b, minlength=CONF_BINS).astype(np.int64)
+
+
+def prob_hist_edges() -> np.ndarray:
+    return PROB_EDGES

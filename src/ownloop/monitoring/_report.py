@@ -1,0 +1,344 @@
+"""Report types of a monitor window, the figures computed from merged partials, and their storage rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from ownloop.errors import InvalidInputError
+from ownloop.monitoring._drift import DriftReport
+from ownloop.monitoring._partial import CONF_BINS, LATENCY_EDGES, WindowPartial
+from ownloop.monitoring._performance import Estimate, Realised
+from ownloop.profile import PROB_EDGES, ReferenceProfile
+
+__all__ = [
+    "ConfidenceFigures",
+    "MonitorRun",
+    "StoredResult",
+    "SystemFigures",
+    "WindowReport",
+    "confidence_figures",
+    "parse_duration",
+    "result_rows",
+    "summary",
+    "system_figures",
+]
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``5m``, ``1h``, ``7d`` (or a bare number of seconds)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    raw = text.strip().lower()
+    unit = raw[-1:] if raw[-1:] in units else "s"
+    number = raw[:-1] if raw[-1:] in units else raw
+    try:
+        value = float(number)
+    except ValueError:
+        raise InvalidInputError(
+            f"duration '{text}' is not understood; use e.g. 90s, 5m, 1h, 7d"
+        ) from None
+    if value <= 0 or value * units[unit] > 10 * 365 * 86400:
+        raise InvalidInputError(f"duration '{text}' must be positive and under ten years")
+    return timedelta(seconds=value * units[unit])
+
+
+@dataclass(frozen=True)
+class ConfidenceFigures:
+    n: int
+    mean: float | None
+    reference_mean: float | None
+    low_share: float | None
+    reference_low_share: float | None
+    threshold: float
+    trend_per_hour: float | None = None  # slope of the mean over recent windows
+    trend_p: float | None = None
+    trend_windows: int = 0
+
+
+@dataclass(frozen=True)
+class SystemFigures:
+    predictions: int
+    requests: int
+    errors: int
+    error_rate: float | None
+    latency_p50_s: float | None
+    latency_p99_s: float | None
+    cpu_s: float
+    cost_per_1k: float | None
+    cpu_hour_price: float
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """Everything monitored for one model version over ``[start, end)``."""
+
+    model: str
+    version: int
+    start: datetime
+    end: datetime
+    rows: int
+    drift: DriftReport | None
+    confidence: ConfidenceFigures | None
+    estimated: tuple[Estimate, ...]
+    realised: tuple[Realised, ...]
+    system: SystemFigures
+    notes: tuple[str, ...] = ()
+    run_id: int | None = None
+
+    def estimate(self, metric: str) -> Estimate | None:
+        return next((e for e in self.estimated if e.metric == metric), None)
+
+    def realised_figure(self, metric: str) -> Realised | None:
+        return next((r for r in self.realised if r.metric == metric), None)
+
+
+@dataclass(frozen=True)
+class MonitorRun:
+    id: int
+    model: str
+    version: int | None
+    window_start: datetime
+    window_end: datetime
+    rows: int
+    status: str
+    summary: dict[str, Any]
+    started_at: datetime
+    run_by: str
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    run_id: int
+    model: str
+    version: int | None
+    window_end: datetime
+    kind: str
+    name: str
+    status: str
+    method: str | None
+    value: float | None
+    lower: float | None
+    upper: float | None
+    threshold: float | None
+    p_value: float | None
+    alert: bool | None
+    n: int | None
+    detail: str | None
+
+
+def _quantile(hist: np.ndarray, q: float) -> float | None:
+    total = hist.sum()
+    if total == 0:
+        return None
+    i = int(np.searchsorted(np.cumsum(hist), q * total, side="left"))
+    if i == 0:
+        return float(LATENCY_EDGES[0])
+    if i >= LATENCY_EDGES.size:
+        return float(LATENCY_EDGES[-1])
+    return float(np.sqrt(LATENCY_EDGES[i - 1] * LATENCY_EDGES[i]))  # geometric bin centre
+
+
+def system_figures(part: WindowPartial, price: float) -> SystemFigures:
+    n = part.rows
+    cost = part.cpu_sum / 3600 * price / n * 1000 if n else None
+    return SystemFigures(
+        predictions=n,
+        requests=part.requests,
+        errors=part.errors,
+        error_rate=part.errors / n if n else None,
+        latency_p50_s=_quantile(part.latency, 0.5),
+        latency_p99_s=_quantile(part.latency, 0.99),
+        cpu_s=part.cpu_sum,
+        cost_per_1k=cost,
+        cpu_hour_price=price,
+    )
+
+
+def confidence_figures(
+    part: WindowPartial, profile: ReferenceProfile | None, threshold: float
+) -> ConfidenceFigures | None:
+    n = int(part.confidence.sum())
+    pred = profile.prediction if profile is not None else {}
+    if pred.get("kind") != "classification":
+        return None
+    cut = round(threshold * CONF_BINS)
+    ref = pred.get("confidence", {})
+    ref_hist = np.asarray(ref.get("hist_counts", []), dtype=float)
+    ref_low = None
+    if ref_hist.sum() > 0:
+        edges = np.asarray(ref.get("hist_edges", PROB_EDGES))
+        ref_low = float(
+            ref_hist[: int(np.searchsorted(edges, threshold, side="left"))].sum() / ref_hist.sum()
+        )
+    return ConfidenceFigures(
+        n=n,
+        mean=part.confidence_sum / n if n else None,
+        reference_mean=ref.get("mean"),
+        low_share=float(part.confidence[:cut].sum() / n) if n else None,
+        reference_low_share=ref_low,
+        threshold=threshold,
+    )
+
+
+def _f(v: Any) -> float | None:
+    if v is None:
+        return None
+    x = float(v)
+    return x if np.isfinite(x) else None
+
+
+def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def add(kind: str, name: str, status: str = "ok", **kw: Any) -> None:
+        row: dict[str, Any] = {
+            "kind": kind,
+            "name": name,
+            "status": status,
+            "method": None,
+            "value": None,
+            "lower": None,
+            "upper": None,
+            "threshold": None,
+            "p_value": None,
+            "alert": None,
+            "n": None,
+            "detail": None,
+        }
+        row.update(kw)
+        for k in ("value", "lower", "upper", "threshold", "p_value"):
+            row[k] = _f(row[k])
+        rows.append(row)
+
+    if rep.drift is not None:
+        d = rep.drift
+        for f in (*d.features, *d.prediction):
+            kind = "feature_drift" if f in d.features else "prediction_drift"
+            add(
+                kind,
+                f.feature,
+                f.status,
+                method=f.method,
+                value=f.score,
+                threshold=f.threshold,
+                p_value=f.p_adjusted if f.p_adjusted is not None else f.p_value,
+                alert=f.drifted,
+                n=f.n,
+                detail=f.detail,
+            )
+            if f.missing_share is not None:
+                add(
+                    "missing_share",
+                    f.feature,
+                    method=f"two-proportion z-test, material at +-{0.05:.0%}",
+                    value=f.missing_share,
+                    threshold=f.reference_missing_share,
+                    alert=f.missing_drifted,
+                    n=f.n,
+                )
+        add(
+            "dataset_drift",
+            "share",
+            "ok" if d.share is not None else "no_verdict",
+            method=f"share of drifted features ({d.correction} at alpha {d.alpha})",
+            value=d.share,
+            threshold=d.share_threshold,
+            alert=d.dataset_drift,
+            n=d.tested,
+            detail=d.summary,
+        )
+    c = rep.confidence
+    if c is not None:
+        add(
+            "confidence",
+            "mean",
+            "ok" if c.mean is not None else "empty",
+            method="mean max probability",
+            value=c.mean,
+            threshold=c.reference_mean,
+            n=c.n,
+            detail=None
+            if c.trend_per_hour is None
+            else f"trend {c.trend_per_hour:+.4f}/h over {c.trend_windows} windows (p={c.trend_p})",
+        )
+        add(
+            "confidence",
+            "low_share",
+            "ok" if c.low_share is not None else "empty",
+            method=f"share with max probability < {c.threshold}",
+            value=c.low_share,
+            threshold=c.reference_low_share,
+            n=c.n,
+        )
+        if c.trend_per_hour is not None:
+            add(
+                "confidence",
+                "trend_per_hour",
+                method="least-squares slope of the mean",
+                value=c.trend_per_hour,
+                p_value=c.trend_p,
+                n=c.trend_windows,
+            )
+    for e in rep.estimated:
+        add(
+            "estimated_performance",
+            e.metric,
+            "ok" if e.value is not None else "undefined",
+            method=e.method,
+            value=e.value,
+            lower=e.lower,
+            upper=e.upper,
+            n=e.n,
+            detail=e.note or None,
+        )
+    for r in rep.realised:
+        add(
+            "realised_performance",
+            r.metric,
+            "ok" if r.value is not None else "undefined",
+            method=r.method,
+            value=r.value,
+            lower=r.lower,
+            upper=r.upper,
+            n=r.n_labelled,
+            detail=f"label coverage {r.coverage:.1%}" if r.coverage is not None else r.note,
+        )
+    sysf = rep.system
+    for name, value in (
+        ("predictions", sysf.predictions),
+        ("requests", sysf.requests),
+        ("errors", sysf.errors),
+        ("error_rate", sysf.error_rate),
+        ("latency_p50_s", sysf.latency_p50_s),
+        ("latency_p99_s", sysf.latency_p99_s),
+        ("cpu_s", sysf.cpu_s),
+        ("cost_per_1k", sysf.cost_per_1k),
+    ):
+        add(
+            "system",
+            name,
+            "ok" if value is not None else "empty",
+            value=value,
+            n=sysf.predictions,
+            method=f"cpu-hour price {sysf.cpu_hour_price}" if name == "cost_per_1k" else None,
+        )
+    return rows
+
+
+def summary(rep: WindowReport) -> dict[str, Any]:
+    acc = rep.estimate("accuracy")
+    real = rep.realised_figure("accuracy")
+    return {
+        "rows": rep.rows,
+        "dataset_drift": None if rep.drift is None else rep.drift.dataset_drift,
+        "drifted": [] if rep.drift is None else list(rep.drift.drifted_features),
+        "drift_share": None if rep.drift is None else rep.drift.share,
+        "estimated_accuracy": None if acc is None else _f(acc.value),
+        "realised_accuracy": None if real is None else _f(real.value),
+        "confidence_mean": None if rep.confidence is None else _f(rep.confidence.mean),
+        "error_rate": _f(rep.system.error_rate),
+        "notes": list(rep.notes),
+    }

@@ -1,0 +1,515 @@
+"""The prediction log and its labels: append-only Parquet segments, one folder per model and UTC day.
+
+Layout under ``root`` (``Config.predictions_dir``)::
+
+    <model>/date=YYYY-MM-DD/<segment>.parquet           predictions
+    <model>/labels/date=YYYY-MM-DD/<segment>.parquet    labels
+
+A segment is written to a ``.tmp-*`` name in its folder, fsynced and renamed, so a reader never sees
+a torn file; readers skip names that start with ``.``.
+
+>>> table = read_window(config.predictions_dir, "churn", version=3, start=day)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from ownloop.errors import InvalidInputError
+from ownloop.names import validate_name
+from ownloop.signature import Signature
+
+__all__ = [
+    "ARMS",
+    "BASE_SCHEMA",
+    "LABEL_SCHEMA",
+    "FlushStats",
+    "PredictionLogger",
+    "feature_type",
+    "join_labels",
+    "list_segments",
+    "new_ids",
+    "prediction_schema",
+    "read_labels",
+    "read_window",
+    "write_labels",
+    "write_segment",
+]
+
+log = logging.getLogger("ownloop.predlog")
+
+ARMS = ("stable", "canary", "shadow")
+TS = pa.timestamp("us", tz="UTC")
+BASE_SCHEMA = pa.schema(
+    [
+        ("prediction_id", pa.string()),
+        ("ts", TS),
+        ("model", pa.string()),
+        ("version", pa.int32()),
+        ("arm", pa.string()),
+        ("request_id", pa.string()),
+        ("status", pa.string()),
+        ("latency_s", pa.float64()),
+        ("cpu_s", pa.float64()),
+        ("prediction", pa.string()),
+        ("prediction_value", pa.float64()),
+        ("confidence", pa.float64()),
+        ("proba", pa.list_(pa.float64())),
+    ]
+)
+LABEL_SCHEMA = pa.schema(
+    [
+        ("prediction_id", pa.string()),
+        ("label", pa.string()),
+        ("label_value", pa.float64()),
+        ("labeled_at", TS),
+        ("source", pa.string()),
+        ("weight", pa.float64()),
+    ]
+)
+_FEATURE_TYPES = {
+    "float": pa.float64(),
+    "integer": pa.float64(),
+    "boolean": pa.bool_(),
+    "string": pa.string(),
+}
+_DAY_PREFIX = "date="
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def feature_type(kind: str) -> pa.DataType:
+    """The Arrow type of an ``in.<feature>`` column for a signature feature type."""
+    try:
+        return _FEATURE_TYPES[kind]
+    except KeyError:
+        raise InvalidInputError(
+            f"feature type '{kind}' has no prediction log column type"
+        ) from None
+
+
+def prediction_schema(signature: Signature) -> pa.Schema:
+    """The full prediction schema of a version: the base columns, then one ``in.<feature>`` each."""
+    fields = [pa.field(f"in.{f.name}", feature_type(f.type)) for f in signature.features]
+    return pa.schema(list(BASE_SCHEMA) + fields)
+
+
+# -- ids -------------------------------------------------------------------------------------
+
+
+class _IdSource:
+    """Ids ``<ms since epoch:11 hex><process:10 hex><counter:11 hex>``: sortable by time, unique.
+
+    The process part is random per process (re-drawn after a fork), the counter never goes back,
+    and the millisecond part never goes back within a process even if the wall clock does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._process = ""
+        self._counter = 0
+        self._last_ms = 0
+
+    def take(self, n: int) -> list[str]:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._process = secrets.token_hex(5)
+                self._counter = 0
+            ms = max(self._last_ms, time.time_ns() // 1_000_000)
+            self._last_ms = ms
+            start = self._counter
+            self._counter += n
+        prefix = f"{ms:011x}{self._process}"
+        return [f"{prefix}{c:011x}" for c in range(start, start + n)]
+
+
+_IDS = _IdSource()
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` fresh prediction ids, sortable by creation time and unique across processes."""
+    return _IDS.take(n)
+
+
+# -- segments --------------------------------------------------------------------------------
+
+
+def _model_dir(root: Path, model: str) -> Path:
+    return root / validate_name("model", model)
+
+
+def _day_of(path: Path) -> date | None:
+    name = path.name
+    if not name.startswith(_DAY_PREFIX):
+        return None
+    try:
+        return date.fromisoformat(name[len(_DAY_PREFIX) :])
+    except ValueError:
+        return None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _segment_name() -> str:
+    return f"{time.time_ns() // 1000:016d}-{secrets.token_hex(4)}.parquet"
+
+
+def _write_atomic(folder: Path, table: pa.Table) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    name = _segment_name()
+    tmp = folder / f".tmp-{name}"
+    target = folder / name
+    try:
+        with tmp.open("wb") as f:
+            pq.write_table(table, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(folder)
+    return target
+
+
+def _split_by_day(table: pa.Table, column: str) -> Iterable[tuple[date, pa.Table]]:
+    if table.num_rows == 0:
+        return
+    if table.schema.field(column).type != TS:
+        table = table.set_column(
+            table.schema.get_field_index(column), column, table[column].cast(TS)
+        )
+    micros = pc.cast(table[column], pa.int64()).to_numpy(zero_copy_only=False)
+    days = micros // 86_400_000_000
+    unique = np.unique(days)
+    for day in unique:
+        part = table if len(unique) == 1 else table.filter(pa.array(days == day))
+        yield (_EPOCH + timedelta(days=int(day))).date(), part
+
+
+def _write_split(folder: Path, table: pa.Table, column: str) -> list[Path]:
+    written = []
+    for day, part in _split_by_day(table, column):
+        written.append(_write_atomic(folder / f"{_DAY_PREFIX}{day.isoformat()}", part))
+    return written
+
+
+def _check_columns(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise InvalidInputError(f"{what} table lacks columns: {', '.join(missing)}")
+    for f in schema:
+        index = table.schema.get_field_index(f.name)
+        if table.schema.field(index).type != f.type:
+            table = table.set_column(index, f.name, table[f.name].cast(f.type))
+    return table
+
+
+def write_segment(root: Path, model: str, table: pa.Table) -> list[Path]:
+    """Write prediction rows atomically, one segment per UTC day of ``ts``; return the new files."""
+    folder = _model_dir(root, model)
+    table = _check_columns(table, BASE_SCHEMA, "prediction")
+    return _write_split(folder, table, "ts")
+
+
+def _days(start: datetime | None, end: datetime | None) -> tuple[date | None, date | None]:
+    first = None if start is None else _utc(start).date()
+    last = None if end is None else (_utc(end) - timedelta(microseconds=1)).date()
+    return first, last
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise InvalidInputError(
+            f"time {value.isoformat()} has no time zone; pass an aware datetime"
+        )
+    return value.astimezone(UTC)
+
+
+def _segments_under(folder: Path, start: datetime | None, end: datetime | None) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    first, last = _days(start, end)
+    files: list[Path] = []
+    for day_dir in sorted(folder.iterdir()):
+        day = _day_of(day_dir)
+        if day is None or not day_dir.is_dir():
+            continue
+        if (first is not None and day < first) or (last is not None and day > last):
+            continue
+        files.extend(
+            p for p in sorted(day_dir.iterdir()) if p.suffix == ".parquet" and p.name[0] != "."
+        )
+    return files
+
+
+def list_segments(
+    root: Path, model: str, *, start: datetime | None = None, end: datetime | None = None
+) -> list[Path]:
+    """The prediction segments of ``model`` in the day folders that overlap ``[start, end)``."""
+    return _segments_under(_model_dir(root, model), start, end)
+
+
+def _empty(schema: pa.Schema, columns: Sequence[str] | None) -> pa.Table:
+    if columns is None:
+        return schema.empty_table()
+    fields = [schema.field(c) if c in schema.names else pa.field(c, pa.float64()) for c in columns]
+    return pa.schema(fields).empty_table()
+
+
+def _dataset(files: Sequence[Path]) -> ds.Dataset:
+    schemas = [pq.read_schema(f) for f in files]
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
+    return ds.dataset([str(f) for f in files], schema=schema, format="parquet")
+
+
+def read_window(
+    root: Path,
+    model: str,
+    *,
+    version: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    columns: Sequence[str] | None = None,
+    arm: str | None = None,
+) -> pa.Table:
+    """Predictions of ``model`` with ``start <= ts < end``, reading only those days and ``columns``.
+
+    >>> read_window(root, "churn", version=2, columns=["ts", "confidence"]).to_pandas()  # doctest: +SKIP
+    """
+    files = list_segments(root, model, start=start, end=end)
+    if not files:
+        return _empty(BASE_SCHEMA, columns)
+    dataset = _dataset(files)
+    if columns is not None:
+        unknown = [c for c in columns if c not in dataset.schema.names]
+        if unknown:
+            raise InvalidInputError(
+                f"prediction log of '{model}' has no column {', '.join(unknown)}; "
+                f"it has: {', '.join(dataset.schema.names)}"
+            )
+    conditions = []
+    if start is not None:
+        conditions.append(ds.field("ts") >= pa.scalar(_utc(start), TS))
+    if end is not None:
+        conditions.append(ds.field("ts") < pa.scalar(_utc(end), TS))
+    if version is not None:
+        conditions.append(ds.field("version") == version)
+    if arm is not None:
+        conditions.append(ds.field("arm") == arm)
+    expr = None
+    for condition in conditions:
+        expr = condition if expr is None else expr & condition
+    return dataset.to_table(columns=list(columns) if columns is not None else None, filter=expr)
+
+
+# -- labels ----------------------------------------------------------------------------------
+
+
+def write_labels(root: Path, model: str, table: pa.Table) -> list[Path]:
+    """Write label rows atomically, one segment per UTC day of ``labeled_at``."""
+    folder = _model_dir(root, model) / "labels"
+    table = _check_columns(table, LABEL_SCHEMA, "label").select(LABEL_SCHEMA.names)
+    return _write_split(folder, table, "labeled_at")
+
+
+def _latest(labels: pa.Table) -> pa.Table:
+    """One row per prediction id: the latest ``labeled_at`` (the later row on a tie)."""
+    if labels.num_rows == 0:
+        return labels
+    ordered = labels.append_column("_row", pa.array(np.arange(labels.num_rows)))
+    ordered = ordered.sort_by([("prediction_id", "ascending"), ("labeled_at", "ascending")])
+    ids = ordered["prediction_id"].to_numpy(zero_copy_only=False)
+    keep = np.append(ids[:-1] != ids[1:], True)
+    ordered = ordered.filter(pa.array(keep))
+    return ordered.drop_columns(["_row"])
+
+
+def read_labels(root: Path, model: str) -> pa.Table:
+    """All labels of ``model``, the latest one per prediction id."""
+    files = _segments_under(_model_dir(root, model) / "labels", None, None)
+    if not files:
+        return LABEL_SCHEMA.empty_table()
+    table = _dataset(files).to_table(columns=LABEL_SCHEMA.names)
+    return _latest(table)
+
+
+def join_labels(predictions: pa.Table, labels: pa.Table) -> pa.Table:
+    """``predictions`` in their order with ``label``, ``label_value`` and ``weight`` added (null if none)."""
+    latest = _latest(labels)
+    index = pc.index_in(predictions["prediction_id"], value_set=latest["prediction_id"])
+    out = predictions
+    for name in ("label", "label_value", "weight"):
+        column = (
+            latest[name].take(index)
+            if latest.num_rows
+            else pa.nulls(len(index), LABEL_SCHEMA.field(name).type)
+        )
+        if name in out.column_names:
+            out = out.drop_columns([name])
+        out = out.append_column(LABEL_SCHEMA.field(name), column)
+    return out
+
+
+# -- the buffered writer -----------------------------------------------------------------------
+
+
+@dataclass
+class FlushStats:
+    """What the writer has done so far (monotonic counters, plus the current queue depth)."""
+
+    queued: int = 0
+    flushed: int = 0
+    dropped: int = 0
+    segments: int = 0
+    write_errors: int = 0
+
+
+class PredictionLogger:
+    """Buffer prediction batches in memory and write them off the request path.
+
+    ``submit`` never blocks on disk: when the buffer already holds ``max_buffer`` rows, the batch
+    is dropped and counted; when a write fails (disk full, read-only), the rows are dropped,
+    counted and a warning is logged. A background thread flushes every ``flush_interval_s``;
+    ``close()`` flushes what is left.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        flush_interval_s: float = 0.5,
+        max_buffer: int = 200_000,
+        on_flush: Callable[[FlushStats], None] | None = None,
+    ) -> None:
+        self.root = root
+        self.flush_interval_s = flush_interval_s
+        self.max_buffer = max_buffer
+        self.stats = FlushStats()
+        self._on_flush = on_flush
+        self._queue: deque[tuple[str, pa.RecordBatch | pa.Table]] = deque()
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> PredictionLogger:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ownloop-predlog", daemon=True)
+            self._thread.start()
+        return self
+
+    def submit(self, model: str, batch: pa.RecordBatch | pa.Table) -> bool:
+        """Queue rows for ``model``; False (and counted as dropped) when the buffer is full."""
+        n = batch.num_rows
+        with self._lock:
+            if self._stop or self.stats.queued + n > self.max_buffer:
+                self.stats.dropped += n
+                dropped = True
+            else:
+                self._queue.append((model, batch))
+                self.stats.queued += n
+                dropped = False
+        if dropped:
+            log.warning(
+                "prediction log buffer full (%d rows): dropped %d rows for model '%s'",
+                self.max_buffer,
+                n,
+                model,
+            )
+        return not dropped
+
+    def flush(self) -> int:
+        """Write everything queued now; return the number of rows written."""
+        with self._write_lock:
+            with self._lock:
+                items = list(self._queue)
+                self._queue.clear()
+            by_model: dict[str, list[pa.RecordBatch | pa.Table]] = {}
+            for model, batch in items:
+                by_model.setdefault(model, []).append(batch)
+            written = 0
+            for model, batches in by_model.items():
+                written += self._write_model(model, batches)
+        if self._on_flush is not None:
+            self._on_flush(self.stats)
+        return written
+
+    def _write_model(self, model: str, batches: list[pa.RecordBatch | pa.Table]) -> int:
+        n = int(sum(b.num_rows for b in batches))
+        try:
+            tables = [
+                pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b for b in batches
+            ]
+            table = pa.concat_tables(tables, promote_options="permissive")
+            files = write_segment(self.root, model, table)
+        except (OSError, pa.ArrowException) as exc:
+            with self._lock:
+                self.stats.queued -= n
+                self.stats.dropped += n
+                self.stats.write_errors += 1
+            log.warning(
+                "prediction log write failed for model '%s' (%s): dropped %d rows; "
+                "check free space and permissions of %s",
+                model,
+                exc,
+                n,
+                self.root,
+            )
+            return 0
+        with self._lock:
+            self.stats.queued -= n
+            self.stats.flushed += n
+            self.stats.segments += len(files)
+        return n
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            self.flush()
+
+    def close(self) -> None:
+        """Stop taking rows, flush what is queued, stop the thread."""
+        with self._lock:
+            self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+
+    def __enter__(self) -> PredictionLogger:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def rows_to_table(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a table from plain rows (tests, imports); missing columns become nulls."""
+    return pa.Table.from_pylist(list(rows), schema=schema)

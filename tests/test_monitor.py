@@ -1,0 +1,360 @@
+"""Monitor runs over a real prediction log (Parquet segments) with results in the real store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ownloop import Config, InvalidInputError, Workspace
+from ownloop.clock import FrozenClock
+from ownloop.demo import log_predictions, make_churn_data
+from ownloop.monitoring import DriftSettings, parse_duration
+from ownloop.predlog import LABEL_SCHEMA, write_labels
+from tests.conftest import env_for
+
+T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def logged(ws: Workspace, team: str, churn_model: object, churn_data: pd.DataFrame) -> Workspace:
+    """churn@1 with two hours logged: 08:00-09:00 like the reference, 09:00-10:00 drifted."""
+    ws.registry.register("churn", churn_model, owner=team, reference=churn_data, target="churned")
+    ws.registry.set_alias("churn", "production", 1)
+    ws.clock = FrozenClock(T0 + timedelta(hours=2))
+    ws.monitor.clock = ws.clock
+    X0 = make_churn_data(1200, seed=21).drop(columns="churned")
+    X1 = make_churn_data(1200, seed=22, shift=1.0).drop(columns="churned")
+    log_predictions(ws, "churn@1", X0, T0, step=timedelta(seconds=3), seed=1)
+    log_predictions(ws, "churn@1", X1, T0 + timedelta(hours=1), step=timedelta(seconds=3), seed=2)
+    return ws
+
+
+def test_run_stores_a_report_per_window_with_results_and_an_audit_row(logged: Workspace) -> None:
+    ws = logged
+    quiet = ws.monitor.run("churn", window=timedelta(hours=1), end=T0 + timedelta(hours=1))[0]
+    drifted = ws.monitor.run("churn", window=timedelta(hours=1))[0]
+    assert quiet.rows == 1200
+    assert quiet.drift is not None
+    assert quiet.drift.dataset_drift is False
+    assert drifted.drift is not None
+    assert drifted.drift.dataset_drift is True
+    assert "tenure_months" in drifted.drift.drifted_features
+    runs = ws.monitor.runs("churn")
+    assert [r.id for r in runs] == [drifted.run_id, quiet.run_id]
+    assert runs[0].summary["dataset_drift"] is True
+    results = ws.monitor.results("churn", run_id=drifted.run_id)
+    kinds = {r.kind for r in results}
+    assert kinds >= {
+        "feature_drift",
+        "prediction_drift",
+        "dataset_drift",
+        "confidence",
+        "estimated_performance",
+        "system",
+        "missing_share",
+    }
+    tenure = next(r for r in results if r.kind == "feature_drift" and r.name == "tenure_months")
+    assert tenure.alert is True
+    assert tenure.method == "wasserstein"
+    assert tenure.n == 1200
+    assert tenure.threshold == 0.1
+    audit = [e for e in ws.registry.audit_log(model="churn") if e.action == "monitor.run"]
+    assert len(audit) == 2
+    assert audit[0].after["run"] == drifted.run_id
+
+
+def test_system_figures_from_the_log(logged: Workspace) -> None:
+    rep = logged.monitor.run("churn", window=timedelta(hours=1), store=False)[0]
+    s = rep.system
+    assert s.predictions == 1200
+    assert s.requests == 1200  # one row per request in this log
+    assert s.errors == 0
+    assert s.error_rate == 0.0
+    assert s.latency_p50_s == pytest.approx(0.004, rel=0.15)  # lognormal median 4 ms
+    assert s.latency_p99_s is not None
+    assert s.latency_p99_s > s.latency_p50_s  # type: ignore[operator]
+    assert s.cost_per_1k == pytest.approx(
+        s.cpu_s / 3600 * logged.config.cpu_hour_price / 1200 * 1000
+    )
+
+
+def test_confidence_figures_and_trend_across_windows(logged: Workspace) -> None:
+    ws = logged
+    for h in range(1, 3):
+        ws.monitor.run(
+            "churn", window=timedelta(minutes=30), end=T0 + timedelta(hours=h, minutes=-30)
+        )
+        ws.monitor.run("churn", window=timedelta(minutes=30), end=T0 + timedelta(hours=h))
+    last = ws.monitor.results("churn", kind="confidence")
+    means = [r for r in last if r.name == "mean"]
+    assert len(means) == 4
+    assert all(r.threshold is not None for r in means)  # the reference mean
+    trend = [r for r in last if r.name == "trend_per_hour"]
+    assert trend  # from the third window on
+    assert trend[-1].n == 4
+
+
+def test_long_window_reuses_segment_partials(logged: Workspace) -> None:
+    ws = logged
+    first = ws.monitor.run("churn", window=timedelta(hours=3), store=False)[0]
+    cache = list((ws.config.home / "monitoring" / "partials" / "churn").rglob("*.json"))
+    assert len(cache) == 2  # one per segment, both wholly inside the window
+    again = ws.monitor.run("churn", window=timedelta(hours=3), store=False)[0]
+    assert first.drift is not None
+    assert again.drift is not None
+    assert [f.score for f in first.drift.features] == [f.score for f in again.drift.features]
+    est = first.estimate("accuracy")
+    assert est is not None
+    assert est.value == again.estimate("accuracy").value  # type: ignore[union-attr]
+
+
+def test_window_cutting_a_segment_reads_only_its_rows(logged: Workspace) -> None:
+    rep = logged.monitor.run(
+        "churn", window=timedelta(minutes=30), end=T0 + timedelta(minutes=30), store=False
+    )[0]
+    assert rep.rows == 600
+
+
+def test_row_count_window_takes_the_last_rows(logged: Workspace) -> None:
+    rep = logged.monitor.run("churn", rows=1500, store=False)[0]
+    assert rep.rows == 1500
+    assert rep.start == T0 + timedelta(
+        minutes=45
+    )  # 1,200 rows in the last hour, 300 before, every 3 s
+    assert logged.monitor.run("churn", rows=10**6, store=False)[0].rows == 2400
+
+
+def test_realised_performance_when_labels_arrive(logged: Workspace) -> None:
+    ws = logged
+    root = ws.config.predictions_dir
+    seg = sorted(root.glob("churn/date=*/*.parquet"))[0]
+    preds = pq.read_table(seg, columns=["prediction_id", "prediction"]).slice(0, 300)
+    rng = np.random.default_rng(0)
+    labels = [
+        p if rng.random() < 0.8 else str(1 - int(p)) for p in preds.column("prediction").to_pylist()
+    ]
+    as_imported = [f"{v}.0" for v in labels]  # a CSV round trip turns class 1 into 1.0
+    table = pa.table(
+        {
+            "prediction_id": preds.column("prediction_id"),
+            "label": as_imported,
+            "label_value": [float(v) for v in labels],
+            "labeled_at": [T0 + timedelta(hours=2)] * 300,
+            "source": ["test"] * 300,
+            "weight": [None] * 300,
+        },
+        schema=LABEL_SCHEMA,
+    )
+    write_labels(root, "churn", table)
+    rep = ws.monitor.run("churn", window=timedelta(hours=1), end=T0 + timedelta(hours=1))[0]
+    acc = rep.realised_figure("accuracy")
+    assert acc is not None
+    assert acc.n_labelled == 300
+    assert acc.coverage == pytest.approx(0.25)
+    assert acc.value == pytest.approx(
+        np.mean(
+            [a == b for a, b in zip(labels, preds.column("prediction").to_pylist(), strict=True)]
+        )
+    )
+    assert acc.lower < acc.value < acc.upper  # type: ignore[operator]
+    stored = ws.monitor.results("churn", kind="realised_performance", run_id=rep.run_id)
+    assert {r.name for r in stored} == {"accuracy", "f1", "roc_auc"}
+
+
+def test_empty_window_stores_a_no_data_run(logged: Workspace) -> None:
+    rep = logged.monitor.run("churn", window=timedelta(hours=1), end=T0 - timedelta(days=3))[0]
+    assert rep.rows == 0
+    assert rep.drift is not None
+    assert rep.drift.dataset_drift is None
+    assert "no predictions in the window" in rep.notes
+    assert logged.monitor.runs("churn")[0].status == "no_data"
+    assert rep.system.error_rate is None
+
+
+def test_settings_are_stored_per_model_and_audited(logged: Workspace) -> None:
+    ws = logged
+    ws.monitor.configure(
+        "churn", DriftSettings(alpha=0.01, feature_thresholds={"tenure_months": 5.0})
+    )
+    assert ws.monitor.settings("churn").alpha == 0.01
+    rep = ws.monitor.run("churn", window=timedelta(hours=1))[0]
+    assert rep.drift is not None
+    assert rep.drift.feature("tenure_months").drifted is False
+    assert rep.drift.feature("tenure_months").threshold == 5.0
+    assert any(e.action == "monitor.configure" for e in ws.registry.audit_log(model="churn"))
+
+
+def test_bad_settings_and_durations_are_refused() -> None:
+    with pytest.raises(InvalidInputError, match="drift share"):
+        DriftSettings(drift_share=0)
+    with pytest.raises(InvalidInputError, match="unknown correction"):
+        DriftSettings(correction="bonferonni")
+    with pytest.raises(InvalidInputError, match="not understood"):
+        parse_duration("soon")
+    assert parse_duration("5m") == timedelta(minutes=5)
+
+
+def test_monitor_without_a_model_covers_production_models(logged: Workspace) -> None:
+    reports = logged.monitor.run(window=timedelta(hours=1))
+    assert [(r.model, r.version) for r in reports] == [("churn", 1)]
+
+
+def test_review_sample(logged: Workspace, tmp_path: Path) -> None:
+    s = logged.monitor.sample("churn", 40, since=timedelta(hours=2), seed=3)
+    assert s.table.num_rows == 40
+    assert set(s.table.column_names) >= {
+        "prediction_id",
+        "weight",
+        "stratum",
+        "label",
+        "tenure_months",
+    }
+    assert s.picked_low == min(20, s.low_rows)
+
+
+def _cli(config: Config, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from ownloop.cli import main; main()", *args],
+        env=env_for(config),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+def test_cli_monitor_drift_and_sample(logged: Workspace, tmp_path: Path) -> None:
+    cfg = logged.config
+    out = _cli(cfg, "monitor", "churn", "--window", "1000d")
+    assert out.returncode == 0, out.stderr
+    assert "DATASET DRIFT" in out.stdout
+    assert "estimated (CBPE" in out.stdout
+    html = tmp_path / "drift.html"
+    out = _cli(cfg, "drift", "churn", "--since", "1000d", "--html", str(html))
+    assert out.returncode == 0, out.stderr
+    assert "<svg" in html.read_text()
+    assert "tenure_months" in html.read_text()
+    review = tmp_path / "review.csv"
+    out = _cli(
+        cfg, "sample", "churn", "--n", "25", "--out", str(review), "--since", "1000d", "--seed", "1"
+    )
+    assert out.returncode == 0, out.stderr
+    assert len(pd.read_csv(review)) == 25
+    loop = _cli(cfg, "monitor", "churn", "--rows", "500", "--every", "1s", "--runs", "2")
+    assert loop.returncode == 0, loop.stderr
+    assert loop.stdout.count("500 predictions") == 2
+    bad = _cli(cfg, "monitor", "churn", "--window", "soon")
+    assert bad.returncode == 2
+    assert "not understood" in bad.stderr
+    missing = _cli(cfg, "drift", "nosuch")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: model 'nosuch' does not exist")
+
+
+def test_regression_model_gets_prediction_drift_and_realised_error(
+    ws: Workspace, team: str, tmp_path: Path
+) -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    data = make_churn_data(3000, seed=31).drop(columns=["churned", "plan", "region"])
+    reg = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(
+        data.drop(columns="monthly_charges"), data["monthly_charges"]
+    )
+    ws.registry.register("charges", reg, owner=team, reference=data, target="monthly_charges")
+    frame = make_churn_data(800, seed=32, shift=1.0)
+    logged = log_predictions(ws, "charges@1", frame, T0, step=timedelta(seconds=1))
+    labels = pa.table(
+        {
+            "prediction_id": logged.column("prediction_id"),
+            "label": [str(v) for v in frame["monthly_charges"]],
+            "label_value": frame["monthly_charges"].to_numpy(),
+            "labeled_at": [T0] * 800,
+            "source": ["test"] * 800,
+            "weight": pa.nulls(800, pa.float64()),
+        },
+        schema=LABEL_SCHEMA,
+    )
+    write_labels(ws.config.predictions_dir, "charges", labels)
+    rep = ws.monitor.run("charges", window=timedelta(hours=1), end=T0 + timedelta(hours=1))[0]
+    assert rep.confidence is None
+    assert rep.estimated == ()
+    assert rep.drift is not None
+    pred = rep.drift.prediction[0]
+    assert pred.feature == "predicted_value"
+    assert pred.drifted is True
+    mae = rep.realised_figure("mae")
+    assert mae is not None
+    assert mae.n_labelled == 800
+    truth = float(
+        np.mean(
+            np.abs(
+                logged.column("prediction_value").to_numpy() - frame["monthly_charges"].to_numpy()
+            )
+        )
+    )
+    assert mae.value == pytest.approx(truth)
+    assert mae.lower < truth < mae.upper  # type: ignore[operator]
+
+
+def test_bad_rows_in_the_log_give_statuses_not_crashes(logged: Workspace) -> None:
+    from ownloop.predlog import new_ids, prediction_schema, write_segment
+
+    ws = logged
+    sig = ws.registry.get_version("churn@1").signature
+    n = 60
+    start = T0 + timedelta(hours=5)
+    age = np.full(n, np.nan)
+    age[:5] = np.inf
+    table = pa.table(
+        {
+            "prediction_id": new_ids(n),
+            "ts": [start + timedelta(seconds=i) for i in range(n)],
+            "model": ["churn"] * n,
+            "version": [1] * n,
+            "arm": ["stable"] * n,
+            "request_id": ["r"] * n,
+            "status": ["error" if i % 3 == 0 else "ok" for i in range(n)],
+            "latency_s": [0.01] * n,
+            "cpu_s": [0.001] * n,
+            "prediction": [None if i % 3 == 0 else "0" for i in range(n)],
+            "prediction_value": [None] * n,
+            "confidence": [None if i % 3 == 0 else 0.7 for i in range(n)],
+            "proba": [None if i % 3 == 0 else [0.7, 0.3] for i in range(n)],
+            "in.age": age,
+            "in.tenure_months": np.full(n, 12.0),
+            "in.monthly_charges": np.linspace(10, 100, n),
+            "in.support_calls": np.ones(n),
+            "in.plan": ["platinum"] * n,
+            "in.region": [None] * n,
+        },
+        schema=prediction_schema(sig),
+    )
+    write_segment(ws.config.predictions_dir, "churn", table)
+    rep = ws.monitor.run("churn", window=timedelta(minutes=5), end=start + timedelta(minutes=5))[0]
+    assert rep.system.errors == 20
+    assert rep.system.error_rate == pytest.approx(1 / 3)
+    assert rep.drift is not None
+    assert rep.drift.feature("age").status == "all_missing"
+    assert rep.drift.feature("age").nonfinite == 5
+    assert rep.drift.feature("region").status == "all_missing"
+    plan = rep.drift.feature("plan")
+    assert plan.drifted is True
+    assert plan.extra["unseen"] == ["platinum"]
+    assert (
+        rep.drift.feature("tenure_months").drifted is True
+    )  # constant 12 against a spread reference
+    acc = rep.estimate("accuracy")
+    assert acc is not None
+    assert acc.n == 40  # the scored rows only
+    assert rep.confidence is not None
+    assert rep.confidence.mean == pytest.approx(0.7)
+    stored = ws.monitor.results("churn", kind="feature_drift", run_id=rep.run_id)
+    assert {r.name: r.status for r in stored}["age"] == "all_missing"

@@ -1,0 +1,215 @@
+"""The prediction log: segments, windows, labels, ids and the buffered writer (real Parquet files)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ownloop import InvalidInputError
+from ownloop.predlog import (
+    BASE_SCHEMA,
+    LABEL_SCHEMA,
+    PredictionLogger,
+    join_labels,
+    list_segments,
+    new_ids,
+    prediction_schema,
+    read_labels,
+    read_window,
+    write_labels,
+    write_segment,
+)
+from ownloop.signature import Feature, Signature
+
+SIG = Signature(
+    (Feature("age", "float"), Feature("plan", "string"), Feature("vip", "boolean")),
+    "classification",
+    (0, 1),
+)
+T0 = datetime(2026, 3, 1, 23, 59, 0, tzinfo=UTC)
+
+
+def rows(n: int, start: datetime = T0, *, version: int = 1, step_s: float = 30.0) -> pa.Table:
+    ids = new_ids(n)
+    data = {
+        "prediction_id": ids,
+        "ts": [start + timedelta(seconds=step_s * i) for i in range(n)],
+        "model": ["churn"] * n,
+        "version": [version] * n,
+        "arm": ["stable" if i % 4 else "canary" for i in range(n)],
+        "request_id": [f"r{i // 2}" for i in range(n)],
+        "status": ["ok"] * n,
+        "latency_s": [0.001] * n,
+        "cpu_s": [0.0005] * n,
+        "prediction": [str(i % 2) for i in range(n)],
+        "prediction_value": [None] * n,
+        "confidence": [0.6 + 0.001 * i for i in range(n)],
+        "proba": [[0.4, 0.6]] * n,
+        "in.age": [float(20 + i) for i in range(n)],
+        "in.plan": ["pro"] * n,
+        "in.vip": [i % 3 == 0 for i in range(n)],
+    }
+    return pa.table(data, schema=prediction_schema(SIG))
+
+
+def test_schema_has_contract_columns_and_types() -> None:
+    schema = prediction_schema(SIG)
+    assert schema.names[: len(BASE_SCHEMA)] == BASE_SCHEMA.names
+    assert schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    assert schema.field("version").type == pa.int32()
+    assert schema.field("proba").type == pa.list_(pa.float64())
+    assert schema.field("in.age").type == pa.float64()
+    assert schema.field("in.plan").type == pa.string()
+    assert schema.field("in.vip").type == pa.bool_()
+
+
+def test_ids_are_unique_and_time_ordered_across_processes() -> None:
+    first = new_ids(1000)
+    code = "from ownloop.predlog import new_ids; print('\\n'.join(new_ids(1000)))"
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    later = new_ids(1000)
+    assert first == sorted(first)
+    assert later == sorted(later)
+    assert max(first) < min(later)
+    assert len(set(first) | set(other) | set(later)) == 3000
+
+
+def test_write_splits_by_utc_day_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    files = write_segment(tmp_path, "churn", rows(6))  # 23:59:00 .. 00:01:30 crosses midnight
+    assert sorted(p.parent.name for p in files) == ["date=2026-03-01", "date=2026-03-02"]
+    assert not [p for p in tmp_path.rglob(".*")]
+    assert sum(pq.read_metadata(p).num_rows for p in files) == 6
+
+
+def test_read_window_filters_time_version_arm_and_columns(tmp_path: Path) -> None:
+    write_segment(tmp_path, "churn", rows(10, version=1))
+    write_segment(tmp_path, "churn", rows(10, version=2))
+    table = read_window(tmp_path, "churn", version=2, columns=["ts", "confidence", "in.age"])
+    assert table.column_names == ["ts", "confidence", "in.age"]
+    assert table.num_rows == 10
+    window = read_window(
+        tmp_path, "churn", start=T0 + timedelta(minutes=1), end=T0 + timedelta(minutes=3)
+    )
+    assert window.num_rows == 2 * 4  # 60s, 90s, 120s, 150s per version
+    assert read_window(tmp_path, "churn", arm="canary").num_rows == 2 * 3
+
+
+def test_read_window_reads_only_the_needed_days(tmp_path: Path) -> None:
+    write_segment(tmp_path, "churn", rows(6))
+    next_day = datetime(2026, 3, 2, tzinfo=UTC)
+    assert [p.parent.name for p in list_segments(tmp_path, "churn", start=next_day)] == [
+        "date=2026-03-02"
+    ]
+    # a corrupt file in a day outside the window is never opened
+    (tmp_path / "churn" / "date=2026-03-01" / "zz-corrupt.parquet").write_bytes(b"nope")
+    assert read_window(tmp_path, "churn", start=next_day).num_rows == 4
+
+
+def test_read_window_ignores_hidden_temp_files(tmp_path: Path) -> None:
+    write_segment(tmp_path, "churn", rows(3, start=T0 - timedelta(hours=1)))
+    (tmp_path / "churn" / "date=2026-03-01" / ".tmp-torn.parquet").write_bytes(b"PAR1 torn")
+    assert read_window(tmp_path, "churn").num_rows == 3
+
+
+def test_read_window_empty_has_the_right_columns(tmp_path: Path) -> None:
+    empty = read_window(tmp_path, "churn")
+    assert empty.num_rows == 0
+    assert empty.schema.names == BASE_SCHEMA.names
+    assert read_window(tmp_path, "churn", columns=["ts", "arm"]).column_names == ["ts", "arm"]
+
+
+def test_read_window_merges_versions_with_different_features(tmp_path: Path) -> None:
+    write_segment(tmp_path, "churn", rows(2))
+    other = rows(2, version=2).drop_columns(["in.vip"])
+    write_segment(tmp_path, "churn", other)
+    table = read_window(tmp_path, "churn")
+    assert table.num_rows == 4
+    assert table.filter(pa.compute.equal(table["version"], 2))["in.vip"].null_count == 2
+
+
+def test_read_window_rejects_unknown_column_and_bad_model_name(tmp_path: Path) -> None:
+    write_segment(tmp_path, "churn", rows(2))
+    with pytest.raises(InvalidInputError, match=r"no column in\.nope"):
+        read_window(tmp_path, "churn", columns=["in.nope"])
+    with pytest.raises(InvalidInputError, match="model name"):
+        read_window(tmp_path, "../etc", columns=["ts"])
+
+
+def labels(ids: list[str], values: list[str], at: datetime) -> pa.Table:
+    n = len(ids)
+    return pa.table(
+        {
+            "prediction_id": ids,
+            "label": values,
+            "label_value": [float(v) for v in values],
+            "labeled_at": [at] * n,
+            "source": ["test"] * n,
+            "weight": [None] * n,
+        },
+        schema=LABEL_SCHEMA,
+    )
+
+
+def test_labels_latest_wins_and_join_keeps_prediction_order(tmp_path: Path) -> None:
+    preds = rows(5)
+    ids = preds["prediction_id"].to_pylist()
+    write_segment(tmp_path, "churn", preds)
+    write_labels(tmp_path, "churn", labels(ids[:3], ["0", "0", "1"], T0))
+    write_labels(tmp_path, "churn", labels([ids[1]], ["1"], T0 + timedelta(days=2)))
+    latest = read_labels(tmp_path, "churn")
+    assert latest.num_rows == 3
+    joined = join_labels(read_window(tmp_path, "churn"), latest)
+    assert joined["prediction_id"].to_pylist() == ids
+    assert joined["label"].to_pylist() == ["0", "1", "1", None, None]
+    assert joined["label_value"].to_pylist() == [0.0, 1.0, 1.0, None, None]
+    assert "weight" in joined.column_names
+
+
+def test_join_with_no_labels_adds_null_columns() -> None:
+    joined = join_labels(rows(3), LABEL_SCHEMA.empty_table())
+    assert joined["label"].null_count == 3
+
+
+def test_logger_flushes_on_interval_and_close(tmp_path: Path) -> None:
+    logger = PredictionLogger(tmp_path, flush_interval_s=0.05).start()
+    logger.submit("churn", rows(4))
+    deadline = datetime.now(UTC) + timedelta(seconds=5)
+    while logger.stats.flushed < 4 and datetime.now(UTC) < deadline:
+        time.sleep(0.01)
+    assert logger.stats.flushed == 4
+    logger.submit("churn", rows(3))
+    logger.close()
+    assert read_window(tmp_path, "churn").num_rows == 7
+    assert logger.stats.dropped == 0
+    assert logger.stats.queued == 0
+
+
+def test_logger_counts_drops_when_buffer_is_full(tmp_path: Path) -> None:
+    logger = PredictionLogger(tmp_path, max_buffer=5)
+    assert logger.submit("churn", rows(4))
+    assert not logger.submit("churn", rows(4))
+    logger.close()
+    assert logger.stats.dropped == 4
+    assert logger.stats.flushed == 4
+
+
+def test_logger_counts_drops_when_disk_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "predictions"
+    blocked.write_text("a file where the log folder should be")
+    logger = PredictionLogger(blocked)
+    logger.submit("churn", rows(3))
+    logger.close()
+    assert logger.stats.dropped == 3
+    assert logger.stats.write_errors == 1
+    assert "dropped 3 rows" in caplog.text
