@@ -343,7 +343,8 @@ def decode_v2(signature: Signature, inputs: Any) -> Columns:
     names = signature.feature_names
     if len(tensors) == 1 and tensors[0][0] not in names:
         return _from_matrix(signature, *tensors[0])
-    _check_names(signature, [t[0] for t in tensors], "")
+    given = [t[0] for t in tensors]
+    _check_names(signature, [g for g in given if g not in names] or names, "")
     counts = {t[0]: t[2][0] for t in tensors}
     data: dict[str, np.ndarray] = {}
     for name, datatype, shape, values in tensors:
@@ -354,6 +355,7 @@ def decode_v2(signature: Signature, inputs: Any) -> Columns:
         feature = signature.feature(name)
         _check_datatype(feature, name, datatype)
         data[name] = column(feature, values, from_text=datatype == "BYTES")
+    _check_names(signature, given, "")
     if len(set(counts.values())) != 1:
         raise InvalidInputError(
             "inputs have different row counts: " + ", ".join(f"{k}={v}" for k, v in counts.items())
