@@ -24,8 +24,9 @@ from ownloop.server import uvicorn_config
 @contextmanager
 def running(ws: Workspace, *, log_predictions: bool = True) -> Iterator[str]:
     """Serve ``ws`` with uvicorn in a thread on a free loopback port; yield the base URL."""
-    config = uvicorn_config(ws, "127.0.0.1", 0, log_predictions=log_predictions)
-    config.log_level = "warning"
+    config = uvicorn_config(
+        ws, "127.0.0.1", 0, log_predictions=log_predictions, log_level="warning"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -15,7 +15,12 @@ __all__ = ["ROUTES", "RouteSpec", "create_app", "serve", "uvicorn_config"]
 
 
 def uvicorn_config(
-    ws: Workspace, host: str = "127.0.0.1", port: int = 8000, *, log_predictions: bool = True
+    ws: Workspace,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_predictions: bool = True,
+    log_level: str = "info",
 ) -> uvicorn.Config:
     """A uvicorn configuration for the app of ``ws`` (loopback unless told otherwise)."""
     return uvicorn.Config(
@@ -24,7 +29,7 @@ def uvicorn_config(
         port=port,
         lifespan="on",
         access_log=False,
-        log_level="info",
+        log_level=log_level,
         timeout_graceful_shutdown=10,
     )
 
