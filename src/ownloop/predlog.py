@@ -39,8 +39,10 @@ __all__ = [
     "ARMS",
     "BASE_SCHEMA",
     "LABEL_SCHEMA",
+    "Block",
     "FlushStats",
     "PredictionLogger",
+    "blocks_to_table",
     "feature_type",
     "join_labels",
     "list_segments",
@@ -377,6 +379,72 @@ def join_labels(predictions: pa.Table, labels: pa.Table) -> pa.Table:
 # -- the buffered writer -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Block:
+    """Rows of one request, kept as numpy arrays and scalars until the writer builds Arrow.
+
+    ``columns`` maps a column of ``schema`` to an array or list of ``n`` values, a 2-D array
+    (for ``proba``), or a single value repeated ``n`` times; a missing column is null.
+    The request path only makes this object; the writer concatenates many at once.
+    """
+
+    schema: pa.Schema
+    n: int
+    columns: dict[str, Any]
+
+
+def _is_many(value: Any) -> bool:
+    return isinstance(value, np.ndarray | list | tuple)
+
+
+def _block_column(field: pa.Field, parts: list[Any], counts: np.ndarray) -> pa.Array:
+    if not any(_is_many(p) for p in parts):
+        if all(p is None for p in parts):
+            return pa.nulls(int(counts.sum()), field.type)
+        values = np.repeat(np.array(parts, dtype=object), counts)
+        if pa.types.is_timestamp(field.type):
+            return pa.array(values.astype(np.int64), field.type)
+        return pa.array(values, field.type, from_pandas=True)
+    if pa.types.is_list(field.type):
+        widths = {p.shape[1] for p in parts if isinstance(p, np.ndarray) and p.ndim == 2}
+        if len(widths) == 1 and all(isinstance(p, np.ndarray) and p.ndim == 2 for p in parts):
+            width = widths.pop()
+            values = np.concatenate([p.reshape(-1) for p in parts]).astype(np.float64)
+            offsets = np.arange(0, len(values) + 1, width, dtype=np.int32)
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+        rows: list[Any] = []
+        for p, n in zip(parts, counts.tolist(), strict=True):
+            if isinstance(p, np.ndarray) and p.ndim == 2:
+                rows.extend(p)
+            else:
+                rows.extend([None] * n)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+        offsets[1:] = np.cumsum([0 if r is None else len(r) for r in rows])
+        flat = [r for r in rows if r is not None]
+        values = np.concatenate(flat) if flat else np.zeros(0)
+        mask = pa.array([r is None for r in rows]) if len(flat) < len(rows) else None
+        return pa.ListArray.from_arrays(
+            pa.array(offsets), pa.array(values, pa.float64()), mask=mask
+        )
+    numeric = pa.types.is_floating(field.type) or pa.types.is_integer(field.type)
+    dtype = np.float64 if numeric else object
+    full = [
+        np.asarray(p, dtype=dtype)
+        if _is_many(p)
+        else np.full(n, np.nan if p is None and numeric else p, dtype=dtype)
+        for p, n in zip(parts, counts.tolist(), strict=True)
+    ]
+    return pa.array(np.concatenate(full), field.type, from_pandas=True)
+
+
+def blocks_to_table(blocks: Sequence[Block]) -> pa.Table:
+    """One Arrow table from blocks that share a schema."""
+    schema = blocks[0].schema
+    counts = np.array([b.n for b in blocks], dtype=np.int64)
+    arrays = [_block_column(f, [b.columns.get(f.name) for b in blocks], counts) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 @dataclass
 class FlushStats:
     """What the writer has done so far (monotonic counters, plus the current queue depth)."""
@@ -410,7 +478,7 @@ class PredictionLogger:
         self.max_buffer = max_buffer
         self.stats = FlushStats()
         self._on_flush = on_flush
-        self._queue: deque[tuple[str, pa.RecordBatch | pa.Table]] = deque()
+        self._queue: deque[tuple[str, Block | pa.RecordBatch | pa.Table]] = deque()
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -423,9 +491,9 @@ class PredictionLogger:
             self._thread.start()
         return self
 
-    def submit(self, model: str, batch: pa.RecordBatch | pa.Table) -> bool:
+    def submit(self, model: str, batch: Block | pa.RecordBatch | pa.Table) -> bool:
         """Queue rows for ``model``; False (and counted as dropped) when the buffer is full."""
-        n = batch.num_rows
+        n = batch.n if isinstance(batch, Block) else batch.num_rows
         with self._lock:
             if self._stop or self.stats.queued + n > self.max_buffer:
                 self.stats.dropped += n
@@ -449,7 +517,7 @@ class PredictionLogger:
             with self._lock:
                 items = list(self._queue)
                 self._queue.clear()
-            by_model: dict[str, list[pa.RecordBatch | pa.Table]] = {}
+            by_model: dict[str, list[Block | pa.RecordBatch | pa.Table]] = {}
             for model, batch in items:
                 by_model.setdefault(model, []).append(batch)
             written = 0
@@ -459,13 +527,10 @@ class PredictionLogger:
             self._on_flush(self.stats)
         return written
 
-    def _write_model(self, model: str, batches: list[pa.RecordBatch | pa.Table]) -> int:
-        n = int(sum(b.num_rows for b in batches))
+    def _write_model(self, model: str, batches: list[Block | pa.RecordBatch | pa.Table]) -> int:
+        n = int(sum(b.n if isinstance(b, Block) else b.num_rows for b in batches))
         try:
-            tables = [
-                pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b for b in batches
-            ]
-            table = pa.concat_tables(tables, promote_options="permissive")
+            table = _combine(batches)
             files = write_segment(self.root, model, table)
         except (OSError, pa.ArrowException) as exc:
             with self._lock:
@@ -508,6 +573,21 @@ class PredictionLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _combine(batches: Sequence[Block | pa.RecordBatch | pa.Table]) -> pa.Table:
+    """Blocks grouped by schema (one group per served version), then everything concatenated."""
+    groups: dict[int, list[Block]] = {}
+    tables: list[pa.Table] = []
+    for b in batches:
+        if isinstance(b, Block):
+            groups.setdefault(id(b.schema), []).append(b)
+        elif isinstance(b, pa.RecordBatch):
+            tables.append(pa.Table.from_batches([b]))
+        else:
+            tables.append(b)
+    tables += [blocks_to_table(g) for g in groups.values()]
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def rows_to_table(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 import time
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -108,7 +108,7 @@ _BINARY = {
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    body = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+    body = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -263,7 +263,7 @@ class _Server:
         response = shape.respond(entry, payload, out, ids)
         request_id = request.headers.get("x-request-id") or ids[0]
         if self.logger is not None:
-            batch = entry.log_batch(
+            batch = entry.log_block(
                 cols,
                 out,
                 ids,
@@ -357,7 +357,7 @@ class _SimpleShape(_Shape):
     ) -> Response:
         data: dict[str, Any] = {"predictions": out.values}
         if out.probabilities is not None:
-            data["probabilities"] = out.probabilities.tolist()
+            data["probabilities"] = out.probabilities
         data.update(prediction_ids=ids, model=entry.name, version=entry.version)
         return _json(data)
 
@@ -375,7 +375,7 @@ class _V2Shape(_Shape):
         self, entry: ServedModel, payload: Any, out: Prediction, ids: list[str]
     ) -> Response:
         n = len(ids)
-        outputs = [
+        outputs: list[dict[str, Any]] = [
             {
                 "name": "predictions",
                 "datatype": entry.output_datatype,
@@ -389,7 +389,7 @@ class _V2Shape(_Shape):
                     "name": "probabilities",
                     "datatype": "FP64",
                     "shape": list(out.probabilities.shape),
-                    "data": out.probabilities.reshape(-1).tolist(),
+                    "data": out.probabilities.reshape(-1),
                 }
             )
         outputs.append({"name": "prediction_ids", "datatype": "BYTES", "shape": [n], "data": ids})

@@ -12,9 +12,11 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
+import orjson
 
 from ownloop.errors import InvalidInputError, PayloadTooLargeError
 from ownloop.signature import Feature, Signature
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 _NUMBER_TYPES = frozenset({int, float})
 _MISSING = object()
 V2_NUMERIC = frozenset(
@@ -84,9 +87,11 @@ def check_depth(body: bytes, limit: int) -> None:
     if body.count(b"[") + body.count(b"{") <= limit:
         return
     clean = _ESCAPE.sub(b"", body) if b"\\" in body else body
-    a = np.frombuffer(clean, dtype=np.uint8)
-    in_string = (np.cumsum(a == 34) & 1).astype(bool)
-    delta = (((a == 91) | (a == 123)).astype(np.int32) - ((a == 93) | (a == 125))) * ~in_string
+    structure = clean.translate(None, _NOT_STRUCTURE)  # keep only quotes and brackets
+    a = np.frombuffer(structure, dtype=np.uint8)
+    in_string = np.bitwise_xor.accumulate((a == 34).astype(np.uint8)).astype(bool)
+    delta = ((a == 91) | (a == 123)).astype(np.int32) - ((a == 93) | (a == 125))
+    delta[in_string] = 0
     depth = int(np.cumsum(delta).max(initial=0))
     if depth > limit:
         raise InvalidInputError(
@@ -96,6 +101,10 @@ def check_depth(body: bytes, limit: int) -> None:
 
 def parse_json(body: bytes, depth_limit: int) -> Any:
     check_depth(body, depth_limit)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # strict JSON failed: the lenient parser reads NaN/Infinity so validation can name them
     try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -244,11 +253,20 @@ def _from_records(signature: Signature, rows: list[dict[str, Any]]) -> Columns:
         raise InvalidInputError(
             f"row {row}: unknown feature '{unknown[0]}'; the model takes: {', '.join(names)}"
         )
-    data = {}
-    for f in signature.features:
-        default = None if f.nullable else _MISSING
-        data[f.name] = column(f, [r.get(f.name, default) for r in rows])
-    return Columns(len(rows), data)
+    try:
+        if len(names) == 1:
+            values: list[Sequence[Any]] = [[r[names[0]] for r in rows]]
+        else:
+            values = list(zip(*map(itemgetter(*names), rows), strict=True))
+    except KeyError:  # a missing field: null where allowed, else the error names the row
+        data = {}
+        for f in signature.features:
+            default = None if f.nullable else _MISSING
+            data[f.name] = column(f, [r.get(f.name, default) for r in rows])
+        return Columns(len(rows), data)
+    return Columns(
+        len(rows), {f.name: column(f, v) for f, v in zip(signature.features, values, strict=True)}
+    )
 
 
 def _from_rows(

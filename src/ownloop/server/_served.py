@@ -50,6 +50,8 @@ class ServedModel:
     classes: np.ndarray | None = field(init=False)
     class_text: list[str] | None = field(init=False)
     _frame: bool = field(init=False)
+    _class_text: np.ndarray = field(init=False)
+    _inputs: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.schema = predlog.prediction_schema(self.signature)
@@ -57,6 +59,8 @@ class ServedModel:
         classifier = sig.task == "classification" and sig.classes is not None
         self.classes = np.array(sig.classes, dtype=object) if classifier else None
         self.class_text = [str(c) for c in sig.classes] if classifier and sig.classes else None
+        self._class_text = np.array(self.class_text or [], dtype=object)
+        self._inputs = {f.name: f"in.{f.name}" for f in sig.features}
         names = getattr(self.model, "feature_names_in_", None)
         self._frame = names is not None or any(f.type == "string" for f in sig.features)
 
@@ -140,7 +144,7 @@ class ServedModel:
             ) from exc
         return Prediction(values.tolist(), None, None, None, values)
 
-    def log_batch(
+    def log_block(
         self,
         cols: Columns,
         out: Prediction,
@@ -151,44 +155,30 @@ class ServedModel:
         arm: str,
         latency_s: float,
         cpu_s: float,
-    ) -> pa.RecordBatch:
-        """The prediction log rows of one batch, built column by column from numpy."""
+    ) -> predlog.Block:
+        """The prediction log rows of one request, as arrays the writer turns into Arrow later."""
         n = cols.n
+        columns: dict[str, Any] = {
+            "prediction_id": ids,
+            "ts": ts_us,
+            "model": self.name,
+            "version": self.version,
+            "arm": arm,
+            "request_id": request_id,
+            "status": "ok",
+            "latency_s": latency_s / n,
+            "cpu_s": cpu_s / n,
+        }
         if out.probabilities is not None and self.class_text is not None:
-            c = out.probabilities.shape[1]
-            proba: pa.Array = pa.ListArray.from_arrays(
-                pa.array(np.arange(0, (n + 1) * c, c, dtype=np.int32)),
-                pa.array(out.probabilities.reshape(-1)),
-            )
-            text = np.array(self.class_text, dtype=object)[out.picked]
-            prediction = pa.array(text, pa.string())
-            value = pa.nulls(n, pa.float64())
-            confidence = pa.array(out.confidence, pa.float64())
+            columns["prediction"] = self._class_text[out.picked]
+            columns["confidence"] = out.confidence
+            columns["proba"] = out.probabilities
         else:
-            proba = pa.nulls(n, pa.list_(pa.float64()))
-            prediction = pa.array(np.asarray(out.numeric).astype(str), pa.string())
-            value = pa.array(out.numeric, pa.float64())
-            confidence = pa.nulls(n, pa.float64())
-        arrays = [
-            pa.array(ids, pa.string()),
-            pa.array(np.full(n, ts_us, dtype=np.int64), predlog.TS),
-            pa.repeat(pa.scalar(self.name, pa.string()), n),
-            pa.repeat(pa.scalar(self.version, pa.int32()), n),
-            pa.repeat(pa.scalar(arm, pa.string()), n),
-            pa.repeat(pa.scalar(request_id, pa.string()), n),
-            pa.repeat(pa.scalar("ok", pa.string()), n),
-            pa.array(np.full(n, latency_s / n)),
-            pa.array(np.full(n, cpu_s / n)),
-            prediction,
-            value,
-            confidence,
-            proba,
-        ]
+            columns["prediction"] = np.asarray(out.numeric).astype(str).astype(object)
+            columns["prediction_value"] = out.numeric
         for f in self.signature.features:
-            arrays.append(
-                pa.array(cols.data[f.name], predlog.feature_type(f.type), from_pandas=True)
-            )
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+            columns[self._inputs[f.name]] = cols.data[f.name]
+        return predlog.Block(self.schema, n, columns)
 
 
 def load_served(registry: Registry) -> dict[str, ServedModel]:
