@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -426,6 +427,10 @@ def _block_column(field: pa.Field, parts: list[Any], counts: np.ndarray) -> pa.A
         return pa.ListArray.from_arrays(
             pa.array(offsets), pa.array(values, pa.float64()), mask=mask
         )
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return pa.array(np.concatenate(parts), field.type, from_pandas=True)
+    if all(isinstance(p, list) for p in parts):
+        return pa.array(list(chain.from_iterable(parts)), field.type, from_pandas=True)
     numeric = pa.types.is_floating(field.type) or pa.types.is_integer(field.type)
     dtype = np.float64 if numeric else object
     full = [

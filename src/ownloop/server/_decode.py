@@ -12,6 +12,7 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -59,6 +60,28 @@ class Columns:
 
     n: int
     data: dict[str, np.ndarray]
+    matrix: np.ndarray | None = None  # the same values as one float (n, features) array, if numeric
+
+
+def _numeric_fast(signature: Signature, rows: Sequence[Sequence[Any]]) -> Columns | None:
+    """All-number features checked in one pass over row tuples in signature order.
+
+    None when the signature has other features or any value is off; the per-column path then
+    finds and names the bad value.
+    """
+    features = signature.features
+    if not all(f.type in ("float", "integer") and not f.nullable for f in features):
+        return None
+    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+        return None
+    matrix = np.array(rows, dtype=np.float64)
+    if matrix.ndim != 2 or not np.isfinite(matrix).all():
+        return None
+    whole = [i for i, f in enumerate(features) if f.type == "integer"]
+    if whole and not (matrix[:, whole] == np.floor(matrix[:, whole])).all():
+        return None
+    data = {f.name: matrix[:, i] for i, f in enumerate(features)}
+    return Columns(len(rows), data, matrix)
 
 
 def inflate(body: bytes, encoding: str, limit: int) -> bytes:
@@ -257,7 +280,11 @@ def _from_records(signature: Signature, rows: list[dict[str, Any]]) -> Columns:
         if len(names) == 1:
             values: list[Sequence[Any]] = [[r[names[0]] for r in rows]]
         else:
-            values = list(zip(*map(itemgetter(*names), rows), strict=True))
+            tuples = list(map(itemgetter(*names), rows))
+            fast = _numeric_fast(signature, tuples)
+            if fast is not None:
+                return fast
+            values = list(zip(*tuples, strict=True))
     except KeyError:  # a missing field: null where allowed, else the error names the row
         data = {}
         for f in signature.features:
@@ -280,6 +307,10 @@ def _from_rows(
         raise InvalidInputError(
             f"row {row} has {got} but there are {width} columns ({', '.join(columns)})"
         )
+    if not from_text and list(columns) == signature.feature_names:
+        fast = _numeric_fast(signature, rows)
+        if fast is not None:
+            return fast
     by_name = dict(zip(columns, zip(*rows, strict=True), strict=True))
     data = {f.name: column(f, by_name[f.name], from_text=from_text) for f in signature.features}
     return Columns(len(rows), data)

@@ -124,6 +124,8 @@ class ServedModel:
                     arr = arr.astype(np.int64)
                 data[f.name] = arr
             return pd.DataFrame(data, copy=False)
+        if cols.matrix is not None:
+            return cols.matrix
         return np.column_stack([cols.data[f.name] for f in self.signature.features])
 
     def predict(self, cols: Columns) -> Prediction:
