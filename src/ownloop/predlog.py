@@ -489,6 +489,7 @@ class PredictionLogger:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._last_warning = -1.0e9
 
     def start(self) -> PredictionLogger:
         if self._thread is None:
@@ -508,13 +509,22 @@ class PredictionLogger:
                 self.stats.queued += n
                 dropped = False
         if dropped:
-            log.warning(
-                "prediction log buffer full (%d rows): dropped %d rows for model '%s'",
-                self.max_buffer,
-                n,
-                model,
-            )
+            self._warn_dropped(model)
         return not dropped
+
+    def _warn_dropped(self, model: str) -> None:
+        """Log a warning at most once a second while rows are being dropped (each one is counted)."""
+        now = time.monotonic()
+        if now - self._last_warning < 1.0:
+            return
+        self._last_warning = now
+        log.warning(
+            "prediction log buffer full (%d rows) for model '%s': dropping rows; %d dropped so far "
+            "(ownloop_predlog_dropped_records_total)",
+            self.max_buffer,
+            model,
+            self.stats.dropped,
+        )
 
     def flush(self) -> int:
         """Write everything queued now; return the number of rows written."""
