@@ -496,3 +496,50 @@ def test_access_is_checked_per_route(
             "needs team 'risk'",
             "permission_denied",
         )
+
+
+class Moody:
+    """A classifier that fails on purpose: 13 is input it cannot take, 666 is a bug in it."""
+
+    classes_ = np.array([0, 1])
+    n_features_in_ = 1
+
+    def fit(self, X: Any, y: Any) -> Moody:
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.asarray(self.predict_proba(X)).argmax(axis=1)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        x = np.asarray(X, dtype=float)
+        if (x == 13).any():
+            raise ValueError("13 is out of range for this model")
+        if (x == 666).any():
+            raise RuntimeError("a bug inside the model")
+        return np.tile([0.4, 0.6], (len(x), 1))
+
+
+def test_model_errors_are_400_for_input_and_500_for_bugs(tmp_path: Path) -> None:
+    reference = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
+    with Workspace(Config(home=tmp_path / "home", user="tester")) as ws:
+        ws.registry.add_team("risk", members=["tester"])
+        ws.registry.register("moody", Moody(), owner="risk", reference=reference, target="y")
+        ws.registry.set_alias("moody", "production", 1)
+        with running(ws) as url, httpx.Client(base_url=url) as c:
+            assert (
+                c.post("/models/moody/predict", json={"instances": [{"x": 1}]}).status_code == 200
+            )
+            r = c.post("/models/moody/predict", json={"instances": [{"x": 13}]})
+            assert_error(r, 400, "could not score the input: 13 is out of range", "invalid_input")
+            r = c.post("/models/moody/predict", json={"instances": [{"x": 666}]})
+            assert_error(r, 500, "internal server error", "internal")
+            assert "a bug inside" not in r.text
+            assert c.get("/v2/health/live").status_code == 200
+        logged = read_window(
+            ws.config.predictions_dir, "moody", columns=["status", "in.x", "prediction"]
+        )
+    assert sorted(logged.to_pylist(), key=lambda r: r["in.x"]) == [
+        {"status": "ok", "in.x": 1.0, "prediction": "1"},
+        {"status": "error", "in.x": 13.0, "prediction": None},
+        {"status": "error", "in.x": 666.0, "prediction": None},
+    ]

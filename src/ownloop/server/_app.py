@@ -139,7 +139,12 @@ class _Server:
             name = request.path_params.get("name")
             entry = self.served.get(name) if name is not None else None
             authorize(self.actor, spec.action, entry.owner if entry is not None else None)
-            return await handler(request)
+            try:
+                return await handler(request)
+            except OwnloopError:
+                raise
+            except Exception:  # the HTTP boundary: a bug becomes a logged 500, the connection lives
+                return _internal(request)
 
         endpoint.__name__ = spec.handler
         return endpoint
@@ -255,29 +260,47 @@ class _Server:
             entry.require_ready()
             payload = await self._payload(request)
             cols = shape.decode(entry, payload)
-            out = entry.predict(cols)
         except OwnloopError:
             self.metrics.request(key, "error")
             raise
         ids = predlog.new_ids(cols.n)
+        request_id = (request.headers.get("x-request-id") or ids[0])[:200]
+        try:
+            out = entry.predict(cols)
+        except Exception:  # logged as error rows with their inputs, then answered as 400 / 500
+            self.metrics.request(key, "error")
+            self._log(entry, cols, None, ids, request_id, start, cpu0)
+            raise
         response = shape.respond(entry, payload, out, ids)
-        request_id = request.headers.get("x-request-id") or ids[0]
-        if self.logger is not None:
-            batch = entry.log_block(
-                cols,
-                out,
-                ids,
-                ts_us=time.time_ns() // 1000,
-                request_id=request_id[:200],
-                arm="stable",
-                latency_s=time.perf_counter() - start,
-                cpu_s=time.thread_time() - cpu0,
-            )
-            self.logger.submit(entry.name, batch)
+        self._log(entry, cols, out, ids, request_id, start, cpu0)
         cpu = time.thread_time() - cpu0
         self.metrics.request(key, "ok", time.perf_counter() - start)
         self.metrics.predicted(key, entry.class_text, out.picked, out.confidence, cpu, cols.n)
         return response
+
+    def _log(
+        self,
+        entry: ServedModel,
+        cols: _decode.Columns,
+        out: Prediction | None,
+        ids: list[str],
+        request_id: str,
+        start: float,
+        cpu0: float,
+    ) -> None:
+        if self.logger is None:
+            return
+        block = entry.log_block(
+            cols,
+            out,
+            ids,
+            ts_us=time.time_ns() // 1000,
+            request_id=request_id,
+            arm="stable",
+            latency_s=time.perf_counter() - start,
+            cpu_s=time.thread_time() - cpu0,
+        )
+        self.logger.submit(entry.name, block)
 
     # -- labels ------------------------------------------------------------------------------
 
@@ -439,6 +462,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
+    return _internal(request)
+
+
+def _internal(request: Request) -> Response:
     log.exception("internal error on %s %s", request.method, request.url.path)
     return _json(
         {"error": "internal server error; the server log has the details", "code": "internal"},

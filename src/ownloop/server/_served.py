@@ -149,7 +149,7 @@ class ServedModel:
     def log_block(
         self,
         cols: Columns,
-        out: Prediction,
+        out: Prediction | None,
         ids: list[str],
         *,
         ts_us: int,
@@ -158,7 +158,7 @@ class ServedModel:
         latency_s: float,
         cpu_s: float,
     ) -> predlog.Block:
-        """The prediction log rows of one request, as arrays the writer turns into Arrow later."""
+        """The log rows of one request (``out`` None: the model failed), for the writer to build."""
         n = cols.n
         columns: dict[str, Any] = {
             "prediction_id": ids,
@@ -167,11 +167,13 @@ class ServedModel:
             "version": self.version,
             "arm": arm,
             "request_id": request_id,
-            "status": "ok",
+            "status": "ok" if out is not None else "error",
             "latency_s": latency_s / n,
             "cpu_s": cpu_s / n,
         }
-        if out.probabilities is not None and self.class_text is not None:
+        if out is None:
+            pass  # the model failed: inputs only, outputs null
+        elif out.probabilities is not None and self.class_text is not None:
             columns["prediction"] = self._class_text[out.picked]
             columns["confidence"] = out.confidence
             columns["proba"] = out.probabilities
