@@ -187,7 +187,7 @@ def _write_atomic(folder: Path, table: pa.Table) -> Path:
     target = folder / name
     try:
         with tmp.open("wb") as f:
-            pq.write_table(table, f, compression="zstd")
+            pq.write_table(table, f, compression="lz4")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
