@@ -171,15 +171,19 @@ class ServedModel:
             "latency_s": latency_s / n,
             "cpu_s": cpu_s / n,
         }
-        if out is None:
-            pass  # the model failed: inputs only, outputs null
+        # every column is named (None for null) so the writer can transpose blocks in one pass
+        if out is None:  # the model failed: inputs only, outputs null
+            columns.update(prediction=None, prediction_value=None, confidence=None, proba=None)
         elif out.probabilities is not None and self.class_text is not None:
             columns["prediction"] = self._class_text[out.picked]
+            columns["prediction_value"] = None
             columns["confidence"] = out.confidence
             columns["proba"] = out.probabilities
         else:
             columns["prediction"] = np.asarray(out.numeric).astype(str).astype(object)
             columns["prediction_value"] = out.numeric
+            columns["confidence"] = None
+            columns["proba"] = None
         for f in self.signature.features:
             columns[self._inputs[f.name]] = cols.data[f.name]
         return predlog.Block(self.schema, n, columns)
