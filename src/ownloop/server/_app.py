@@ -131,6 +131,11 @@ class _Server:
             self.metrics.log.stats = self.logger.stats
         for m in self.served.values():
             self.metrics.ready.models[(m.name, str(m.version), m.owner)] = m.ready
+        if not self.served:
+            log.warning(
+                "no model has a 'production' alias, so none is served; set one with "
+                "'ownloop alias set MODEL production VERSION' and restart"
+            )
 
     def guard(self, spec: RouteSpec) -> Handler:
         handler: Handler = getattr(self, spec.handler)

@@ -146,6 +146,11 @@ def _first_bad(values: Sequence[Any], ok: Any) -> tuple[int, Any]:
     return -1, None  # pragma: no cover - only called when a bad value exists
 
 
+def _clip(text: str, limit: int = 64) -> str:
+    """Client text in a message, cut short so an error never echoes a huge value back."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _shown(value: Any) -> str:
     if value is _MISSING:
         return "nothing (the field is missing)"
@@ -244,7 +249,7 @@ def _check_names(signature: Signature, given: Sequence[str], where: str) -> None
     unknown = [n for n in given if n not in expected]
     if unknown:
         raise InvalidInputError(
-            f"{where}unknown feature '{unknown[0]}'; the model takes: {', '.join(expected)}"
+            f"{where}unknown feature '{_clip(unknown[0])}'; the model takes: {', '.join(expected)}"
         )
     if missing:
         raise InvalidInputError(
@@ -274,7 +279,7 @@ def _from_records(signature: Signature, rows: list[dict[str, Any]]) -> Columns:
     if unknown:
         row = next(i for i, r in enumerate(rows) if unknown[0] in r)
         raise InvalidInputError(
-            f"row {row}: unknown feature '{unknown[0]}'; the model takes: {', '.join(names)}"
+            f"row {row}: unknown feature '{_clip(unknown[0])}'; the model takes: {', '.join(names)}"
         )
     try:
         if len(names) == 1:
@@ -336,7 +341,7 @@ def _shape(tensor: dict[str, Any], name: str) -> list[int]:
     shape = tensor.get("shape")
     if (
         not isinstance(shape, list)
-        or not shape
+        or not 0 < len(shape) <= 8
         or not all(type(d) is int and d >= 0 for d in shape)
     ):
         raise InvalidInputError(f"input '{name}': 'shape' must be a list of non-negative integers")
@@ -359,9 +364,15 @@ def _tensor(raw: Any, i: int) -> tuple[str, str, list[int], list[Any]]:
     name = raw.get("name")
     if not isinstance(name, str):
         raise InvalidInputError(f"inputs[{i}]: 'name' must be a string")
+    if len(name) > 200:
+        raise InvalidInputError(
+            f"inputs[{i}]: name '{_clip(name)}' is longer than any feature name"
+        )
     datatype = raw.get("datatype")
-    if not isinstance(datatype, str):
-        raise InvalidInputError(f"input '{name}': 'datatype' must be a string such as FP64")
+    if not isinstance(datatype, str) or len(datatype) > 16:
+        raise InvalidInputError(
+            f"input '{name}': 'datatype' must be a v2 type such as FP64 or BYTES"
+        )
     shape = _shape(raw, name)
     data = _flat(raw.get("data"), name)
     if math.prod(shape) != len(data):
