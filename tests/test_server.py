@@ -543,3 +543,20 @@ def test_model_errors_are_400_for_input_and_500_for_bugs(tmp_path: Path) -> None
         {"status": "error", "in.x": 13.0, "prediction": None},
         {"status": "error", "in.x": 666.0, "prediction": None},
     ]
+
+
+def test_serves_and_labels_on_each_store(
+    ws: Workspace, team: str, churn_model: Any, churn_data: pd.DataFrame
+) -> None:
+    """The same round trip with the metadata store on SQLite and on PostgreSQL."""
+    v = ws.registry.register(
+        "churn", churn_model, owner=team, reference=churn_data, target="churned"
+    )
+    ws.registry.set_alias("churn", "production", v.version)
+    with running(ws) as url, httpx.Client(base_url=url) as c:
+        ids = c.post("/models/churn/predict", json={"instances": records(churn_data, 2)}).json()[
+            "prediction_ids"
+        ]
+        report = c.post("/models/churn/labels", json=[{"prediction_id": ids[0], "label": 1}]).json()
+    assert report["stored"] == 1
+    assert next(a.action for a in ws.registry.audit_log(model="churn")) == "label.write"
