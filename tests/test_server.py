@@ -370,7 +370,7 @@ def test_predictions_are_logged_with_inputs_and_ids(
 
 
 def _wait_logged(root: Path, ids: list[str]) -> Any:
-    """The logged rows of ``ids``, once the writer (flushing every 0.5 s) has written them."""
+    """The logged rows of ``ids``, once the writer (flushing every second) has written them."""
     deadline = time.monotonic() + 10
     while True:
         table = read_window(root, "churn")

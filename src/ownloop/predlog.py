@@ -489,7 +489,7 @@ class PredictionLogger:
         self,
         root: Path,
         *,
-        flush_interval_s: float = 0.5,
+        flush_interval_s: float = 1.0,
         max_buffer: int = 200_000,
         on_flush: Callable[[FlushStats], None] | None = None,
     ) -> None:
