@@ -208,7 +208,8 @@ def fmt(r: dict[str, float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8, help="per measurement")
+    parser.add_argument("--seconds", type=int, default=5, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many rounds")
     parser.add_argument("--skip-mlflow", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -223,18 +224,18 @@ def main() -> None:
 
     print(
         f"model: GradientBoostingClassifier(100 trees, depth 3), {len(FEATURES)} features; "
-        f"{os.cpu_count()} CPUs; {args.seconds}s per figure; wrk over keep-alive connections\n"
+        f"{os.cpu_count()} CPUs; median of {args.rounds} rounds of {args.seconds}s; "
+        "wrk over keep-alive connections\n"
     )
     results["raw predict_proba (in-process)"] = {1: raw(model, X, args.seconds)}
 
     work = Path(tempfile.mkdtemp(prefix="ownloop-bench-"))
     try:
         runs: list[tuple[str, list[str], dict[str, str] | None, str, bytes]] = []
-        port = free_port()
         runs.append(
             (
                 "bare FastAPI/uvicorn",
-                [sys.executable, str(HERE / "_fastapi_floor.py"), str(port)],
+                [sys.executable, str(HERE / "_fastapi_floor.py"), "{port}"],
                 None,
                 "/predict",
                 simple,
@@ -317,28 +318,48 @@ def main() -> None:
                 simple,
             )
         )
-        for name, cmd, env, path, body in runs:
-            port = free_port()
-            cmd = [c.replace("{port}", str(port)) for c in cmd]
-            if name.startswith("bare"):
-                cmd[-1] = str(port)
-            with server(cmd, port, env):
-                answer = post(port, path, body)
-                if "outputs" in answer:  # v2
-                    answer = {o["name"]: o["data"] for o in answer["outputs"]}  # type: ignore[union-attr, attr-defined]
-                got = answer.get("probabilities") or answer.get("predictions")
-                np.testing.assert_allclose(
-                    np.asarray(got, dtype=float).reshape(-1), expected, rtol=1e-9
+        rounds: dict[str, dict[int, list[dict[str, float]]]] = {}
+        for r in range(args.rounds):  # round-robin, so a noisy moment on the machine hits all alike
+            for name, cmd, env, path, body in runs:
+                by_c = rounds.setdefault(name, {1: [], 8: []})
+                for c, figures in measure(cmd, env, path, body, expected, args.seconds).items():
+                    by_c[c].append(figures)
+                print(
+                    f"round {r + 1}: {name:32s} " + fmt(by_c[1][-1]) + " | c=8 " + fmt(by_c[8][-1]),
+                    flush=True,
                 )
-                results[name] = {c: wrk(port, path, body, c, args.seconds) for c in (1, 8)}
-            print(
-                f"{name:32s} " + " | ".join(f"c={c}: {fmt(r)}" for c, r in results[name].items()),
-                flush=True,
-            )
+        for name, by_c in rounds.items():
+            results[name] = {c: median(runs_) for c, runs_ in by_c.items()}
         batch = batch_route(home, oenv, ownloop, X, args.seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, batch)
+
+
+def measure(
+    cmd: list[str],
+    env: dict[str, str] | None,
+    path: str,
+    body: bytes,
+    expected: np.ndarray,
+    seconds: int,
+) -> dict[int, dict[str, float]]:
+    """Start one server, check its answer, measure with 1 and 8 connections."""
+    port = free_port()
+    cmd = [c.replace("{port}", str(port)) for c in cmd]
+    with server(cmd, port, env):
+        answer = post(port, path, body)
+        if "outputs" in answer:  # v2
+            answer = {o["name"]: o["data"] for o in answer["outputs"]}  # type: ignore[union-attr, attr-defined]
+        got = answer.get("probabilities") or answer.get("predictions")
+        np.testing.assert_allclose(np.asarray(got, dtype=float).reshape(-1), expected, rtol=1e-9)
+        return {c: wrk(port, path, body, c, seconds) for c in (1, 8)}
+
+
+def median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run with the median throughput (its latencies come with it)."""
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    return ordered[len(ordered) // 2]
 
 
 def batch_route(

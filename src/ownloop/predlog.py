@@ -181,6 +181,16 @@ def _segment_name() -> str:
     return f"{time.time_ns() // 1000:016d}-{secrets.token_hex(4)}.parquet"
 
 
+def _dictionary_columns(table: pa.Table) -> list[str]:
+    """Dictionary-encode repetitive text (model, arm, class, ...); numbers and ids gain nothing."""
+    return [
+        f.name
+        for f in table.schema
+        if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+        and f.name != "prediction_id"
+    ]
+
+
 def _write_atomic(folder: Path, table: pa.Table) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     name = _segment_name()
@@ -188,7 +198,7 @@ def _write_atomic(folder: Path, table: pa.Table) -> Path:
     target = folder / name
     try:
         with tmp.open("wb") as f:
-            pq.write_table(table, f, compression="lz4")
+            pq.write_table(table, f, compression="lz4", use_dictionary=_dictionary_columns(table))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
@@ -407,10 +417,7 @@ def _block_column(field: pa.Field, parts: Sequence[Any], counts: np.ndarray) -> 
     if kinds.isdisjoint(_MANY):
         if kinds == {type(None)}:
             return pa.nulls(int(counts.sum()), field.type)
-        values = np.repeat(np.array(parts, dtype=object), counts)
-        if pa.types.is_timestamp(field.type):
-            return pa.array(values.astype(np.int64), field.type)
-        return pa.array(values, field.type, from_pandas=True)
+        return _repeated(field, parts, counts)
     if pa.types.is_list(field.type):
         return _list_column(parts, counts)
     if kinds == {np.ndarray}:
@@ -426,6 +433,21 @@ def _block_column(field: pa.Field, parts: Sequence[Any], counts: np.ndarray) -> 
         for p, n in zip(parts, counts.tolist(), strict=True)
     ]
     return pa.array(np.concatenate(full), field.type, from_pandas=True)
+
+
+def _repeated(field: pa.Field, parts: Sequence[Any], counts: np.ndarray) -> pa.Array:
+    """One value per block, repeated for its rows, without a Python object per row."""
+    if pa.types.is_timestamp(field.type) or pa.types.is_integer(field.type):
+        if type(None) not in set(map(type, parts)):
+            values = np.repeat(np.array(parts, dtype=np.int64), counts)
+            return pa.array(values, pa.int64()).cast(field.type)
+    if pa.types.is_floating(field.type):
+        values = np.repeat(np.array(parts, dtype=np.float64), counts)  # None becomes NaN
+        return pa.array(values, field.type, from_pandas=True)
+    # strings and the rest: a dictionary of the per-block values, expanded in C
+    index = np.repeat(np.arange(len(parts), dtype=np.int32), counts)
+    dictionary = pa.array(list(parts), field.type, from_pandas=True)
+    return pa.DictionaryArray.from_arrays(pa.array(index), dictionary).cast(field.type)
 
 
 def _list_column(parts: Sequence[Any], counts: np.ndarray) -> pa.Array:
