@@ -257,3 +257,12 @@ def test_logger_writes_blocks_and_tables_together(tmp_path: Path) -> None:
         logger.submit("churn", block(2))
         logger.submit("churn", rows(3, start=T0 - timedelta(hours=1)))
     assert read_window(tmp_path, "churn").num_rows == 5
+
+
+def test_logger_writes_early_when_the_buffer_fills(tmp_path: Path) -> None:
+    with PredictionLogger(tmp_path, flush_interval_s=60, max_buffer=40) as logger:
+        logger.submit("churn", rows(12, start=T0 - timedelta(hours=1)))  # over a quarter of 40
+        deadline = time.monotonic() + 10
+        while logger.stats.flushed < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert logger.stats.flushed == 12

@@ -503,8 +503,8 @@ class PredictionLogger:
 
     ``submit`` never blocks on disk: when the buffer already holds ``max_buffer`` rows, the batch
     is dropped and counted; when a write fails (disk full, read-only), the rows are dropped,
-    counted and a warning is logged. A background thread flushes every ``flush_interval_s``;
-    ``close()`` flushes what is left.
+    counted and a warning is logged. A background thread flushes every ``flush_interval_s``, or
+    sooner once a quarter of the buffer is used; ``close()`` flushes what is left.
     """
 
     def __init__(
@@ -545,6 +545,8 @@ class PredictionLogger:
                 self._queue.append((model, batch))
                 self.stats.queued += n
                 dropped = False
+                if self.stats.queued > self.max_buffer // 4:
+                    self._wake.set()  # busy: write now rather than at the next interval
         if dropped:
             self._warn_dropped(model)
         return not dropped
