@@ -197,10 +197,16 @@ def _write_atomic(folder: Path, table: pa.Table) -> Path:
     tmp = folder / f".tmp-{name}"
     target = folder / name
     try:
-        with tmp.open("wb") as f:
-            pq.write_table(table, f, compression="lz4", use_dictionary=_dictionary_columns(table))
-            f.flush()
-            os.fsync(f.fileno())
+        # a path, not a Python file object: Arrow then writes natively without taking the GIL
+        # for every chunk, so serving threads are not held up by a flush
+        pq.write_table(
+            table, str(tmp), compression="lz4", use_dictionary=_dictionary_columns(table)
+        )
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
