@@ -443,10 +443,10 @@ def _block_column(field: pa.Field, parts: Sequence[Any], counts: np.ndarray) -> 
 
 def _repeated(field: pa.Field, parts: Sequence[Any], counts: np.ndarray) -> pa.Array:
     """One value per block, repeated for its rows, without a Python object per row."""
-    if pa.types.is_timestamp(field.type) or pa.types.is_integer(field.type):
-        if type(None) not in set(map(type, parts)):
-            values = np.repeat(np.array(parts, dtype=np.int64), counts)
-            return pa.array(values, pa.int64()).cast(field.type)
+    whole = pa.types.is_timestamp(field.type) or pa.types.is_integer(field.type)
+    if whole and type(None) not in set(map(type, parts)):
+        values = np.repeat(np.array(parts, dtype=np.int64), counts)
+        return pa.array(values, pa.int64()).cast(field.type)
     if pa.types.is_floating(field.type):
         values = np.repeat(np.array(parts, dtype=np.float64), counts)  # None becomes NaN
         return pa.array(values, field.type, from_pandas=True)
