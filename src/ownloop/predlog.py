@@ -518,7 +518,7 @@ class PredictionLogger:
         root: Path,
         *,
         flush_interval_s: float = 1.0,
-        max_buffer: int = 200_000,
+        max_buffer: int = 500_000,
         on_flush: Callable[[FlushStats], None] | None = None,
     ) -> None:
         self.root = root
