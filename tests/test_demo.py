@@ -7,16 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
+import sqlalchemy as sa
 
 from ownloop import Config, InvalidInputError, Workspace
 from ownloop.demo import MARKER, prepare_home
+from ownloop.predlog import read_labels, read_window
+from ownloop.store import tables as t
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     home = tmp_path_factory.mktemp("demo") / "ownloop-demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
     result = subprocess.run(
@@ -28,11 +32,12 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stderr
     assert "done." in result.stdout
-    return home
+    return home, result.stdout
 
 
-def test_demo_registers_owned_versions_with_profiles(demo_home: Path) -> None:
-    with Workspace(Config(home=demo_home)) as ws:
+def test_demo_registers_owned_versions_with_profiles(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    with Workspace(Config(home=home)) as ws:
         [model] = ws.registry.list_models()
         assert (model.name, model.owner) == ("churn", "risk")
         assert model.aliases["production"] == 1
@@ -48,22 +53,46 @@ def test_demo_registers_owned_versions_with_profiles(demo_home: Path) -> None:
         }
 
 
-def test_demo_refuses_to_wipe_a_folder_it_did_not_create(tmp_path: Path) -> None:
-    (tmp_path / "precious.txt").write_text("keep me")
-    with pytest.raises(InvalidInputError, match="not an ownloop demo folder"):
-        prepare_home(tmp_path)
-    assert (tmp_path / "precious.txt").exists()
+def test_demo_evaluates_the_candidate_and_stores_the_verdict(demo: tuple[Path, str]) -> None:
+    home, out = demo
+    with Workspace(Config(home=home)) as ws:
+        stored = ws.evaluations.latest("churn@2")
+        assert stored is not None
+        assert stored.baseline == "churn@1 (production)"
+        assert ws.registry.get_version("churn@2").gate_status == stored.verdict
+        with ws.store.read() as conn:
+            rows = conn.execute(sa.select(t.evaluations.c.model, t.evaluations.c.version)).all()
+        assert [tuple(r) for r in rows] == [("churn", 2)]
+    assert (home / "evals" / "churn.yaml").exists()
+    assert {p.name for p in (home / "reports").iterdir()} == {
+        "eval.xml",
+        "eval.md",
+        "eval.html",
+        "eval.json",
+    }
+    assert "5. eval gate for churn@2 against churn@1 (production)" in out
 
 
-def test_demo_reruns_in_its_own_folder(tmp_path: Path) -> None:
-    prepare_home(tmp_path / "d")
-    (tmp_path / "d" / "old.txt").write_text("from the last run")
-    prepare_home(tmp_path / "d")
-    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [MARKER]
+def test_demo_serves_logs_and_labels(demo: tuple[Path, str]) -> None:
+    home, out = demo
+    root = home / "predictions"
+    logged = read_window(root, "churn")
+    served = logged.filter(pc.invert(pc.starts_with(logged["request_id"], "sim-")))
+    assert served.num_rows == 400
+    assert set(served["version"].to_pylist()) == {1}
+    assert set(served["status"].to_pylist()) == {"ok"}
+    served_ids = set(served["prediction_id"].to_pylist())
+    labels = read_labels(root, "churn")
+    assert len(served_ids & set(labels["prediction_id"].to_pylist())) == 250
+    assert any("refused with 400" in line and "feature 'age'" in line for line in out.splitlines())
+    with Workspace(Config(home=home)) as ws:
+        actions = [a.action for a in ws.registry.audit_log(model="churn", limit=1000)]
+    assert "label.write" in actions
 
 
-def test_demo_monitor_step_finds_the_drifted_windows(demo_home: Path) -> None:
-    with Workspace(Config(home=demo_home)) as ws:
+def test_demo_monitor_step_finds_the_drifted_windows(demo: tuple[Path, str]) -> None:
+    home, _ = demo
+    with Workspace(Config(home=home)) as ws:
         runs = sorted(ws.monitor.runs("churn"), key=lambda r: r.window_end)
         assert [r.summary["dataset_drift"] for r in runs] == [False] * 4 + [True] * 2
         assert all(r.rows == 1500 for r in runs)
@@ -79,3 +108,17 @@ def test_demo_monitor_step_finds_the_drifted_windows(demo_home: Path) -> None:
         ]
         assert len(estimated) == 6
         assert {"monitor.run"} <= {e.action for e in ws.registry.audit_log(limit=1000)}
+
+
+def test_demo_refuses_to_wipe_a_folder_it_did_not_create(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(InvalidInputError, match="not an ownloop demo folder"):
+        prepare_home(tmp_path)
+    assert (tmp_path / "precious.txt").exists()
+
+
+def test_demo_reruns_in_its_own_folder(tmp_path: Path) -> None:
+    prepare_home(tmp_path / "d")
+    (tmp_path / "d" / "old.txt").write_text("from the last run")
+    prepare_home(tmp_path / "d")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [MARKER]

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +17,9 @@ from ownloop import InvalidInputError
 from ownloop.predlog import (
     BASE_SCHEMA,
     LABEL_SCHEMA,
+    Block,
     PredictionLogger,
+    blocks_to_table,
     join_labels,
     list_segments,
     new_ids,
@@ -213,3 +216,53 @@ def test_logger_counts_drops_when_disk_fails(
     assert logger.stats.dropped == 3
     assert logger.stats.write_errors == 1
     assert "dropped 3 rows" in caplog.text
+
+
+def block(n: int, *, proba: bool = True) -> Block:
+    schema = prediction_schema(SIG)
+    columns: dict[str, object] = {
+        "prediction_id": new_ids(n),
+        "ts": int(T0.timestamp() * 1_000_000),
+        "model": "churn",
+        "version": 1,
+        "arm": "stable",
+        "request_id": "r",
+        "status": "ok",
+        "latency_s": 0.002,
+        "prediction": np.array(["1"] * n, dtype=object),
+        "in.age": np.arange(n, dtype=np.float64),
+        "in.plan": np.array(["pro"] * n, dtype=object),
+        "in.vip": np.array([True] * n),
+    }
+    if proba:
+        columns["proba"] = np.tile([0.25, 0.75], (n, 1))
+        columns["confidence"] = np.full(n, 0.75)
+    return Block(schema, n, columns)
+
+
+def test_blocks_become_one_table_with_scalars_repeated_and_nulls() -> None:
+    table = blocks_to_table([block(1), block(3), block(2, proba=False)])
+    assert table.schema == prediction_schema(SIG)
+    assert table.num_rows == 6
+    assert table["ts"].to_pylist() == [T0] * 6
+    assert table["version"].to_pylist() == [1] * 6
+    assert table["proba"].to_pylist() == [[0.25, 0.75]] * 4 + [None, None]
+    assert table["confidence"].to_pylist() == [0.75] * 4 + [None, None]
+    assert table["cpu_s"].null_count == 6
+    assert table["in.age"].to_pylist() == [0, 0, 1, 2, 0, 1]
+
+
+def test_logger_writes_blocks_and_tables_together(tmp_path: Path) -> None:
+    with PredictionLogger(tmp_path) as logger:
+        logger.submit("churn", block(2))
+        logger.submit("churn", rows(3, start=T0 - timedelta(hours=1)))
+    assert read_window(tmp_path, "churn").num_rows == 5
+
+
+def test_logger_writes_early_when_the_buffer_fills(tmp_path: Path) -> None:
+    with PredictionLogger(tmp_path, flush_interval_s=60, max_buffer=40) as logger:
+        logger.submit("churn", rows(12, start=T0 - timedelta(hours=1)))  # over a quarter of 40
+        deadline = time.monotonic() + 10
+        while logger.stats.flushed < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert logger.stats.flushed == 12

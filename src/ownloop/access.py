@@ -25,6 +25,9 @@ class Role(IntEnum):
 POLICY: dict[str, Role] = {
     "health.read": Role.ANYONE,
     "model.predict": Role.ANYONE,
+    "model.metadata": Role.ANYONE,
+    "api.read": Role.ANYONE,
+    "metrics.read": Role.VIEWER,
     "model.read": Role.VIEWER,
     "team.read": Role.VIEWER,
     "audit.read": Role.VIEWER,

@@ -52,8 +52,8 @@ class Config:
     home: Path
     db_url_override: str | None = None
     user: str = "local"
-    predlog_flush_s: float = 0.5
-    predlog_max_buffer: int = 200_000
+    predlog_flush_s: float = 1.0
+    predlog_max_buffer: int = 500_000
     cpu_hour_price: float = 0.05
     max_body_bytes: int = 8 * 1024 * 1024
     max_json_depth: int = 32
@@ -66,8 +66,8 @@ class Config:
             home=home,
             db_url_override=env.get("OWNLOOP_DB_URL") or None,
             user=env.get("OWNLOOP_USER") or _default_user(),
-            predlog_flush_s=_number(env, "OWNLOOP_PREDLOG_FLUSH_S", 0.5, float, 0.01, 60.0),
-            predlog_max_buffer=_number(env, "OWNLOOP_PREDLOG_MAX_BUFFER", 200_000, int, 1, 10**9),
+            predlog_flush_s=_number(env, "OWNLOOP_PREDLOG_FLUSH_S", 1.0, float, 0.01, 60.0),
+            predlog_max_buffer=_number(env, "OWNLOOP_PREDLOG_MAX_BUFFER", 500_000, int, 1, 10**9),
             cpu_hour_price=_number(env, "OWNLOOP_CPU_HOUR_PRICE", 0.05, float, 0.0, 1e6),
             max_body_bytes=_number(env, "OWNLOOP_MAX_BODY_BYTES", 8 << 20, int, 1024, 1 << 34),
             max_json_depth=_number(env, "OWNLOOP_MAX_JSON_DEPTH", 32, int, 2, 1000),

@@ -5,7 +5,10 @@ The data is generated here (seeded), so the demo needs no download and its numbe
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -77,6 +80,7 @@ class DemoResult:
     home: Path
     versions: dict[str, int] = field(default_factory=dict)
     steps: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def prepare_home(home: Path) -> None:
@@ -100,6 +104,7 @@ def run_demo(home: Path, say: Callable[[str], None] = print) -> DemoResult:
     with Workspace(config) as ws:
         _step_register(ws, home, result, say)
         _step_eval(ws, home, result, say)
+        _step_serve(ws, home, result, say)
         _step_monitor(ws, home, result, say)
     return result
 
@@ -263,7 +268,7 @@ def log_predictions(
         "model": [version.model] * n,
         "version": [version.version] * n,
         "arm": ["stable"] * n,
-        "request_id": [f"req-{seed}-{i}" for i in range(n)],
+        "request_id": [f"sim-{seed}-{i}" for i in range(n)],
         "status": ["ok"] * n,
         "latency_s": rng.lognormal(np.log(0.004), 0.4, n),
         "cpu_s": rng.lognormal(np.log(0.002), 0.3, n),
@@ -284,7 +289,9 @@ def _step_monitor(
     ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]
 ) -> None:
     """Log a day of predictions, the last hours drifted, and let the monitor find the drift."""
-    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    # An hour back from the current hour's start, so the windows never take in the rows the
+    # serve step has just logged.
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     start = end - timedelta(hours=6)
     hours = [make_churn_data(1500, seed=100 + h, shift=0.0 if h < 4 else 0.8) for h in range(6)]
     rng = np.random.default_rng(7)
@@ -305,7 +312,7 @@ def _step_monitor(
             end,
         )
     say(
-        f"6. logged {sum(len(f) for f in hours):,} predictions of churn@production over 6 hours "
+        f"8. logged {sum(len(f) for f in hours):,} predictions of churn@production over 6 hours "
         "(the last 2 drifted); labels arrived for 30% of them"
     )
     reports = []
@@ -333,7 +340,7 @@ def _step_monitor(
     )
     found = [r for r in reports if r.drift is not None and r.drift.dataset_drift]
     say(
-        f"7. monitor stored {len(reports)} windows; dataset drift found in {len(found)} (run 'ownloop monitor churn' or 'ownloop drift churn --since 2h --html drift.html')"
+        f"9. monitor stored {len(reports)} windows; dataset drift found in {len(found)} (run 'ownloop monitor churn' or 'ownloop drift churn --since 2h --html drift.html')"
     )
     result.steps.append("monitor")
 
@@ -352,3 +359,66 @@ def _log_labels(ws: Workspace, ids: pa.Array, labels: np.ndarray, at: datetime) 
         schema=predlog.LABEL_SCHEMA,
     )
     predlog.write_labels(ws.config.predictions_dir, "churn", table)
+
+
+def _post(conn: Any, path: str, body: Any) -> tuple[int, Any]:
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def _step_serve(ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]) -> None:
+    """Start the real server on a free loopback port, predict, send a bad request, post labels."""
+    import http.client
+
+    import uvicorn
+
+    from ownloop.predlog import join_labels, read_labels, read_window
+    from ownloop.server import uvicorn_config
+
+    config = uvicorn_config(ws, "127.0.0.1", 0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="ownloop-demo-server", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise InvalidInputError("the demo server did not start; see the messages above")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    say(
+        f"6. serving churn@production on http://127.0.0.1:{port} (Open Inference Protocol v2 + JSON)"
+    )
+    traffic = make_churn_data(400, seed=3)
+    features = traffic.drop(columns="churned")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    ids: list[str] = []
+    try:
+        for start in range(0, 200, 2):  # small requests, as an app would send them
+            rows = features.iloc[start : start + 2].to_dict("records")
+            ids += _post(conn, "/models/churn/predict", {"instances": rows})[1]["prediction_ids"]
+        split = json.loads(features.iloc[200:].to_json(orient="split", index=False))
+        ids += _post(conn, "/models/churn/predict", {"dataframe_split": split})[1]["prediction_ids"]
+        bad = {"instances": [{**features.iloc[0].to_dict(), "age": "forty"}]}
+        status, error = _post(conn, "/models/churn/predict", bad)
+        say(f"   a bad request is refused with {status}: {error['error']}")
+        truth = [
+            {"prediction_id": i, "label": int(y)}
+            for i, y in zip(ids, traffic["churned"], strict=True)
+        ]
+        report = _post(conn, "/models/churn/labels", truth[:250])[1]
+    finally:
+        conn.close()
+        server.should_exit = True
+        thread.join()
+    root = ws.config.predictions_dir
+    logged = read_window(root, "churn", columns=["prediction_id", "prediction", "confidence"])
+    joined = join_labels(logged, read_labels(root, "churn"))
+    labelled = [r for r in joined.to_pylist() if r["label"] is not None]
+    accuracy = float(np.mean([r["prediction"] == r["label"] for r in labelled]))
+    say(
+        f"7. {len(ids)} predictions answered and {logged.num_rows} logged to {root}; "
+        f"{report['stored']} labels joined by prediction id, realised accuracy {accuracy:.3f} "
+        f"on n={len(labelled)}"
+    )
+    result.counts.update(predictions=len(ids), logged=logged.num_rows, labels=report["stored"])
+    result.steps.append("serve")

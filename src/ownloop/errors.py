@@ -9,7 +9,9 @@ __all__ = [
     "IntegrityError",
     "InvalidInputError",
     "NotFoundError",
+    "NotReadyError",
     "OwnloopError",
+    "PayloadTooLargeError",
     "PermissionDeniedError",
     "SchemaOutOfDateError",
     "StoreUnavailableError",
@@ -43,6 +45,13 @@ class UnsafeFormatError(InvalidInputError):
     """The file would run code when loaded (pickle) and nobody opted in."""
 
     code = "unsafe_format"
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request body (after decompression) is larger than the configured limit."""
+
+    http_status = 413
+    code = "payload_too_large"
 
 
 class NotFoundError(OwnloopError):
@@ -85,3 +94,10 @@ class IntegrityError(OwnloopError):
 
     http_status = 503
     code = "integrity"
+
+
+class NotReadyError(OwnloopError):
+    """The thing exists but cannot serve now (e.g. its artifact failed its digest check)."""
+
+    http_status = 503
+    code = "not_ready"

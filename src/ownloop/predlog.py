@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +41,10 @@ __all__ = [
     "ARMS",
     "BASE_SCHEMA",
     "LABEL_SCHEMA",
+    "Block",
     "FlushStats",
     "PredictionLogger",
+    "blocks_to_table",
     "feature_type",
     "join_labels",
     "list_segments",
@@ -177,16 +181,32 @@ def _segment_name() -> str:
     return f"{time.time_ns() // 1000:016d}-{secrets.token_hex(4)}.parquet"
 
 
+def _dictionary_columns(table: pa.Table) -> list[str]:
+    """Dictionary-encode repetitive text (model, arm, class, ...); numbers and ids gain nothing."""
+    return [
+        f.name
+        for f in table.schema
+        if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+        and f.name != "prediction_id"
+    ]
+
+
 def _write_atomic(folder: Path, table: pa.Table) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     name = _segment_name()
     tmp = folder / f".tmp-{name}"
     target = folder / name
     try:
-        with tmp.open("wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
+        # a path, not a Python file object: Arrow then writes natively without taking the GIL
+        # for every chunk, so serving threads are not held up by a flush
+        pq.write_table(
+            table, str(tmp), compression="lz4", use_dictionary=_dictionary_columns(table)
+        )
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -377,6 +397,102 @@ def join_labels(predictions: pa.Table, labels: pa.Table) -> pa.Table:
 # -- the buffered writer -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Block:
+    """Rows of one request, kept as numpy arrays and scalars until the writer builds Arrow.
+
+    ``columns`` maps a column of ``schema`` to an array or list of ``n`` values, a 2-D array
+    (for ``proba``), or a single value repeated ``n`` times; a missing column is null.
+    The request path only makes this object; the writer concatenates many at once.
+    """
+
+    schema: pa.Schema
+    n: int
+    columns: dict[str, Any]
+
+
+_MANY = (np.ndarray, list, tuple)
+
+
+def _is_many(value: Any) -> bool:
+    return isinstance(value, _MANY)
+
+
+def _block_column(field: pa.Field, parts: Sequence[Any], counts: np.ndarray) -> pa.Array:
+    kinds = set(map(type, parts))
+    if kinds.isdisjoint(_MANY):
+        if kinds == {type(None)}:
+            return pa.nulls(int(counts.sum()), field.type)
+        return _repeated(field, parts, counts)
+    if pa.types.is_list(field.type):
+        return _list_column(parts, counts)
+    if kinds == {np.ndarray}:
+        return pa.array(np.concatenate(parts), field.type, from_pandas=True)
+    if kinds == {list}:
+        return pa.array(list(chain.from_iterable(parts)), field.type, from_pandas=True)
+    numeric = pa.types.is_floating(field.type) or pa.types.is_integer(field.type)
+    dtype = np.float64 if numeric else object
+    full = [
+        np.asarray(p, dtype=dtype)
+        if _is_many(p)
+        else np.full(n, np.nan if p is None and numeric else p, dtype=dtype)
+        for p, n in zip(parts, counts.tolist(), strict=True)
+    ]
+    return pa.array(np.concatenate(full), field.type, from_pandas=True)
+
+
+def _repeated(field: pa.Field, parts: Sequence[Any], counts: np.ndarray) -> pa.Array:
+    """One value per block, repeated for its rows, without a Python object per row."""
+    whole = pa.types.is_timestamp(field.type) or pa.types.is_integer(field.type)
+    if whole and type(None) not in set(map(type, parts)):
+        values = np.repeat(np.array(parts, dtype=np.int64), counts)
+        return pa.array(values, pa.int64()).cast(field.type)
+    if pa.types.is_floating(field.type):
+        values = np.repeat(np.array(parts, dtype=np.float64), counts)  # None becomes NaN
+        return pa.array(values, field.type, from_pandas=True)
+    # strings and the rest: a dictionary of the per-block values, expanded in C
+    index = np.repeat(np.arange(len(parts), dtype=np.int32), counts)
+    dictionary = pa.array(list(parts), field.type, from_pandas=True)
+    return pa.DictionaryArray.from_arrays(pa.array(index), dictionary).cast(field.type)
+
+
+def _list_column(parts: Sequence[Any], counts: np.ndarray) -> pa.Array:
+    """``proba``: 2-D arrays (one row per prediction) or None for blocks without it."""
+    widths = {p.shape[1] for p in parts if isinstance(p, np.ndarray) and p.ndim == 2}
+    if len(widths) == 1 and all(isinstance(p, np.ndarray) and p.ndim == 2 for p in parts):
+        width = widths.pop()
+        values = np.concatenate(parts).reshape(-1).astype(np.float64)
+        offsets = np.arange(0, len(values) + 1, width, dtype=np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    rows: list[Any] = []
+    for p, n in zip(parts, counts.tolist(), strict=True):
+        if isinstance(p, np.ndarray) and p.ndim == 2:
+            rows.extend(p)
+        else:
+            rows.extend([None] * n)
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum([0 if r is None else len(r) for r in rows])
+    flat = [r for r in rows if r is not None]
+    values = np.concatenate(flat) if flat else np.zeros(0)
+    mask = pa.array([r is None for r in rows]) if len(flat) < len(rows) else None
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float64()), mask=mask)
+
+
+def blocks_to_table(blocks: Sequence[Block]) -> pa.Table:
+    """One Arrow table from blocks that share a schema."""
+    schema = blocks[0].schema
+    counts = np.array([b.n for b in blocks], dtype=np.int64)
+    names = schema.names
+    try:  # blocks that name every column: one C-speed transposition
+        by_column: list[Sequence[Any]] = list(
+            zip(*map(itemgetter(*names), (b.columns for b in blocks)), strict=True)
+        )
+    except KeyError:
+        by_column = [[b.columns.get(n) for b in blocks] for n in names]
+    arrays = [_block_column(f, parts, counts) for f, parts in zip(schema, by_column, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 @dataclass
 class FlushStats:
     """What the writer has done so far (monotonic counters, plus the current queue depth)."""
@@ -393,16 +509,16 @@ class PredictionLogger:
 
     ``submit`` never blocks on disk: when the buffer already holds ``max_buffer`` rows, the batch
     is dropped and counted; when a write fails (disk full, read-only), the rows are dropped,
-    counted and a warning is logged. A background thread flushes every ``flush_interval_s``;
-    ``close()`` flushes what is left.
+    counted and a warning is logged. A background thread flushes every ``flush_interval_s``, or
+    sooner once a quarter of the buffer is used; ``close()`` flushes what is left.
     """
 
     def __init__(
         self,
         root: Path,
         *,
-        flush_interval_s: float = 0.5,
-        max_buffer: int = 200_000,
+        flush_interval_s: float = 1.0,
+        max_buffer: int = 500_000,
         on_flush: Callable[[FlushStats], None] | None = None,
     ) -> None:
         self.root = root
@@ -410,12 +526,13 @@ class PredictionLogger:
         self.max_buffer = max_buffer
         self.stats = FlushStats()
         self._on_flush = on_flush
-        self._queue: deque[tuple[str, pa.RecordBatch | pa.Table]] = deque()
+        self._queue: deque[tuple[str, Block | pa.RecordBatch | pa.Table]] = deque()
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._last_warning = -1.0e9
 
     def start(self) -> PredictionLogger:
         if self._thread is None:
@@ -423,9 +540,9 @@ class PredictionLogger:
             self._thread.start()
         return self
 
-    def submit(self, model: str, batch: pa.RecordBatch | pa.Table) -> bool:
+    def submit(self, model: str, batch: Block | pa.RecordBatch | pa.Table) -> bool:
         """Queue rows for ``model``; False (and counted as dropped) when the buffer is full."""
-        n = batch.num_rows
+        n = batch.n if isinstance(batch, Block) else batch.num_rows
         with self._lock:
             if self._stop or self.stats.queued + n > self.max_buffer:
                 self.stats.dropped += n
@@ -434,14 +551,25 @@ class PredictionLogger:
                 self._queue.append((model, batch))
                 self.stats.queued += n
                 dropped = False
+                if self.stats.queued > self.max_buffer // 4:
+                    self._wake.set()  # busy: write now rather than at the next interval
         if dropped:
-            log.warning(
-                "prediction log buffer full (%d rows): dropped %d rows for model '%s'",
-                self.max_buffer,
-                n,
-                model,
-            )
+            self._warn_dropped(model)
         return not dropped
+
+    def _warn_dropped(self, model: str) -> None:
+        """Log a warning at most once a second while rows are being dropped (each one is counted)."""
+        now = time.monotonic()
+        if now - self._last_warning < 1.0:
+            return
+        self._last_warning = now
+        log.warning(
+            "prediction log buffer full (%d rows) for model '%s': dropping rows; %d dropped so far "
+            "(ownloop_predlog_dropped_records_total)",
+            self.max_buffer,
+            model,
+            self.stats.dropped,
+        )
 
     def flush(self) -> int:
         """Write everything queued now; return the number of rows written."""
@@ -449,7 +577,7 @@ class PredictionLogger:
             with self._lock:
                 items = list(self._queue)
                 self._queue.clear()
-            by_model: dict[str, list[pa.RecordBatch | pa.Table]] = {}
+            by_model: dict[str, list[Block | pa.RecordBatch | pa.Table]] = {}
             for model, batch in items:
                 by_model.setdefault(model, []).append(batch)
             written = 0
@@ -459,13 +587,10 @@ class PredictionLogger:
             self._on_flush(self.stats)
         return written
 
-    def _write_model(self, model: str, batches: list[pa.RecordBatch | pa.Table]) -> int:
-        n = int(sum(b.num_rows for b in batches))
+    def _write_model(self, model: str, batches: list[Block | pa.RecordBatch | pa.Table]) -> int:
+        n = int(sum(b.n if isinstance(b, Block) else b.num_rows for b in batches))
         try:
-            tables = [
-                pa.Table.from_batches([b]) if isinstance(b, pa.RecordBatch) else b for b in batches
-            ]
-            table = pa.concat_tables(tables, promote_options="permissive")
+            table = _combine(batches)
             files = write_segment(self.root, model, table)
         except (OSError, pa.ArrowException) as exc:
             with self._lock:
@@ -508,6 +633,21 @@ class PredictionLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _combine(batches: Sequence[Block | pa.RecordBatch | pa.Table]) -> pa.Table:
+    """Blocks grouped by schema (one group per served version), then everything concatenated."""
+    groups: dict[int, list[Block]] = {}
+    tables: list[pa.Table] = []
+    for b in batches:
+        if isinstance(b, Block):
+            groups.setdefault(id(b.schema), []).append(b)
+        elif isinstance(b, pa.RecordBatch):
+            tables.append(pa.Table.from_batches([b]))
+        else:
+            tables.append(b)
+    tables += [blocks_to_table(g) for g in groups.values()]
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def rows_to_table(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -1,0 +1,447 @@
+"""Serving speed, side by side in one run: raw predict_proba, bare FastAPI, MLflow, ownloop.
+
+    .venv/bin/pip install -e '.[bench]'          # fastapi for the floor
+    .venv/bin/python bench/bench_serve.py         # creates bench/.venv-mlflow on first run
+
+Single-row requests over persistent connections (wrk, loopback), sequential (1 connection) and
+8 concurrent connections; then ownloop's batch route with 1,000-row requests. Prints p50/p99
+latency, throughput and the ratios. Figures vary 2-3x between runs on a busy 2-core machine:
+compare the ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _model import FEATURES, make_data, make_model  # noqa: E402
+
+MLFLOW_VENV = HERE / ".venv-mlflow"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
+
+
+@contextmanager
+def server(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+    # output goes to a file: a pipe nobody reads would stall a server that logs every request
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_up(port, proc)
+            time.sleep(0.5)
+            yield
+        except BaseException:
+            out.seek(0)
+            sys.stderr.write(out.read()[-3000:].decode(errors="replace"))
+            raise
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def post(port: int, path: str, body: bytes) -> dict[str, object]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"POST {path} -> {response.status}: {data[:300]!r}")
+    result: dict[str, object] = json.loads(data)
+    return result
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _seconds(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def wrk(port: int, path: str, body: bytes, connections: int, seconds: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = [==[{body.decode()}]==]\n"
+        )
+        script = f.name
+    threads = min(2, connections)
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            script,
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(script)
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    p50 = re.search(r"50%\s+([\d.]+\w+)", out)
+    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if not (p50 and p99 and rps and total):
+        raise RuntimeError(f"cannot read wrk output:\n{out}")
+    return {
+        "p50": _seconds(p50.group(1)),
+        "p99": _seconds(p99.group(1)),
+        "rps": float(rps.group(1)),
+        "requests": float(total.group(1)),
+    }
+
+
+def raw(model: object, rows: np.ndarray, seconds: float) -> dict[str, float]:
+    times = []
+    end = time.perf_counter() + seconds
+    i = 0
+    while time.perf_counter() < end:
+        x = rows[i % len(rows)].reshape(1, -1)
+        t = time.perf_counter()
+        model.predict_proba(x)  # type: ignore[attr-defined]
+        times.append(time.perf_counter() - t)
+        i += 1
+    arr = np.array(times)
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p99": float(np.percentile(arr, 99)),
+        "rps": 1 / float(arr.mean()),
+        "requests": float(len(arr)),
+    }
+
+
+def ensure_mlflow_venv() -> Path:
+    python = MLFLOW_VENV / "bin" / "python"
+    if not python.exists():
+        import sklearn
+
+        print(
+            f"creating {MLFLOW_VENV} (mlflow, scikit-learn=={sklearn.__version__}) ...", flush=True
+        )
+        subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "mlflow",
+                f"scikit-learn=={sklearn.__version__}",
+            ],
+            check=True,
+        )
+    return python
+
+
+def register_ownloop(home: Path) -> None:
+    from ownloop import Config, Workspace
+
+    X, y = make_data()
+    reference = pd.DataFrame(X, columns=FEATURES).assign(target=y)
+    with Workspace(Config(home=home, user="bench")) as ws:
+        ws.registry.add_team("bench", members=["bench"])
+        v = ws.registry.register(
+            "gbc",
+            make_model(),
+            owner="bench",
+            reference=reference,
+            target="target",
+            trust=["sklearn.tree._tree.Tree"],
+        )
+        ws.registry.set_alias("gbc", "production", v.version)
+
+
+def fmt(r: dict[str, float]) -> str:
+    return f"p50 {r['p50'] * 1e3:7.2f} ms  p99 {r['p99'] * 1e3:7.2f} ms  {r['rps']:9.1f} req/s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many rounds")
+    parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--batch-only", action="store_true", help="only the 1,000-row batch route")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed (apt-get install wrk)")
+    X, _ = make_data(200, seed=1)
+    record = {f: float(v) for f, v in zip(FEATURES, X[0], strict=True)}
+    simple = json.dumps({"instances": [record]}).encode()
+    split = json.dumps({"dataframe_split": {"columns": FEATURES, "data": [X[0].tolist()]}}).encode()
+    model = make_model()
+    expected = model.predict_proba(X[:1])[0]
+    results: dict[str, dict[int, dict[str, float]]] = {}
+
+    print(
+        f"model: GradientBoostingClassifier(100 trees, depth 3), {len(FEATURES)} features; "
+        f"{os.cpu_count()} CPUs; median of {args.rounds} rounds of {args.seconds}s; "
+        "wrk over keep-alive connections\n"
+    )
+    results["raw predict_proba (in-process)"] = {1: raw(model, X, args.seconds)}
+
+    work = Path(tempfile.mkdtemp(prefix="ownloop-bench-"))
+    try:
+        runs: list[tuple[str, list[str], dict[str, str] | None, str, bytes]] = []
+        runs.append(
+            (
+                "bare FastAPI/uvicorn",
+                [sys.executable, str(HERE / "_fastapi_floor.py"), "{port}"],
+                None,
+                "/predict",
+                simple,
+            )
+        )
+        if not (args.skip_mlflow or args.batch_only):
+            mlpython = ensure_mlflow_venv()
+            subprocess.run(
+                [str(mlpython), str(HERE / "_mlflow_save.py"), str(work / "mlflow-model")],
+                check=True,
+                capture_output=True,
+            )
+            env = {
+                **os.environ,
+                "PATH": f"{mlpython.parent}:{os.environ['PATH']}",
+                "MLFLOW_TRACKING_URI": f"file://{work / 'mlruns'}",
+            }
+            runs.append(
+                (
+                    "MLflow models serve",
+                    [
+                        str(mlpython.parent / "mlflow"),
+                        "models",
+                        "serve",
+                        "-m",
+                        str(work / "mlflow-model"),
+                        "--env-manager",
+                        "local",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        "{port}",
+                    ],
+                    env,
+                    "/invocations",
+                    split,
+                )
+            )
+        home = work / "ownloop"
+        register_ownloop(home)
+        ownloop = str(Path(sys.executable).parent / "ownloop")
+        oenv = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
+        oenv.update(OWNLOOP_HOME=str(home), OWNLOOP_USER="bench")
+        runs.append(
+            (
+                "ownloop serve, logging on",
+                [ownloop, "serve", "--port", "{port}"],
+                oenv,
+                "/models/gbc/predict",
+                simple,
+            )
+        )
+        v2 = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "FP64",
+                        "shape": [1, len(FEATURES)],
+                        "data": X[0].tolist(),
+                    }
+                ]
+            }
+        ).encode()
+        runs.append(
+            (
+                "ownloop v2 infer, logging on",
+                [ownloop, "serve", "--port", "{port}"],
+                oenv,
+                "/v2/models/gbc/infer",
+                v2,
+            )
+        )
+        runs.append(
+            (
+                "ownloop serve, logging off",
+                [ownloop, "serve", "--no-log", "--port", "{port}"],
+                oenv,
+                "/models/gbc/predict",
+                simple,
+            )
+        )
+        rounds: dict[str, dict[int, list[dict[str, float]]]] = {}
+        # round-robin, so a noisy moment on the machine hits every server alike
+        for r in range(0 if args.batch_only else args.rounds):
+            for name, cmd, env, path, body in runs:
+                by_c = rounds.setdefault(name, {1: [], 8: []})
+                for c, figures in measure(cmd, env, path, body, expected, args.seconds).items():
+                    by_c[c].append(figures)
+                print(
+                    f"round {r + 1}: {name:32s} " + fmt(by_c[1][-1]) + " | c=8 " + fmt(by_c[8][-1]),
+                    flush=True,
+                )
+        for name, by_c in rounds.items():
+            results[name] = {c: median(runs_) for c, runs_ in by_c.items()}
+        batch = batch_route(home, oenv, ownloop, X, args.seconds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.batch_only:
+        report_batch(batch)
+    else:
+        report(results, batch)
+
+
+def measure(
+    cmd: list[str],
+    env: dict[str, str] | None,
+    path: str,
+    body: bytes,
+    expected: np.ndarray,
+    seconds: int,
+) -> dict[int, dict[str, float]]:
+    """Start one server, check its answer, measure with 1 and 8 connections."""
+    port = free_port()
+    cmd = [c.replace("{port}", str(port)) for c in cmd]
+    with server(cmd, port, env):
+        answer = post(port, path, body)
+        if "outputs" in answer:  # v2
+            answer = {o["name"]: o["data"] for o in answer["outputs"]}  # type: ignore[union-attr, attr-defined]
+        got = answer.get("probabilities") or answer.get("predictions")
+        np.testing.assert_allclose(np.asarray(got, dtype=float).reshape(-1), expected, rtol=1e-9)
+        return {c: wrk(port, path, body, c, seconds) for c in (1, 8)}
+
+
+def median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run with the median throughput (its latencies come with it)."""
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    return ordered[len(ordered) // 2]
+
+
+def batch_route(
+    home: Path, env: dict[str, str], ownloop: str, X: np.ndarray, seconds: int
+) -> dict[str, float]:
+    from ownloop.predlog import read_window
+
+    rows = np.resize(X, (1000, X.shape[1]))
+    body = json.dumps(
+        {"instances": [dict(zip(FEATURES, r.tolist(), strict=True)) for r in rows]}
+    ).encode()
+    port = free_port()
+    before = read_window(home / "predictions", "gbc", columns=["prediction_id"]).num_rows
+    with server([ownloop, "serve", "--port", str(port)], port, env):
+        post(port, "/models/gbc/predict", body)
+        r = wrk(port, "/models/gbc/predict", body, 2, seconds)
+        time.sleep(1.5)  # let the writer catch up before reading its counters
+        metrics = _get(port, "/metrics")
+    logged = read_window(home / "predictions", "gbc", columns=["prediction_id"]).num_rows - before
+    r["predictions_per_s"] = r["rps"] * 1000
+    r["seconds"] = float(seconds)
+    r["logged"] = float(logged)
+    r["dropped"] = float(
+        re.search(r"^ownloop_predlog_dropped_records_total (\S+)", metrics, re.M).group(1)  # type: ignore[union-attr]
+    )
+    return r
+
+
+def _get(port: int, path: str) -> str:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", path)
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return text
+
+
+def report(results: dict[str, dict[int, dict[str, float]]], batch: dict[str, float]) -> None:
+    print("\n| server | sequential p50 | p99 | req/s | 8 concurrent p50 | p99 | req/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, by_c in results.items():
+        cells = []
+        for c in (1, 8):
+            r = by_c.get(c)
+            cells += (
+                ["n/a"] * 3
+                if r is None
+                else [f"{r['p50'] * 1e3:.2f} ms", f"{r['p99'] * 1e3:.2f} ms", f"{r['rps']:.0f}"]
+            )
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    on, off = results["ownloop serve, logging on"], results["ownloop serve, logging off"]
+    floor = results["bare FastAPI/uvicorn"]
+    mlflow = results.get("MLflow models serve")
+    print("\nratios (throughput):")
+    for c in (1, 8):
+        label = "sequential" if c == 1 else "8 concurrent"
+        line = (
+            f"  {label:13s} ownloop(log on) / bare FastAPI = {on[c]['rps'] / floor[c]['rps']:.2f}"
+        )
+        if mlflow:
+            line += f"   ownloop(log on) / MLflow = {on[c]['rps'] / mlflow[c]['rps']:.1f}x"
+            line += f"   bare FastAPI / MLflow = {floor[c]['rps'] / mlflow[c]['rps']:.1f}x"
+        line += f"   logging cost = {(1 - on[c]['rps'] / off[c]['rps']) * 100:+.1f}% of throughput"
+        print(line)
+    report_batch(batch)
+
+
+def report_batch(batch: dict[str, float]) -> None:
+    print(
+        f"\nbatch route, 1,000-row requests, 2 connections, logging on: "
+        f"{batch['predictions_per_s']:,.0f} predictions/s answered (p50 {batch['p50'] * 1e3:.1f} ms "
+        f"per batch); {batch['logged']:,.0f} rows in the log after shutdown "
+        f"({batch['logged'] / batch['seconds']:,.0f}/s of the run), "
+        f"{batch['dropped']:,.0f} counted as dropped"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""``ownloop serve`` and ``ownloop label import``."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+
+import click
+
+from ownloop.cli._app import cli, console, echo_json, workspace
+from ownloop.datasets import read_frame
+from ownloop.errors import InvalidInputError
+from ownloop.labels import labels_table, record_labels
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--no-log", is_flag=True, help="Do not write the prediction log (for benchmarks only)."
+)
+def serve(host: str, port: int, no_log: bool) -> None:
+    """Serve every model that has a `production` alias (v2 + simple JSON, labels, /metrics)."""
+    from ownloop.server import serve as run
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    if not _loopback(host):
+        console.print(
+            f"[yellow]warning:[/] binding {host}: inference is open to anyone who can reach it"
+        )
+    run(workspace(), host, port, log_predictions=not no_log)
+
+
+@cli.group()
+def label() -> None:
+    """Labels for logged predictions."""
+
+
+@label.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--model", help="Model the predictions belong to (else a 'model' column).")
+@click.option("--source", default="import", show_default=True, help="Where the labels came from.")
+@click.option("--json", "as_json", is_flag=True)
+def label_import(file: Path, model: str | None, source: str, as_json: bool) -> None:
+    """Import a CSV/Parquet file with prediction_id,label[,weight] columns.
+
+    Unknown prediction ids are reported and not stored; a later label for an id replaces the
+    earlier one (audited).
+    """
+    frame = read_frame(file)
+    missing = [c for c in ("prediction_id", "label") if c not in frame.columns]
+    if missing:
+        raise InvalidInputError(
+            f"{file} lacks column {', '.join(missing)}; it needs prediction_id and label "
+            "(and optionally weight, model)"
+        )
+    if model is None and "model" not in frame.columns:
+        raise InvalidInputError(f"{file} has no 'model' column; pass --model NAME")
+    groups = [(model, frame)] if model is not None else list(frame.groupby("model"))
+    ws = workspace()
+    now = ws.clock.now()
+    reports = []
+    for name, part in groups:
+        cols = [c for c in ("prediction_id", "label", "weight") if c in part.columns]
+        rows = [
+            {str(k): v for k, v in r.items()}
+            for r in part[cols].astype({"prediction_id": str}).to_dict("records")
+        ]
+        for row in rows:
+            if "weight" in row and row["weight"] != row["weight"]:  # NaN: no weight
+                row["weight"] = None
+        table = labels_table(rows, at=now, source=source)
+        reports.append(record_labels(ws.registry, ws.config.predictions_dir, str(name), table))
+    if as_json:
+        echo_json([r.to_dict() for r in reports])
+        return
+    for r in reports:
+        console.print(
+            f"{r.model}: {r.stored} labels stored ({r.replaced} replaced an earlier label), "
+            f"{len(r.unknown)} unknown prediction ids not stored"
+        )
+        for pid in r.unknown[:10]:
+            console.print(f"  unknown: {pid}")

@@ -1,0 +1,41 @@
+"""HTTP serving: Open Inference Protocol v2 and simple JSON inference, labels, metrics.
+
+>>> from ownloop.server import serve  # doctest: +SKIP
+>>> serve(Workspace(), host="127.0.0.1", port=8000)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from ownloop.server._app import ROUTES, RouteSpec, create_app
+from ownloop.workspace import Workspace
+
+__all__ = ["ROUTES", "RouteSpec", "create_app", "serve", "uvicorn_config"]
+
+
+def uvicorn_config(
+    ws: Workspace,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_predictions: bool = True,
+    log_level: str = "info",
+) -> uvicorn.Config:
+    """A uvicorn configuration for the app of ``ws`` (loopback unless told otherwise)."""
+    return uvicorn.Config(
+        create_app(ws, log_predictions=log_predictions),
+        host=host,
+        port=port,
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def serve(
+    ws: Workspace, host: str = "127.0.0.1", port: int = 8000, *, log_predictions: bool = True
+) -> None:
+    """Serve until SIGINT/SIGTERM; shutdown flushes the prediction log."""
+    uvicorn.Server(uvicorn_config(ws, host, port, log_predictions=log_predictions)).run()

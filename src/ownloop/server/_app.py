@@ -1,0 +1,521 @@
+"""The ASGI app: routes (each with its access rule, declared once), handlers, error mapping."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ownloop import __version__, labels, predlog
+from ownloop.access import Actor, authorize
+from ownloop.errors import InvalidInputError, OwnloopError, PayloadTooLargeError
+from ownloop.predlog import PredictionLogger
+from ownloop.server import _decode
+from ownloop.server._metrics import Metrics
+from ownloop.server._openapi import openapi
+from ownloop.server._served import Prediction, ServedModel, find, load_served
+from ownloop.workspace import Workspace
+
+__all__ = ["ROUTES", "RouteSpec", "create_app"]
+
+log = logging.getLogger("ownloop.server")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One route: method, path, the access action (``ownloop.access.POLICY``) and what it does."""
+
+    method: str
+    path: str
+    handler: str
+    action: str
+    summary: str
+
+
+# Who may call what, in one place. Switching tokens on changes the actor, never these lines.
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("GET", "/v2", "server_metadata", "health.read", "Server metadata (v2)"),
+    RouteSpec("GET", "/v2/health/live", "live", "health.read", "Liveness (v2)"),
+    RouteSpec("GET", "/v2/health/ready", "server_ready", "health.read", "Readiness (v2)"),
+    RouteSpec(
+        "GET", "/v2/models/{name}", "model_metadata", "model.metadata", "Model metadata (v2)"
+    ),
+    RouteSpec(
+        "GET",
+        "/v2/models/{name}/versions/{version}",
+        "model_metadata",
+        "model.metadata",
+        "Model version metadata (v2)",
+    ),
+    RouteSpec(
+        "GET", "/v2/models/{name}/ready", "model_ready", "health.read", "Model readiness (v2)"
+    ),
+    RouteSpec(
+        "GET",
+        "/v2/models/{name}/versions/{version}/ready",
+        "model_ready",
+        "health.read",
+        "Model version readiness (v2)",
+    ),
+    RouteSpec("POST", "/v2/models/{name}/infer", "infer", "model.predict", "Inference (v2)"),
+    RouteSpec(
+        "POST",
+        "/v2/models/{name}/versions/{version}/infer",
+        "infer",
+        "model.predict",
+        "Inference on a version (v2)",
+    ),
+    RouteSpec("GET", "/models", "list_models", "model.metadata", "Served models and readiness"),
+    RouteSpec(
+        "POST", "/models/{name}/predict", "predict", "model.predict", "Inference (simple JSON)"
+    ),
+    RouteSpec(
+        "POST", "/models/{name}/labels", "post_labels", "label.write", "Labels for predictions"
+    ),
+    RouteSpec("GET", "/metrics", "metrics_text", "metrics.read", "Prometheus metrics"),
+    RouteSpec("GET", "/openapi.json", "openapi_doc", "api.read", "This API's OpenAPI schema"),
+)
+
+_BINARY = {
+    "FP64": "<f8",
+    "FP32": "<f4",
+    "FP16": "<f2",
+    "INT64": "<i8",
+    "INT32": "<i4",
+    "INT16": "<i2",
+    "INT8": "i1",
+    "UINT64": "<u8",
+    "UINT32": "<u4",
+    "UINT16": "<u2",
+    "UINT8": "u1",
+    "BOOL": "?",
+}
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    body = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+class _Server:
+    """The state of one app: workspace, served models, log writer, metrics."""
+
+    def __init__(self, ws: Workspace, *, log_predictions: bool) -> None:
+        self.ws = ws
+        self.config = ws.config
+        self.actor: Actor = ws.actor
+        self.served: dict[str, ServedModel] = load_served(ws.registry)
+        self.metrics = Metrics(ws.config.cpu_hour_price)
+        self.logger: PredictionLogger | None = None
+        if log_predictions:
+            self.logger = PredictionLogger(
+                ws.config.predictions_dir,
+                flush_interval_s=ws.config.predlog_flush_s,
+                max_buffer=ws.config.predlog_max_buffer,
+            )
+            self.metrics.log.stats = self.logger.stats
+        for m in self.served.values():
+            self.metrics.ready.models[(m.name, str(m.version), m.owner)] = m.ready
+        if not self.served:
+            log.warning(
+                "no model has a 'production' alias, so none is served; set one with "
+                "'ownloop alias set MODEL production VERSION' and restart"
+            )
+
+    def guard(self, spec: RouteSpec) -> Handler:
+        handler: Handler = getattr(self, spec.handler)
+
+        async def endpoint(request: Request) -> Response:
+            name = request.path_params.get("name")
+            entry = self.served.get(name) if name is not None else None
+            authorize(self.actor, spec.action, entry.owner if entry is not None else None)
+            try:
+                return await handler(request)
+            except OwnloopError:
+                raise
+            except Exception:  # the HTTP boundary: a bug becomes a logged 500, the connection lives
+                return _internal(request)
+
+        endpoint.__name__ = spec.handler
+        return endpoint
+
+    # -- bodies ---------------------------------------------------------------------------
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLargeError(
+                f"request body is {declared} bytes; the limit is {limit} (OWNLOOP_MAX_BODY_BYTES)"
+            )
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(
+                    f"request body exceeds the limit of {limit} bytes (OWNLOOP_MAX_BODY_BYTES)"
+                )
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        return _decode.inflate(body, request.headers.get("content-encoding", ""), limit)
+
+    async def _payload(self, request: Request) -> Any:
+        body = await self._body(request)
+        header = request.headers.get("inference-header-content-length")
+        if header is None:
+            return _decode.parse_json(body, self.config.max_json_depth)
+        return self._binary_payload(body, header)
+
+    def _binary_payload(self, body: bytes, header: str) -> Any:
+        """The v2 binary tensor extension: a JSON header, then raw tensor bytes."""
+        if not header.isdigit() or int(header) > len(body):
+            raise InvalidInputError(
+                f"Inference-Header-Content-Length {header!r} does not fit a {len(body)}-byte body"
+            )
+        split = int(header)
+        payload = _decode.parse_json(body[:split], self.config.max_json_depth)
+        rest = memoryview(body)[split:]
+        for tensor in payload.get("inputs", []) if isinstance(payload, dict) else []:
+            params = tensor.get("parameters") if isinstance(tensor, dict) else None
+            size = params.get("binary_data_size") if isinstance(params, dict) else None
+            if size is None:
+                continue
+            if type(size) is not int or size < 0 or size > len(rest):
+                raise InvalidInputError(
+                    f"input '{tensor.get('name')}': binary_data_size {size!r} exceeds the body"
+                )
+            tensor["data"] = _binary_values(tensor, bytes(rest[:size]))
+            rest = rest[size:]
+        return payload
+
+    # -- health and metadata -----------------------------------------------------------------
+
+    async def server_metadata(self, request: Request) -> Response:
+        return _json(
+            {"name": "ownloop", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    async def server_ready(self, request: Request) -> Response:
+        models = {m.name: m.ready for m in self.served.values()}
+        return _json({"ready": True, "models": models})
+
+    async def model_metadata(self, request: Request) -> Response:
+        entry = find(self.served, request.path_params["name"], request.path_params.get("version"))
+        return _json(entry.metadata())
+
+    async def model_ready(self, request: Request) -> Response:
+        entry = find(self.served, request.path_params["name"], request.path_params.get("version"))
+        entry.require_ready()
+        return _json({"name": entry.name, "version": str(entry.version), "ready": True})
+
+    async def list_models(self, request: Request) -> Response:
+        return _json(
+            {
+                "models": [
+                    {
+                        "name": m.name,
+                        "version": m.version,
+                        "owner": m.owner,
+                        "ready": m.ready,
+                        "reason": m.reason,
+                    }
+                    for m in self.served.values()
+                ]
+            }
+        )
+
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi_doc(self, request: Request) -> Response:
+        return _json(openapi(ROUTES, __version__))
+
+    # -- inference ---------------------------------------------------------------------------
+
+    async def predict(self, request: Request) -> Response:
+        entry = find(self.served, request.path_params["name"])
+        return await self._score(request, entry, _simple)
+
+    async def infer(self, request: Request) -> Response:
+        entry = find(self.served, request.path_params["name"], request.path_params.get("version"))
+        return await self._score(request, entry, _v2)
+
+    async def _score(self, request: Request, entry: ServedModel, shape: _Shape) -> Response:
+        start, cpu0 = time.perf_counter(), time.thread_time()
+        key = entry.key()
+        try:
+            entry.require_ready()
+            payload = await self._payload(request)
+            cols = shape.decode(entry, payload)
+        except OwnloopError:
+            self.metrics.request(key, "error")
+            raise
+        ids = predlog.new_ids(cols.n)
+        request_id = (request.headers.get("x-request-id") or ids[0])[:200]
+        try:
+            out = entry.predict(cols)
+        except Exception:  # logged as error rows with their inputs, then answered as 400 / 500
+            self.metrics.request(key, "error")
+            self._log(entry, cols, None, ids, request_id, start, cpu0)
+            raise
+        response = shape.respond(entry, payload, out, ids)
+        self._log(entry, cols, out, ids, request_id, start, cpu0)
+        cpu = time.thread_time() - cpu0
+        self.metrics.request(key, "ok", time.perf_counter() - start)
+        self.metrics.predicted(key, entry.class_text, out.picked, out.confidence, cpu, cols.n)
+        return response
+
+    def _log(
+        self,
+        entry: ServedModel,
+        cols: _decode.Columns,
+        out: Prediction | None,
+        ids: list[str],
+        request_id: str,
+        start: float,
+        cpu0: float,
+    ) -> None:
+        if self.logger is None:
+            return
+        block = entry.log_block(
+            cols,
+            out,
+            ids,
+            ts_us=time.time_ns() // 1000,
+            request_id=request_id,
+            arm="stable",
+            latency_s=time.perf_counter() - start,
+            cpu_s=time.thread_time() - cpu0,
+        )
+        self.logger.submit(entry.name, block)
+
+    # -- labels ------------------------------------------------------------------------------
+
+    async def post_labels(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        payload = await self._payload(request)
+        rows = payload.get("labels") if isinstance(payload, dict) else payload
+        if not isinstance(rows, list) or not rows:
+            raise InvalidInputError(
+                'labels must be a non-empty list like [{"prediction_id": "...", "label": 1}]'
+            )
+        table = labels.labels_table(rows, at=self.ws.clock.now(), source="api")
+        report = await run_in_threadpool(self._record_labels, name, table)
+        return _json(report.to_dict())
+
+    def _record_labels(self, name: str, table: Any) -> labels.LabelReport:
+        if self.logger is not None:
+            self.logger.flush()  # a label may arrive before its prediction's segment is written
+        return labels.record_labels(self.ws.registry, self.config.predictions_dir, name, table)
+
+
+def _binary_values(tensor: dict[str, Any], raw: bytes) -> list[Any]:
+    datatype = str(tensor.get("datatype", "")).upper()
+    if datatype == "BYTES":
+        values: list[Any] = []
+        at = 0
+        while at < len(raw):
+            if at + 4 > len(raw):
+                raise InvalidInputError(f"input '{tensor.get('name')}': truncated BYTES element")
+            (length,) = struct.unpack_from("<I", raw, at)
+            at += 4
+            values.append(raw[at : at + length].decode("utf-8", "replace"))
+            at += length
+        return values
+    dtype = _BINARY.get(datatype)
+    if dtype is None:
+        raise InvalidInputError(f"input '{tensor.get('name')}': unknown datatype {datatype!r}")
+    if len(raw) % np.dtype(dtype).itemsize:
+        raise InvalidInputError(
+            f"input '{tensor.get('name')}': {len(raw)} bytes is not a whole number of {datatype}"
+        )
+    arr = np.frombuffer(raw, dtype=dtype)
+    values = arr.astype(np.float64).tolist() if datatype != "BOOL" else arr.tolist()
+    return list(values)
+
+
+class _Shape:
+    """How one protocol reads a request and writes a response."""
+
+    def decode(self, entry: ServedModel, payload: Any) -> _decode.Columns:
+        raise NotImplementedError
+
+    def respond(
+        self, entry: ServedModel, payload: Any, out: Prediction, ids: list[str]
+    ) -> Response:
+        raise NotImplementedError
+
+
+class _SimpleShape(_Shape):
+    def decode(self, entry: ServedModel, payload: Any) -> _decode.Columns:
+        if not isinstance(payload, dict):
+            raise InvalidInputError(
+                "body must be an object with 'instances' (records) or 'dataframe_split'"
+            )
+        keys = set(payload)
+        if keys == {"instances"}:
+            return _decode.decode_records(entry.signature, payload["instances"])
+        if keys == {"dataframe_split"}:
+            return _decode.decode_split(entry.signature, payload["dataframe_split"])
+        raise InvalidInputError(
+            "body must have exactly one of 'instances' (records) or 'dataframe_split', "
+            f"got: {', '.join(sorted(keys)) or 'nothing'}"
+        )
+
+    def respond(
+        self, entry: ServedModel, payload: Any, out: Prediction, ids: list[str]
+    ) -> Response:
+        data: dict[str, Any] = {"predictions": out.values}
+        if out.probabilities is not None:
+            data["probabilities"] = out.probabilities
+        data.update(prediction_ids=ids, model=entry.name, version=entry.version)
+        return _json(data)
+
+
+class _V2Shape(_Shape):
+    def decode(self, entry: ServedModel, payload: Any) -> _decode.Columns:
+        if not isinstance(payload, dict) or "inputs" not in payload:
+            raise InvalidInputError("an inference request must be an object with 'inputs'")
+        rid = payload.get("id")
+        if rid is not None and not isinstance(rid, str):
+            raise InvalidInputError("'id' must be a string")
+        return _decode.decode_v2(entry.signature, payload["inputs"])
+
+    def respond(
+        self, entry: ServedModel, payload: Any, out: Prediction, ids: list[str]
+    ) -> Response:
+        n = len(ids)
+        outputs: list[dict[str, Any]] = [
+            {
+                "name": "predictions",
+                "datatype": entry.output_datatype,
+                "shape": [n],
+                "data": out.values,
+            }
+        ]
+        if out.probabilities is not None:
+            outputs.append(
+                {
+                    "name": "probabilities",
+                    "datatype": "FP64",
+                    "shape": list(out.probabilities.shape),
+                    "data": out.probabilities.reshape(-1),
+                }
+            )
+        outputs.append({"name": "prediction_ids", "datatype": "BYTES", "shape": [n], "data": ids})
+        wanted = payload.get("outputs")
+        if isinstance(wanted, list) and wanted:
+            names = [str(w.get("name") if isinstance(w, dict) else w) for w in wanted]
+            have = {str(o["name"]) for o in outputs}
+            unknown = [w for w in names if w not in have]
+            if unknown:
+                raise InvalidInputError(
+                    f"unknown output '{unknown[0]}'; this model gives: {', '.join(sorted(have))}"
+                )
+            outputs = [o for o in outputs if o["name"] in names]
+        data: dict[str, Any] = {
+            "model_name": entry.name,
+            "model_version": str(entry.version),
+            "outputs": outputs,
+        }
+        if payload.get("id") is not None:
+            data["id"] = payload["id"]
+        return _json(data)
+
+
+_simple = _SimpleShape()
+_v2 = _V2Shape()
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+async def _ownloop_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OwnloopError)
+    return _json(exc.to_dict(), exc.http_status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no route {request.method} {request.url.path}; see /openapi.json"
+        code = "not_found"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}; see /openapi.json"
+        code = "method_not_allowed"
+    else:
+        message, code = str(exc.detail), "http_error"
+    return _json({"error": message, "code": code}, exc.status_code)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return _internal(request)
+
+
+def _internal(request: Request) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path)
+    return _json(
+        {"error": "internal server error; the server log has the details", "code": "internal"},
+        500,
+    )
+
+
+def create_app(ws: Workspace, *, log_predictions: bool = True) -> Starlette:
+    """The ASGI app serving every model with a ``production`` alias in ``ws``.
+
+    >>> app = create_app(Workspace())  # doctest: +SKIP
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+    """
+    server = _Server(ws, log_predictions=log_predictions)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # models and imports live for the whole process: keep them out of every full collection,
+        # which would otherwise pause serving for tens of milliseconds
+        gc.collect()
+        gc.freeze()
+        if server.logger is not None:
+            server.logger.start()
+        try:
+            yield
+        finally:
+            if server.logger is not None:
+                server.logger.close()
+                stats = server.logger.stats
+                log.info(
+                    "prediction log closed: %d rows written, %d dropped",
+                    stats.flushed,
+                    stats.dropped,
+                )
+
+    routes = [Route(s.path, server.guard(s), methods=[s.method]) for s in ROUTES]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            OwnloopError: _ownloop_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    app.state.server = server
+    return app

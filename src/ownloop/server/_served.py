@@ -1,0 +1,226 @@
+"""The models a server holds: loaded (digest checked) at start, predicted on numpy columns."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ownloop import predlog
+from ownloop.errors import (
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    NotReadyError,
+)
+from ownloop.registry import Registry
+from ownloop.server._decode import V2_TYPE, Columns
+from ownloop.signature import Signature
+
+__all__ = ["Prediction", "ServedModel", "load_served"]
+
+log = logging.getLogger("ownloop.server")
+SERVED_ALIAS = "production"
+
+
+@dataclass
+class Prediction:
+    """Outputs of one batch: values for the response, arrays for the log and metrics."""
+
+    values: list[Any]
+    probabilities: np.ndarray | None
+    picked: np.ndarray | None
+    confidence: np.ndarray | None
+    numeric: np.ndarray | None
+
+
+@dataclass
+class ServedModel:
+    name: str
+    version: int
+    owner: str
+    signature: Signature
+    model: Any = None
+    reason: str | None = None
+    schema: pa.Schema = field(init=False)
+    classes: np.ndarray | None = field(init=False)
+    class_text: list[str] | None = field(init=False)
+    _frame: bool = field(init=False)
+    _class_text: np.ndarray = field(init=False)
+    _inputs: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.schema = predlog.prediction_schema(self.signature)
+        sig = self.signature
+        classifier = sig.task == "classification" and sig.classes is not None
+        self.classes = np.array(sig.classes, dtype=object) if classifier else None
+        self.class_text = [str(c) for c in sig.classes] if classifier and sig.classes else None
+        self._class_text = np.array(self.class_text or [], dtype=object)
+        self._inputs = {f.name: f"in.{f.name}" for f in sig.features}
+        names = getattr(self.model, "feature_names_in_", None)
+        self._frame = names is not None or any(f.type == "string" for f in sig.features)
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    def key(self, arm: str = "stable") -> tuple[str, str, str, str]:
+        return (self.name, str(self.version), arm, self.owner)
+
+    def require_ready(self) -> None:
+        if self.model is None:
+            raise NotReadyError(
+                f"model '{self.name}' version {self.version} is not ready: {self.reason}"
+            )
+
+    def metadata(self) -> dict[str, Any]:
+        """Open Inference Protocol model metadata, from the signature."""
+        inputs = [
+            {"name": f.name, "datatype": V2_TYPE[f.type], "shape": [-1]}
+            for f in self.signature.features
+        ]
+        outputs: list[dict[str, Any]] = [
+            {"name": "predictions", "datatype": self.output_datatype, "shape": [-1]},
+            {"name": "prediction_ids", "datatype": "BYTES", "shape": [-1]},
+        ]
+        if self.classes is not None:
+            outputs.insert(
+                1, {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(self.classes)]}
+            )
+        return {
+            "name": self.name,
+            "versions": [str(self.version)],
+            "platform": "ownloop",
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": {
+                "owner": self.owner,
+                "task": self.signature.task,
+                "classes": None if self.classes is None else list(self.signature.classes or ()),
+            },
+        }
+
+    @property
+    def output_datatype(self) -> str:
+        if self.classes is None:
+            return "FP64"
+        kinds = {type(c) for c in self.classes}
+        if kinds <= {int}:
+            return "INT64"
+        if kinds <= {bool}:
+            return "BOOL"
+        return "BYTES"
+
+    def _model_input(self, cols: Columns) -> Any:
+        if self._frame:
+            data = {}
+            for f in self.signature.features:
+                arr = cols.data[f.name]
+                if f.type == "integer" and not np.isnan(arr).any():
+                    arr = arr.astype(np.int64)
+                data[f.name] = arr
+            return pd.DataFrame(data, copy=False)
+        if cols.matrix is not None:
+            return cols.matrix
+        return np.column_stack([cols.data[f.name] for f in self.signature.features])
+
+    def predict(self, cols: Columns) -> Prediction:
+        """Run the model; a model that rejects validated input is the caller's 400, not a 500."""
+        self.require_ready()
+        x = self._model_input(cols)
+        try:
+            if self.classes is not None:
+                proba = np.asarray(self.model.predict_proba(x), dtype=np.float64)
+                picked = proba.argmax(axis=1)
+                return Prediction(
+                    self.classes[picked].tolist(), proba, picked, proba.max(axis=1), None
+                )
+            values = np.asarray(self.model.predict(x), dtype=np.float64).reshape(-1)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(
+                f"model '{self.name}' version {self.version} could not score the input: {exc}"
+            ) from exc
+        return Prediction(values.tolist(), None, None, None, values)
+
+    def log_block(
+        self,
+        cols: Columns,
+        out: Prediction | None,
+        ids: list[str],
+        *,
+        ts_us: int,
+        request_id: str,
+        arm: str,
+        latency_s: float,
+        cpu_s: float,
+    ) -> predlog.Block:
+        """The log rows of one request (``out`` None: the model failed), for the writer to build."""
+        n = cols.n
+        columns: dict[str, Any] = {
+            "prediction_id": ids,
+            "ts": ts_us,
+            "model": self.name,
+            "version": self.version,
+            "arm": arm,
+            "request_id": request_id,
+            "status": "ok" if out is not None else "error",
+            "latency_s": latency_s / n,
+            "cpu_s": cpu_s / n,
+        }
+        # every column is named (None for null) so the writer can transpose blocks in one pass
+        if out is None:  # the model failed: inputs only, outputs null
+            columns.update(prediction=None, prediction_value=None, confidence=None, proba=None)
+        elif out.probabilities is not None and self.class_text is not None:
+            columns["prediction"] = self._class_text[out.picked]
+            columns["prediction_value"] = None
+            columns["confidence"] = out.confidence
+            columns["proba"] = out.probabilities
+        else:
+            columns["prediction"] = np.asarray(out.numeric).astype(str).astype(object)
+            columns["prediction_value"] = out.numeric
+            columns["confidence"] = None
+            columns["proba"] = None
+        for f in self.signature.features:
+            columns[self._inputs[f.name]] = cols.data[f.name]
+        return predlog.Block(self.schema, n, columns)
+
+
+def load_served(registry: Registry) -> dict[str, ServedModel]:
+    """Every model with a ``production`` alias; one whose artifact fails to load is not ready."""
+    served: dict[str, ServedModel] = {}
+    for model in registry.list_models():
+        if SERVED_ALIAS not in model.aliases:
+            continue
+        version = registry.get_version(f"{model.name}@{SERVED_ALIAS}")
+        entry = ServedModel(model.name, version.version, version.owner, version.signature)
+        try:
+            entry.model = registry.load(version.ref)
+        except (IntegrityError, NotFoundError, InvalidInputError) as exc:
+            entry.reason = exc.message
+            log.error("model %s is not ready and will not serve: %s", version.ref, exc.message)
+        else:
+            entry.__post_init__()
+            log.info("serving %s (owner %s)", version.ref, version.owner)
+        served[model.name] = entry
+    return served
+
+
+def find(served: dict[str, ServedModel], name: str, version: str | None = None) -> ServedModel:
+    """The served model ``name`` (at ``version`` if given), or a 404 that says what is served."""
+    entry = served.get(name)
+    if entry is None:
+        have = ", ".join(sorted(served)) or "none"
+        raise NotFoundError(
+            f"model '{name}' is not served (served: {have}); a model is served when it has a "
+            f"'{SERVED_ALIAS}' alias: 'ownloop alias set {name} {SERVED_ALIAS} VERSION', then restart"
+        )
+    if version is not None and version != str(entry.version):
+        raise NotFoundError(
+            f"model '{name}' version {version} is not served; version {entry.version} is "
+            f"'{SERVED_ALIAS}'"
+        )
+    return entry
