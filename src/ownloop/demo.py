@@ -6,6 +6,7 @@ The data is generated here (seeded), so the demo needs no download and its numbe
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import threading
 import time
@@ -339,8 +340,9 @@ def _step_monitor(
         "the realised figures show by how much)"
     )
     found = [r for r in reports if r.drift is not None and r.drift.dataset_drift]
+    since = math.ceil((datetime.now(UTC) - (end - timedelta(hours=2))) / timedelta(hours=1))
     say(
-        f"9. monitor stored {len(reports)} windows; dataset drift found in {len(found)} (run 'ownloop monitor churn' or 'ownloop drift churn --since 2h --html drift.html')"
+        f"9. monitor stored {len(reports)} windows; dataset drift found in {len(found)} (see them with 'ownloop drift churn --since {since}h --html drift.html')"
     )
     result.steps.append("monitor")
 
