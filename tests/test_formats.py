@@ -77,6 +77,13 @@ def test_onnx_model(
     assert np.allclose(loaded.predict_proba(X.head(20)), model.predict_proba(X.head(20)), atol=1e-5)
 
 
+def test_broken_onnx_file_is_a_clear_error(ws: Workspace, team: str, tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"these bytes are not a protobuf graph")
+    with pytest.raises(InvalidInputError, match="not a valid ONNX model"):
+        ws.registry.register("m", path=tmp_path / "m.onnx", owner=team)
+    assert ws.registry.list_models() == []
+
+
 def test_pickle_is_refused_without_opt_in(
     ws: Workspace, team: str, numeric: tuple[pd.DataFrame, LogisticRegression], tmp_path: Path
 ) -> None:

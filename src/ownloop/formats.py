@@ -131,13 +131,23 @@ class OnnxModel:
             raise InvalidInputError(
                 "ONNX models need onnxruntime; run: pip install 'ownloop[onnx]'"
             ) from exc
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+        bad_graph = (
+            ort_errors.InvalidProtobuf,
+            ort_errors.InvalidGraph,
+            ort_errors.InvalidArgument,
+            ort_errors.Fail,
+            ort_errors.NotImplemented,
+            ort_errors.RuntimeException,
+        )
         try:
             options = ort.SessionOptions()
             options.log_severity_level = 3
             self._session = ort.InferenceSession(
                 data, sess_options=options, providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad graphs
+        except bad_graph as exc:
             raise InvalidInputError(f"not a valid ONNX model: {exc}") from exc
         self._inputs = self._session.get_inputs()
         self._outputs = [o.name for o in self._session.get_outputs()]
