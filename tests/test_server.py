@@ -223,12 +223,14 @@ def test_unknown_model_version_and_route_are_404(client: httpx.Client) -> None:
 
 def test_model_failing_its_digest_is_not_ready_and_others_serve(client: httpx.Client) -> None:
     r = client.get("/v2/models/broken/ready")
-    assert_error(r, 503, "altered on disk", "not_ready")
+    assert_error(r, 400, "altered on disk", "not_ready")  # v2 health: 4xx means "not ready"
     assert_error(
         client.post("/models/broken/predict", json={"instances": [_row()]}), 503, "not ready"
     )
     assert client.get("/v2/models/churn/ready").status_code == 200
-    assert client.get("/v2/health/ready").json()["models"] == {"broken": False, "churn": True}
+    server = client.get("/v2/health/ready")
+    assert server.status_code == 400  # not every model is ready
+    assert server.json() == {"ready": False, "models": {"broken": False, "churn": True}}
     listed = {m["name"]: m for m in client.get("/models").json()["models"]}
     assert "altered on disk" in listed["broken"]["reason"]
     assert client.post("/models/churn/predict", json={"instances": [_row()]}).status_code == 200
@@ -314,7 +316,7 @@ def test_a_real_v2_client_library_talks_to_the_server(
     client = triton.InferenceServerClient(served[1].removeprefix("http://"))
     try:
         assert client.is_server_live()
-        assert client.is_server_ready()
+        assert not client.is_server_ready()  # "broken" is not ready; the others still serve
         assert client.is_model_ready("churn")
         assert not client.is_model_ready("broken")
         meta = client.get_model_metadata("churn")
@@ -560,3 +562,27 @@ def test_serves_and_labels_on_each_store(
         report = c.post("/models/churn/labels", json=[{"prediction_id": ids[0], "label": 1}]).json()
     assert report["stored"] == 1
     assert next(a.action for a in ws.registry.audit_log(model="churn")) == "label.write"
+
+
+def test_server_is_ready_when_every_model_is(
+    tmp_path: Path, churn_model: Any, churn_data: pd.DataFrame
+) -> None:
+    import tritonclient.http as triton
+
+    with Workspace(Config(home=tmp_path / "home", user="tester")) as ws:
+        ws.registry.add_team("risk")
+        ws.registry.register(
+            "churn", churn_model, owner="risk", reference=churn_data, target="churned"
+        )
+        ws.registry.set_alias("churn", "production", 1)
+        with running(ws) as url:
+            ready = httpx.get(f"{url}/v2/health/ready", timeout=30)
+            assert (ready.status_code, ready.json()) == (
+                200,
+                {"ready": True, "models": {"churn": True}},
+            )
+            client = triton.InferenceServerClient(url.removeprefix("http://"))
+            try:
+                assert client.is_server_ready()
+            finally:
+                client.close()

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from ownloop import __version__, labels, predlog
 from ownloop.access import Actor, authorize
-from ownloop.errors import InvalidInputError, OwnloopError, PayloadTooLargeError
+from ownloop.errors import InvalidInputError, NotReadyError, OwnloopError, PayloadTooLargeError
 from ownloop.predlog import PredictionLogger
 from ownloop.server import _decode
 from ownloop.server._metrics import Metrics
@@ -215,8 +215,11 @@ class _Server:
         return _json({"live": True})
 
     async def server_ready(self, request: Request) -> Response:
+        # Open Inference Protocol: "server ready" means every model is ready; 200 is true and a
+        # 4xx is false. The body names the models, and the ready ones keep serving either way.
         models = {m.name: m.ready for m in self.served.values()}
-        return _json({"ready": True, "models": models})
+        ready = all(models.values())
+        return _json({"ready": ready, "models": models}, status=200 if ready else 400)
 
     async def model_metadata(self, request: Request) -> Response:
         entry = find(self.served, request.path_params["name"], request.path_params.get("version"))
@@ -224,7 +227,10 @@ class _Server:
 
     async def model_ready(self, request: Request) -> Response:
         entry = find(self.served, request.path_params["name"], request.path_params.get("version"))
-        entry.require_ready()
+        try:
+            entry.require_ready()
+        except NotReadyError as exc:  # a health answer, so 4xx means "false" (v2 protocol)
+            return _json(exc.to_dict(), status=400)
         return _json({"name": entry.name, "version": str(entry.version), "ready": True})
 
     async def list_models(self, request: Request) -> Response:

@@ -147,7 +147,13 @@ _ERRORS = {
     "infer": ("400", "404", "413", "503"),
     "post_labels": ("400", "403", "404", "413"),
     "model_metadata": ("404",),
-    "model_ready": ("404", "503"),
+    "model_ready": ("400", "404"),
+    "server_ready": ("400",),
+}
+# Health routes answer a boolean: 200 is true, a 4xx is false (Open Inference Protocol v2).
+_HEALTH_WHY = {
+    "model_ready": "Not ready: the error names why (e.g. its artifact failed its digest check)",
+    "server_ready": "Not every model is ready; the body maps each model to its readiness",
 }
 _WHY = {
     "400": "Invalid input (names the field and the row)",
@@ -192,9 +198,11 @@ def _operation(spec: _Spec) -> dict[str, Any]:
         }
     op["responses"] = {"200": ok}
     for status in _ERRORS.get(spec.handler, ()):
+        health = status == "400" and spec.handler in _HEALTH_WHY
+        schema = {"type": "object"} if spec.handler == "server_ready" else _ref("Error")
         op["responses"][status] = {
-            "description": _WHY[status],
-            "content": {"application/json": {"schema": _ref("Error")}},
+            "description": _HEALTH_WHY[spec.handler] if health else _WHY[status],
+            "content": {"application/json": {"schema": schema}},
         }
     return op
 
