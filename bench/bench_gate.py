@@ -3,11 +3,10 @@
     .venv/bin/python bench/bench_gate.py [--rows 100000] [--resamples 1000] [--no-peers]
 
 Prints ownloop's wall time and, side by side in the same run, MLflow's evaluate + validate on
-the same two models and rows. MLflow runs in its own venv so its pins never touch ownloop's:
+the same two models and rows. MLflow runs in its own venv so its pins never touch ownloop's;
+bench/_peers.py creates it on first use (bench/.venv-mlflow: mlflow, scikit-learn, ownloop).
 
-    python3 -m venv bench/.venv-mlflow && bench/.venv-mlflow/bin/pip install 'mlflow>=3' -e .
-
-When that venv is missing the MLflow half is skipped with the reason printed.
+When it cannot be set up the MLflow half is skipped with the reason printed.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +24,10 @@ from ownloop import Config, Workspace
 from ownloop.demo import make_churn_data, make_model
 
 HERE = Path(__file__).resolve().parent
-MLFLOW_PY = HERE / ".venv-mlflow" / "bin" / "python"
+sys.path.insert(0, str(HERE))
+from _peers import MLFLOW_VENV, ensure_mlflow_venv  # noqa: E402
+
+MLFLOW_PY = MLFLOW_VENV / "bin" / "python"
 MARGIN = 0.01
 SUITE = """\
 level: 0.95
@@ -93,8 +96,10 @@ def _ownloop(ws: Workspace, folder: Path) -> dict[str, float | str]:
 
 
 def _mlflow(folder: Path, ws: Workspace, resamples: int) -> dict[str, float] | str:
-    if not MLFLOW_PY.exists():
-        return f"{MLFLOW_PY} is missing; create it as the module docstring says"
+    try:
+        ensure_mlflow_venv()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return f"could not set up {MLFLOW_PY.parent.parent}: {exc}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
     env.update(
         OWNLOOP_HOME=str(ws.config.home),

@@ -32,8 +32,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _model import FEATURES, make_data, make_model  # noqa: E402
-
-MLFLOW_VENV = HERE / ".venv-mlflow"
+from _peers import ensure_mlflow_venv  # noqa: E402
 
 
 def free_port() -> int:
@@ -158,30 +157,6 @@ def raw(model: object, rows: np.ndarray, seconds: float) -> dict[str, float]:
         "rps": 1 / float(arr.mean()),
         "requests": float(len(arr)),
     }
-
-
-def ensure_mlflow_venv() -> Path:
-    python = MLFLOW_VENV / "bin" / "python"
-    if not python.exists():
-        import sklearn
-
-        print(
-            f"creating {MLFLOW_VENV} (mlflow, scikit-learn=={sklearn.__version__}) ...", flush=True
-        )
-        subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "mlflow",
-                f"scikit-learn=={sklearn.__version__}",
-            ],
-            check=True,
-        )
-    return python
 
 
 def register_ownloop(home: Path) -> None:
