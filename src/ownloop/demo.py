@@ -313,8 +313,9 @@ def _step_monitor(
             end,
         )
     say(
-        f"8. logged {sum(len(f) for f in hours):,} predictions of churn@production over 6 hours "
-        "(the last 2 drifted); labels arrived for 30% of them"
+        f"8. simulated the past 6 hours of traffic: {sum(len(f) for f in hours):,} predictions of "
+        "churn@production scored and written to the prediction log (the last 2 hours drifted); "
+        "labels arrived for 30% of them"
     )
     reports = []
     for h in range(6):
