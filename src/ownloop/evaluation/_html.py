@@ -83,10 +83,8 @@ def _chart(title: str, bars: list[_Bar], bound: float | None) -> str:
             f'<line x1="{bx:.1f}" x2="{bx:.1f}" y1="2" y2="{height - 16}" stroke="#cf222e" stroke-dasharray="4 3"/>'
             f'<text x="{min(bx + 3, width - 90):.1f}" y="{height - 4}" fill="#cf222e">bound {_n(bound)}</text>'
         )
-    parts.append(
-        f'<text x="{left}" y="{height - 4}" fill="#656d76">{_n(lo)}</text>'
-        f'<text x="{width - 50}" y="{height - 4}" fill="#656d76">{_n(hi)}</text></svg>'
-    )
+    # The chart's edges are padded, so they get no labels: the numbers are in the text column.
+    parts.append("</svg>")
     return "".join(parts)
 
 
@@ -95,7 +93,7 @@ def _confusion(title: str, classes: list[str], matrix: list[list[int]]) -> str:
     size = 70 + cell * k
     peak = max(max(r) for r in matrix) or 1
     parts = [
-        f'<svg width="{size}" height="{size + 20}" role="img" aria-label="{escape(title)}">',
+        f'<svg width="{max(size, 7 * len(title))}" height="{size + 20}" role="img" aria-label="{escape(title)}">',
         f'<text x="2" y="12" font-weight="600">{escape(title)}</text>',
         '<text x="70" y="28" fill="#656d76">predicted →</text>',
     ]

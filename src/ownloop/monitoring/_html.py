@@ -26,7 +26,11 @@ def _svg(bins: dict[str, Any], width: int = 360, height: int = 140) -> str:
         return "<p class='none'>no bins</p>"
     top = max([*ref, *cur, 1e-9])
     bw = width / k
-    parts = [f"<svg width='{width}' height='{height + 16}' role='img'>"]
+    parts = [
+        f"<svg width='{width}' height='{height + 44}' role='img' font-size='10' fill='#555'>",
+        f"<text x='{width - 2}' y='10' text-anchor='end'>max share {top:.1%}</text>",
+        "<g transform='translate(0,14)'>",
+    ]
     for i in range(k):
         for j, (vals, colour) in enumerate(((ref, "#90a4ae"), (cur, "#e65100"))):
             h = height * (vals[i] / top) if i < len(vals) else 0
@@ -35,7 +39,19 @@ def _svg(bins: dict[str, Any], width: int = 360, height: int = 140) -> str:
                 f"<rect x='{x:.1f}' y='{height - h:.1f}' width='{bw / 2 - 1:.1f}' height='{h:.1f}' "
                 f"fill='{colour}'><title>{escape(str(labels[i]))}: {vals[i]:.3%}</title></rect>"
             )
-    parts.append(f"<line x1='0' y1='{height}' x2='{width}' y2='{height}' stroke='#999'/></svg>")
+    parts.append(f"<line x1='0' y1='{height}' x2='{width}' y2='{height}' stroke='#999'/>")
+    # Axis labels: every bin when they fit, else the two ends and the middle.
+    shown = range(k) if k <= 8 else sorted({0, k // 2, k - 1})
+    room = max(int(bw / 6), 4) if k <= 8 else 14
+    for i in shown:
+        text = str(labels[i])
+        text = text if len(text) <= room else text[: room - 1] + "…"
+        anchor = "start" if (k > 8 and i == 0) else "end" if (k > 8 and i == k - 1) else "middle"
+        x = 0 if anchor == "start" else width if anchor == "end" else (i + 0.5) * bw
+        parts.append(
+            f"<text x='{x:.1f}' y='{height + 14}' text-anchor='{anchor}'>{escape(text)}</text>"
+        )
+    parts.append("</g></svg>")
     return "".join(parts)
 
 
