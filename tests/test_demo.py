@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,85 @@ def test_demo_reruns_in_its_own_folder(tmp_path: Path) -> None:
     (tmp_path / "d" / "old.txt").write_text("from the last run")
     prepare_home(tmp_path / "d")
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [MARKER]
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("OWNLOOP_TEST_REQUIRE_BROWSER"):
+            pytest.fail(
+                "chromium is required here (OWNLOOP_TEST_REQUIRE_BROWSER) but not installed"
+            )
+        pytest.skip(
+            "browser tests skipped: Debian's chromium is not installed (apt-get install chromium)"
+        )
+    return found
+
+
+def _render(chromium: str, page: Path, tmp: Path) -> tuple[str, bytes]:
+    """The DOM after a headless Chromium rendered ``page``, and a screenshot of it."""
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--window-size=1280,1600",
+    ]
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    shot = tmp / f"{page.stem}.png"
+    subprocess.run(
+        [chromium, *flags, f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return dom, shot.read_bytes()
+
+
+@pytest.mark.browser
+def test_reports_render_in_a_real_browser(demo: tuple[Path, str], tmp_path: Path) -> None:
+    chromium = _chromium()
+    home, _ = demo
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
+    drift_page = tmp_path / "drift.html"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ownloop",
+            "drift",
+            "churn",
+            "--since",
+            "12h",
+            "--html",
+            str(drift_page),
+        ],
+        env={**env, "OWNLOOP_HOME": str(home)},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    for page, must in (
+        (
+            home / "reports" / "eval.html",
+            ["ownloop gate: churn@2", "non-inferiority", "confusion matrix"],
+        ),
+        (drift_page, ["drift of churn@1", "tenure_months", "max share"]),
+    ):
+        dom, png = _render(chromium, page, tmp_path)
+        assert dom.count("<svg") >= 3, page.name
+        for text in must:
+            assert text in dom, (page.name, text)
+        assert "<script" not in dom and "http://" not in dom and "https://" not in dom
+        assert png.startswith(b"\x89PNG") and len(png) > 50_000  # a drawn page, not a blank one
