@@ -17,6 +17,7 @@ from ownloop import Config, InvalidInputError, Workspace
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data
 from ownloop.monitoring import DriftSettings, parse_duration
+from ownloop.monitoring._monitor import linear_trend
 from ownloop.predlog import LABEL_SCHEMA, write_labels
 from tests.conftest import env_for
 
@@ -100,6 +101,29 @@ def test_confidence_figures_and_trend_across_windows(logged: Workspace) -> None:
     trend = [r for r in last if r.name == "trend_per_hour"]
     assert trend  # from the third window on
     assert trend[-1].n == 4
+    low = [r for r in last if r.name == "low_share_trend_per_hour"]
+    assert low
+    assert low[-1].n == 4
+    assert low[-1].value is not None
+
+
+def test_linear_trend_recovers_a_known_slope() -> None:
+    rng = np.random.default_rng(4)
+    end = T0 + timedelta(hours=24)
+    hours = np.arange(-23, 1)
+    falling = [
+        (end + timedelta(hours=int(h)), 0.80 - 0.005 * (h + 23) + rng.normal(0, 0.002))
+        for h in hours
+    ]
+    slope, p, n = linear_trend(falling, end)  # type: ignore[misc]
+    assert n == 24
+    assert slope == pytest.approx(-0.005, abs=0.0005)
+    assert p is not None and p < 1e-6
+    flat = [(end + timedelta(hours=int(h)), 0.8 + rng.normal(0, 0.002)) for h in hours]
+    flat_slope, _, _ = linear_trend(flat, end)  # type: ignore[misc]
+    assert abs(flat_slope) < 0.0005
+    assert linear_trend(falling[:2], end) is None
+    assert linear_trend([(end, 0.1), (end, 0.2), (end, 0.3)], end) is None
 
 
 def test_long_window_reuses_segment_partials(logged: Workspace) -> None:

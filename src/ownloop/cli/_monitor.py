@@ -52,6 +52,8 @@ def _print_report(rep: WindowReport) -> None:
             if c.trend_per_hour is None
             else f", trend {c.trend_per_hour:+.4f}/h over {c.trend_windows} windows"
         )
+        if c.low_share_trend_per_hour is not None:
+            trend += f" (low share {c.low_share_trend_per_hour:+.2%}/h)"
         console.print(
             f"  confidence: mean {_fmt(c.mean)} (reference {_fmt(c.reference_mean)}), "
             f"share below {c.threshold}: {_fmt(c.low_share, '.1%')} (reference {_fmt(c.reference_low_share, '.1%')}){trend}"

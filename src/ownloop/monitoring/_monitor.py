@@ -76,6 +76,24 @@ class _VersionContext:
     notes: list[str] = field(default_factory=list)
 
 
+def linear_trend(
+    points: Sequence[tuple[datetime, float]], end: datetime
+) -> tuple[float, float | None, int] | None:
+    """Least-squares slope per hour of ``points`` (time, value), its p-value and the count.
+
+    None with fewer than 3 points or when they all share one time.
+    """
+    if len(points) < 3:
+        return None
+    x = np.array([(when - end).total_seconds() / 3600 for when, _ in points])
+    y = np.array([value for _, value in points])
+    if np.ptp(x) == 0:
+        return None
+    fit = stats.linregress(x, y)
+    p = float(fit.pvalue) if np.isfinite(fit.pvalue) else None
+    return float(fit.slope), p, len(points)
+
+
 class Monitor:
     """Run monitors and read their stored results.
 
@@ -456,39 +474,35 @@ class Monitor:
     def _with_trend(
         self, model: str, version: int, end: datetime, conf: ConfidenceFigures
     ) -> ConfidenceFigures:
-        with self.store.read() as conn:
-            rows = conn.execute(
-                sa.select(t.monitor_results.c.window_end, t.monitor_results.c.value)
-                .where(
-                    t.monitor_results.c.model == model,
-                    t.monitor_results.c.version == version,
-                    t.monitor_results.c.kind == "confidence",
-                    t.monitor_results.c.name == "mean",
-                    t.monitor_results.c.window_end < end,
-                    t.monitor_results.c.value.is_not(None),
-                )
-                .order_by(t.monitor_results.c.window_end.desc())
-                .limit(TREND_WINDOWS - 1)
-            ).all()
-        points = [(aware(r.window_end), float(r.value)) for r in rows]
-        if conf.mean is not None:
-            points.append((end, conf.mean))
-        if len(points) < 3:
-            return conf
-        x = np.array([(p[0] - end).total_seconds() / 3600 for p in points])
-        y = np.array([p[1] for p in points])
-        if np.ptp(x) == 0:
-            return conf
-        fit = stats.linregress(x, y)
-        p = float(fit.pvalue) if np.isfinite(fit.pvalue) else None
-        return ConfidenceFigures(
-            **{
-                **asdict(conf),
-                "trend_per_hour": float(fit.slope),
-                "trend_p": p,
-                "trend_windows": len(points),
-            }
-        )
+        """Slopes of the mean confidence and of the low-confidence share over recent windows."""
+        fields: dict[str, Any] = {}
+        for name, current, prefix in (
+            ("mean", conf.mean, ""),
+            ("low_share", conf.low_share, "low_share_"),
+        ):
+            with self.store.read() as conn:
+                rows = conn.execute(
+                    sa.select(t.monitor_results.c.window_end, t.monitor_results.c.value)
+                    .where(
+                        t.monitor_results.c.model == model,
+                        t.monitor_results.c.version == version,
+                        t.monitor_results.c.kind == "confidence",
+                        t.monitor_results.c.name == name,
+                        t.monitor_results.c.window_end < end,
+                        t.monitor_results.c.value.is_not(None),
+                    )
+                    .order_by(t.monitor_results.c.window_end.desc())
+                    .limit(TREND_WINDOWS - 1)
+                ).all()
+            points = [(aware(r.window_end), float(r.value)) for r in rows]
+            if current is not None:
+                points.append((end, current))
+            fit = linear_trend(points, end)
+            if fit is not None:
+                fields[f"{prefix}trend_per_hour"], fields[f"{prefix}trend_p"] = fit[0], fit[1]
+                if not prefix:
+                    fields["trend_windows"] = fit[2]
+        return ConfidenceFigures(**{**asdict(conf), **fields}) if fields else conf
 
     # -- review sample and report ------------------------------------------------------------
 

@@ -56,6 +56,8 @@ class ConfidenceFigures:
     trend_per_hour: float | None = None  # slope of the mean over recent windows
     trend_p: float | None = None
     trend_windows: int = 0
+    low_share_trend_per_hour: float | None = None  # slope of the low-confidence share
+    low_share_trend_p: float | None = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,15 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
                 method="least-squares slope of the mean",
                 value=c.trend_per_hour,
                 p_value=c.trend_p,
+                n=c.trend_windows,
+            )
+        if c.low_share_trend_per_hour is not None:
+            add(
+                "confidence",
+                "low_share_trend_per_hour",
+                method="least-squares slope of the low-confidence share",
+                value=c.low_share_trend_per_hour,
+                p_value=c.low_share_trend_p,
                 n=c.trend_windows,
             )
     for e in rep.estimated:
