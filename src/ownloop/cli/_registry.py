@@ -229,6 +229,12 @@ def models(owner: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(found)
         return
+    if not found:
+        console.print(
+            "no models yet: register one with 'ownloop register NAME FILE --owner TEAM', "
+            "or see the whole loop with 'ownloop demo'"
+        )
+        return
     table(
         None,
         ["model", "owner", "latest", "aliases"],
