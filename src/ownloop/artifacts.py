@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ownloop.errors import IntegrityError, InvalidInputError, NotFoundError
 
-__all__ = ["Artifact", "ArtifactStore", "sha256_bytes", "sha256_file"]
+__all__ = ["Artifact", "ArtifactStore", "fsync_path", "sha256_bytes", "sha256_file"]
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -35,7 +35,8 @@ class Artifact:
     size: int
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's entry to disk (a folder after a rename in it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -83,7 +84,7 @@ class ArtifactStore:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, target)
-                _fsync_dir(target.parent)
+                fsync_path(target.parent)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -105,7 +106,7 @@ class ArtifactStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        fsync_path(target.parent)
 
     def read(self, digest: str) -> bytes:
         """The artifact's bytes, after checking they still hash to ``digest``."""

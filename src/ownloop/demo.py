@@ -23,6 +23,7 @@ import pyarrow as pa
 from ownloop import predlog
 from ownloop.config import Config
 from ownloop.errors import InvalidInputError
+from ownloop.profile import predict_frame
 from ownloop.workspace import Workspace
 
 __all__ = ["DemoResult", "log_predictions", "make_churn_data", "run_demo"]
@@ -254,13 +255,13 @@ def log_predictions(
     n = len(frame)
     value: Any
     conf: Any
-    if sig.task == "classification":
-        proba: Any = np.asarray(model.predict_proba(X), dtype=float)
-        classes = np.asarray(sig.classes if sig.classes is not None else model.classes_)
-        pred = [str(p) for p in classes[np.argmax(proba, axis=1)]]
-        value, conf, proba = [None] * n, proba.max(axis=1), list(proba)
+    proba: Any
+    predicted, probabilities = predict_frame(model, X, sig)
+    if probabilities is not None:
+        pred = [str(p) for p in predicted]
+        value, conf, proba = [None] * n, probabilities.max(axis=1), list(probabilities)
     else:
-        value = np.asarray(model.predict(X), dtype=float)
+        value = np.asarray(predicted, dtype=float)
         pred, conf, proba = [str(v) for v in value], [None] * n, [None] * n
     rng = np.random.default_rng(seed)
     data: dict[str, Any] = {

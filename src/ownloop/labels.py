@@ -152,8 +152,7 @@ def record_labels(registry: Registry, root: Path, model: str, table: pa.Table) -
     unknown = [pid for pid, ok in zip(ids.to_pylist(), known, strict=True) if not ok]
     table = table.filter(pa.array(known))
     kept = table["prediction_id"].to_pylist()
-    earlier = predlog.read_labels(root, model)["prediction_id"].to_pylist()
-    seen = set(earlier)
+    seen = predlog.labelled_ids(root, model, kept)
     replaced_ids: list[str] = []
     for pid in kept:
         if pid in seen:

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from ownloop.artifacts import fsync_path
 from ownloop.errors import InvalidInputError
 from ownloop.names import validate_name
 from ownloop.signature import Signature
@@ -47,6 +48,7 @@ __all__ = [
     "blocks_to_table",
     "feature_type",
     "join_labels",
+    "labelled_ids",
     "list_segments",
     "new_ids",
     "prediction_schema",
@@ -169,14 +171,6 @@ def _day_of(path: Path) -> date | None:
         return None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _segment_name() -> str:
     return f"{time.time_ns() // 1000:016d}-{secrets.token_hex(4)}.parquet"
 
@@ -202,16 +196,12 @@ def _write_atomic(folder: Path, table: pa.Table) -> Path:
         pq.write_table(
             table, str(tmp), compression="lz4", use_dictionary=_dictionary_columns(table)
         )
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(folder)
+    fsync_path(folder)
     return target
 
 
@@ -375,6 +365,16 @@ def read_labels(root: Path, model: str) -> pa.Table:
         return LABEL_SCHEMA.empty_table()
     table = _dataset(files).to_table(columns=LABEL_SCHEMA.names)
     return _latest(table)
+
+
+def labelled_ids(root: Path, model: str, among: Sequence[str]) -> set[str]:
+    """Which of ``among`` already have a label (reads only the id column, only those ids)."""
+    files = _segments_under(_model_dir(root, model) / "labels", None, None)
+    if not files or not among:
+        return set()
+    wanted = pc.field("prediction_id").isin(pa.array(list(among), pa.string()))
+    found = _dataset(files).to_table(columns=["prediction_id"], filter=wanted)
+    return set(found["prediction_id"].to_pylist())
 
 
 def join_labels(predictions: pa.Table, labels: pa.Table) -> pa.Table:

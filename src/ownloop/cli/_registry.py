@@ -464,7 +464,9 @@ def db_upgrade() -> None:
 def db_status() -> None:
     """Which schema version the database is at, and which this ownloop needs."""
     store = workspace(check_schema=False).store
-    current, latest, pending = store.schema_version(), latest_version(), store.pending_migrations()
+    applied = store.applied_migrations()
+    current, latest = max(applied, default=0), latest_version()
+    pending = store.pending_migrations(applied)
     if current > latest:
         state = "newer than this ownloop: upgrade ownloop"
     elif pending:

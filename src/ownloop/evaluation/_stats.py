@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ownloop.intervals import wilson_interval, z_for
+
 __all__ = [
     "BootstrapPlan",
     "holm",
@@ -25,22 +27,6 @@ __all__ = [
 
 # Cells (resamples x rows) per block: bounds memory (float32 counts plus temporaries).
 _BLOCK_CELLS = 8_000_000
-
-
-def z_for(level: float) -> float:
-    return float(stats.norm.ppf(0.5 + level / 2))
-
-
-def wilson_interval(successes: float, n: float, level: float) -> tuple[float, float]:
-    """Wilson score interval for a proportion (good coverage even near 0 or 1 and for small n)."""
-    if n <= 0:
-        return (0.0, 1.0)
-    z = z_for(level)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
 
 
 def wilson_pvalue(successes: float, n: float, bound: float, higher_passes: bool) -> float:

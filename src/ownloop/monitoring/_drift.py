@@ -190,6 +190,31 @@ def _missing(
     return cur, ref, bool(abs(cur - ref) >= s.missing_delta and p < s.alpha)
 
 
+def _unjudgeable(
+    name: str,
+    kind: str,
+    rows: int,
+    ref_n: int,
+    n_vals: int,
+    min_rows: int,
+    args: tuple[int, int, tuple[Any, ...], int],
+) -> FeatureDrift | None:
+    """The no-verdict result when the window or the reference cannot be judged, else None."""
+    finite = "finite " if kind == "numeric" else ""
+    if rows == 0:
+        return _no_verdict(name, kind, "empty", "no rows in the window", *args)
+    if ref_n == 0:
+        detail = f"the reference has no {finite}values for this feature"
+        return _no_verdict(name, kind, "reference_empty", detail, *args)
+    if n_vals == 0:
+        lost = "missing or non-finite" if kind == "numeric" else "missing"
+        return _no_verdict(name, kind, "all_missing", f"all {rows} values are {lost}", *args)
+    if n_vals < min_rows:
+        detail = f"{n_vals} {finite}values; a verdict needs at least {min_rows}"
+        return _no_verdict(name, kind, "too_few_rows", detail, *args)
+    return None
+
+
 def _no_verdict(
     name: str,
     kind: str,
@@ -254,28 +279,9 @@ def numeric_drift(
     n_vals = int(counts.sum()) if counts.size else 0
     miss = _missing(part.nulls + part.nonfinite, part.n, ref_bad, ref_count, s)
     args = (n_vals, ref_n, miss, part.nonfinite)
-    if part.n == 0:
-        return _no_verdict(name, "numeric", "empty", "no rows in the window", *args)
-    if ref_n == 0:
-        return _no_verdict(
-            name,
-            "numeric",
-            "reference_empty",
-            "the reference has no finite values for this feature",
-            *args,
-        )
-    if n_vals == 0:
-        return _no_verdict(
-            name, "numeric", "all_missing", f"all {part.n} values are missing or non-finite", *args
-        )
-    if n_vals < s.min_rows:
-        return _no_verdict(
-            name,
-            "numeric",
-            "too_few_rows",
-            f"{n_vals} finite values; a verdict needs at least {s.min_rows}",
-            *args,
-        )
+    unjudged = _unjudgeable(name, "numeric", part.n, ref_n, n_vals, s.min_rows, args)
+    if unjudged is not None:
+        return unjudged
     if counts.size != grid.size + 1:
         return _no_verdict(
             name,
@@ -405,28 +411,9 @@ def categorical_drift(
     n_vals = int(sum(part.counts.values()))
     miss = _missing(part.nulls, part.n, ref_nulls, ref_count, s)
     args = (n_vals, ref_n, miss, 0)
-    if part.n == 0:
-        return _no_verdict(name, "categorical", "empty", "no rows in the window", *args)
-    if ref_n == 0:
-        return _no_verdict(
-            name,
-            "categorical",
-            "reference_empty",
-            "the reference has no values for this feature",
-            *args,
-        )
-    if n_vals == 0:
-        return _no_verdict(
-            name, "categorical", "all_missing", f"all {part.n} values are missing", *args
-        )
-    if n_vals < s.min_rows:
-        return _no_verdict(
-            name,
-            "categorical",
-            "too_few_rows",
-            f"{n_vals} values; a verdict needs at least {s.min_rows}",
-            *args,
-        )
+    unjudged = _unjudgeable(name, "categorical", part.n, ref_n, n_vals, s.min_rows, args)
+    if unjudged is not None:
+        return unjudged
     keys = list(ref_cats)
     unseen = sorted((k for k in part.counts if k not in ref_cats), key=lambda k: -part.counts[k])
     ref_vec = np.array([ref_cats[k] for k in keys] + [ref_other], dtype=float)

@@ -475,26 +475,27 @@ class Monitor:
         self, model: str, version: int, end: datetime, conf: ConfidenceFigures
     ) -> ConfidenceFigures:
         """Slopes of the mean confidence and of the low-confidence share over recent windows."""
+        r = t.monitor_results.c
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(r.name, r.window_end, r.value)
+                .where(
+                    r.model == model,
+                    r.version == version,
+                    r.kind == "confidence",
+                    r.name.in_(("mean", "low_share")),
+                    r.window_end < end,
+                    r.value.is_not(None),
+                )
+                .order_by(r.window_end.desc())
+                .limit(2 * (TREND_WINDOWS - 1))  # both figures of the latest windows
+            ).all()
         fields: dict[str, Any] = {}
         for name, current, prefix in (
             ("mean", conf.mean, ""),
             ("low_share", conf.low_share, "low_share_"),
         ):
-            with self.store.read() as conn:
-                rows = conn.execute(
-                    sa.select(t.monitor_results.c.window_end, t.monitor_results.c.value)
-                    .where(
-                        t.monitor_results.c.model == model,
-                        t.monitor_results.c.version == version,
-                        t.monitor_results.c.kind == "confidence",
-                        t.monitor_results.c.name == name,
-                        t.monitor_results.c.window_end < end,
-                        t.monitor_results.c.value.is_not(None),
-                    )
-                    .order_by(t.monitor_results.c.window_end.desc())
-                    .limit(TREND_WINDOWS - 1)
-                ).all()
-            points = [(aware(r.window_end), float(r.value)) for r in rows]
+            points = [(aware(w), float(v)) for n, w, v in rows if n == name][: TREND_WINDOWS - 1]
             if current is not None:
                 points.append((end, current))
             fit = linear_trend(points, end)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from ownloop.intervals import wilson_interval, z_for
 from ownloop.profile import ReferenceProfile
 
 __all__ = [
@@ -123,10 +124,6 @@ def calibrate(proba: np.ndarray, calibration: Calibration | None) -> np.ndarray:
     return np.where(s > 0, out / np.where(s > 0, s, 1.0), proba)
 
 
-def _z(level: float) -> float:
-    return float(stats.norm.ppf(0.5 + level / 2))
-
-
 def _ratio(a: np.ndarray | float, b: np.ndarray | float) -> Any:
     a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     return np.where(b_arr > 0, a_arr / np.where(b_arr > 0, b_arr, 1.0), np.nan)
@@ -179,7 +176,7 @@ def estimate_from_partial(
             )
             for m in names
         ]
-    z = _z(level)
+    z = z_for(level)
     if n_classes != 2:
         acc = pred_c / n
         half = z * np.sqrt(max(pred_c - pred_c2, 0.0)) / n
@@ -232,15 +229,6 @@ def estimate_from_partial(
     return out
 
 
-def _wilson(p: float, n: float, z: float) -> tuple[float, float]:
-    if n <= 0:
-        return 0.0, 1.0
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return float(max(centre - half, 0.0)), float(min(centre + half, 1.0))
-
-
 def realised_performance(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -274,11 +262,10 @@ def realised_performance(
             )
             for m in names
         ]
-    z = _z(level)
     correct = (y_true == y_pred).astype(float)
     acc = float((w * correct).sum() / w.sum())
     n_eff = float(w.sum() ** 2 / (w * w).sum())
-    lo, hi = _wilson(acc, n_eff, z)
+    lo, hi = wilson_interval(acc * n_eff, n_eff, level)
     acc_method = (
         "weighted accuracy, Wilson interval on Kish effective n"
         if weighted
@@ -380,7 +367,7 @@ def regression_performance(
     w = np.ones(n) if weights is None else np.where(np.isfinite(weights), weights, 1.0)
     w = w / w.sum()
     n_eff = 1.0 / float((w * w).sum())
-    z = _z(level)
+    z = z_for(level)
     out = []
     for name, err in (("mae", np.abs(y_pred - y_true)), ("rmse", (y_pred - y_true) ** 2)):
         m = float((w * err).sum())

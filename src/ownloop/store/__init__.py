@@ -116,10 +116,10 @@ class Store:
             return set()
         return {int(v) for v in conn.execute(sa.select(tables.schema_versions.c.version)).scalars()}
 
-    def pending_migrations(self) -> list[int]:
+    def pending_migrations(self, applied: set[int] | None = None) -> list[int]:
         """Migrations this code has that the database has not applied (gaps included)."""
-        applied = self.applied_migrations()
-        return [m.number for m in all_migrations() if m.number not in applied]
+        done = self.applied_migrations() if applied is None else applied
+        return [m.number for m in all_migrations() if m.number not in done]
 
     def ensure_schema(self) -> None:
         """Create a fresh database; refuse to touch one that is behind or ahead of this code."""
@@ -132,7 +132,7 @@ class Store:
                 f"metadata schema at {safe_url(self.url)} is at version {current}, newer than "
                 f"this ownloop knows ({latest}); upgrade ownloop (pip install -U ownloop)"
             )
-        elif self.pending_migrations():
+        elif self.pending_migrations(applied):
             raise SchemaOutOfDateError(self._out_of_date_message(current))
 
     def _has_foreign_tables(self) -> bool:
