@@ -533,6 +533,17 @@ class PredictionLogger:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._last_warning = -1.0e9
+        self._last_error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """False while the most recent write failed (until a later write succeeds)."""
+        return self._last_error is None
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the most recent write failed, or None when it succeeded."""
+        return self._last_error
 
     def start(self) -> PredictionLogger:
         if self._thread is None:
@@ -597,6 +608,7 @@ class PredictionLogger:
                 self.stats.queued -= n
                 self.stats.dropped += n
                 self.stats.write_errors += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
             log.warning(
                 "prediction log write failed for model '%s' (%s): dropped %d rows; "
                 "check free space and permissions of %s",
@@ -610,6 +622,7 @@ class PredictionLogger:
             self.stats.queued -= n
             self.stats.flushed += n
             self.stats.segments += len(files)
+            self._last_error = None
         return n
 
     def _run(self) -> None:
