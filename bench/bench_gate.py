@@ -66,8 +66,8 @@ def _setup(folder: Path, rows: int, resamples: int) -> Workspace:
         {"max_iter": 150, "learning_rate": 0.05},
     ):
         ws.registry.register(
-            "churn",
             make_model(**params).fit(X, y),
+            name="churn",
             owner="risk",
             reference=train.head(5000),
             target="churned",

@@ -58,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home, Workspace(Config(home=Path(home))) as ws:
         ws.registry.add_team("bench")
         t0 = time.perf_counter()
-        ws.registry.register("bench", model, owner="bench", reference=df, target="label")
+        ws.registry.register(model, name="bench", owner="bench", reference=df, target="label")
         print(
             f"register with reference (skops save + verify, digest, profile, store): "
             f"{time.perf_counter() - t0:.2f} s"

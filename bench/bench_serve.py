@@ -167,8 +167,8 @@ def register_ownloop(home: Path) -> None:
     with Workspace(Config(home=home, user="bench")) as ws:
         ws.registry.add_team("bench", members=["bench"])
         v = ws.registry.register(
-            "gbc",
             make_model(),
+            name="gbc",
             owner="bench",
             reference=reference,
             target="target",

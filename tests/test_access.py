@@ -32,7 +32,7 @@ def test_registry_checks_the_actor(
         admin.registry.add_team("risk")
         admin.registry.add_team("growth")
         admin.registry.register(
-            "churn", churn_model, owner="risk", reference=churn_data, target="churned"
+            churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
     with Workspace(config, actor=Actor("bob", teams=frozenset({"growth"}))) as outsider:
         with pytest.raises(PermissionDeniedError, match="alias.set"):

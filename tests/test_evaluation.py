@@ -116,7 +116,7 @@ def churn(ws: Workspace, team: str, models: tuple[Any, Any, pd.DataFrame], tmp_p
     """churn@1 = production, churn@2 = candidate; a held-out file; returns the folder."""
     good, weak, train = models
     for m in (good, weak):
-        ws.registry.register("churn", m, owner=team, reference=train, target="churned")
+        ws.registry.register(m, name="churn", owner=team, reference=train, target="churned")
     ws.registry.set_alias("churn", "production", 1)
     make_churn_data(1200, seed=22).to_parquet(tmp_path / "holdout.parquet")
     return tmp_path
@@ -459,11 +459,11 @@ def test_regressor_gate_with_ranges_and_numeric_perturbations(
     train = _house_prices(1500, seed=1)
     X, y = train[["size", "rooms"]], train["price"]
     ws.registry.register(
-        "price", LinearRegression().fit(X, y), owner=team, reference=train, target="price"
+        LinearRegression().fit(X, y), name="price", owner=team, reference=train, target="price"
     )
     ws.registry.register(
-        "price",
         LinearRegression().fit(X[["size", "rooms"]].assign(rooms=0), y),
+        name="price",
         owner=team,
         reference=train,
         target="price",

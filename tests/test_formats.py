@@ -50,10 +50,12 @@ def test_skops_file_with_untrusted_types_needs_trust(
     path = tmp_path / "model.skops"
     sio.dump(churn_model, path)
     with pytest.raises(UnsafeFormatError, match=f"nobody has trusted: {TREE}.*--trust {TREE}"):
-        ws.registry.register("churn", path=path, owner=team, reference=churn_data, target="churned")
+        ws.registry.register(
+            name="churn", path=path, owner=team, reference=churn_data, target="churned"
+        )
     assert ws.registry.list_models() == []
     v = ws.registry.register(
-        "churn", path=path, owner=team, reference=churn_data, target="churned", trust=[TREE]
+        name="churn", path=path, owner=team, reference=churn_data, target="churned", trust=[TREE]
     )
     assert v.trusted_types == (TREE,)
     X = churn_data.drop(columns="churned").head(10)
@@ -70,7 +72,9 @@ def test_onnx_model(
     (tmp_path / "m.onnx").write_bytes(
         to_onnx(model, X.to_numpy(np.float32)[:1]).SerializeToString()
     )
-    v = ws.registry.register("lr", path=tmp_path / "m.onnx", owner=team, reference=data, target="y")
+    v = ws.registry.register(
+        name="lr", path=tmp_path / "m.onnx", owner=team, reference=data, target="y"
+    )
     assert v.artifact_format == "onnx"
     assert v.signature.task == "classification" and v.signature.classes == (0, 1)
     loaded = ws.registry.load("lr@1")
@@ -80,7 +84,7 @@ def test_onnx_model(
 def test_broken_onnx_file_is_a_clear_error(ws: Workspace, team: str, tmp_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(b"these bytes are not a protobuf graph")
     with pytest.raises(InvalidInputError, match="not a valid ONNX model"):
-        ws.registry.register("m", path=tmp_path / "m.onnx", owner=team)
+        ws.registry.register(name="m", path=tmp_path / "m.onnx", owner=team)
     assert ws.registry.list_models() == []
 
 
@@ -90,9 +94,11 @@ def test_pickle_is_refused_without_opt_in(
     data, model = numeric
     (tmp_path / "m.pkl").write_bytes(pickle.dumps(model))
     with pytest.raises(InvalidInputError, match="runs arbitrary code.*--allow-unsafe-pickle"):
-        ws.registry.register("lr", path=tmp_path / "m.pkl", owner=team, reference=data, target="y")
+        ws.registry.register(
+            name="lr", path=tmp_path / "m.pkl", owner=team, reference=data, target="y"
+        )
     v = ws.registry.register(
-        "lr",
+        name="lr",
         path=tmp_path / "m.pkl",
         owner=team,
         reference=data,
@@ -111,9 +117,9 @@ def test_joblib_with_opt_in(
     data, model = numeric
     joblib.dump(model, tmp_path / "m.joblib", compress=3)
     with pytest.raises(InvalidInputError, match="joblib file"):
-        ws.registry.register("lr", path=tmp_path / "m.joblib", owner=team)
+        ws.registry.register(name="lr", path=tmp_path / "m.joblib", owner=team)
     v = ws.registry.register(
-        "lr",
+        name="lr",
         path=tmp_path / "m.joblib",
         owner=team,
         reference=data,
@@ -131,7 +137,7 @@ def test_malicious_pickle_never_runs_on_default_register(
     (tmp_path / "evil.joblib").write_bytes(pickle.dumps(Evil(marker)))
     for name in ("evil.pkl", "evil.joblib"):
         with pytest.raises(InvalidInputError, match="was not loaded"):
-            ws.registry.register("evil", path=tmp_path / name, owner=team)
+            ws.registry.register(name="evil", path=tmp_path / name, owner=team)
     result = CliRunner().invoke(
         cli, ["register", "evil", str(tmp_path / "evil.pkl"), "--owner", team], env=env_for(config)
     )
@@ -147,7 +153,7 @@ def test_malicious_pickle_swapped_in_for_an_artifact_never_runs_on_load(
     data, model = numeric
     (tmp_path / "m.pkl").write_bytes(pickle.dumps(model))
     for kw in ({"model": model}, {"path": tmp_path / "m.pkl", "allow_unsafe_pickle": True}):
-        v = ws.registry.register("lr", owner=team, reference=data, target="y", **kw)  # type: ignore[arg-type]
+        v = ws.registry.register(name="lr", owner=team, reference=data, target="y", **kw)  # type: ignore[arg-type]
         marker = tmp_path / f"pwned-{v.version}"
         ws.artifacts.path(v.artifact_digest).write_bytes(pickle.dumps(Evil(marker)))
         with pytest.raises(IntegrityError, match="altered on disk"):
@@ -173,12 +179,12 @@ def test_files_that_are_not_models(
     else:
         path.write_bytes(content)
     with pytest.raises(InvalidInputError, match=message):
-        ws.registry.register("m", path=path, owner=team)
+        ws.registry.register(name="m", path=path, owner=team)
     assert ws.registry.list_models() == []
 
 
 def test_missing_file_and_folder(ws: Workspace, team: str, tmp_path: Path) -> None:
     with pytest.raises(NotFoundError, match="does not exist"):
-        ws.registry.register("m", path=tmp_path / "nope.skops", owner=team)
+        ws.registry.register(name="m", path=tmp_path / "nope.skops", owner=team)
     with pytest.raises(InvalidInputError, match="is a folder"):
-        ws.registry.register("m", path=tmp_path, owner=team)
+        ws.registry.register(name="m", path=tmp_path, owner=team)

@@ -23,7 +23,9 @@ from tests.conftest import env_for
 @pytest.fixture
 def logged(ws: Workspace, team: str, churn_model: Any, churn_data: pd.DataFrame) -> list[str]:
     """Ten logged predictions of churn (a registered model)."""
-    ws.registry.register("churn", churn_model, owner=team, reference=churn_data, target="churned")
+    ws.registry.register(
+        churn_model, name="churn", owner=team, reference=churn_data, target="churned"
+    )
     ids = new_ids(10)
     now = ws.clock.now()
     table = pa.table(

@@ -27,7 +27,9 @@ T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 @pytest.fixture
 def logged(ws: Workspace, team: str, churn_model: object, churn_data: pd.DataFrame) -> Workspace:
     """churn@1 with two hours logged: 08:00-09:00 like the reference, 09:00-10:00 drifted."""
-    ws.registry.register("churn", churn_model, owner=team, reference=churn_data, target="churned")
+    ws.registry.register(
+        churn_model, name="churn", owner=team, reference=churn_data, target="churned"
+    )
     ws.registry.set_alias("churn", "production", 1)
     ws.clock = FrozenClock(T0 + timedelta(hours=2))
     ws.monitor.clock = ws.clock
@@ -292,7 +294,7 @@ def test_regression_model_gets_prediction_drift_and_realised_error(
     reg = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(
         data.drop(columns="monthly_charges"), data["monthly_charges"]
     )
-    ws.registry.register("charges", reg, owner=team, reference=data, target="monthly_charges")
+    ws.registry.register(reg, name="charges", owner=team, reference=data, target="monthly_charges")
     frame = make_churn_data(800, seed=32, shift=1.0)
     logged = log_predictions(ws, "charges@1", frame, T0, step=timedelta(seconds=1))
     labels = pa.table(

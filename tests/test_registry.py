@@ -21,7 +21,7 @@ from ownloop.registry import git_commit
 
 def _register(ws: Workspace, model: object, data: pd.DataFrame, **kw: object) -> object:
     return ws.registry.register(
-        "churn", model, owner="risk", reference=data, target="churned", **kw
+        model, name="churn", owner="risk", reference=data, target="churned", **kw
     )  # type: ignore[arg-type]
 
 
@@ -76,13 +76,13 @@ def test_new_model_needs_an_owner(
     ws: Workspace, team: str, churn_model: object, churn_data: pd.DataFrame
 ) -> None:
     with pytest.raises(InvalidInputError, match="needs an owning team: pass --owner TEAM"):
-        ws.registry.register("churn", churn_model, reference=churn_data, target="churned")
+        ws.registry.register(churn_model, name="churn", reference=churn_data, target="churned")
     assert ws.registry.list_models() == []
 
 
 def test_owner_of_unknown_team(ws: Workspace, churn_model: object) -> None:
     with pytest.raises(NotFoundError, match="team 'nobody' does not exist"):
-        ws.registry.register("churn", churn_model, owner="nobody")
+        ws.registry.register(churn_model, name="churn", owner="nobody")
 
 
 def test_versions_count_up_and_keep_lineage(
@@ -91,7 +91,7 @@ def test_versions_count_up_and_keep_lineage(
     v1 = _register(
         ws, churn_model, churn_data, metrics={"auc": np.float64(0.8)}, description="first"
     )
-    v2 = ws.registry.register("churn", churn_model)  # owner known from now on
+    v2 = ws.registry.register(churn_model, name="churn")  # owner known from now on
     assert (v1.version, v2.version) == (1, 2)  # type: ignore[attr-defined]
     got = ws.registry.get_version("churn@1")
     assert got.owner == "risk"
@@ -132,7 +132,9 @@ def test_signature_from_reference(
 
 def test_signature_from_feature_names_without_reference(ws: Workspace, team: str) -> None:
     X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
-    v = ws.registry.register("lin", LinearRegression().fit(X, [0.0, 1.0, 2.0, 3.0]), owner="risk")
+    v = ws.registry.register(
+        LinearRegression().fit(X, [0.0, 1.0, 2.0, 3.0]), name="lin", owner="risk"
+    )
     assert v.signature.feature_names == ["a", "b"]
     assert v.signature.task == "regression"
     assert v.profile_digest is None
@@ -143,7 +145,7 @@ def test_signature_from_feature_names_without_reference(ws: Workspace, team: str
 def test_model_without_inputs_known_needs_a_reference(ws: Workspace, team: str) -> None:
     model = LogisticRegression().fit(np.array([[0.0], [1.0], [2.0], [3.0]]), [0, 0, 1, 1])
     with pytest.raises(InvalidInputError, match="pass reference data"):
-        ws.registry.register("m", model, owner="risk")
+        ws.registry.register(model, name="m", owner="risk")
 
 
 def test_reference_columns_must_match_the_model(
@@ -156,7 +158,7 @@ def test_reference_columns_must_match_the_model(
         _register(ws, churn_model, bad)
     with pytest.raises(InvalidInputError, match="target column 'label' is not in the reference"):
         ws.registry.register(
-            "churn", churn_model, owner="risk", reference=churn_data, target="label"
+            churn_model, name="churn", owner="risk", reference=churn_data, target="label"
         )
     assert ws.registry.list_models() == []
 
@@ -169,24 +171,28 @@ def test_reference_file_paths(
     (tmp_path / "empty.parquet").write_bytes(b"")
     (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
     a = ws.registry.register(
-        "churn", churn_model, owner="risk", reference=tmp_path / "train.parquet", target="churned"
+        churn_model,
+        name="churn",
+        owner="risk",
+        reference=tmp_path / "train.parquet",
+        target="churned",
     )
     b = ws.registry.register(
-        "churn", churn_model, reference=tmp_path / "train.csv", target="churned"
+        churn_model, name="churn", reference=tmp_path / "train.csv", target="churned"
     )
     assert a.data_digest != b.data_digest and a.signature == b.signature
     with pytest.raises(NotFoundError, match="does not exist"):
-        ws.registry.register("churn", churn_model, reference=tmp_path / "nope.parquet")
+        ws.registry.register(churn_model, name="churn", reference=tmp_path / "nope.parquet")
     with pytest.raises(InvalidInputError, match="is empty"):
-        ws.registry.register("churn", churn_model, reference=tmp_path / "empty.parquet")
+        ws.registry.register(churn_model, name="churn", reference=tmp_path / "empty.parquet")
     with pytest.raises(InvalidInputError, match="cannot read"):
-        ws.registry.register("churn", churn_model, reference=tmp_path / "junk.parquet")
+        ws.registry.register(churn_model, name="churn", reference=tmp_path / "junk.parquet")
     assert ws.registry.get_model("churn").latest_version == 2
 
 
 def test_object_without_predict_is_not_a_model(ws: Workspace, team: str) -> None:
     with pytest.raises(InvalidInputError, match="no predict method"):
-        ws.registry.register("m", {"weights": [1, 2]}, owner="risk")
+        ws.registry.register({"weights": [1, 2]}, name="m", owner="risk")
 
 
 def test_code_commit_inside_a_repo(tmp_path: Path) -> None:
@@ -238,7 +244,7 @@ def test_reference_profile_matches_known_distributions(ws: Workspace, team: str)
         make_column_transformer((OrdinalEncoder(), ["c"]), remainder="passthrough"),
         HistGradientBoostingClassifier(max_iter=5),
     ).fit(df[["x", "c"]], df["y"])
-    ws.registry.register("m", model, owner="risk", reference=df, target="y")
+    ws.registry.register(model, name="m", owner="risk", reference=df, target="y")
     p = ws.registry.load_profile("m")
     x, c = p.features["x"], p.features["c"]
     assert p.row_count == n
@@ -258,8 +264,8 @@ def test_reference_profile_matches_known_distributions(ws: Workspace, team: str)
 def test_profile_of_a_regressor(ws: Workspace, team: str) -> None:
     X = pd.DataFrame({"a": np.arange(100.0)})
     v = ws.registry.register(
-        "r",
         LinearRegression().fit(X, 2 * X["a"]),
+        name="r",
         owner="risk",
         reference=X.assign(t=2 * X["a"]),
         target="t",
@@ -342,7 +348,7 @@ def test_transfer_is_audited(
     with pytest.raises(
         ConflictError, match="owned by team 'growth', not 'risk'.*ownloop transfer churn --to risk"
     ):
-        ws.registry.register("churn", churn_model, owner="risk")
+        ws.registry.register(churn_model, name="churn", owner="risk")
 
 
 def test_every_state_change_is_audited(

@@ -36,13 +36,13 @@ def served(
     with Workspace(config) as ws:
         ws.registry.add_team("risk", members=["tester"])
         v = ws.registry.register(
-            "churn", churn_model, owner="risk", reference=churn_data, target="churned"
+            churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
         ws.registry.set_alias("churn", "production", v.version)
         X, y = churn_data.drop(columns="churned"), churn_data["churned"]
         other = make_model(max_iter=3).fit(X, y)
         b = ws.registry.register(
-            "broken", other, owner="risk", reference=churn_data, target="churned"
+            other, name="broken", owner="risk", reference=churn_data, target="churned"
         )
         ws.registry.set_alias("broken", "production", b.version)
         path = ws.artifacts.path(b.artifact_digest)
@@ -525,7 +525,7 @@ def test_model_errors_are_400_for_input_and_500_for_bugs(tmp_path: Path) -> None
     reference = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
     with Workspace(Config(home=tmp_path / "home", user="tester")) as ws:
         ws.registry.add_team("risk", members=["tester"])
-        ws.registry.register("moody", Moody(), owner="risk", reference=reference, target="y")
+        ws.registry.register(Moody(), name="moody", owner="risk", reference=reference, target="y")
         ws.registry.set_alias("moody", "production", 1)
         with running(ws) as url, httpx.Client(base_url=url) as c:
             assert (
@@ -552,7 +552,7 @@ def test_serves_and_labels_on_each_store(
 ) -> None:
     """The same round trip with the metadata store on SQLite and on PostgreSQL."""
     v = ws.registry.register(
-        "churn", churn_model, owner=team, reference=churn_data, target="churned"
+        churn_model, name="churn", owner=team, reference=churn_data, target="churned"
     )
     ws.registry.set_alias("churn", "production", v.version)
     with running(ws) as url, httpx.Client(base_url=url) as c:
@@ -572,7 +572,7 @@ def test_server_is_ready_when_every_model_is(
     with Workspace(Config(home=tmp_path / "home", user="tester")) as ws:
         ws.registry.add_team("risk")
         ws.registry.register(
-            "churn", churn_model, owner="risk", reference=churn_data, target="churned"
+            churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
         ws.registry.set_alias("churn", "production", 1)
         with running(ws) as url:

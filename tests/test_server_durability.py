@@ -27,7 +27,7 @@ def home(tmp_path: Path, churn_model: Any, churn_data: pd.DataFrame) -> Config:
     with Workspace(config) as ws:
         ws.registry.add_team("risk", members=["tester"])
         v = ws.registry.register(
-            "churn", churn_model, owner="risk", reference=churn_data, target="churned"
+            churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
         ws.registry.set_alias("churn", "production", v.version)
     return config

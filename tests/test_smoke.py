@@ -9,7 +9,7 @@ def test_register_and_load_round_trip(
     ws: Workspace, team: str, churn_model: object, churn_data: pd.DataFrame
 ) -> None:
     v = ws.registry.register(
-        "churn", churn_model, owner=team, reference=churn_data, target="churned"
+        churn_model, name="churn", owner=team, reference=churn_data, target="churned"
     )
     assert v.version == 1
     loaded = ws.registry.load("churn@1")

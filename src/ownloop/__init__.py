@@ -97,8 +97,8 @@ def register(
     """
     with _use(workspace) as ws:
         return ws.registry.register(
-            name,
             model,
+            name=name,
             path=path,
             owner=owner,
             reference=reference,

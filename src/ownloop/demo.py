@@ -136,8 +136,8 @@ def _step_register(
         model = make_model(**params).fit(X, y)
         acc = accuracy_score(valid["churned"], model.predict(valid.drop(columns="churned")))
         v = ws.registry.register(
-            "churn",
             model,
+            name="churn",
             owner="risk",
             reference=train,
             target="churned",

@@ -345,9 +345,9 @@ class Registry:
 
     def register(
         self,
-        name: str,
         model: Any = None,
         *,
+        name: str,
         path: str | Path | None = None,
         owner: str | None = None,
         reference: pd.DataFrame | str | Path | None = None,
@@ -361,7 +361,7 @@ class Registry:
     ) -> ModelVersion:
         """Store a model (a live object or a file) as the next version of ``name``.
 
-        >>> reg.register("churn", clf, owner="risk", reference=train_df, target="churned")  # doctest: +SKIP
+        >>> reg.register(clf, name="churn", owner="risk", reference=train_df, target="churned")  # doctest: +SKIP
         """
         validate_name("model", name)
         if owner is not None:

@@ -181,7 +181,7 @@ def register(
 ) -> None:
     """Register MODEL_FILE (skops, ONNX; pickle only with opt-in) as the next version of NAME."""
     v = workspace().registry.register(
-        name,
+        name=name,
         path=model_file,
         owner=owner,
         reference=reference,
