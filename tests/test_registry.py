@@ -75,7 +75,7 @@ def test_bad_routes_are_refused(ws: Workspace, field: str, value: str) -> None:
 def test_new_model_needs_an_owner(
     ws: Workspace, team: str, churn_model: object, churn_data: pd.DataFrame
 ) -> None:
-    with pytest.raises(InvalidInputError, match="needs an owning team: pass --owner TEAM"):
+    with pytest.raises(InvalidInputError, match="needs an owning team: pass owner=TEAM"):
         ws.registry.register(churn_model, name="churn", reference=churn_data, target="churned")
     assert ws.registry.list_models() == []
 

@@ -6,14 +6,22 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ownloop.errors import IntegrityError, InvalidInputError, NotFoundError
+from ownloop.errors import (
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    StoreUnavailableError,
+)
 
-__all__ = ["Artifact", "ArtifactStore", "fsync_path", "sha256_bytes", "sha256_file"]
+__all__ = ["Artifact", "ArtifactStore", "Staged", "fsync_path", "sha256_bytes", "sha256_file"]
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # always fullmatch: "$" accepts a trailing newline
 _CHUNK = 1 << 20
 
 
@@ -35,6 +43,18 @@ class Artifact:
     size: int
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A complete, hashed copy under a temporary name, waiting for :meth:`ArtifactStore.commit`."""
+
+    path: Path
+    digest: str
+    size: int
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file's or a folder's entry to disk (a folder after a rename in it)."""
     fd = os.open(path, os.O_RDONLY)
@@ -51,7 +71,7 @@ class ArtifactStore:
         self.root = root
 
     def path(self, digest: str) -> Path:
-        if not _DIGEST.match(digest):
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             raise InvalidInputError(
                 f"'{digest}' is not a sha256 digest (64 lowercase hex characters)"
             )
@@ -60,38 +80,90 @@ class ArtifactStore:
     def put_bytes(self, data: bytes) -> Artifact:
         digest = sha256_bytes(data)
         target = self.path(digest)
-        if not self._intact(target, digest):
-            self._atomic_write(target, [data])
+        with self._writing():
+            if not self._intact(target, digest):
+                self._atomic_write(target, [data])
         return Artifact(digest, len(data))
 
-    def put_file(self, source: Path) -> Artifact:
+    def put_file(self, source: Path, max_bytes: int | None = None) -> Artifact:
         """Copy ``source`` in, hashing as it streams; the final name appears only when complete."""
-        staging = self.root / "tmp"
-        staging.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=staging)
+        return self.commit(self.stage_file(source, max_bytes))
+
+    def stage_file(self, source: Path, max_bytes: int | None = None) -> Staged:
+        """Stream ``source`` into a temporary file here, hashing in chunks; nothing is final yet.
+
+        ``max_bytes`` is enforced while copying, so a file that grows (or a device that never
+        ends) is cut off rather than read whole.
+        """
+        with self._writing():
+            staging = self.root / "tmp"
+            staging.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=staging)
         h, size = hashlib.sha256(), 0
         try:
             with os.fdopen(fd, "wb") as out, source.open("rb") as src:
                 while chunk := src.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
                     size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            target = self.path(h.hexdigest())
-            if self._intact(target, h.hexdigest()):
-                Path(tmp).unlink()
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)
-                fsync_path(target.parent)
+                    if max_bytes is not None and size > max_bytes:
+                        raise PayloadTooLargeError(
+                            f"{source} is larger than {max_bytes:,} bytes, the limit "
+                            "(OWNLOOP_MAX_MODEL_BYTES); raise the limit if the file is right"
+                        )
+                    h.update(chunk)
+                    with self._writing():
+                        out.write(chunk)
+                with self._writing():
+                    out.flush()
+                    os.fsync(out.fileno())
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return Artifact(h.hexdigest(), size)
+        return Staged(Path(tmp), h.hexdigest(), size)
+
+    def stage_bytes(self, data: bytes) -> Staged:
+        """Bytes held in memory, staged like a file (see :meth:`stage_file`)."""
+        with self._writing():
+            staging = self.root / "tmp"
+            staging.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=staging)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return Staged(Path(tmp), sha256_bytes(data), len(data))
+
+    def commit(self, staged: Staged) -> Artifact:
+        """Give a staged file its final, content-addressed name (or drop it if that exists intact)."""
+        target = self.path(staged.digest)
+        try:
+            with self._writing():
+                if self._intact(target, staged.digest):
+                    staged.path.unlink()
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staged.path, target)
+                    fsync_path(target.parent)
+        except BaseException:
+            staged.path.unlink(missing_ok=True)
+            raise
+        return Artifact(staged.digest, staged.size)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"cannot write to the artifacts folder {self.root}: {exc.strerror or exc}; "
+                "make it a writable folder, or point OWNLOOP_HOME at one"
+            ) from exc
 
     def _intact(self, target: Path, digest: str) -> bool:
-        return target.exists() and sha256_file(target) == digest
+        return target.is_file() and sha256_file(target) == digest
 
     def _atomic_write(self, target: Path, chunks: list[bytes]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)

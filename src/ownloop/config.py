@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
-from ownloop.errors import InvalidInputError
+from ownloop.errors import InvalidInputError, StoreUnavailableError
 
 __all__ = ["Config"]
 
@@ -57,6 +57,7 @@ class Config:
     cpu_hour_price: float = 0.05
     max_body_bytes: int = 8 * 1024 * 1024
     max_json_depth: int = 32
+    max_model_bytes: int = 2 << 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -71,10 +72,26 @@ class Config:
             cpu_hour_price=_number(env, "OWNLOOP_CPU_HOUR_PRICE", 0.05, float, 0.0, 1e6),
             max_body_bytes=_number(env, "OWNLOOP_MAX_BODY_BYTES", 8 << 20, int, 1024, 1 << 34),
             max_json_depth=_number(env, "OWNLOOP_MAX_JSON_DEPTH", 32, int, 2, 1000),
+            max_model_bytes=_number(env, "OWNLOOP_MAX_MODEL_BYTES", 2 << 30, int, 1024, 1 << 40),
         )
 
     def with_home(self, home: Path | str) -> Config:
         return replace(self, home=Path(home).expanduser().absolute())
+
+    def ensure_home(self) -> Path:
+        """Create the home folder; a clear error when it is a file or cannot be created."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"cannot use {self.home} as the ownloop home: {exc.strerror or exc}; "
+                "point OWNLOOP_HOME at a writable folder"
+            ) from exc
+        if not self.home.is_dir():
+            raise StoreUnavailableError(
+                f"{self.home} is not a folder; point OWNLOOP_HOME at a writable folder"
+            )
+        return self.home
 
     @property
     def db_url(self) -> str:

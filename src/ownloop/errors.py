@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyExistsError",
+    "ConcurrentChangeError",
     "ConflictError",
     "GateFailedError",
     "IntegrityError",
@@ -69,6 +70,13 @@ class ConflictError(OwnloopError):
 
     http_status = 409
     code = "conflict"
+
+
+class ConcurrentChangeError(ConflictError):
+    """Another request changed the same rows at the same moment; nothing was written, try again."""
+
+    code = "concurrent_change"
+    retriable = True
 
 
 class GateFailedError(ConflictError):

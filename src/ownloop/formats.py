@@ -10,15 +10,27 @@ import io
 import json
 import pickle
 import zipfile
+import zlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ownloop.errors import InvalidInputError, UnsafeFormatError
+from ownloop.errors import InvalidInputError, PayloadTooLargeError, UnsafeFormatError
 
-__all__ = ["FORMATS", "OnnxModel", "detect_format", "dump_skops", "load_model", "untrusted_types"]
+__all__ = [
+    "FORMATS",
+    "OnnxModel",
+    "check_archive",
+    "detect_format",
+    "dump_skops",
+    "load_model",
+    "read_header",
+    "sniff_format",
+    "untrusted_types",
+]
 
 FORMATS = ("skops", "onnx", "pickle", "joblib")
 PICKLE_FORMATS = frozenset({"pickle", "joblib"})
@@ -26,25 +38,92 @@ PICKLE_FORMATS = frozenset({"pickle", "joblib"})
 _COMPRESSED = (b"\x78", b"\x1f\x8b", b"\xfd7zXZ", b"BZh", b"\x04\x22\x4d\x18")
 
 
-def detect_format(data: bytes, filename: str | None = None) -> str:
-    """Name the format of a model file from its bytes (and extension for ONNX); never loads it."""
+HEADER_BYTES = 64
+_CHUNK = 1 << 20
+_PROTOCOL_0_1 = b"(c]})"  # first opcodes of protocol 0/1 pickles: MARK, GLOBAL, EMPTY_LIST, ...
+
+
+def read_header(path: Path) -> bytes:
+    """The first bytes of a file: enough to name its format without reading the rest."""
+    with path.open("rb") as f:
+        return f.read(HEADER_BYTES)
+
+
+def sniff_format(header: bytes, filename: str | None = None) -> str:
+    """Name a model file's format from its first bytes (and extension): ``zip``, ``onnx``,
+    ``pickle`` or ``joblib``. A ``zip`` is a skops file only once :func:`check_archive` says so."""
     name = (filename or "").lower()
-    if not data:
-        raise InvalidInputError(f"model file {filename or ''} is empty".replace("  ", " "))
-    if data[:4] == b"PK\x03\x04":
-        if _is_skops(data):
-            return "skops"
-        raise InvalidInputError(f"{filename or 'model file'} is a zip archive but not a skops file")
-    if name.endswith(".onnx"):
+    shown = filename or "model file"
+    if not header:
+        raise InvalidInputError(f"{shown} is empty")
+    if header[:4] == b"PK\x03\x04":
+        return "zip"
+    if _looks_like_onnx(header):
         return "onnx"
-    if data[:1] == b"\x80" and len(data) > 1 and 2 <= data[1] <= 5:
+    if name.endswith(".onnx"):
+        raise InvalidInputError(f"{shown} is named .onnx but does not start like an ONNX model")
+    pickled = header[:1] == b"\x80" and len(header) > 1 and 2 <= header[1] <= 5
+    legacy = name.endswith((".pkl", ".pickle", ".joblib")) and header[:1] in _PROTOCOL_0_1
+    if pickled or legacy:
         return "joblib" if name.endswith(".joblib") else "pickle"
-    if name.endswith((".joblib", ".pkl", ".pickle")) and data.startswith(_COMPRESSED):
+    if name.endswith((".joblib", ".pkl", ".pickle")) and header.startswith(_COMPRESSED):
         return "joblib"
     raise InvalidInputError(
-        f"{filename or 'model file'} is not a model file ownloop can read: expected skops (.skops), "
-        "ONNX (.onnx), or pickle/joblib (with --allow-unsafe-pickle)"
+        f"{shown} is not a model file ownloop can read: expected skops (.skops), "
+        "ONNX (.onnx), or pickle/joblib (with allow_unsafe_pickle=True)"
     )
+
+
+def _looks_like_onnx(header: bytes) -> bool:
+    """An ONNX ModelProto starts with field 1 (ir_version, a small varint), then another field."""
+    if len(header) < 3 or header[0] != 0x08 or not 1 <= header[1] <= 0x7F:
+        return False
+    field, wire = header[2] >> 3, header[2] & 7
+    return 2 <= field <= 20 and wire in (0, 2)
+
+
+def check_archive(path: Path, max_bytes: int, filename: str | None = None) -> str:
+    """Make sure a zip is a skops file whose members inflate to at most ``max_bytes``.
+
+    The zip directory's sizes are checked first; then every member is inflated in chunks and
+    counted, so an archive whose directory understates its sizes is refused too.
+    """
+    shown = filename or path.name
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if "schema.json" not in {i.filename for i in infos}:
+                raise InvalidInputError(f"{shown} is a zip archive but not a skops file")
+            _refuse_if_over(sum(i.file_size for i in infos), max_bytes, shown)
+            total = 0
+            for info in infos:
+                with zf.open(info) as member:
+                    while chunk := member.read(_CHUNK):
+                        total += len(chunk)
+                        _refuse_if_over(total, max_bytes, shown)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise InvalidInputError(f"{shown} is a damaged zip archive: {exc}") from exc
+    return "skops"
+
+
+def _refuse_if_over(size: int, max_bytes: int, shown: str) -> None:
+    if size > max_bytes:
+        raise PayloadTooLargeError(
+            f"{shown} inflates to more than {max_bytes:,} bytes, the limit "
+            "(OWNLOOP_MAX_MODEL_BYTES); it was not loaded. Raise the limit if you trust the file"
+        )
+
+
+def detect_format(data: bytes, filename: str | None = None) -> str:
+    """Name the format of model bytes held in memory (a live object's skops dump, a test)."""
+    fmt = sniff_format(data[:HEADER_BYTES], filename)
+    if fmt == "zip":
+        if not _is_skops(data):
+            raise InvalidInputError(
+                f"{filename or 'model file'} is a zip archive but not a skops file"
+            )
+        return "skops"
+    return fmt
 
 
 def _is_skops(data: bytes) -> bool:
@@ -95,7 +174,8 @@ def load_model(
         if not allow_pickle:
             raise UnsafeFormatError(
                 f"this file is a {fmt}, which can run arbitrary code when loaded; convert it to "
-                "skops (skops.io.dump) or ONNX, or pass --allow-unsafe-pickle if you trust its source"
+                "skops (skops.io.dump) or ONNX, or register it with allow_unsafe_pickle=True if you "
+                "trust its source"
             )
         if fmt == "joblib":
             import joblib
@@ -110,10 +190,9 @@ def _load_skops(data: bytes, trusted: Sequence[str]) -> Any:
 
     extra = [t for t in untrusted_types(data) if t not in set(trusted)]
     if extra:
-        flags = " ".join(f"--trust {t}" for t in extra)
         raise UnsafeFormatError(
             f"the skops file contains types nobody has trusted: {', '.join(extra)}; "
-            f"check them, then register with {flags}"
+            f"check them, then register with trust={extra!r}"
         )
     try:
         return sio.loads(data, trusted=list(trusted))
@@ -152,8 +231,10 @@ class OnnxModel:
         self._inputs = self._session.get_inputs()
         self._outputs = [o.name for o in self._session.get_outputs()]
         self.classes_: np.ndarray | None = None
+        self.input_types: dict[str, str | None] | None = None
         if len(self._inputs) > 1:
             self.feature_names_in_ = np.array([i.name for i in self._inputs], dtype=object)
+            self.input_types = {i.name: _FEATURE_TYPES.get(i.type) for i in self._inputs}
         elif self._inputs[0].shape and isinstance(self._inputs[0].shape[-1], int):
             self.n_features_in_ = int(self._inputs[0].shape[-1])
 
@@ -194,6 +275,17 @@ class OnnxModel:
         if self.classes_ is None:
             self.classes_ = np.arange(arr.shape[1])
         return arr
+
+
+_FEATURE_TYPES = {
+    "tensor(float)": "float",
+    "tensor(double)": "float",
+    "tensor(float16)": "float",
+    "tensor(int64)": "integer",
+    "tensor(int32)": "integer",
+    "tensor(string)": "string",
+    "tensor(bool)": "boolean",
+}
 
 
 def _onnx_dtype(onnx_type: str) -> Any:

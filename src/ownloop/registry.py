@@ -15,16 +15,26 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ownloop.access import Actor, authorize
-from ownloop.artifacts import ArtifactStore
+from ownloop.artifacts import ArtifactStore, Staged
 from ownloop.clock import Clock
 from ownloop.datasets import file_digest, frame_digest, read_frame
 from ownloop.errors import (
     AlreadyExistsError,
+    ConcurrentChangeError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    PayloadTooLargeError,
 )
-from ownloop.formats import PICKLE_FORMATS, detect_format, dump_skops, load_model, untrusted_types
+from ownloop.formats import (
+    PICKLE_FORMATS,
+    check_archive,
+    dump_skops,
+    load_model,
+    read_header,
+    sniff_format,
+    untrusted_types,
+)
 from ownloop.names import VersionRef, parse_ref, validate_alias, validate_name
 from ownloop.profile import ReferenceProfile, compute_profile
 from ownloop.signature import Signature, infer_signature
@@ -33,12 +43,15 @@ from ownloop.store import tables as t
 
 __all__ = ["AliasEvent", "AuditEntry", "Model", "ModelVersion", "Registry", "Team"]
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Matched with fullmatch: "$" would let a trailing newline through.
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_URL = re.compile(r"https?://[^\s/?#]+([/?#]\S*)?")
 _UNSET: Any = object()
+DEFAULT_MAX_MODEL_BYTES = 2 << 30
 _RETRIES = 5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Team:
     name: str
     email: str | None
@@ -48,8 +61,11 @@ class Team:
     created_at: datetime
     created_by: str
 
+    def __repr__(self) -> str:
+        return f"Team(name={self.name!r}, members={list(self.members)!r}, email={self.email!r})"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class Model:
     name: str
     owner: str
@@ -59,8 +75,14 @@ class Model:
     created_at: datetime
     created_by: str
 
+    def __repr__(self) -> str:
+        return (
+            f"Model(name={self.name!r}, owner={self.owner!r}, "
+            f"latest_version={self.latest_version}, aliases={self.aliases!r})"
+        )
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class ModelVersion:
     model: str
     version: int
@@ -86,8 +108,15 @@ class ModelVersion:
     def ref(self) -> str:
         return f"{self.model}@{self.version}"
 
+    def __repr__(self) -> str:
+        return (
+            f"ModelVersion(name={self.model!r}, version={self.version}, "
+            f"format={self.artifact_format!r}, gate={self.gate_status!r}, "
+            f"aliases={list(self.aliases)!r})"
+        )
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class AuditEntry:
     at: datetime
     actor: str
@@ -96,6 +125,12 @@ class AuditEntry:
     model: str | None
     before: Any
     after: Any
+
+    def __repr__(self) -> str:
+        return (
+            f"AuditEntry(at='{self.at:%Y-%m-%d %H:%M:%S}', actor={self.actor!r}, "
+            f"action={self.action!r}, target={self.target!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -110,7 +145,7 @@ class AliasEvent:
 def _check_url(kind: str, url: str | None) -> str | None:
     if url is None or url == "":
         return None
-    if not re.match(r"^https?://[^\s/]+", url):
+    if not _URL.fullmatch(url):
         raise InvalidInputError(f"{kind} '{url}' is not an http(s) URL")
     return url
 
@@ -118,7 +153,7 @@ def _check_url(kind: str, url: str | None) -> str | None:
 def _check_email(email: str | None) -> str | None:
     if email is None or email == "":
         return None
-    if not _EMAIL.match(email):
+    if not _EMAIL.fullmatch(email):
         raise InvalidInputError(f"email '{email}' is not a valid address")
     return email
 
@@ -167,11 +202,20 @@ def git_commit(cwd: Path | None = None) -> str | None:
 class Registry:
     """Registry operations; every change writes its audit row in the same transaction."""
 
-    def __init__(self, store: Store, artifacts: ArtifactStore, clock: Clock, actor: Actor) -> None:
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactStore,
+        clock: Clock,
+        actor: Actor,
+        *,
+        max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+    ) -> None:
         self.store = store
         self.artifacts = artifacts
         self.clock = clock
         self.actor = actor
+        self.max_model_bytes = max_model_bytes
 
     # -- teams ----------------------------------------------------------------------------
 
@@ -193,6 +237,16 @@ class Registry:
             "slack_webhook_url": _check_url("Slack webhook", slack_webhook_url),
         }
         members = [validate_name("member", m) for m in members]
+        try:
+            self._insert_team(name, values, members)
+        except ConcurrentChangeError as exc:  # another add_team of the same name won the race
+            raise AlreadyExistsError(
+                f"team '{name}' already exists (created a moment ago by another request); "
+                f"see 'ownloop team show {name}'"
+            ) from exc
+        return self.get_team(name)
+
+    def _insert_team(self, name: str, values: dict[str, Any], members: list[str]) -> None:
         now = self.clock.now()
         with self.store.write() as conn:
             if self._team_row(conn, name) is not None:
@@ -216,7 +270,6 @@ class Registry:
                 target=f"team:{name}",
                 after={**values, "members": list(dict.fromkeys(members))},
             )
-        return self.get_team(name)
 
     def update_team(
         self,
@@ -255,6 +308,13 @@ class Registry:
     def add_member(self, team: str, member: str) -> Team:
         validate_name("member", member)
         authorize(self.actor, "team.update", validate_name("team", team))
+        try:
+            self._insert_member(team, member)
+        except ConcurrentChangeError as exc:  # the same member added by a concurrent request
+            raise AlreadyExistsError(f"'{member}' is already a member of team '{team}'") from exc
+        return self.get_team(team)
+
+    def _insert_member(self, team: str, member: str) -> None:
         now = self.clock.now()
         with self.store.write() as conn:
             row = self._require_team(conn, team)
@@ -276,9 +336,9 @@ class Registry:
                 target=f"team:{team}",
                 after={"member": member},
             )
-        return self.get_team(team)
 
     def remove_member(self, team: str, member: str) -> Team:
+        validate_name("member", member)
         authorize(self.actor, "team.update", validate_name("team", team))
         now = self.clock.now()
         with self.store.write() as conn:
@@ -352,6 +412,7 @@ class Registry:
         owner: str | None = None,
         reference: pd.DataFrame | str | Path | None = None,
         target: str | None = None,
+        signature: Signature | Mapping[str, Any] | str | Path | None = None,
         trust: Sequence[str] = (),
         allow_unsafe_pickle: bool = False,
         params: Mapping[str, Any] | None = None,
@@ -361,6 +422,10 @@ class Registry:
     ) -> ModelVersion:
         """Store a model (a live object or a file) as the next version of ``name``.
 
+        The feature names and types come from ``signature`` (a Signature, a dict or a JSON/YAML
+        file), from ``reference`` data, or from the model itself when it records them; ownloop
+        never guesses them.
+
         >>> reg.register(clf, name="churn", owner="risk", reference=train_df, target="churned")  # doctest: +SKIP
         """
         validate_name("model", name)
@@ -368,11 +433,51 @@ class Registry:
             validate_name("team", owner)
         self._check_owner(name, owner)
         if (model is None) == (path is None):
-            raise InvalidInputError("pass exactly one of a model object or a model file path")
-        raw, fmt, trusted = self._model_bytes(model, path, trust, allow_unsafe_pickle)
-        # Load the stored bytes back (for a live object too): a version that cannot be loaded
-        # must never be registered.
-        loaded = load_model(raw, fmt, trusted=trusted, allow_pickle=allow_unsafe_pickle)
+            raise InvalidInputError(
+                "pass exactly one of a model object or a model file path (path=)"
+            )
+        staged, fmt, trusted = self._stage_model(model, path, trust, allow_unsafe_pickle)
+        try:
+            return self._register_staged(
+                staged,
+                fmt,
+                trusted,
+                model,
+                name=name,
+                owner=owner,
+                reference=reference,
+                target=target,
+                signature=signature,
+                params=params,
+                lineage={
+                    "metrics": _json_safe(dict(metrics or {})),
+                    "description": description,
+                    "code_commit": code_commit if code_commit is not None else git_commit(),
+                },
+            )
+        finally:
+            staged.discard()  # gone already when committed; removes the copy otherwise
+
+    def _register_staged(
+        self,
+        staged: Staged,
+        fmt: str,
+        trusted: list[str],
+        model: Any,
+        *,
+        name: str,
+        owner: str | None,
+        reference: pd.DataFrame | str | Path | None,
+        target: str | None,
+        signature: Signature | Mapping[str, Any] | str | Path | None,
+        params: Mapping[str, Any] | None,
+        lineage: dict[str, Any],
+    ) -> ModelVersion:
+        # Load the staged bytes back (for a live object too): a version that cannot be loaded
+        # must never be registered, and what was loaded is exactly what will be stored.
+        loaded = load_model(
+            staged.path.read_bytes(), fmt, trusted=trusted, allow_pickle=fmt in PICKLE_FORMATS
+        )
         live = model if model is not None else loaded
         if not hasattr(live, "predict"):
             raise InvalidInputError(
@@ -381,16 +486,17 @@ class Registry:
         ref_frame, data_digest = self._reference(reference)
         if ref_frame is not None and target is not None and target not in ref_frame.columns:
             raise InvalidInputError(
-                f"target column '{target}' is not in the reference data (columns: {', '.join(map(str, ref_frame.columns))})"
+                f"target column '{target}' is not in the reference data "
+                f"(columns: {', '.join(map(str, ref_frame.columns))}); name the label column with target="
             )
-        signature = infer_signature(live, ref_frame, target)
+        sig = infer_signature(live, ref_frame, target, signature)
         profile_digest = None
         if ref_frame is not None:
-            profile = compute_profile(live, ref_frame, signature)
+            profile = compute_profile(live, ref_frame, sig)
             profile_digest = self.artifacts.put_bytes(profile.to_bytes()).digest
         # The artifact is complete on disk before any row points at it: a crash here leaves at
         # most an unreferenced file, never a version without its artifact.
-        artifact = self.artifacts.put_bytes(raw)
+        artifact = self.artifacts.commit(staged)
         model_params = params if params is not None else _get_params(live)
         values = {
             "artifact_digest": artifact.digest,
@@ -399,13 +505,11 @@ class Registry:
             "trusted_types": list(trusted),
             "unsafe_pickle": fmt in PICKLE_FORMATS,
             "data_digest": data_digest,
-            "code_commit": code_commit if code_commit is not None else git_commit(),
             "params": _json_safe(dict(model_params)),
-            "metrics": _json_safe(dict(metrics or {})),
-            "description": description,
-            "signature": signature.to_dict(),
+            "signature": sig.to_dict(),
             "profile_digest": profile_digest,
             "gate_status": "not_evaluated",
+            **lineage,
         }
         number = self._insert_version(name, owner, values)
         return self.get_version(VersionRef(name, version=number))
@@ -417,7 +521,7 @@ class Registry:
                 if owner is None:
                     raise InvalidInputError(
                         f"model '{name}' is new and every model needs an owning team: pass "
-                        "--owner TEAM (see 'ownloop team list', or create one with 'ownloop team add')"
+                        "owner=TEAM (see 'ownloop team list', or create one with 'ownloop team add')"
                     )
                 self._require_team(conn, owner)
                 authorize(self.actor, "model.register", owner)
@@ -430,27 +534,43 @@ class Registry:
             )
         authorize(self.actor, "model.register", current)
 
-    def _model_bytes(
+    def _stage_model(
         self, model: Any, path: str | Path | None, trust: Sequence[str], allow_pickle: bool
-    ) -> tuple[bytes, str, list[str]]:
+    ) -> tuple[Staged, str, list[str]]:
+        """The model's bytes under a temporary name in the artifact store, with format and trust.
+
+        A file is never read whole before its format is known: the header names it, pickles
+        are refused before a byte is copied, and size limits hold while streaming.
+        """
         if model is not None:
             raw = dump_skops(model)
+            if len(raw) > self.max_model_bytes:
+                raise PayloadTooLargeError(
+                    f"the model saves to {len(raw):,} bytes, over the limit of "
+                    f"{self.max_model_bytes:,} (OWNLOOP_MAX_MODEL_BYTES)"
+                )
             # The person registering a live object created it: its types are trusted for this version.
-            return raw, "skops", untrusted_types(raw)
+            return self.artifacts.stage_bytes(raw), "skops", untrusted_types(raw)
         p = Path(str(path))
         if not p.exists():
             raise NotFoundError(f"model file {p} does not exist")
         if p.is_dir():
             raise InvalidInputError(f"{p} is a folder; pass the model file itself")
-        raw = p.read_bytes()
-        fmt = detect_format(raw, p.name)
+        fmt = sniff_format(read_header(p), p.name)
         if fmt in PICKLE_FORMATS and not allow_pickle:
             raise InvalidInputError(
                 f"{p} is a {fmt} file, which runs arbitrary code when loaded; it was not loaded. "
-                "Save the model with skops or ONNX, or pass --allow-unsafe-pickle if you trust its source"
+                "Save the model with skops or ONNX, or pass allow_unsafe_pickle=True if you trust its source"
             )
+        staged = self.artifacts.stage_file(p, self.max_model_bytes)
+        try:
+            if fmt == "zip":
+                fmt = check_archive(staged.path, self.max_model_bytes, p.name)
+        except BaseException:
+            staged.discard()
+            raise
         trusted = [validate_type_name(x) for x in trust] if fmt == "skops" else []
-        return raw, fmt, sorted(set(trusted))
+        return staged, fmt, sorted(set(trusted))
 
     def _reference(
         self, reference: pd.DataFrame | str | Path | None
@@ -472,12 +592,12 @@ class Registry:
         for _ in range(_RETRIES - 1):
             try:
                 return self._insert_version_once(name, owner, values)
-            except sa.exc.IntegrityError:
+            except ConcurrentChangeError:
                 continue
         try:
             return self._insert_version_once(name, owner, values)
-        except sa.exc.IntegrityError as exc:
-            raise ConflictError(
+        except ConcurrentChangeError as exc:
+            raise ConcurrentChangeError(
                 f"registering '{name}' kept colliding with concurrent registrations; try again"
             ) from exc
 
@@ -487,7 +607,7 @@ class Registry:
             row = self._model_row(conn, name)
             if row is None:
                 if owner is None:
-                    raise InvalidInputError(f"model '{name}' is new: pass --owner TEAM")
+                    raise InvalidInputError(f"model '{name}' is new: pass owner=TEAM")
                 team = self._require_team(conn, owner)
                 model_id = conn.execute(
                     t.models.insert().values(
@@ -560,7 +680,16 @@ class Registry:
     def _require_model(self, conn: sa.Connection, name: str) -> sa.Row[Any]:
         row = self._model_row(conn, name)
         if row is None:
-            raise NotFoundError(f"model '{name}' does not exist; see 'ownloop models'")
+            known = conn.execute(
+                sa.select(t.models.c.name).order_by(t.models.c.name).limit(21)
+            ).scalars()
+            names = list(known)
+            hint = (
+                "no models are registered yet"
+                if not names
+                else "known models: " + ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+            )
+            raise NotFoundError(f"model '{name}' does not exist ({hint}); see 'ownloop models'")
         return row
 
     def get_model(self, name: str) -> Model:
@@ -685,7 +814,7 @@ class Registry:
         if version.profile_digest is None:
             raise NotFoundError(
                 f"{version.ref} was registered without reference data, so it has no reference profile; "
-                "register it again with --reference"
+                "register it again with reference data"
             )
         return ReferenceProfile.from_bytes(self.artifacts.read(version.profile_digest))
 
@@ -723,13 +852,21 @@ class Registry:
         target = self.get_version(
             VersionRef(validate_name("model", name), version=_version_number(version))
         )
+        try:
+            self._write_alias(name, alias, target.version)
+        except ConcurrentChangeError:
+            # A concurrent set_alias created the alias first; this one now moves it.
+            self._write_alias(name, alias, target.version)
+        return self.get_version(VersionRef(name, version=target.version))
+
+    def _write_alias(self, name: str, alias: str, number: int) -> None:
         now = self.clock.now()
         with self.store.write() as conn:
             model = self._require_model(conn, name)
             authorize(self.actor, "alias.set", model.owner)
             version_id = conn.execute(
                 sa.select(t.versions.c.id).where(
-                    t.versions.c.model_id == model.id, t.versions.c.version == target.version
+                    t.versions.c.model_id == model.id, t.versions.c.version == number
                 )
             ).scalar_one()
             previous = self._aliases(conn, model.id).get(alias)
@@ -749,8 +886,7 @@ class Registry:
                     .where(t.aliases.c.model_id == model.id, t.aliases.c.alias == alias)
                     .values(version_id=version_id, updated_at=now, updated_by=self.actor.name)
                 )
-            self._record_alias(conn, model.id, name, alias, target.version, previous, now)
-        return self.get_version(VersionRef(name, version=target.version))
+            self._record_alias(conn, model.id, name, alias, number, previous, now)
 
     def delete_alias(self, name: str, alias: str) -> None:
         validate_name("alias", alias)
@@ -816,6 +952,8 @@ class Registry:
         if model is not None:
             query = query.where(t.audit.c.model == validate_name("model", model))
         with self.store.read() as conn:
+            if model is not None:
+                self._require_model(conn, model)
             rows = conn.execute(query).all()
         return [
             AuditEntry(aware(r.at), r.actor, r.action, r.target, r.model, r.before, r.after)
@@ -826,7 +964,7 @@ class Registry:
 def _version_number(version: int | str) -> int:
     if isinstance(version, int) and version > 0:
         return version
-    if isinstance(version, str) and version.isdigit() and int(version) > 0:
+    if isinstance(version, str) and version.isascii() and version.isdigit() and int(version) > 0:
         return int(version)
     raise InvalidInputError(f"version must be a positive whole number, not {version!r}")
 

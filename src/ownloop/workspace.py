@@ -34,10 +34,16 @@ class Workspace:
         self.config = config if config is not None else Config.from_env()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.actor = actor if actor is not None else Actor.local(self.config.user)
-        self.config.home.mkdir(parents=True, exist_ok=True)
+        self.config.ensure_home()
         self.store = Store(self.config.db_url, check_schema=check_schema)
         self.artifacts = ArtifactStore(self.config.artifacts_dir)
-        self.registry = Registry(self.store, self.artifacts, self.clock, self.actor)
+        self.registry = Registry(
+            self.store,
+            self.artifacts,
+            self.clock,
+            self.actor,
+            max_model_bytes=self.config.max_model_bytes,
+        )
         self.evaluations = Evaluations(self.registry)
         self.monitor = Monitor(self.store, self.registry, self.config, self.clock, self.actor)
 

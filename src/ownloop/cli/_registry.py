@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ownloop.cli._app import cli, console, echo_json, table, when, workspace
-from ownloop.errors import NotFoundError
+from ownloop.errors import NotFoundError, OwnloopError
 from ownloop.registry import ModelVersion, Team
 from ownloop.store.migrations import latest_version
 
@@ -143,6 +146,12 @@ def _print_team(t: Team) -> None:
 )
 @click.option("--target", help="Label column in the reference data.")
 @click.option(
+    "--signature",
+    "signature_file",
+    type=click.Path(path_type=Path),
+    help='Feature names and types (JSON or YAML): {"features": [{"name": "age", "type": "float"}]}.',
+)
+@click.option(
     "--trust", multiple=True, help="A skops type you have checked and trust (repeatable)."
 )
 @click.option(
@@ -172,6 +181,7 @@ def register(
     owner: str | None,
     reference: Path | None,
     target: str | None,
+    signature_file: Path | None,
     trust: tuple[str, ...],
     allow_unsafe_pickle: bool,
     metrics: tuple[str, ...],
@@ -179,19 +189,25 @@ def register(
     description: str | None,
     as_json: bool,
 ) -> None:
-    """Register MODEL_FILE (skops, ONNX; pickle only with opt-in) as the next version of NAME."""
-    v = workspace().registry.register(
-        name=name,
-        path=model_file,
-        owner=owner,
-        reference=reference,
-        target=target,
-        trust=trust,
-        allow_unsafe_pickle=allow_unsafe_pickle,
-        metrics=_pairs(metrics, numeric=True),
-        params=_pairs(params) if params else None,
-        description=description,
-    )
+    """Register MODEL_FILE (skops, ONNX; pickle only with opt-in) as the next version of NAME.
+
+    Feature types come from --signature, from --reference, or from the model when it records
+    them (a pipeline's ColumnTransformer, ONNX inputs).
+    """
+    with _flags():
+        v = workspace().registry.register(
+            name=name,
+            path=model_file,
+            owner=owner,
+            reference=reference,
+            target=target,
+            signature=signature_file,
+            trust=trust,
+            allow_unsafe_pickle=allow_unsafe_pickle,
+            metrics=_pairs(metrics, numeric=True),
+            params=_pairs(params) if params else None,
+            description=description,
+        )
     if as_json:
         echo_json(v)
         return
@@ -202,6 +218,38 @@ def register(
         console.print(
             "[yellow]warning:[/] this version is a pickle; loading it runs code from the file"
         )
+
+
+# The library's messages name Python arguments; on the command line they are flags.
+_FLAGS = [
+    ("reference=, a DataFrame or a Parquet/CSV file", "--reference FILE, Parquet or CSV"),
+    ("signature=, a Signature, a dict or a JSON/YAML file", "--signature FILE, JSON or YAML"),
+    ("allow_unsafe_pickle=True", "--allow-unsafe-pickle"),
+    ("owner=TEAM", "--owner TEAM"),
+    ("reference=", "--reference"),
+    ("signature=", "--signature"),
+    ("target=", "--target"),
+    ("(path=)", "(MODEL_FILE)"),
+]
+
+
+def cli_words(message: str) -> str:
+    """A register error in command-line terms: ``target=`` becomes ``--target``, and so on."""
+    for python, flag in _FLAGS:
+        message = message.replace(python, flag)
+    return re.sub(
+        r"trust=\[([^\]]*)\]",
+        lambda m: " ".join(f"--trust {t.strip()}" for t in m.group(1).replace("'", "").split(",")),
+        message,
+    )
+
+
+@contextmanager
+def _flags() -> Iterator[None]:
+    try:
+        yield
+    except OwnloopError as exc:
+        raise type(exc)(cli_words(exc.message)) from exc
 
 
 def _pairs(items: tuple[str, ...], numeric: bool = False) -> dict[str, Any]:

@@ -12,12 +12,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ownloop.errors import SchemaOutOfDateError, StoreUnavailableError
+from ownloop.errors import ConcurrentChangeError, SchemaOutOfDateError, StoreUnavailableError
 from ownloop.store import _schema as tables
 from ownloop.store._engine import create_engine, safe_url
+from ownloop.store._limits import check_statement, length_limit
 from ownloop.store.migrations import all_migrations, latest_version
 
-__all__ = ["Store", "aware", "tables"]
+__all__ = ["Store", "aware", "length_limit", "tables"]
 
 
 def aware(value: datetime) -> datetime:
@@ -31,6 +32,7 @@ class Store:
     def __init__(self, url: str, *, check_schema: bool = True) -> None:
         self.url = url
         self.engine = create_engine(url)
+        sa.event.listen(self.engine, "before_cursor_execute", _check_lengths)
         if check_schema:
             try:
                 self.ensure_schema()
@@ -68,12 +70,20 @@ class Store:
     def _translate(self) -> Iterator[None]:
         try:
             yield
+        except sa.exc.IntegrityError as exc:
+            # Two writers passed the same "does it exist?" check (PostgreSQL, READ COMMITTED);
+            # the constraint stopped the second. Its transaction rolled back whole.
+            raise ConcurrentChangeError(
+                "another change to the same record was committed at the same moment, so this one "
+                f"was not written ({_constraint(exc)}); run it again"
+            ) from exc
         except sa.exc.OperationalError as exc:
             if "no such table" in str(exc) or "does not exist" in str(exc.orig):
                 raise SchemaOutOfDateError(self._out_of_date_message()) from exc
             raise StoreUnavailableError(
                 f"metadata store {safe_url(self.url)} is unavailable: {exc.orig}; "
-                "check that the database is reachable and not locked by another tool"
+                "check that the database is reachable, its folder exists and is writable, "
+                "and it is not locked by another tool"
             ) from exc
 
     def audit(
@@ -177,3 +187,23 @@ class Store:
                     )
                     applied.append(migration.number)
         return applied
+
+
+def _check_lengths(
+    _conn: sa.Connection,
+    _cursor: Any,
+    _statement: str,
+    _parameters: Any,
+    context: Any,
+    _executemany: bool,
+) -> None:
+    check_statement(context)
+
+
+def _constraint(exc: sa.exc.IntegrityError) -> str:
+    """The violated constraint's name (PostgreSQL) or the database's one-line reason (SQLite)."""
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name:
+        return f"constraint {name}"
+    return str(exc.orig).splitlines()[0] if exc.orig is not None else "a unique constraint"

@@ -43,7 +43,7 @@ def create_engine(url: str) -> sa.Engine:
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(Path(url.database))
     engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -67,6 +67,22 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _make_folder(database: Path) -> None:
+    folder = database.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailableError(
+            f"cannot create the folder {folder} for the SQLite database {database}: "
+            f"{exc.strerror or exc}; point OWNLOOP_DB_URL (or OWNLOOP_HOME) at a writable folder"
+        ) from exc
+    if not folder.is_dir():
+        raise StoreUnavailableError(
+            f"{folder} is not a folder, so the SQLite database {database} cannot live there; "
+            "point OWNLOOP_DB_URL (or OWNLOOP_HOME) at a writable folder"
+        )
 
 
 def _postgres_engine(url: sa.URL) -> sa.Engine:
