@@ -185,3 +185,17 @@ monitor_results = sa.Table(
     sa.Column("n", sa.BigInteger),
     sa.Column("detail", sa.Text),
 )
+
+# Indexes the migrations create; declared here too, so the declared schema is the whole schema.
+sa.Index("ix_alias_history_model_alias", alias_history.c.model_id, alias_history.c.alias)
+sa.Index("ix_audit_model_at", audit.c.model, audit.c.at)
+sa.Index("ix_audit_at", audit.c.at)
+sa.Index("ix_evaluations_version", evaluations.c.version_id, evaluations.c.id)
+sa.Index("ix_monitor_runs_model_end", monitor_runs.c.model, monitor_runs.c.window_end)
+sa.Index(
+    "ix_monitor_results_model_kind_end",
+    monitor_results.c.model,
+    monitor_results.c.kind,
+    monitor_results.c.window_end,
+)
+sa.Index("ix_monitor_results_run", monitor_results.c.run_id)
