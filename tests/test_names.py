@@ -95,7 +95,7 @@ def test_ordinary_feature_names_pass(name: str) -> None:
 
 
 def test_feature_name_limit_is_the_column_that_stores_it() -> None:
-    assert MAX_FEATURE_NAME_LENGTH == tables.monitor_results.c.name.type.length  # type: ignore[attr-defined]
+    assert tables.monitor_results.c.name.type.length == MAX_FEATURE_NAME_LENGTH  # type: ignore[attr-defined]
     with pytest.raises(InvalidInputError, match="250 characters; the limit is 200"):
         validate_feature_name("f" * 250)
 
