@@ -166,3 +166,65 @@ def test_team_commands(run: object) -> None:
     assert team["members"] == ["ana", "bob"]
     assert team["slack_webhook_url"] == "https://hooks.example.com/x"
     assert run("team", "set", "risk").exit_code == 2  # type: ignore[operator]
+
+
+def test_audit_of_an_unknown_model_names_the_known_ones(
+    run: object, files: tuple[Path, Path]
+) -> None:
+    model, train = files
+    run("team", "add", "risk")  # type: ignore[operator]
+    r = run(
+        "register",
+        "churn",
+        str(model),
+        "--owner",
+        "risk",
+        "--reference",
+        str(train),
+        "--target",
+        "churned",
+        "--trust",
+        TREE,
+    )  # type: ignore[operator]
+    assert r.exit_code == 0, r.output
+    typo = run("audit", "--model", "chrun")  # type: ignore[operator]
+    assert typo.exit_code == 1
+    assert "model 'chrun' does not exist (known models: churn)" in typo.stderr
+    assert typo.stdout == ""
+    assert run("audit", "--model", "churn").exit_code == 0  # type: ignore[operator]
+
+
+def test_register_errors_name_flags_not_python_arguments(
+    run: object, files: tuple[Path, Path]
+) -> None:
+    model, train = files
+    run("team", "add", "risk")  # type: ignore[operator]
+    r = run(
+        "register",
+        "churn",
+        str(model),
+        "--owner",
+        "risk",
+        "--reference",
+        str(train),
+        "--target",
+        "label",
+        "--trust",
+        TREE,
+    )  # type: ignore[operator]
+    assert r.exit_code == 1
+    assert "with --target" in r.stderr and "target=" not in r.stderr
+    r = run("register", "churn", str(model), "--owner", "risk")  # type: ignore[operator]
+    assert r.exit_code == 1
+    assert f"register with --trust {TREE}" in r.stderr and "trust=" not in r.stderr
+
+
+def test_register_of_a_name_ending_in_a_newline_is_refused(
+    run: object, files: tuple[Path, Path]
+) -> None:
+    model, _ = files
+    run("team", "add", "risk")  # type: ignore[operator]
+    r = run("register", "nl\n", str(model), "--owner", "risk", "--trust", TREE)  # type: ignore[operator]
+    assert r.exit_code == 1 and "model name 'nl\n' is not allowed" in r.stderr
+    r = run("alias", "set", "m", "production\n", "1")  # type: ignore[operator]
+    assert r.exit_code == 1 and "alias name" in r.stderr

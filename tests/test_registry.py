@@ -360,3 +360,29 @@ def test_every_state_change_is_audited(
     assert [e.action for e in log] == ["alias.set", "version.register", "model.create"]
     assert all(e.actor == "tester" and e.at.tzinfo is not None for e in log)
     assert log[1].after["artifact_digest"] == ws.registry.get_version("churn@1").artifact_digest
+
+
+def test_entities_have_short_reprs(
+    ws: Workspace, team: str, churn_model: object, churn_data: pd.DataFrame
+) -> None:
+    _register(ws, churn_model, churn_data)
+    ws.registry.set_alias("churn", "production", 1)
+    v = ws.registry.get_version("churn@1")
+    assert repr(v) == (
+        "ModelVersion(name='churn', version=1, format='skops', gate='not_evaluated', "
+        "aliases=['production'])"
+    )
+    assert repr(ws.registry.get_model("churn")) == (
+        "Model(name='churn', owner='risk', latest_version=1, aliases={'production': 1})"
+    )
+    assert repr(ws.registry.get_team("risk")) == (
+        "Team(name='risk', members=['tester'], email='risk@example.com')"
+    )
+    entry = ws.registry.audit_log(model="churn")[0]
+    assert repr(entry).startswith("AuditEntry(at='") and "action='alias.set'" in repr(entry)
+    assert max(len(repr(x)) for x in (v, entry)) < 200
+
+
+def test_audit_log_of_an_unknown_model_is_not_found(ws: Workspace, team: str) -> None:
+    with pytest.raises(NotFoundError, match=r"model 'typo' does not exist \(no models"):
+        ws.registry.audit_log(model="typo")

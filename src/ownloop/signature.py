@@ -328,6 +328,11 @@ def infer_signature(
     if data is not None:
         features = _explicit_features(data)
         _agree(inputs, features, "the signature")
+        n = getattr(model, "n_features_in_", None)
+        if inputs.names is None and n is not None and int(n) != len(features):
+            raise InvalidInputError(
+                f"the model takes {n} features but the signature names {len(features)}"
+            )
         if reference is not None:
             _agree_reference(features, reference)
         target = target if target is not None else data.get("target")
