@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from sklearn.linear_model import LogisticRegression
 
 from ownloop import Config, Workspace
+from ownloop.artifacts import sha256_file
 from ownloop.store import tables
 from tests.conftest import env_for
 
@@ -80,11 +82,26 @@ def _check_invariant(ws: Workspace) -> int:
     return len(rows)
 
 
+def _kill_when(proc: subprocess.Popen[bytes], seen: Callable[[], bool]) -> bool:
+    """SIGKILL ``proc`` the moment ``seen()`` is true; False when it finished first."""
+    while proc.poll() is None:
+        if seen():
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def _temp_in(folder: Path) -> Callable[[], bool]:
+    return lambda: folder.is_dir() and any(p.name.startswith(".tmp-") for p in folder.rglob("*"))
+
+
 def test_register_killed_half_way_leaves_nothing_half_written(
     config: Config, tmp_path: Path
 ) -> None:
     rng = np.random.default_rng(1)
-    n = 400_000
+    n = 100_000
     X = pd.DataFrame({f"x{i}": rng.normal(size=n) for i in range(8)})
     y = (X["x0"] + X["x1"] > 0).astype(int)
     sio.dump(LogisticRegression().fit(X.head(5000), y.head(5000)), tmp_path / "m.skops")
@@ -105,25 +122,44 @@ def test_register_killed_half_way_leaves_nothing_half_written(
         "--target",
         "y",
     ]
-    start = time.monotonic()
-    subprocess.run(cmd, env=env_for(config), check=True, capture_output=True, timeout=120)
-    full = time.monotonic() - start
-    killed = 0
-    for fraction in (0.2, 0.4, 0.55, 0.7, 0.8, 0.9, 0.97):
+    artifacts = config.artifacts_dir
+    model_file = artifacts / "sha256" / sha256_file(tmp_path / "m.skops")[:2]
+    final = model_file / sha256_file(tmp_path / "m.skops")
+    moments = {
+        # the model file is being copied and hashed into a temporary name
+        "staging": _temp_in(artifacts / "tmp"),
+        # the reference profile is being written under a temporary name
+        "profile": _temp_in(artifacts / "sha256"),
+        # the model artifact has its final name; its version row is not committed yet
+        "committed": final.exists,
+    }
+    killed: dict[str, bool] = {}
+    for moment, seen in moments.items():
+        final.unlink(missing_ok=True)  # so "committed" waits for this run's rename
         proc = subprocess.Popen(
             cmd, env=env_for(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(full * fraction)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            killed += 1
-        proc.wait(timeout=60)
+        try:
+            killed[moment] = _kill_when(proc, seen)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=60)
         with Workspace(config) as ws:
             _check_invariant(ws)
-    assert killed >= 3, "the register finished before it could be killed; the test proves nothing"
+    print(f"killed at: {killed}")
+    # The staged copy lives while the profile is computed: that kill cannot be missed.
+    assert killed["staging"], f"the register finished before its artifact was staged: {killed}"
+    with Workspace(config) as ws:
+        before = [v.version for v in ws.registry.list_versions("big")] if _has(ws, "big") else []
     # The store is not left locked or damaged: the next register works and counts on.
-    subprocess.run(cmd, env=env_for(config), check=True, capture_output=True, timeout=120)
+    subprocess.run(cmd, env=env_for(config), check=True, capture_output=True, timeout=300)
     with Workspace(config) as ws:
         versions = [v.version for v in ws.registry.list_versions("big")]
-        assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 2
+        assert versions == [*before, len(before) + 1]
+        assert versions == list(range(1, len(versions) + 1))
         assert _check_invariant(ws) == len(versions)
+
+
+def _has(ws: Workspace, model: str) -> bool:
+    return model in [m.name for m in ws.registry.list_models()]
