@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +61,18 @@ def test_missing_artifact(tmp_path: Path) -> None:
 def test_paths_are_built_only_from_digests(tmp_path: Path, digest: str) -> None:
     with pytest.raises(InvalidInputError, match="not a sha256 digest"):
         ArtifactStore(tmp_path).path(digest)
+
+
+def test_staged_copies_left_by_a_killed_process_are_swept_after_a_day(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")
+    staging = tmp_path / "artifacts" / "tmp"
+    staging.mkdir(parents=True)
+    old, fresh = staging / ".tmp-old", staging / ".tmp-fresh"
+    old.write_bytes(b"left by a SIGKILL two days ago")
+    fresh.write_bytes(b"another register is copying this one now")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    staged = store.stage_bytes(b"model")
+    assert not old.exists() and fresh.exists()
+    assert store.commit(staged).digest == store.put_bytes(b"model").digest
+    assert sorted(p.name for p in staging.iterdir()) == [".tmp-fresh"]

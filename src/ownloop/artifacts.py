@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ __all__ = ["Artifact", "ArtifactStore", "Staged", "fsync_path", "sha256_bytes", 
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")  # always fullmatch: "$" accepts a trailing newline
 _CHUNK = 1 << 20
+STALE_STAGED_S = 24 * 3600
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -96,9 +98,7 @@ class ArtifactStore:
         ends) is cut off rather than read whole.
         """
         with self._writing():
-            staging = self.root / "tmp"
-            staging.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=staging)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self._staging())
         h, size = hashlib.sha256(), 0
         try:
             with os.fdopen(fd, "wb") as out, source.open("rb") as src:
@@ -123,9 +123,7 @@ class ArtifactStore:
     def stage_bytes(self, data: bytes) -> Staged:
         """Bytes held in memory, staged like a file (see :meth:`stage_file`)."""
         with self._writing():
-            staging = self.root / "tmp"
-            staging.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=staging)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self._staging())
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)
@@ -135,6 +133,19 @@ class ArtifactStore:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         return Staged(Path(tmp), sha256_bytes(data), len(data))
+
+    def _staging(self) -> Path:
+        """The staging folder, swept of copies a killed process left behind (older than a day)."""
+        staging = self.root / "tmp"
+        staging.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - STALE_STAGED_S
+        for old in staging.glob(".tmp-*"):
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except FileNotFoundError:  # another process swept it first
+                continue
+        return staging
 
     def commit(self, staged: Staged) -> Artifact:
         """Give a staged file its final, content-addressed name (or drop it if that exists intact)."""

@@ -73,6 +73,8 @@ class Store:
         except sa.exc.IntegrityError as exc:
             # Two writers passed the same "does it exist?" check (PostgreSQL, READ COMMITTED);
             # the constraint stopped the second. Its transaction rolled back whole.
+            if not _is_race(exc):
+                raise
             raise ConcurrentChangeError(
                 "another change to the same record was committed at the same moment, so this one "
                 f"was not written ({_constraint(exc)}); run it again"
@@ -198,6 +200,17 @@ def _check_lengths(
     _executemany: bool,
 ) -> None:
     check_statement(context)
+
+
+_RACE_SQLSTATES = {"23505", "23503"}  # unique violation, foreign key violation
+_RACE_SQLITE = ("UNIQUE constraint failed", "FOREIGN KEY constraint failed")
+
+
+def _is_race(exc: sa.exc.IntegrityError) -> bool:
+    """A unique or foreign-key violation: what two concurrent writers cause (not a NOT NULL bug)."""
+    if getattr(exc.orig, "sqlstate", None) in _RACE_SQLSTATES:
+        return True
+    return str(exc.orig).startswith(_RACE_SQLITE)
 
 
 def _constraint(exc: sa.exc.IntegrityError) -> str:
