@@ -53,20 +53,22 @@ def test_sigterm_flushes_every_prediction(
     home: Config, churn_data: pd.DataFrame, tmp_path: Path
 ) -> None:
     port = free_port()
-    # a long flush interval: only the shutdown flush can have written these rows
+    # a long flush interval, so rows are still buffered when SIGTERM comes (on a busy machine a
+    # periodic flush may have written some of them already: only the rest proves the point)
     with start_process(
         child_env(home, OWNLOOP_PREDLOG_FLUSH_S="60"), port, log=tmp_path / "out.log"
     ) as proc:
         rows = churn_data.drop(columns="churned").head(3).to_dict("records")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             answers = send(client, rows, 300)
-        assert logged_ids(home) == []
+        sent = [pid for _, ids in answers for pid in ids]
+        buffered = set(sent) - set(logged_ids(home))
+        assert buffered, "every row was flushed before SIGTERM; nothing left to prove"
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught
-        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-    sent = [pid for _, ids in answers for pid in ids]
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
     assert sorted(logged_ids(home)) == sorted(sent)
-    assert "600 rows written, 0 dropped" in (tmp_path / "out.log").read_text()
+    assert f"{len(sent)} rows written, 0 dropped" in (tmp_path / "out.log").read_text()
 
 
 def test_sigkill_loses_at_most_the_unflushed_buffer(home: Config, churn_data: pd.DataFrame) -> None:
@@ -90,22 +92,23 @@ def test_sigkill_loses_at_most_the_unflushed_buffer(home: Config, churn_data: pd
 
         client = threading.Thread(target=load)
         client.start()
-        time.sleep(3)
-        proc.send_signal(signal.SIGKILL)
-        killed_at = time.monotonic()
-        proc.wait(timeout=30)
-        client.join(timeout=30)
+        try:
+            # kill once segments are on disk (however long that takes): those rows must survive
+            deadline = time.monotonic() + 120
+            while not (durable := set(logged_ids(home))) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            client.join(timeout=60)
     # every segment a reader sees is whole; a write cut short can only leave a hidden .tmp-* file
     for segment in list_segments(home.predictions_dir, "churn"):
         pq.read_table(segment)
     logged = set(logged_ids(home))
     sent = {pid for _, ids in answers for pid in ids}
-    assert logged, "nothing was flushed in the run"
+    assert durable, "nothing was flushed in the run"
+    assert durable <= logged  # what was flushed before the kill survives it
     assert logged <= sent
-    # answered several flush intervals before the kill means written
-    old = [pid for at, ids in answers if at < killed_at - 10 * flush_s for pid in ids]
-    assert old
-    assert set(old) <= logged
 
 
 FILE_LIMIT = 48 * 1024  # above SQLite's 32 KiB shared-memory file, below any log segment here

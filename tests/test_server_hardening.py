@@ -310,6 +310,19 @@ def test_a_lone_surrogate_elsewhere_is_a_clean_400(client: httpx.Client) -> None
     assert_error(r, 400, "unknown output '\\udfff'", "invalid_input")
 
 
+@pytest.mark.parametrize(
+    ("row", "match"),
+    [
+        ({"prediction_id": SURROGATE, "label": 1}, "label row 0: prediction_id holds '\\ud800'"),
+        ({"prediction_id": "x", "label": LOW}, "label row 0: label holds '\\udfff'"),
+    ],
+)
+def test_label_text_utf8_cannot_hold_is_a_clean_400(
+    client: httpx.Client, row: dict[str, Any], match: str
+) -> None:
+    assert_error(post(client, "/models/churn/labels", [row]), 400, match, "invalid_input")
+
+
 # -- a model that cannot be loaded ----------------------------------------------------------
 
 GONE = "ownloop_gone_module"

@@ -430,6 +430,7 @@ class _Server:
             raise InvalidInputError(
                 'labels must be a non-empty list like [{"prediction_id": "...", "label": 1}]'
             )
+        _check_label_text(rows)
         table = labels.labels_table(rows, at=self.ws.clock.now(), source="api")
         report = await run_in_threadpool(self._record_labels, name, table)
         return _json(report.to_dict())
@@ -438,6 +439,20 @@ class _Server:
         if self.logger is not None:
             self.logger.flush()  # a label may arrive before its prediction's segment is written
         return labels.record_labels(self.ws.registry, self.config.predictions_dir, name, table)
+
+
+def _check_label_text(rows: list[Any]) -> None:
+    """Refuse label text UTF-8 cannot hold (a lone surrogate) before it reaches the label file."""
+    for i, row in enumerate(rows):
+        items = row.items() if isinstance(row, dict) else ()
+        for key, value in items:
+            for text in (key, value):
+                if isinstance(text, str) and _decode.printable(text) != text:
+                    raise InvalidInputError(
+                        f"label row {i}: {_decode.printable(str(key))[:64]} holds "
+                        f"'{_decode.printable(text)[:64]}', which is not valid Unicode text "
+                        "(a lone UTF-16 surrogate); send UTF-8 text"
+                    )
 
 
 def _binary_values(tensor: dict[str, Any], raw: bytes) -> list[Any]:
