@@ -182,5 +182,7 @@ def test_invocations_with_several_models_names_them_and_the_per_model_route(
 
 def test_invocations_are_in_the_openapi_document(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    assert "post" in paths["/invocations"]
-    assert "post" in paths["/models/{name}/invocations"]
+    for path in ("/invocations", "/models/{name}/invocations"):
+        body = paths[path]["post"]["requestBody"]["content"]
+        assert set(body) == {"application/json", "text/csv"}
+        assert paths[path]["post"]["x-ownloop-access"]["action"] == "model.predict"
