@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -230,10 +231,37 @@ def test_model_failing_its_digest_is_not_ready_and_others_serve(client: httpx.Cl
     assert client.get("/v2/models/churn/ready").status_code == 200
     server = client.get("/v2/health/ready")
     assert server.status_code == 400  # not every model is ready
-    assert server.json() == {"ready": False, "models": {"broken": False, "churn": True}}
+    assert server.json() == {
+        "ready": False,
+        "models": {"broken": False, "churn": True},
+        "prediction_log": {"healthy": True, "error": None},
+    }
     listed = {m["name"]: m for m in client.get("/models").json()["models"]}
     assert "altered on disk" in listed["broken"]["reason"]
     assert client.post("/models/churn/predict", json={"instances": [_row()]}).status_code == 200
+
+
+def test_a_tampered_artifact_is_named_by_model_version_and_digests_never_by_path(
+    served: tuple[Workspace, str], client: httpx.Client
+) -> None:
+    ws, _ = served
+    version = ws.registry.get_version("broken@production")
+    found = hashlib.sha256(ws.artifacts.path(version.artifact_digest).read_bytes()).hexdigest()
+    answers = [
+        client.get("/models"),
+        client.get("/v2/models/broken/ready"),
+        client.get("/v2/models/broken/versions/1/ready"),
+        client.post("/models/broken/predict", json={"instances": [_row()]}),
+        client.post("/models/broken/invocations", json={"dataframe_records": [_row()]}),
+        client.post("/v2/models/broken/infer", json={"inputs": []}),
+    ]
+    for r in answers:
+        assert "model 'broken' version 1" in r.text, r.text
+        assert version.artifact_digest in r.text and found in r.text
+        assert str(ws.config.home) not in r.text
+        assert "/sha256/" not in r.text
+    for r in answers[1:]:
+        assert set(r.json()) == {"error", "code"}
 
 
 def _v2_inputs(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -579,7 +607,11 @@ def test_server_is_ready_when_every_model_is(
             ready = httpx.get(f"{url}/v2/health/ready", timeout=30)
             assert (ready.status_code, ready.json()) == (
                 200,
-                {"ready": True, "models": {"churn": True}},
+                {
+                    "ready": True,
+                    "models": {"churn": True},
+                    "prediction_log": {"healthy": True, "error": None},
+                },
             )
             client = triton.InferenceServerClient(url.removeprefix("http://"))
             try:

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from ownloop import InvalidInputError
-from ownloop.server._decode import check_depth, decode_records, decode_split, decode_v2
+from ownloop.server._decode import (
+    check_depth,
+    decode_columnar,
+    decode_csv,
+    decode_records,
+    decode_split,
+    decode_v2,
+    parse_json,
+)
 from ownloop.signature import Feature, Signature
 
 NUMERIC = Signature(
@@ -106,3 +114,46 @@ def test_depth_limit_counts_structure_not_strings(text: str, deep: bool) -> None
             check_depth(text.encode(), 16)
     else:
         check_depth(text.encode(), 16)
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "ok\udfff x"])
+def test_text_utf8_cannot_hold_is_refused_naming_row_and_feature(bad: str) -> None:
+    rows = [{"a": 1.0, "flag": True, "s": "x"}, {"a": None, "flag": False, "s": bad}]
+    with pytest.raises(InvalidInputError, match="row 1, feature 's': .* is not valid Unicode"):
+        decode_records(MIXED, rows)
+    with pytest.raises(InvalidInputError, match="row 1, feature 's'"):
+        decode_split(
+            MIXED, {"columns": ["a", "flag", "s"], "data": [list(r.values()) for r in rows]}
+        )
+    # null (allowed here) and ordinary non-ASCII text pass
+    cols = decode_records(
+        MIXED, [{"a": 1.0, "flag": True, "s": None}, {"a": 1.0, "flag": True, "s": "é😀"}]
+    )
+    assert cols.data["s"].tolist() == [None, "é😀"]
+
+
+def test_invalid_utf8_in_csv_is_refused_naming_row_and_feature() -> None:
+    body = b"a,flag,s\n1.5,true,x\n,false,\xff\n"
+    with pytest.raises(InvalidInputError, match="row 1, feature 's': .* is not valid Unicode"):
+        decode_csv(MIXED, body)
+    cols = decode_csv(MIXED, b"\xef\xbb\xbfs,a,flag\nx,,true\n,2,0\n")
+    assert np.isnan(cols.data["a"][0]) and cols.data["a"][1] == 2.0
+    assert cols.data["flag"].tolist() == [True, False]
+    assert cols.data["s"].tolist() == ["x", ""]
+
+
+def test_integers_beyond_float_range_are_refused_on_both_paths() -> None:
+    with pytest.raises(InvalidInputError, match="row 1, feature 'b': .* beyond the range"):
+        decode_records(NUMERIC, [{"a": 1.0, "b": 2, "c": 3.0}, {"a": 1.0, "b": 10**400, "c": 3.0}])
+    with pytest.raises(InvalidInputError, match="too long to read"):
+        parse_json(b'{"a": ' + b"1" * 5000 + b"}", 16)
+    assert decode_records(NUMERIC, [[1.0, 10**18, 2.0]]).data["b"][0] == 1e18
+
+
+def test_columnar_inputs_check_names_and_lengths() -> None:
+    cols = decode_columnar(NUMERIC, {"c": [1.0, 2.0], "a": [3.0, 4.0], "b": [5, 6]})
+    assert cols.n == 2 and cols.data["a"].tolist() == [3.0, 4.0]
+    with pytest.raises(InvalidInputError, match="different lengths"):
+        decode_columnar(NUMERIC, {"c": [1.0], "a": [3.0, 4.0], "b": [5, 6]})
+    with pytest.raises(InvalidInputError, match="unknown feature 'z'"):
+        decode_columnar(NUMERIC, {"z": [1.0], "a": [3.0], "b": [5], "c": [1.0]})

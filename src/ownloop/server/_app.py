@@ -16,6 +16,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,7 +29,14 @@ from ownloop.predlog import PredictionLogger
 from ownloop.server import _decode
 from ownloop.server._metrics import Metrics
 from ownloop.server._openapi import openapi
-from ownloop.server._served import Prediction, ServedModel, find, load_served
+from ownloop.server._served import (
+    Prediction,
+    ServedModel,
+    find,
+    load_served,
+    redact_paths,
+    refused_block,
+)
 from ownloop.workspace import Workspace
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
@@ -86,11 +94,28 @@ ROUTES: tuple[RouteSpec, ...] = (
         "POST", "/models/{name}/predict", "predict", "model.predict", "Inference (simple JSON)"
     ),
     RouteSpec(
+        "POST",
+        "/models/{name}/invocations",
+        "model_invocations",
+        "model.predict",
+        "Inference (MLflow scoring formats)",
+    ),
+    RouteSpec(
+        "POST",
+        "/invocations",
+        "invocations",
+        "model.predict",
+        "Inference on the one served model (MLflow scoring formats, as 'mlflow models serve')",
+    ),
+    RouteSpec(
         "POST", "/models/{name}/labels", "post_labels", "label.write", "Labels for predictions"
     ),
     RouteSpec("GET", "/metrics", "metrics_text", "metrics.read", "Prometheus metrics"),
     RouteSpec("GET", "/openapi.json", "openapi_doc", "api.read", "This API's OpenAPI schema"),
 )
+
+# A body this large (after decompression) is decoded and scored in a worker thread.
+OFFLOAD_BYTES = 64 * 1024
 
 _BINARY = {
     "FP64": "<f8",
@@ -113,6 +138,25 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type="application/json")
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One inference request once its body is read: what ``_Server._run`` needs to answer it."""
+
+    entry: ServedModel
+    shape: _Shape
+    body: bytes
+    headers: Headers
+    request_id: str | None
+    start: float
+
+
+@dataclass(frozen=True)
+class _CsvBody:
+    """A ``text/csv`` body, left for the shape to decode against the model's signature."""
+
+    data: bytes
+
+
 class _Server:
     """The state of one app: workspace, served models, log writer, metrics."""
 
@@ -122,6 +166,7 @@ class _Server:
         self.actor: Actor = ws.actor
         self.served: dict[str, ServedModel] = load_served(ws.registry)
         self.metrics = Metrics(ws.config.cpu_hour_price)
+        self.offload_bytes = OFFLOAD_BYTES
         self.logger: PredictionLogger | None = None
         if log_predictions:
             self.logger = PredictionLogger(
@@ -176,11 +221,16 @@ class _Server:
         return _decode.inflate(body, request.headers.get("content-encoding", ""), limit)
 
     async def _payload(self, request: Request) -> Any:
-        body = await self._body(request)
-        header = request.headers.get("inference-header-content-length")
-        if header is None:
-            return _decode.parse_json(body, self.config.max_json_depth)
-        return self._binary_payload(body, header)
+        return self._parse(await self._body(request), request.headers)
+
+    def _parse(self, body: bytes, headers: Headers, *, csv: bool = False) -> Any:
+        """The request as JSON (or the v2 binary extension, or CSV where ``csv`` allows it)."""
+        header = headers.get("inference-header-content-length")
+        if header is not None:
+            return self._binary_payload(body, header)
+        if csv and headers.get("content-type", "").split(";")[0].strip().lower() == "text/csv":
+            return _CsvBody(body)
+        return _decode.parse_json(body, self.config.max_json_depth)
 
     def _binary_payload(self, body: bytes, header: str) -> Any:
         """The v2 binary tensor extension: a JSON header, then raw tensor bytes."""
@@ -217,9 +267,17 @@ class _Server:
     async def server_ready(self, request: Request) -> Response:
         # Open Inference Protocol: "server ready" means every model is ready; 200 is true and a
         # 4xx is false. The body names the models, and the ready ones keep serving either way.
+        # A failing prediction log writer makes the server not ready too: it answers but loses rows.
         models = {m.name: m.ready for m in self.served.values()}
-        ready = all(models.values())
-        return _json({"ready": ready, "models": models}, status=200 if ready else 400)
+        body: dict[str, Any] = {"ready": all(models.values()), "models": models}
+        if self.logger is not None:
+            error = self.logger.last_error
+            body["prediction_log"] = {
+                "healthy": error is None,
+                "error": None if error is None else redact_paths(error),
+            }
+            body["ready"] = body["ready"] and error is None
+        return _json(body, status=200 if body["ready"] else 400)
 
     async def model_metadata(self, request: Request) -> Response:
         entry = find(self.served, request.path_params["name"], request.path_params.get("version"))
@@ -261,34 +319,82 @@ class _Server:
         entry = find(self.served, request.path_params["name"])
         return await self._score(request, entry, _simple)
 
+    async def model_invocations(self, request: Request) -> Response:
+        entry = find(self.served, request.path_params["name"])
+        return await self._score(request, entry, _mlflow)
+
+    async def invocations(self, request: Request) -> Response:
+        if len(self.served) != 1:
+            names = ", ".join(f"'{n}'" for n in sorted(self.served)) or "none"
+            example = min(self.served, default="NAME")
+            raise InvalidInputError(
+                f"/invocations answers when exactly one model is served, and this server serves "
+                f"{len(self.served)} ({names}); post to /models/{{name}}/invocations instead, "
+                f"e.g. /models/{example}/invocations"
+            )
+        return await self._score(request, next(iter(self.served.values())), _mlflow)
+
     async def infer(self, request: Request) -> Response:
         entry = find(self.served, request.path_params["name"], request.path_params.get("version"))
         return await self._score(request, entry, _v2)
 
     async def _score(self, request: Request, entry: ServedModel, shape: _Shape) -> Response:
-        start, cpu0 = time.perf_counter(), time.thread_time()
-        key = entry.key()
+        start = time.perf_counter()
+        request_id = request.headers.get("x-request-id")
         try:
             entry.require_ready()
-            payload = await self._payload(request)
+            body = await self._body(request)
+        except OwnloopError:
+            self._refused(entry, request_id, start, 0.0)
+            raise
+        job = _Job(entry, shape, body, request.headers, request_id, start)
+        if len(body) < self.offload_bytes:
+            return self._run(job)  # small requests inline: a thread hop costs more than they do
+        # a large batch is decoded and scored in a worker thread, so health checks and other
+        # requests are answered meanwhile
+        return await run_in_threadpool(self._run, job)
+
+    def _run(self, job: _Job) -> Response:
+        entry, shape, cpu0 = job.entry, job.shape, time.thread_time()
+        key = entry.key()
+        try:
+            payload = self._parse(job.body, job.headers, csv=shape.csv)
             cols = shape.decode(entry, payload)
         except OwnloopError:
-            self.metrics.request(key, "error")
+            self._refused(entry, job.request_id, job.start, time.thread_time() - cpu0)
             raise
         ids = predlog.new_ids(cols.n)
-        request_id = (request.headers.get("x-request-id") or ids[0])[:200]
+        request_id = (job.request_id or ids[0])[:200]
         try:
             out = entry.predict(cols)
         except Exception:  # logged as error rows with their inputs, then answered as 400 / 500
             self.metrics.request(key, "error")
-            self._log(entry, cols, None, ids, request_id, start, cpu0)
+            self._log(entry, cols, None, ids, request_id, job.start, cpu0)
             raise
         response = shape.respond(entry, payload, out, ids)
-        self._log(entry, cols, out, ids, request_id, start, cpu0)
+        self._log(entry, cols, out, ids, request_id, job.start, cpu0)
         cpu = time.thread_time() - cpu0
-        self.metrics.request(key, "ok", time.perf_counter() - start)
+        self.metrics.request(key, "ok", time.perf_counter() - job.start)
         self.metrics.predicted(key, entry.class_text, out.picked, out.confidence, cpu, cols.n)
         return response
+
+    def _refused(
+        self, entry: ServedModel, request_id: str | None, start: float, cpu_s: float
+    ) -> None:
+        """Count a refused request and log it as one ``refused`` row, so error rates see it."""
+        self.metrics.request(entry.key(), "error")
+        if self.logger is None:
+            return
+        pid = predlog.new_ids(1)
+        block = refused_block(
+            entry,
+            pid,
+            ts_us=time.time_ns() // 1000,
+            request_id=(request_id or pid[0])[:200],
+            latency_s=time.perf_counter() - start,
+            cpu_s=cpu_s,
+        )
+        self.logger.submit(entry.name, block)
 
     def _log(
         self,
@@ -324,6 +430,7 @@ class _Server:
             raise InvalidInputError(
                 'labels must be a non-empty list like [{"prediction_id": "...", "label": 1}]'
             )
+        _check_label_text(rows)
         table = labels.labels_table(rows, at=self.ws.clock.now(), source="api")
         report = await run_in_threadpool(self._record_labels, name, table)
         return _json(report.to_dict())
@@ -332,6 +439,20 @@ class _Server:
         if self.logger is not None:
             self.logger.flush()  # a label may arrive before its prediction's segment is written
         return labels.record_labels(self.ws.registry, self.config.predictions_dir, name, table)
+
+
+def _check_label_text(rows: list[Any]) -> None:
+    """Refuse label text UTF-8 cannot hold (a lone surrogate) before it reaches the label file."""
+    for i, row in enumerate(rows):
+        items = row.items() if isinstance(row, dict) else ()
+        for key, value in items:
+            for text in (key, value):
+                if isinstance(text, str) and _decode.printable(text) != text:
+                    raise InvalidInputError(
+                        f"label row {i}: {_decode.printable(str(key))[:64]} holds "
+                        f"'{_decode.printable(text)[:64]}', which is not valid Unicode text "
+                        "(a lone UTF-16 surrogate); send UTF-8 text"
+                    )
 
 
 def _binary_values(tensor: dict[str, Any], raw: bytes) -> list[Any]:
@@ -344,7 +465,13 @@ def _binary_values(tensor: dict[str, Any], raw: bytes) -> list[Any]:
                 raise InvalidInputError(f"input '{tensor.get('name')}': truncated BYTES element")
             (length,) = struct.unpack_from("<I", raw, at)
             at += 4
-            values.append(raw[at : at + length].decode("utf-8", "replace"))
+            if at + length > len(raw):
+                raise InvalidInputError(
+                    f"input '{_decode.printable(str(tensor.get('name')))[:64]}': BYTES element "
+                    f"{len(values)} says {length} bytes but only {len(raw) - at} remain"
+                )
+            # invalid UTF-8 becomes lone surrogates, which validation refuses naming row and feature
+            values.append(raw[at : at + length].decode("utf-8", "surrogateescape"))
             at += length
         return values
     dtype = _BINARY.get(datatype)
@@ -362,6 +489,8 @@ def _binary_values(tensor: dict[str, Any], raw: bytes) -> list[Any]:
 class _Shape:
     """How one protocol reads a request and writes a response."""
 
+    csv = False  # whether a text/csv body is read
+
     def decode(self, entry: ServedModel, payload: Any) -> _decode.Columns:
         raise NotImplementedError
 
@@ -372,20 +501,28 @@ class _Shape:
 
 
 class _SimpleShape(_Shape):
+    keys: tuple[str, ...] = ("instances", "dataframe_split", "dataframe_records")
+    ignored: frozenset[str] = frozenset()
+
     def decode(self, entry: ServedModel, payload: Any) -> _decode.Columns:
+        wanted = ", ".join(f"'{k}'" for k in self.keys)
         if not isinstance(payload, dict):
-            raise InvalidInputError(
-                "body must be an object with 'instances' (records) or 'dataframe_split'"
-            )
-        keys = set(payload)
-        if keys == {"instances"}:
-            return _decode.decode_records(entry.signature, payload["instances"])
-        if keys == {"dataframe_split"}:
-            return _decode.decode_split(entry.signature, payload["dataframe_split"])
-        raise InvalidInputError(
-            "body must have exactly one of 'instances' (records) or 'dataframe_split', "
-            f"got: {', '.join(sorted(keys)) or 'nothing'}"
-        )
+            raise InvalidInputError(f"body must be an object with one of {wanted}")
+        keys = set(payload) - self.ignored
+        if len(keys) != 1 or not keys <= set(self.keys):
+            got = ", ".join(_decode.printable(k) for k in sorted(keys)) or "nothing"
+            raise InvalidInputError(f"body must have exactly one of {wanted}, got: {got}")
+        (key,) = keys
+        return self.decode_key(entry, key, payload[key])
+
+    def decode_key(self, entry: ServedModel, key: str, value: Any) -> _decode.Columns:
+        if key == "dataframe_split":
+            return _decode.decode_split(entry.signature, value)
+        if key == "dataframe_records" and not (
+            isinstance(value, list) and all(type(r) is dict for r in value)
+        ):
+            raise InvalidInputError("'dataframe_records' must be a list of records (objects)")
+        return _decode.decode_records(entry.signature, value)
 
     def respond(
         self, entry: ServedModel, payload: Any, out: Prediction, ids: list[str]
@@ -397,14 +534,57 @@ class _SimpleShape(_Shape):
         return _json(data)
 
 
+class _MlflowShape(_SimpleShape):
+    """MLflow's scoring server formats (``mlflow models serve``): JSON with one of four keys, or CSV."""
+
+    csv = True
+    keys = ("dataframe_split", "dataframe_records", "instances", "inputs")
+    ignored = frozenset({"params"})
+
+    def decode(self, entry: ServedModel, payload: Any) -> _decode.Columns:
+        if isinstance(payload, _CsvBody):
+            return _decode.decode_csv(entry.signature, payload.data)
+        if isinstance(payload, dict) and payload.get("params"):
+            raise InvalidInputError(
+                "'params' are not supported: ownloop models take no inference parameters; "
+                "send the rows only"
+            )
+        return super().decode(entry, payload)
+
+    def decode_key(self, entry: ServedModel, key: str, value: Any) -> _decode.Columns:
+        if key == "inputs" and isinstance(value, dict):
+            return _decode.decode_columnar(entry.signature, value)
+        if key == "inputs":
+            return _decode.decode_records(entry.signature, value)
+        return super().decode_key(entry, key, value)
+
+
 class _V2Shape(_Shape):
     def decode(self, entry: ServedModel, payload: Any) -> _decode.Columns:
         if not isinstance(payload, dict) or "inputs" not in payload:
             raise InvalidInputError("an inference request must be an object with 'inputs'")
         rid = payload.get("id")
-        if rid is not None and not isinstance(rid, str):
-            raise InvalidInputError("'id' must be a string")
+        if rid is not None and (not isinstance(rid, str) or _decode.printable(rid) != rid):
+            raise InvalidInputError("'id' must be a string of valid Unicode text")
+        self.outputs(entry, payload)  # an unknown output is refused before the model runs
         return _decode.decode_v2(entry.signature, payload["inputs"])
+
+    def outputs(self, entry: ServedModel, payload: Any) -> list[str] | None:
+        """The output names asked for, or None for all; an unknown name is a 400."""
+        wanted = payload.get("outputs")
+        if not isinstance(wanted, list) or not wanted:
+            return None
+        names = [str(w.get("name") if isinstance(w, dict) else w) for w in wanted]
+        have = {"predictions", "prediction_ids"} | (
+            {"probabilities"} if entry.classes is not None else set()
+        )
+        unknown = [w for w in names if w not in have]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown output '{_decode.printable(unknown[0])[:64]}'; this model gives: "
+                f"{', '.join(sorted(have))}"
+            )
+        return names
 
     def respond(
         self, entry: ServedModel, payload: Any, out: Prediction, ids: list[str]
@@ -428,15 +608,8 @@ class _V2Shape(_Shape):
                 }
             )
         outputs.append({"name": "prediction_ids", "datatype": "BYTES", "shape": [n], "data": ids})
-        wanted = payload.get("outputs")
-        if isinstance(wanted, list) and wanted:
-            names = [str(w.get("name") if isinstance(w, dict) else w) for w in wanted]
-            have = {str(o["name"]) for o in outputs}
-            unknown = [w for w in names if w not in have]
-            if unknown:
-                raise InvalidInputError(
-                    f"unknown output '{unknown[0]}'; this model gives: {', '.join(sorted(have))}"
-                )
+        names = self.outputs(entry, payload)
+        if names is not None:
             outputs = [o for o in outputs if o["name"] in names]
         data: dict[str, Any] = {
             "model_name": entry.name,
@@ -449,6 +622,7 @@ class _V2Shape(_Shape):
 
 
 _simple = _SimpleShape()
+_mlflow = _MlflowShape()
 _v2 = _V2Shape()
 
 
@@ -457,7 +631,8 @@ _v2 = _V2Shape()
 
 async def _ownloop_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OwnloopError)
-    return _json(exc.to_dict(), exc.http_status)
+    # a message may quote client text that UTF-8 cannot hold (a lone surrogate): escape it
+    return _json({k: _decode.printable(v) for k, v in exc.to_dict().items()}, exc.http_status)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -6,6 +6,8 @@ row-by-row search runs only to name the first bad row once a column is known to 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -25,11 +27,14 @@ from ownloop.signature import Feature, Signature
 __all__ = [
     "Columns",
     "check_depth",
+    "decode_columnar",
+    "decode_csv",
     "decode_records",
     "decode_split",
     "decode_v2",
     "inflate",
     "parse_json",
+    "printable",
 ]
 
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
@@ -74,7 +79,10 @@ def _numeric_fast(signature: Signature, rows: Sequence[Sequence[Any]]) -> Column
         return None
     if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
         return None
-    matrix = np.array(rows, dtype=np.float64)
+    try:
+        matrix = np.array(rows, dtype=np.float64)
+    except OverflowError:  # an integer beyond float range: the per-column path names it
+        return None
     if matrix.ndim != 2 or not np.isfinite(matrix).all():
         return None
     whole = [i for i, f in enumerate(features) if f.type == "integer"]
@@ -132,6 +140,11 @@ def parse_json(body: bytes, depth_limit: int) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # an integer literal longer than Python converts (4,300 digits)
+        raise InvalidInputError(
+            f"request body holds a number too long to read ({exc}); send numbers as "
+            "JSON numbers within float range"
+        ) from None
     except RecursionError:
         raise InvalidInputError("JSON nesting is too deep; send flat records") from None
 
@@ -146,9 +159,38 @@ def _first_bad(values: Sequence[Any], ok: Any) -> tuple[int, Any]:
     return -1, None  # pragma: no cover - only called when a bad value exists
 
 
+def printable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot hold (lone surrogates) shown as escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _clip(text: str, limit: int = 64) -> str:
     """Client text in a message, cut short so an error never echoes a huge value back."""
-    return text if len(text) <= limit else text[:limit] + "..."
+    return printable(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(feature: Feature, values: Sequence[Any]) -> None:
+    """Refuse text UTF-8 cannot hold (a lone surrogate, or invalid UTF-8 read as one)."""
+    texts = [v for v in values if v is not None] if feature.nullable else values
+    if _encodable("".join(texts)):
+        return
+    row = next(i for i, v in enumerate(values) if isinstance(v, str) and not _encodable(v))
+    raise InvalidInputError(
+        f"row {row}, feature '{feature.name}': {_shown(values[row])} is not valid Unicode text "
+        "(a lone UTF-16 surrogate or invalid UTF-8); send UTF-8 text"
+    )
 
 
 def _shown(value: Any) -> str:
@@ -185,7 +227,7 @@ def column(feature: Feature, values: Sequence[Any], *, from_text: bool = False) 
             )
             want = "a number" + (" or null" if nullable else "")
             raise _bad(feature, row, v, want)
-        arr = np.array(values, dtype=np.float64)
+        arr = _floats(feature, values)
         finite = np.isfinite(arr)
         if not finite.all():
             bad = ~finite & ~np.isnan(arr) if nullable else ~finite
@@ -217,7 +259,19 @@ def column(feature: Feature, values: Sequence[Any], *, from_text: bool = False) 
     if not types <= allowed:
         row, v = _first_bad(values, lambda x: type(x) in allowed)
         raise _bad(feature, row, v, "a string")
+    _check_text(feature, values)
     return np.array(values, dtype=object)
+
+
+def _floats(feature: Feature, values: Sequence[Any]) -> np.ndarray:
+    try:
+        return np.array(values, dtype=np.float64)
+    except OverflowError:  # a JSON integer beyond float range
+        row, v = _first_bad(values, lambda x: type(x) is not int or abs(x) < 2**1023)
+        raise InvalidInputError(
+            f"row {row}, feature '{feature.name}': {_shown(v)} is beyond the range of a "
+            "64-bit float; send a finite number"
+        ) from None
 
 
 def _bool_from_text(feature: Feature, row: int, value: Any) -> Any:
@@ -447,3 +501,50 @@ def _from_matrix(
         raise InvalidInputError("inputs hold no rows")
     rows = [values[i : i + width] for i in range(0, len(values), width)]
     return _from_rows(signature, signature.feature_names, rows, from_text=datatype == "BYTES")
+
+
+# -- MLflow's scoring formats ---------------------------------------------------------------
+
+
+def decode_columnar(signature: Signature, inputs: Any) -> Columns:
+    """MLflow's columnar ``inputs``: ``{"age": [41, 52], "plan": ["pro", "basic"]}``."""
+    if not isinstance(inputs, dict) or not inputs:
+        raise InvalidInputError(
+            "'inputs' must be records like [{\"age\": 41, ...}] or columns like "
+            '{"age": [41, ...], ...}'
+        )
+    _check_names(signature, list(inputs), "inputs: ")
+    lengths = {name: len(v) if isinstance(v, list) else -1 for name, v in inputs.items()}
+    if -1 in lengths.values():
+        name = next(n for n, k in lengths.items() if k == -1)
+        raise InvalidInputError(f"inputs: column '{name}' must be a list of values")
+    if len(set(lengths.values())) != 1:
+        raise InvalidInputError(
+            "inputs: columns have different lengths: "
+            + ", ".join(f"{k}={v}" for k, v in lengths.items())
+        )
+    n = next(iter(lengths.values()))
+    if n == 0:
+        raise InvalidInputError("inputs hold no rows")
+    return Columns(n, {f.name: column(f, inputs[f.name]) for f in signature.features})
+
+
+def decode_csv(signature: Signature, body: bytes) -> Columns:
+    """A CSV body with a header row (MLflow's ``text/csv``); an empty cell is a missing value."""
+    # invalid UTF-8 becomes lone surrogates, which validation refuses naming row and feature
+    text = body.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
+    try:
+        table = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise InvalidInputError(f"CSV body could not be read: {exc}") from None
+    if len(table) < 2:
+        raise InvalidInputError("CSV body needs a header row and at least one row of values")
+    header, rows = table[0], [r for r in table[1:] if r]
+    if len(set(header)) != len(header):
+        raise InvalidInputError("CSV header must name distinct features")
+    _check_names(signature, header, "CSV: ")
+    kinds = {f.name: f.type for f in signature.features}
+    blank = ["nan" if kinds[name] in ("float", "integer") else "" for name in header]
+    width = len(blank)
+    filled = [[v if v or i >= width else blank[i] for i, v in enumerate(r)] for r in rows]
+    return _from_rows(signature, header, filled, from_text=True)

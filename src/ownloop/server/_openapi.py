@@ -63,6 +63,17 @@ SCHEMAS: dict[str, Any] = {
             },
             {
                 "type": "object",
+                "required": ["dataframe_records"],
+                "properties": {
+                    "dataframe_records": {
+                        "type": "array",
+                        "items": {"type": "object", "additionalProperties": _SCALAR},
+                    }
+                },
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
                 "required": ["dataframe_split"],
                 "properties": {
                     "dataframe_split": {
@@ -77,6 +88,22 @@ SCHEMAS: dict[str, Any] = {
                 "additionalProperties": False,
             },
         ]
+    },
+    "MlflowRequest": {
+        "description": (
+            "MLflow's scoring formats: exactly one of dataframe_split, dataframe_records, "
+            "instances or inputs (rows, records or {column: values}); or a text/csv body with a "
+            "header row"
+        ),
+        "type": "object",
+        "properties": {
+            "dataframe_split": {"type": "object"},
+            "dataframe_records": {"type": "array", "items": {"type": "object"}},
+            "instances": {"type": "array"},
+            "inputs": {"oneOf": [{"type": "array"}, {"type": "object"}]},
+            "params": {"type": "object", "maxProperties": 0},
+        },
+        "additionalProperties": False,
     },
     "PredictResponse": {
         "type": "object",
@@ -139,11 +166,15 @@ SCHEMAS: dict[str, Any] = {
 }
 _BODIES = {
     "predict": ("PredictRequest", "PredictResponse"),
+    "model_invocations": ("MlflowRequest", "PredictResponse"),
+    "invocations": ("MlflowRequest", "PredictResponse"),
     "infer": ("InferRequest", "InferResponse"),
     "post_labels": ("LabelsRequest", "LabelReport"),
 }
 _ERRORS = {
     "predict": ("400", "404", "413", "503"),
+    "model_invocations": ("400", "404", "413", "503"),
+    "invocations": ("400", "413", "503"),
     "infer": ("400", "404", "413", "503"),
     "post_labels": ("400", "403", "404", "413"),
     "model_metadata": ("404",),
@@ -153,7 +184,10 @@ _ERRORS = {
 # Health routes answer a boolean: 200 is true, a 4xx is false (Open Inference Protocol v2).
 _HEALTH_WHY = {
     "model_ready": "Not ready: the error names why (e.g. its artifact failed its digest check)",
-    "server_ready": "Not every model is ready; the body maps each model to its readiness",
+    "server_ready": (
+        "Not every model is ready, or the prediction log writer's last write failed; the body "
+        "maps each model to its readiness and gives the writer's error"
+    ),
 }
 _WHY = {
     "400": "Invalid input (names the field and the row)",
@@ -185,10 +219,10 @@ def _operation(spec: _Spec) -> dict[str, Any]:
         ]
     request, response = _BODIES.get(spec.handler, (None, None))
     if request is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": _ref(request)}},
-        }
+        content: dict[str, Any] = {"application/json": {"schema": _ref(request)}}
+        if request == "MlflowRequest":
+            content["text/csv"] = {"schema": {"type": "string"}}
+        op["requestBody"] = {"required": True, "content": content}
     ok: dict[str, Any] = {"description": "OK"}
     if spec.handler == "metrics_text":
         ok["content"] = {"text/plain": {"schema": {"type": "string"}}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +18,19 @@ from ownloop.errors import (
     NotFoundError,
     NotReadyError,
 )
-from ownloop.registry import Registry
+from ownloop.registry import ModelVersion, Registry
 from ownloop.server._decode import V2_TYPE, Columns
 from ownloop.signature import Signature
 
-__all__ = ["Prediction", "ServedModel", "load_served"]
+__all__ = [
+    "Prediction",
+    "ServedModel",
+    "find",
+    "load_served",
+    "public_reason",
+    "redact_paths",
+    "refused_block",
+]
 
 log = logging.getLogger("ownloop.server")
 SERVED_ALIAS = "production"
@@ -190,7 +199,7 @@ class ServedModel:
 
 
 def load_served(registry: Registry) -> dict[str, ServedModel]:
-    """Every model with a ``production`` alias; one whose artifact fails to load is not ready."""
+    """Every model with a ``production`` alias; one that fails to load is not ready, with why."""
     served: dict[str, ServedModel] = {}
     for model in registry.list_models():
         if SERVED_ALIAS not in model.aliases:
@@ -199,14 +208,75 @@ def load_served(registry: Registry) -> dict[str, ServedModel]:
         entry = ServedModel(model.name, version.version, version.owner, version.signature)
         try:
             entry.model = registry.load(version.ref)
-        except (IntegrityError, NotFoundError, InvalidInputError) as exc:
-            entry.reason = exc.message
-            log.error("model %s is not ready and will not serve: %s", version.ref, exc.message)
-        else:
             entry.__post_init__()
+        except Exception as exc:  # one model's failure (any kind) must not stop the others
+            entry.model = None
+            entry.reason = public_reason(version, exc)
+            # the full error (paths, traceback) stays in the server's own log
+            log.error(
+                "model %s is not ready and will not serve: %s", version.ref, exc, exc_info=exc
+            )
+        else:
             log.info("serving %s (owner %s)", version.ref, version.owner)
         served[model.name] = entry
     return served
+
+
+_DIGEST = re.compile(r"\b[0-9a-f]{64}\b")
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\\/\s'\"]+){2,}[\\/]?")
+
+
+def public_reason(version: ModelVersion, exc: BaseException) -> str:
+    """Why ``version`` is not ready, for HTTP answers: model, version and digests, never a path."""
+    what = f"model '{version.model}' version {version.version}"
+    recorded = version.artifact_digest
+    if isinstance(exc, IntegrityError):
+        found = next((d for d in _DIGEST.findall(str(exc)) if d != recorded), None)
+        return (
+            f"{what}: its artifact was altered on disk (registered sha256 {recorded}, found "
+            f"{'sha256 ' + found if found else 'a different digest'}); it will not be loaded. "
+            "Restore the artifact from backup or register the model again"
+        )
+    if isinstance(exc, NotFoundError):
+        return (
+            f"{what}: its artifact (sha256 {recorded}) is missing from the artifacts folder; "
+            "restore it from backup"
+        )
+    detail = redact_paths(str(exc).splitlines()[0] if str(exc) else "")
+    return (
+        f"{what} (sha256 {recorded}) could not be loaded: {type(exc).__name__}: {detail}; "
+        "the server log has the details"
+    )
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with every file-system path replaced by ``<path>`` (for answers over HTTP)."""
+    return _PATH.sub("<path>", text)
+
+
+def refused_block(
+    entry: ServedModel,
+    ids: list[str],
+    *,
+    ts_us: int,
+    request_id: str,
+    latency_s: float,
+    cpu_s: float,
+) -> predlog.Block:
+    """The one log row of a refused request: who and when, no inputs and no outputs."""
+    columns: dict[str, Any] = dict.fromkeys(entry.schema.names)
+    columns.update(
+        prediction_id=ids,
+        ts=ts_us,
+        model=entry.name,
+        version=entry.version,
+        arm="stable",
+        request_id=request_id,
+        status="refused",
+        latency_s=latency_s,
+        cpu_s=cpu_s,
+    )
+    return predlog.Block(entry.schema, len(ids), columns)
 
 
 def find(served: dict[str, ServedModel], name: str, version: str | None = None) -> ServedModel:
