@@ -242,7 +242,7 @@ def _probability_column(series: pd.Series, name: str, which: str) -> np.ndarray:
         outside = np.flatnonzero((values < 0) | (values > 1) | np.isinf(values))
     if outside.size:
         raise InvalidInputError(
-            f"probability column '{name}' of the {which} frame holds {values[outside[0]]!r} at row "
+            f"probability column '{name}' of the {which} frame holds {float(values[outside[0]])!r} at row "
             f"{outside[0]} ({outside.size} values outside [0, 1]); pass probabilities, not scores"
         )
     if which == "reference" and np.isnan(values).any():
