@@ -156,3 +156,35 @@ def test_cli_label_import_refuses_a_non_class_with_exit_2(
     assert "'banana'" in done.stderr
     assert "Traceback" not in done.stderr
     assert read_labels(config.predictions_dir, "churn").num_rows == 0
+
+
+def test_http_labels_outside_the_classes_are_400_and_not_stored(
+    ws: Workspace, team: str, churn_model: Any, churn_data: pd.DataFrame
+) -> None:
+    import httpx
+
+    from tests.servers import running
+
+    v = ws.registry.register(
+        churn_model, name="churn", owner=team, reference=churn_data, target="churned"
+    )
+    ws.registry.set_alias("churn", "production", v.version)
+    rows = churn_data.drop(columns="churned").head(2).to_dict("records")
+    with running(ws) as url, httpx.Client(base_url=url, timeout=30) as client:
+        ids = client.post("/models/churn/predict", json={"instances": rows}).json()[
+            "prediction_ids"
+        ]
+        for bad in ("banana", "<script>", -99999):
+            answer = client.post(
+                "/models/churn/labels",
+                json=[
+                    {"prediction_id": ids[0], "label": 1},
+                    {"prediction_id": ids[1], "label": bad},
+                ],
+            )
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["code"] == "invalid_input"
+            assert "one of the classes '0', '1'" in answer.json()["error"]
+        good = client.post("/models/churn/labels", json=[{"prediction_id": ids[0], "label": 1.0}])
+        assert good.status_code == 200, good.text
+    assert read_labels(ws.config.predictions_dir, "churn")["label"].to_pylist() == ["1"]

@@ -357,7 +357,13 @@ def drift(
                 if len(reports) == 1
                 else html.with_name(f"{html.stem}-v{rep.version}{html.suffix}")
             )
-            target.write_text(ws.monitor.drift_html(rep), encoding="utf-8")
+            try:
+                target.write_text(ws.monitor.drift_html(rep), encoding="utf-8")
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"cannot write the HTML report to {target}: {exc.strerror or exc}; "
+                    "pass --html a path in a folder you can write to"
+                ) from exc
             console.print(f"wrote {target}")
 
 
