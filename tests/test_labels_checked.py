@@ -188,3 +188,35 @@ def test_http_labels_outside_the_classes_are_400_and_not_stored(
         good = client.post("/models/churn/labels", json=[{"prediction_id": ids[0], "label": 1.0}])
         assert good.status_code == 200, good.text
     assert read_labels(ws.config.predictions_dir, "churn")["label"].to_pylist() == ["1"]
+
+
+def test_cli_import_of_several_models_stores_nothing_when_one_label_is_bad(
+    config: Config,
+    ws: Workspace,
+    logged: list[str],
+    churn_model: Any,
+    churn_data: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    ws.registry.register(
+        churn_model, name="churn2", owner="risk", reference=churn_data, target="churned"
+    )
+    other = new_ids(1)
+    _log(ws, "churn2", other)
+    path = tmp_path / "labels.csv"
+    pd.DataFrame(
+        {
+            "model": ["churn", "churn2"],
+            "prediction_id": [logged[0], other[0]],
+            "label": ["1", "banana"],
+        }
+    ).to_csv(path, index=False)
+    done = _cli(config, "label", "import", str(path))
+    assert done.returncode == 2, done.stderr
+    assert "churn2" in done.stderr
+    for model in ("churn", "churn2"):
+        assert read_labels(config.predictions_dir, model).num_rows == 0
+    path.write_text(path.read_text().replace("banana", "0"))
+    done = _cli(config, "label", "import", str(path))
+    assert done.returncode == 0, done.stderr
+    assert [read_labels(config.predictions_dir, m).num_rows for m in ("churn", "churn2")] == [1, 1]

@@ -31,6 +31,7 @@ __all__ = [
     "id_time",
     "label_rows",
     "labels_table",
+    "record_label_batches",
     "record_labels",
 ]
 
@@ -293,15 +294,23 @@ def _audit_body(
     }
 
 
-def record_labels(registry: Registry, root: Path, model: str, table: pa.Table) -> LabelReport:
-    """Store labels for logged predictions of ``model``; unknown ids are reported, not stored.
+@dataclass(frozen=True)
+class _Prepared:
+    """One model's checked labels: the rows to store, the ids they relabel, the unknown ids."""
 
-    Each label must be one of the classes of the version that made its prediction (compared by
-    value: 1, 1.0 and "1" are one class) or, for a regressor, a finite number; otherwise
-    InvalidInputError names the bad labels and the allowed values, and nothing is stored.
-    A later label for the same prediction id wins (within the batch and over earlier batches).
-    The label files become visible only after the batch's audit row committed.
-    """
+    model: str
+    received: int
+    table: pa.Table
+    replaced_ids: list[str]
+    unknown: list[str]
+
+    def report(self) -> LabelReport:
+        return LabelReport(
+            self.model, self.received, self.table.num_rows, len(self.replaced_ids), self.unknown
+        )
+
+
+def _prepare(registry: Registry, root: Path, model: str, table: pa.Table) -> _Prepared:
     validate_name("model", model)
     owner = registry.get_model(model).owner
     authorize(registry.actor, "label.write", owner)
@@ -319,23 +328,48 @@ def record_labels(registry: Registry, root: Path, model: str, table: pa.Table) -
         if pid in seen:
             replaced_ids.append(pid)
         seen.add(pid)
+    return _Prepared(model, received, table, replaced_ids, unknown)
+
+
+def record_labels(registry: Registry, root: Path, model: str, table: pa.Table) -> LabelReport:
+    """Store labels for logged predictions of ``model``; unknown ids are reported, not stored.
+
+    Each label must be one of the classes of the version that made its prediction (compared by
+    value: 1, 1.0 and "1" are one class) or, for a regressor, a finite number; otherwise
+    InvalidInputError names the bad labels and the allowed values, and nothing is stored.
+    A later label for the same prediction id wins (within the batch and over earlier batches).
+    The label files become visible only after the batch's audit row committed.
+    """
+    return record_label_batches(registry, root, [(model, table)])[0]
+
+
+def record_label_batches(
+    registry: Registry, root: Path, batches: Sequence[tuple[str, pa.Table]]
+) -> list[LabelReport]:
+    """:func:`record_labels` for several models at once: every batch is checked before any is
+    stored, and all audit rows commit in one transaction before any label becomes visible."""
+    prepared = [_prepare(registry, root, model, table) for model, table in batches]
     now = registry.clock.now()
-    staged = predlog.stage_labels(root, model, table) if table.num_rows else None
+    staged: list[predlog.StagedLabels] = []
     try:
+        for p in prepared:
+            if p.table.num_rows:
+                staged.append(predlog.stage_labels(root, p.model, p.table))
         with registry.store.write() as conn:
-            registry.store.audit(
-                conn,
-                at=now,
-                actor=registry.actor.name,
-                action="label.write",
-                target=f"model:{model}",
-                model=model,
-                after=_audit_body(received, table.num_rows, replaced_ids, unknown),
-            )
+            for p in prepared:
+                registry.store.audit(
+                    conn,
+                    at=now,
+                    actor=registry.actor.name,
+                    action="label.write",
+                    target=f"model:{p.model}",
+                    model=p.model,
+                    after=_audit_body(p.received, p.table.num_rows, p.replaced_ids, p.unknown),
+                )
     except BaseException:
-        if staged is not None:
-            staged.discard()
+        for s in staged:
+            s.discard()
         raise
-    if staged is not None:
-        staged.publish()
-    return LabelReport(model, received, table.num_rows, len(replaced_ids), unknown)
+    for s in staged:
+        s.publish()
+    return [p.report() for p in prepared]

@@ -12,7 +12,7 @@ from rich.markup import escape
 from ownloop.cli._app import cli, console, echo_json, workspace
 from ownloop.datasets import read_frame
 from ownloop.errors import InvalidInputError
-from ownloop.labels import LabelReport, frame_rows, labels_table, record_labels
+from ownloop.labels import LabelReport, frame_rows, labels_table, record_label_batches
 
 
 def _loopback(host: str) -> bool:
@@ -54,9 +54,7 @@ def _import_labels(file: Path, model: str | None, source: str) -> list[LabelRepo
         (str(name), labels_table(frame_rows(part, where=str(file)), at=now, source=source))
         for name, part in groups
     ]
-    return [
-        record_labels(ws.registry, ws.config.predictions_dir, name, table) for name, table in tables
-    ]
+    return record_label_batches(ws.registry, ws.config.predictions_dir, tables)
 
 
 @cli.group()
