@@ -633,8 +633,16 @@ class Monitor:
         m = self.registry.get_model(model)
         authorize(self.actor, "model.read", m.owner)
         end = end or self.clock.now()
+        schema = None
+        if version is not None:  # read with the version's own column types
+            schema = _version_schema(self.registry.get_version(f"{model}@{version}"))
         table = predlog.read_window(
-            self.config.predictions_dir, model, version=version, start=end - since, end=end
+            self.config.predictions_dir,
+            model,
+            version=version,
+            start=end - since,
+            end=end,
+            schema=schema,
         )
         return sample_rows(table, n, low_confidence=low_confidence, low_share=low_share, seed=seed)
 
