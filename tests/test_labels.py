@@ -154,6 +154,6 @@ def test_cli_label_import_needs_the_columns(config: Config, ws: Workspace, tmp_p
     path = tmp_path / "labels.csv"
     pd.DataFrame({"id": ["x"], "label": [1]}).to_csv(path, index=False)
     done = _cli(config, "label", "import", str(path), "--model", "churn")
-    assert done.returncode == 1
+    assert done.returncode == 2  # bad input, like a usage error
     assert done.stderr.startswith("error: ")
     assert "lacks column prediction_id" in done.stderr

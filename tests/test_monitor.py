@@ -6,6 +6,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ import pytest
 from ownloop import Config, InvalidInputError, Workspace
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data
-from ownloop.monitoring import DriftSettings, parse_duration
+from ownloop.monitoring import DriftSettings, _monitor, parse_duration
 from ownloop.monitoring._monitor import linear_trend
 from ownloop.predlog import LABEL_SCHEMA, write_labels
 from tests.conftest import env_for
@@ -128,12 +129,24 @@ def test_linear_trend_recovers_a_known_slope() -> None:
     assert linear_trend([(end, 0.1), (end, 0.2), (end, 0.3)], end) is None
 
 
-def test_long_window_reuses_segment_partials(logged: Workspace) -> None:
+def test_long_window_reuses_segment_partials(
+    logged: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = _monitor.compute_partial
+
+    def counted(batch: Any, spec: Any) -> Any:
+        calls.append(batch.num_rows)
+        return real(batch, spec)
+
+    monkeypatch.setattr(_monitor, "compute_partial", counted)  # a spy: the real one still runs
     ws = logged
     first = ws.monitor.run("churn", window=timedelta(hours=3), store=False)[0]
+    assert calls == [1200, 1200]  # one partial per segment, each wholly inside the window
     cache = list((ws.config.home / "monitoring" / "partials" / "churn").rglob("*.json"))
-    assert len(cache) == 2  # one per segment, both wholly inside the window
+    assert len(cache) == 2
     again = ws.monitor.run("churn", window=timedelta(hours=3), store=False)[0]
+    assert calls == [1200, 1200]  # the second run computed no partial: both came from the cache
     assert first.drift is not None
     assert again.drift is not None
     assert [f.score for f in first.drift.features] == [f.score for f in again.drift.features]
@@ -365,8 +378,10 @@ def test_bad_rows_in_the_log_give_statuses_not_crashes(logged: Workspace) -> Non
     )
     write_segment(ws.config.predictions_dir, "churn", table)
     rep = ws.monitor.run("churn", window=timedelta(minutes=5), end=start + timedelta(minutes=5))[0]
-    assert rep.system.errors == 20
-    assert rep.system.error_rate == pytest.approx(1 / 3)
+    # one request ("r") of 60 rows, 20 of them model errors: one failed request of one
+    assert rep.system.errors == 1
+    assert rep.system.error_requests == 1
+    assert rep.system.error_rate == pytest.approx(1.0)
     assert rep.drift is not None
     assert rep.drift.feature("age").status == "all_missing"
     assert rep.drift.feature("age").nonfinite == 5

@@ -30,6 +30,7 @@ from ownloop.errors import (
     UnsafeFormatError,
 )
 from ownloop.evaluation import CheckResult, EvalResult, Suite
+from ownloop.labels import LabelReport
 from ownloop.monitoring import DriftReport, DriftSettings, drift, estimate_performance
 from ownloop.profile import ReferenceProfile
 from ownloop.registry import AuditEntry, Model, ModelVersion, Team
@@ -53,6 +54,7 @@ __all__ = [
     "GateFailedError",
     "IntegrityError",
     "InvalidInputError",
+    "LabelReport",
     "Model",
     "ModelVersion",
     "NotFoundError",
@@ -72,6 +74,7 @@ __all__ = [
     "estimate_performance",
     "evaluate",
     "load",
+    "record_labels",
     "register",
 ]
 
@@ -109,6 +112,24 @@ def register(
             trust=trust,
             allow_unsafe_pickle=allow_unsafe_pickle,
         )
+
+
+def record_labels(
+    model: str,
+    labels: pd.DataFrame | Sequence[Mapping[str, Any]] | str | Path,
+    *,
+    source: str = "api",
+    workspace: Workspace | None = None,
+) -> LabelReport:
+    """Store labels for logged predictions of ``model``: a frame, a list of dicts or a CSV/Parquet path.
+
+    >>> ownloop.record_labels("churn", [{"prediction_id": pid, "label": 1}])  # doctest: +SKIP
+    """
+    from ownloop import labels as _labels
+
+    with _use(workspace) as ws:
+        table = _labels.labels_table(_labels.label_rows(labels), at=ws.clock.now(), source=source)
+        return _labels.record_labels(ws.registry, ws.config.predictions_dir, model, table)
 
 
 def load(ref: str, *, workspace: Workspace | None = None) -> Any:

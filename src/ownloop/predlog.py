@@ -14,12 +14,13 @@ a torn file; readers skip names that start with ``.``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import chain
@@ -30,7 +31,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ownloop.artifacts import fsync_path
@@ -44,16 +44,27 @@ __all__ = [
     "LABEL_SCHEMA",
     "Block",
     "FlushStats",
+    "LogRead",
     "PredictionLogger",
+    "SegmentReadError",
+    "SkippedSegment",
+    "StagedLabels",
     "blocks_to_table",
+    "conform",
     "feature_type",
     "join_labels",
+    "label_key",
+    "label_keys",
     "labelled_ids",
     "list_segments",
     "new_ids",
     "prediction_schema",
     "read_labels",
+    "read_log",
+    "read_segments",
     "read_window",
+    "select_rows",
+    "stage_labels",
     "write_labels",
     "write_segment",
 ]
@@ -283,17 +294,267 @@ def list_segments(
     return _segments_under(_model_dir(root, model), start, end)
 
 
-def _empty(schema: pa.Schema, columns: Sequence[str] | None) -> pa.Table:
-    if columns is None:
-        return schema.empty_table()
-    fields = [schema.field(c) if c in schema.names else pa.field(c, pa.float64()) for c in columns]
-    return pa.schema(fields).empty_table()
+@dataclass(frozen=True)
+class SkippedSegment:
+    """A log segment a read left out, and why (named so a person can inspect or move the file)."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path.parent.name}/{self.path.name}: {self.reason}"
 
 
-def _dataset(files: Sequence[Path]) -> ds.Dataset:
-    schemas = [pq.read_schema(f) for f in files]
-    schema = pa.unify_schemas(schemas, promote_options="permissive")
-    return ds.dataset([str(f) for f in files], schema=schema, format="parquet")
+@dataclass(frozen=True)
+class LogRead:
+    """Rows read from the log, and the segments left out because they could not be read."""
+
+    table: pa.Table
+    skipped: tuple[SkippedSegment, ...] = ()
+
+
+class SegmentReadError(Exception):
+    """One segment cannot be read or cast; readers report it by name and go on without it."""
+
+
+_FILTER_COLUMNS = ("ts", "version", "arm", "prediction_id")
+_READ_ERRORS = (OSError, pa.ArrowException)
+
+
+def _plain_type(kind: pa.DataType) -> pa.DataType:
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
+
+
+def _column_type(name: str, seen: Sequence[pa.DataType], fixed: pa.Schema | None) -> pa.DataType:
+    """The type a column is read as: the contract's, the caller's, else the most common (newest wins a tie)."""
+    for schema in (BASE_SCHEMA, LABEL_SCHEMA, fixed):
+        if schema is not None and name in schema.names:
+            return schema.field(name).type
+    if not seen:
+        return pa.float64()
+    counts = Counter(seen)
+    best = max(counts.values())
+    return next(kind for kind in reversed(seen) if counts[kind] == best)
+
+
+def _target_schema(
+    schemas: Sequence[pa.Schema], columns: Sequence[str] | None, fixed: pa.Schema | None
+) -> pa.Schema:
+    seen: dict[str, list[pa.DataType]] = {}
+    for schema in schemas:
+        for f in schema:
+            seen.setdefault(f.name, []).append(_plain_type(f.type))
+    names = list(columns) if columns is not None else list(seen)
+    return pa.schema([pa.field(n, _column_type(n, seen.get(n, []), fixed)) for n in names])
+
+
+def _cast(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``target``'s columns and types; a missing column is null."""
+    arrays = []
+    for f in target:
+        if f.name not in table.column_names:
+            arrays.append(pa.nulls(table.num_rows, f.type))
+            continue
+        column = table.column(f.name)
+        if column.type != f.type:
+            try:
+                column = column.cast(f.type)
+            except pa.ArrowException as exc:
+                raise SegmentReadError(
+                    f"column '{f.name}' is {_plain_type(column.type)} here and cannot be read "
+                    f"as {f.type} ({str(exc).splitlines()[0]})"
+                ) from exc
+        arrays.append(column)
+    return pa.Table.from_arrays(arrays, schema=target)
+
+
+def _filter_column(table: pa.Table, name: str) -> pa.ChunkedArray:
+    column = table.column(name)
+    want = BASE_SCHEMA.field(name).type
+    if column.type == want:
+        return column
+    try:
+        return column.cast(want)
+    except pa.ArrowException as exc:
+        raise SegmentReadError(f"column '{name}' is {column.type}, not {want}") from exc
+
+
+def _keep(table: pa.Table, conditions: Mapping[str, Any]) -> pa.Table:
+    """Rows of ``table`` meeting the given ``start``/``end``/``version``/``arm``."""
+    masks = []
+    if "start" in conditions:
+        ts = _filter_column(table, "ts")
+        masks.append(pc.greater_equal(ts, pa.scalar(conditions["start"], TS)))
+    if "end" in conditions:
+        ts = _filter_column(table, "ts")
+        masks.append(pc.less(ts, pa.scalar(conditions["end"], TS)))
+    if "version" in conditions:
+        version = _filter_column(table, "version")
+        masks.append(pc.equal(version, pa.scalar(conditions["version"], pa.int32())))
+    if "arm" in conditions:
+        masks.append(pc.equal(_filter_column(table, "arm"), conditions["arm"]))
+    if "first" in conditions:  # rows at exactly ``start`` count from this prediction id on
+        at, first_id = conditions["first"]
+        ts = _filter_column(table, "ts")
+        ids = pc.fill_null(_filter_column(table, "prediction_id"), "")
+        before = pc.and_(pc.equal(ts, pa.scalar(at, TS)), pc.less(ids, first_id))
+        masks.append(pc.invert(before))
+    if not masks:
+        return table
+    mask = masks[0]
+    for m in masks[1:]:
+        mask = pc.and_(mask, m)
+    return table.filter(pc.fill_null(mask, False))
+
+
+def _read_segment(
+    path: Path, schema: pa.Schema, columns: Sequence[str] | None, conditions: Mapping[str, Any]
+) -> pa.Table:
+    wanted = schema.names if columns is None else [c for c in columns if c in schema.names]
+    used = [c for c in _FILTER_COLUMNS if conditions.keys() & _USES[c]]
+    missing = [c for c in used if c not in schema.names]
+    if missing:
+        raise SegmentReadError(f"it has no '{missing[0]}' column")
+    try:
+        table = pq.read_table(path, columns=list(dict.fromkeys([*wanted, *used])))
+    except _READ_ERRORS as exc:
+        raise SegmentReadError(f"not a readable Parquet file ({str(exc).splitlines()[0]})") from exc
+    return _keep(table, conditions).select(wanted)
+
+
+_USES = {
+    "ts": {"start", "end", "first"},
+    "version": {"version"},
+    "arm": {"arm"},
+    "prediction_id": {"first"},
+}
+
+
+def select_rows(table: pa.Table, conditions: Mapping[str, Any]) -> pa.Table:
+    """Rows of one segment meeting ``start``/``end``/``version``/``arm``/``first`` (given ones).
+
+    Raises SegmentReadError when a column the conditions need is missing or of a foreign type.
+    """
+    for c in _FILTER_COLUMNS:
+        if conditions.keys() & _USES[c] and c not in table.column_names:
+            raise SegmentReadError(f"it has no '{c}' column")
+    return _keep(table, conditions)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with each column that ``schema`` names cast to its type (others untouched).
+
+    Raises SegmentReadError naming the column when a value cannot be read as that type.
+    """
+    present = [f for f in schema if f.name in table.column_names]
+    if all(table.schema.field(f.name).type == f.type for f in present):
+        return table
+    cast = _cast(table.select([f.name for f in present]), pa.schema(present))
+    for f in present:
+        table = table.set_column(table.schema.get_field_index(f.name), f, cast.column(f.name))
+    return table
+
+
+def read_segments(
+    files: Sequence[Path],
+    *,
+    columns: Sequence[str] | None = None,
+    conditions: Mapping[str, Any] | None = None,
+    schema: pa.Schema | None = None,
+    what: str = "prediction log",
+) -> LogRead:
+    """Read ``files`` one by one, keep the rows meeting ``conditions``, cast them to one schema.
+
+    A column's type comes from the log's contract (base and label columns), then ``schema``
+    (a version's signature), else the most common type among the segments holding wanted rows.
+    A segment that cannot be read or cast is left out and named in ``skipped``, never fatal.
+    """
+    conditions = dict(conditions or {})
+    skipped: list[SkippedSegment] = []
+    schemas: dict[Path, pa.Schema] = {}
+    for path in files:
+        try:
+            schemas[path] = pq.read_schema(path)
+        except _READ_ERRORS as exc:
+            skipped.append(SkippedSegment(path, f"not a readable Parquet file ({exc})"))
+    if columns is not None and schemas:
+        known = set().union(*(s.names for s in schemas.values()))
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise InvalidInputError(
+                f"{what} has no column {', '.join(unknown)}; it has: {', '.join(sorted(known))}"
+            )
+    parts: list[tuple[Path, pa.Table]] = []
+    for path, file_schema in schemas.items():
+        try:
+            part = _read_segment(path, file_schema, columns, conditions)
+        except SegmentReadError as exc:
+            skipped.append(SkippedSegment(path, str(exc)))
+            continue
+        if part.num_rows:
+            parts.append((path, part))
+    shapes = [p.schema for _, p in parts] or list(schemas.values()) or [BASE_SCHEMA]
+    target = _target_schema(shapes, columns, schema)
+    tables = []
+    for path, part in parts:
+        try:
+            tables.append(_cast(part, target))
+        except SegmentReadError as exc:
+            skipped.append(SkippedSegment(path, str(exc)))
+    for s in skipped:
+        log.warning("%s: left out segment %s", what, s)
+    table = pa.concat_tables(tables) if tables else target.empty_table()
+    return LogRead(table, tuple(skipped))
+
+
+def _conditions(
+    start: datetime | None,
+    end: datetime | None,
+    version: int | None,
+    arm: str | None,
+    first_id: str | None = None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if start is not None:
+        out["start"] = _utc(start)
+    if end is not None:
+        out["end"] = _utc(end)
+    if version is not None:
+        out["version"] = version
+    if arm is not None:
+        out["arm"] = arm
+    if first_id is not None:
+        if start is None:
+            raise InvalidInputError("first_id needs a start time")
+        out["first"] = (_utc(start), first_id)
+    return out
+
+
+def read_log(
+    root: Path,
+    model: str,
+    *,
+    version: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    columns: Sequence[str] | None = None,
+    arm: str | None = None,
+    schema: pa.Schema | None = None,
+    first_id: str | None = None,
+) -> LogRead:
+    """Like :func:`read_window`, and also name the segments left out (unreadable or of another type).
+
+    ``schema`` fixes the types of the ``in.*`` columns (e.g. ``prediction_schema(signature)``);
+    ``first_id`` drops the rows at exactly ``start`` whose prediction id sorts before it.
+    """
+    files = list_segments(root, model, start=start, end=end)
+    return read_segments(
+        files,
+        columns=columns,
+        conditions=_conditions(start, end, version, arm, first_id),
+        schema=schema,
+        what=f"prediction log of '{model}'",
+    )
 
 
 def read_window(
@@ -305,45 +566,108 @@ def read_window(
     end: datetime | None = None,
     columns: Sequence[str] | None = None,
     arm: str | None = None,
+    schema: pa.Schema | None = None,
 ) -> pa.Table:
     """Predictions of ``model`` with ``start <= ts < end``, reading only those days and ``columns``.
 
+    Segments that cannot be read as one table with the rest are left out with a logged warning;
+    :func:`read_log` also returns them by name.
+
     >>> read_window(root, "churn", version=2, columns=["ts", "confidence"]).to_pandas()  # doctest: +SKIP
     """
-    files = list_segments(root, model, start=start, end=end)
-    if not files:
-        return _empty(BASE_SCHEMA, columns)
-    dataset = _dataset(files)
-    if columns is not None:
-        unknown = [c for c in columns if c not in dataset.schema.names]
-        if unknown:
-            raise InvalidInputError(
-                f"prediction log of '{model}' has no column {', '.join(unknown)}; "
-                f"it has: {', '.join(dataset.schema.names)}"
-            )
-    conditions = []
-    if start is not None:
-        conditions.append(ds.field("ts") >= pa.scalar(_utc(start), TS))
-    if end is not None:
-        conditions.append(ds.field("ts") < pa.scalar(_utc(end), TS))
-    if version is not None:
-        conditions.append(ds.field("version") == version)
-    if arm is not None:
-        conditions.append(ds.field("arm") == arm)
-    expr = None
-    for condition in conditions:
-        expr = condition if expr is None else expr & condition
-    return dataset.to_table(columns=list(columns) if columns is not None else None, filter=expr)
+    return read_log(
+        root,
+        model,
+        version=version,
+        start=start,
+        end=end,
+        columns=columns,
+        arm=arm,
+        schema=schema,
+    ).table
 
 
 # -- labels ----------------------------------------------------------------------------------
 
 
-def write_labels(root: Path, model: str, table: pa.Table) -> list[Path]:
-    """Write label rows atomically, one segment per UTC day of ``labeled_at``."""
-    folder = _model_dir(root, model) / "labels"
+def label_key(value: Any) -> str:
+    """A class label as text compared by value: ``1``, ``1.0``, ``"1"`` and ``"1.0"`` are all ``"1"``.
+
+    Labels and predictions travel through JSON, CSV and Parquet, which turn ``1`` into ``1.0`` or
+    ``"1"``; comparing these keys makes a class the same class whatever the route.
+    """
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    text = str(value)
+    if isinstance(value, float | np.floating):
+        number = float(value)
+    else:
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+    if not math.isfinite(number):
+        return text
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def label_keys(values: Iterable[Any]) -> np.ndarray:
+    """:func:`label_key` of each value, as a string array (None stays None)."""
+    return np.asarray([None if v is None else label_key(v) for v in values], dtype=object)
+
+
+_PENDING = ".pending-"
+
+
+def _labels_dir(root: Path, model: str) -> Path:
+    return _model_dir(root, model) / "labels"
+
+
+@dataclass(frozen=True)
+class StagedLabels:
+    """Label segments written under hidden names (invisible to readers) until :meth:`publish`."""
+
+    files: tuple[tuple[Path, Path], ...]  # (hidden name, published name)
+
+    def publish(self) -> list[Path]:
+        """Make the labels visible (one atomic rename per segment)."""
+        for hidden, target in self.files:
+            os.replace(hidden, target)
+        for folder in {target.parent for _, target in self.files}:
+            fsync_path(folder)
+        return [target for _, target in self.files]
+
+    def discard(self) -> None:
+        """Remove the hidden segments (the batch did not commit)."""
+        for hidden, _ in self.files:
+            hidden.unlink(missing_ok=True)
+
+
+def stage_labels(root: Path, model: str, table: pa.Table) -> StagedLabels:
+    """Write label rows under hidden names, one segment per UTC day of ``labeled_at``, fsynced."""
+    folder = _labels_dir(root, model)
     table = _check_columns(table, LABEL_SCHEMA, "label").select(LABEL_SCHEMA.names)
-    return _write_split(folder, table, "labeled_at")
+    files: list[tuple[Path, Path]] = []
+    try:
+        for day, part in _split_by_day(table, "labeled_at"):
+            day_dir = folder / f"{_DAY_PREFIX}{day.isoformat()}"
+            day_dir.mkdir(parents=True, exist_ok=True)
+            name = _segment_name()
+            hidden = day_dir / f"{_PENDING}{name}"
+            files.append((hidden, day_dir / name))
+            pq.write_table(part, str(hidden), compression="lz4")
+            fsync_path(hidden)
+    except BaseException:
+        StagedLabels(tuple(files)).discard()
+        raise
+    return StagedLabels(tuple(files))
+
+
+def write_labels(root: Path, model: str, table: pa.Table) -> list[Path]:
+    """Write label rows atomically and visibly, one segment per UTC day of ``labeled_at``."""
+    return stage_labels(root, model, table).publish()
 
 
 def _latest(labels: pa.Table) -> pa.Table:
@@ -358,23 +682,27 @@ def _latest(labels: pa.Table) -> pa.Table:
     return ordered.drop_columns(["_row"])
 
 
+def _label_files(root: Path, model: str) -> list[Path]:
+    return _segments_under(_labels_dir(root, model), None, None)
+
+
 def read_labels(root: Path, model: str) -> pa.Table:
-    """All labels of ``model``, the latest one per prediction id."""
-    files = _segments_under(_model_dir(root, model) / "labels", None, None)
+    """All published labels of ``model``, the latest one per prediction id."""
+    files = _label_files(root, model)
     if not files:
         return LABEL_SCHEMA.empty_table()
-    table = _dataset(files).to_table(columns=LABEL_SCHEMA.names)
-    return _latest(table)
+    read = read_segments(files, columns=LABEL_SCHEMA.names, what=f"labels of '{model}'")
+    return _latest(read.table)
 
 
 def labelled_ids(root: Path, model: str, among: Sequence[str]) -> set[str]:
-    """Which of ``among`` already have a label (reads only the id column, only those ids)."""
-    files = _segments_under(_model_dir(root, model) / "labels", None, None)
+    """Which of ``among`` already have a published label (reads only the id column)."""
+    files = _label_files(root, model)
     if not files or not among:
         return set()
-    wanted = pc.field("prediction_id").isin(pa.array(list(among), pa.string()))
-    found = _dataset(files).to_table(columns=["prediction_id"], filter=wanted)
-    return set(found["prediction_id"].to_pylist())
+    found = read_segments(files, columns=["prediction_id"], what=f"labels of '{model}'").table
+    hit = pc.is_in(found["prediction_id"], value_set=pa.array(list(among), pa.string()))
+    return set(found["prediction_id"].filter(hit).to_pylist())
 
 
 def join_labels(predictions: pa.Table, labels: pa.Table) -> pa.Table:

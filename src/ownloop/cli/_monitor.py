@@ -7,10 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from ownloop.cli._app import cli, console, echo_json, table, workspace
-from ownloop.errors import InvalidInputError
-from ownloop.monitoring import DriftSettings, WindowReport, parse_duration, write_sample
+from ownloop.errors import InvalidInputError, NotFoundError, OwnloopError
+from ownloop.monitoring import FINDINGS, DriftSettings, WindowReport, parse_duration, write_sample
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]
@@ -35,29 +36,22 @@ def _fmt(v: float | None, spec: str = ".3f") -> str:
 
 
 def _print_report(rep: WindowReport) -> None:
-    head = f"[bold]{rep.model}@{rep.version}[/] {rep.start:%Y-%m-%d %H:%M} to {rep.end:%H:%M} UTC: {rep.rows:,} predictions"
+    s = rep.system
+    refused = f" and {s.refused_requests:,} refused requests" if s.refused_requests else ""
+    head = (
+        f"[bold]{escape(rep.model)}@{rep.version}[/] {rep.start:%Y-%m-%d %H:%M} to "
+        f"{rep.end:%H:%M} UTC: {s.predictions:,} predictions{refused}"
+    )
     console.print(head + (f" (run {rep.run_id})" if rep.run_id else ""))
     for note in rep.notes:
-        console.print(f"  note: {note}")
+        console.print(f"  note: {escape(note)}")
     if rep.drift is not None:
         colour = "red" if rep.drift.dataset_drift else "green"
-        console.print(f"  [{colour}]{rep.drift.summary}[/]")
+        console.print(f"  [{colour}]{escape(rep.drift.summary)}[/]")
         for f in (*rep.drift.features, *rep.drift.prediction):
             if f.drifted or f.status != "ok" or f.missing_drifted:
-                console.print(f"    {f.feature}: {f.status}; {f.detail}")
-    c = rep.confidence
-    if c is not None and c.mean is not None:
-        trend = (
-            ""
-            if c.trend_per_hour is None
-            else f", trend {c.trend_per_hour:+.4f}/h over {c.trend_windows} windows"
-        )
-        if c.low_share_trend_per_hour is not None:
-            trend += f" (low share {c.low_share_trend_per_hour:+.2%}/h)"
-        console.print(
-            f"  confidence: mean {_fmt(c.mean)} (reference {_fmt(c.reference_mean)}), "
-            f"share below {c.threshold}: {_fmt(c.low_share, '.1%')} (reference {_fmt(c.reference_low_share, '.1%')}){trend}"
-        )
+                console.print(f"    {escape(f.feature)}: {f.status}; {escape(f.detail)}")
+    _print_confidence(rep)
     if rep.estimated:
         parts = [
             f"{e.metric} {_fmt(e.value)} [{_fmt(e.lower)}, {_fmt(e.upper)}]" for e in rep.estimated
@@ -74,12 +68,52 @@ def _print_report(rep: WindowReport) -> None:
             f"  realised on {rep.realised[0].n_labelled} labels (coverage {_fmt(cov, '.1%')}): "
             + "; ".join(parts)
         )
-    s = rep.system
     console.print(
-        f"  system: {s.requests:,} requests, errors {_fmt(s.error_rate, '.2%')}, latency p50 {_fmt(s.latency_p50_s and s.latency_p50_s * 1000, '.3g')} ms "
+        f"  system: {s.requests:,} requests, errors {_fmt(s.error_rate, '.2%')} "
+        f"({s.errors:,} requests: {s.refused_requests:,} refused inputs, {s.error_requests:,} "
+        f"model errors; the rate counts {s.error_rate_includes}), latency p50 "
+        f"{_fmt(s.latency_p50_s and s.latency_p50_s * 1000, '.3g')} ms "
         f"p99 {_fmt(s.latency_p99_s and s.latency_p99_s * 1000, '.3g')} ms, CPU {s.cpu_s:.2f} s, "
         f"cost per 1k {_fmt(s.cost_per_1k, '.6f')} (at {s.cpu_hour_price}/CPU-hour)"
     )
+
+
+def _print_confidence(rep: WindowReport) -> None:
+    c = rep.confidence
+    if c is None or c.mean is None:
+        return
+    if c.trend_per_hour is not None:
+        span = (c.trend_span_s or 0.0) / 3600
+        trend = f", trend {c.trend_per_hour:+.4f}/h over {c.trend_windows} windows spanning {span:.1f} h"
+        if c.low_share_trend_per_hour is not None:
+            trend += f" (low share {c.low_share_trend_per_hour:+.2%}/h)"
+    else:
+        trend = f"; {c.trend_note}" if c.trend_note else ""
+    console.print(
+        f"  confidence: mean {_fmt(c.mean)} (reference {_fmt(c.reference_mean)}), "
+        f"share below {c.threshold}: {_fmt(c.low_share, '.1%')} "
+        f"(reference {_fmt(c.reference_low_share, '.1%')}){trend}"
+    )
+
+
+class _FailOn(click.ParamType):  # type: ignore[type-arg]
+    name = "condition"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        items = [v.strip() for v in str(value).split(",") if v.strip()]
+        allowed = (*FINDINGS, "any")
+        bad = [v for v in items if v not in allowed]
+        if bad or not items:
+            self.fail(
+                f"'{value}' is not a condition; use {', '.join(allowed)} (repeat or comma-separate)",
+                param,
+                ctx,
+            )
+        return tuple(FINDINGS) if "any" in items else tuple(items)
 
 
 def _settings(
@@ -101,6 +135,14 @@ def _settings(
             raise InvalidInputError(f"--threshold '{item}' must look like FEATURE=0.2")
     values["feature_thresholds"] = per
     return DriftSettings(**values)
+
+
+def _found(reports: list[WindowReport], kinds: set[str], as_json: bool) -> list[str]:
+    """Print what the --fail-on conditions found (to stderr under --json, keeping stdout JSON)."""
+    found = [f for rep in reports for f in rep.findings(kinds)]
+    for line in found:
+        click.echo(f"found: {line}", err=as_json)
+    return found
 
 
 @cli.command()
@@ -148,6 +190,13 @@ def _settings(
 @click.option(
     "--save", is_flag=True, help="Store --alpha/--drift-share/--threshold as MODEL's settings."
 )
+@click.option(
+    "--fail-on",
+    "fail_on",
+    type=_FailOn(),
+    multiple=True,
+    help="Exit 1 when a window finds this: drift, estimated-drop or any (repeat or comma-separate).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 def monitor(
     model: str | None,
@@ -160,18 +209,67 @@ def monitor(
     drift_share: float | None,
     thresholds: tuple[str, ...],
     save: bool,
+    fail_on: tuple[tuple[str, ...], ...],
     as_json: bool,
 ) -> None:
-    """Monitor MODEL (default: every model with a production alias) over the last window; store the results."""
+    """Monitor MODEL (default: every model with a production alias) over the last window; store the results.
+
+    \b
+    Exit codes:
+      0  nothing a --fail-on condition names was found
+      1  a --fail-on condition was found (each printed as a 'found:' line)
+      2  usage or input error (bad option, unknown model, version or feature)
+      3  the monitor could not run (e.g. the metadata store is unavailable)
+    """
+    kinds = {k for group in fail_on for k in group}
+    try:
+        _monitor(
+            model,
+            window,
+            last_rows,
+            every,
+            runs,
+            version,
+            alpha,
+            drift_share,
+            thresholds,
+            save,
+            kinds,
+            as_json,
+        )
+    except (InvalidInputError, NotFoundError) as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        click.get_current_context().exit(2)
+    except OwnloopError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        click.get_current_context().exit(3)
+
+
+def _monitor(
+    model: str | None,
+    window: timedelta,
+    last_rows: int | None,
+    every: timedelta | None,
+    runs: int | None,
+    version: int | None,
+    alpha: float | None,
+    drift_share: float | None,
+    thresholds: tuple[str, ...],
+    save: bool,
+    kinds: set[str],
+    as_json: bool,
+) -> None:
     ws = workspace()
     settings = None
     if alpha is not None or drift_share is not None or thresholds:
         if model is None:
             raise InvalidInputError("--alpha, --drift-share and --threshold need a MODEL")
-        settings = _settings(alpha, drift_share, thresholds, ws.monitor.settings(model))
+        settings = ws.monitor.check_settings(
+            model, _settings(alpha, drift_share, thresholds, ws.monitor.settings(model))
+        )
         if save:
             ws.monitor.configure(model, settings)
-            console.print(f"saved drift settings for {model}")
+            console.print(f"saved drift settings for {escape(model)}")
     done = 0
     while True:
         reports = ws.monitor.run(
@@ -186,6 +284,8 @@ def monitor(
                 )
             for rep in reports:
                 _print_report(rep)
+        if kinds and _found(reports, kinds, as_json):
+            click.get_current_context().exit(1)
         done += 1
         if every is None or (runs is not None and done >= runs):
             return
@@ -257,7 +357,13 @@ def drift(
                 if len(reports) == 1
                 else html.with_name(f"{html.stem}-v{rep.version}{html.suffix}")
             )
-            target.write_text(ws.monitor.drift_html(rep), encoding="utf-8")
+            try:
+                target.write_text(ws.monitor.drift_html(rep), encoding="utf-8")
+            except OSError as exc:
+                raise InvalidInputError(
+                    f"cannot write the HTML report to {target}: {exc.strerror or exc}; "
+                    "pass --html a path in a folder you can write to"
+                ) from exc
             console.print(f"wrote {target}")
 
 

@@ -7,11 +7,12 @@ import logging
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from ownloop.cli._app import cli, console, echo_json, workspace
 from ownloop.datasets import read_frame
 from ownloop.errors import InvalidInputError
-from ownloop.labels import labels_table, record_labels
+from ownloop.labels import LabelReport, frame_rows, labels_table, record_label_batches
 
 
 def _loopback(host: str) -> bool:
@@ -41,6 +42,21 @@ def serve(host: str, port: int, no_log: bool) -> None:
     run(workspace(), host, port, log_predictions=not no_log)
 
 
+def _import_labels(file: Path, model: str | None, source: str) -> list[LabelReport]:
+    frame = read_frame(file)
+    frame_rows(frame.head(0), where=str(file))  # the columns, before anything is read further
+    if model is None and "model" not in frame.columns:
+        raise InvalidInputError(f"{file} has no 'model' column; pass --model NAME")
+    groups = [(model, frame)] if model is not None else list(frame.groupby("model"))
+    ws = workspace()
+    now = ws.clock.now()
+    tables = [
+        (str(name), labels_table(frame_rows(part, where=str(file)), at=now, source=source))
+        for name, part in groups
+    ]
+    return record_label_batches(ws.registry, ws.config.predictions_dir, tables)
+
+
 @cli.group()
 def label() -> None:
     """Labels for logged predictions."""
@@ -57,37 +73,18 @@ def label_import(file: Path, model: str | None, source: str, as_json: bool) -> N
     Unknown prediction ids are reported and not stored; a later label for an id replaces the
     earlier one (audited).
     """
-    frame = read_frame(file)
-    missing = [c for c in ("prediction_id", "label") if c not in frame.columns]
-    if missing:
-        raise InvalidInputError(
-            f"{file} lacks column {', '.join(missing)}; it needs prediction_id and label "
-            "(and optionally weight, model)"
-        )
-    if model is None and "model" not in frame.columns:
-        raise InvalidInputError(f"{file} has no 'model' column; pass --model NAME")
-    groups = [(model, frame)] if model is not None else list(frame.groupby("model"))
-    ws = workspace()
-    now = ws.clock.now()
-    reports = []
-    for name, part in groups:
-        cols = [c for c in ("prediction_id", "label", "weight") if c in part.columns]
-        rows = [
-            {str(k): v for k, v in r.items()}
-            for r in part[cols].astype({"prediction_id": str}).to_dict("records")
-        ]
-        for row in rows:
-            if "weight" in row and row["weight"] != row["weight"]:  # NaN: no weight
-                row["weight"] = None
-        table = labels_table(rows, at=now, source=source)
-        reports.append(record_labels(ws.registry, ws.config.predictions_dir, str(name), table))
+    try:
+        reports = _import_labels(file, model, source)
+    except InvalidInputError as exc:  # bad input: exit 2, like a usage error
+        click.echo(f"error: {exc.message}", err=True)
+        click.get_current_context().exit(2)
     if as_json:
         echo_json([r.to_dict() for r in reports])
         return
     for r in reports:
         console.print(
-            f"{r.model}: {r.stored} labels stored ({r.replaced} replaced an earlier label), "
+            f"{escape(r.model)}: {r.stored} labels stored ({r.replaced} replaced an earlier label), "
             f"{len(r.unknown)} unknown prediction ids not stored"
         )
         for pid in r.unknown[:10]:
-            console.print(f"  unknown: {pid}")
+            console.print(f"  unknown: {escape(pid)}")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from ownloop.monitoring._batch import ChunkDrift, ChunkPerformance, drift, estimate_performance
+from ownloop.monitoring._batch import (
+    ChunkDrift,
+    ChunkPerformance,
+    DriftChunks,
+    PerformanceChunks,
+    drift,
+    estimate_performance,
+)
 from ownloop.monitoring._drift import DriftReport, DriftSettings, FeatureDrift, evaluate_drift
 from ownloop.monitoring._monitor import Monitor
 from ownloop.monitoring._partial import PartialSpec, WindowPartial, compute_partial, merge_all
 from ownloop.monitoring._performance import Estimate, Realised
 from ownloop.monitoring._report import (
+    FINDINGS,
     ConfidenceFigures,
     MonitorRun,
     StoredResult,
@@ -18,9 +26,11 @@ from ownloop.monitoring._report import (
 from ownloop.monitoring._sampler import ReviewSample, sample_rows, write_sample
 
 __all__ = [
+    "FINDINGS",
     "ChunkDrift",
     "ChunkPerformance",
     "ConfidenceFigures",
+    "DriftChunks",
     "DriftReport",
     "DriftSettings",
     "Estimate",
@@ -28,6 +38,7 @@ __all__ = [
     "Monitor",
     "MonitorRun",
     "PartialSpec",
+    "PerformanceChunks",
     "Realised",
     "ReviewSample",
     "StoredResult",

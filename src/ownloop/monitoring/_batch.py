@@ -26,6 +26,7 @@ from ownloop.monitoring._performance import (
     estimate_from_partial,
     realised_performance,
 )
+from ownloop.predlog import label_key
 from ownloop.profile import (
     PROB_EDGES,
     ReferenceProfile,
@@ -38,6 +39,8 @@ from ownloop.signature import column_type
 __all__ = [
     "ChunkDrift",
     "ChunkPerformance",
+    "DriftChunks",
+    "PerformanceChunks",
     "chunks",
     "drift",
     "estimate_performance",
@@ -52,6 +55,16 @@ class ChunkDrift:
     end: int  # one past the last row
     report: DriftReport
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per feature of this chunk (see :meth:`DriftReport.to_frame`)."""
+        frame = self.report.to_frame()
+        for i, (name, value) in enumerate(
+            (("chunk", self.index), ("start", self.start), ("end", self.end))
+        ):
+            frame.insert(i, name, value)
+        frame["dataset_drift"] = self.report.dataset_drift
+        return frame
+
 
 @dataclass(frozen=True)
 class ChunkPerformance:
@@ -61,6 +74,62 @@ class ChunkPerformance:
     estimated: tuple[Estimate, ...]
     realised: tuple[Realised, ...]
     calibrated: bool
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per figure of this chunk: ``kind`` is ``estimated`` or ``realised``."""
+        rows = [
+            {
+                "kind": "estimated",
+                "metric": e.metric,
+                "value": e.value,
+                "lower": e.lower,
+                "upper": e.upper,
+                "n": e.n,
+                "method": e.method,
+                "note": e.note,
+            }
+            for e in self.estimated
+        ] + [
+            {
+                "kind": "realised",
+                "metric": r.metric,
+                "value": r.value,
+                "lower": r.lower,
+                "upper": r.upper,
+                "n": r.n_labelled,
+                "method": r.method,
+                "note": r.note,
+            }
+            for r in self.realised
+        ]
+        frame = pd.DataFrame(rows, columns=_PERFORMANCE_COLUMNS)
+        for i, (name, value) in enumerate(
+            (("chunk", self.index), ("start", self.start), ("end", self.end))
+        ):
+            frame.insert(i, name, value)
+        frame["calibrated"] = self.calibrated
+        return frame
+
+
+_PERFORMANCE_COLUMNS = ["kind", "metric", "value", "lower", "upper", "n", "method", "note"]
+
+
+class DriftChunks(list[ChunkDrift]):
+    """The per-chunk results of :func:`drift` (a list), and all of them as one frame."""
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per chunk and feature."""
+        frames = [c.to_frame() for c in self]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class PerformanceChunks(list[ChunkPerformance]):
+    """The per-chunk results of :func:`estimate_performance` (a list), and one frame of them."""
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per chunk and figure."""
+        frames = [c.to_frame() for c in self]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def chunks(n: int, chunk_size: int | None, chunk_number: int | None) -> list[tuple[int, int]]:
@@ -130,7 +199,7 @@ def drift(
     chunk_number: int | None = None,
     settings: DriftSettings | None = None,
     **options: Any,
-) -> list[ChunkDrift]:
+) -> DriftChunks:
     """Per-feature and dataset drift of ``current`` (per chunk) against ``reference``.
 
     >>> res = ownloop.drift(train_df, today_df, chunk_size=5000)  # doctest: +SKIP
@@ -141,23 +210,55 @@ def drift(
     profile = frame_profile(reference, cols)
     spec = PartialSpec.from_profile(profile)
     table = _arrow(current, cols, profile)
-    out = []
+    out = DriftChunks()
     for i, (a, b) in enumerate(chunks(len(current), chunk_size, chunk_number)):
         part = compute_partial(table.slice(a, b - a), spec)
         out.append(ChunkDrift(i, a, b, evaluate_drift(part, profile, s)))
     return out
 
 
-def _proba(frame: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
+def _proba(frame: pd.DataFrame, cols: Sequence[str], which: str) -> np.ndarray:
+    """Probabilities from ``cols`` of ``frame`` as an (n, k) array; NaN marks a missing value."""
     missing = [c for c in cols if c not in frame]
     if missing:
         raise InvalidInputError(
-            f"probability columns {missing} are not in the frame; it has: {', '.join(map(str, frame.columns))}"
+            f"probability columns {missing} are not in the {which} frame; it has: {', '.join(map(str, frame.columns))}"
         )
-    if len(cols) == 1:
-        p = frame[cols[0]].to_numpy(dtype=float)
-        return np.column_stack((1 - p, p))
-    return frame[list(cols)].to_numpy(dtype=float)
+    columns = [_probability_column(frame[c], str(c), which) for c in cols]
+    if len(columns) == 1:
+        return np.column_stack((1 - columns[0], columns[0]))
+    return np.column_stack(columns)
+
+
+def _probability_column(series: pd.Series, name: str, which: str) -> np.ndarray:
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    bad = np.flatnonzero(np.isnan(values) & series.notna().to_numpy())
+    if bad.size:
+        raise InvalidInputError(
+            f"probability column '{name}' of the {which} frame holds non-numbers, e.g. "
+            f"{series.iloc[bad[0]]!r} at row {bad[0]}; pass the model's predicted probabilities"
+        )
+    with np.errstate(invalid="ignore"):
+        outside = np.flatnonzero((values < 0) | (values > 1) | np.isinf(values))
+    if outside.size:
+        raise InvalidInputError(
+            f"probability column '{name}' of the {which} frame holds {float(values[outside[0]])!r} at row "
+            f"{outside[0]} ({outside.size} values outside [0, 1]); pass probabilities, not scores"
+        )
+    if which == "reference" and np.isnan(values).any():
+        raise InvalidInputError(
+            f"probability column '{name}' of the reference frame has {int(np.isnan(values).sum())} "
+            "missing values; the reference must be complete to calibrate on"
+        )
+    return values
+
+
+def _keys(values: Any) -> np.ndarray:
+    """Class keys (compared by value: 1, 1.0 and '1' are one class) of an array; None where missing."""
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    keys = np.asarray([label_key(u) for u in uniques] + [None], dtype=object)
+    out: np.ndarray = keys[codes]
+    return out
 
 
 def reference_calibration(
@@ -166,7 +267,8 @@ def reference_calibration(
     """Isotonic maps from the reference when its probabilities fail a calibration test (or when forced)."""
     if calibrate is False:
         return None
-    onehot = np.column_stack([(labels == c).astype(float) for c in classes])
+    keys = _keys(labels)
+    onehot = np.column_stack([(keys == label_key(c)).astype(float) for c in classes])
     if calibrate is None:
         bins = np.clip(np.digitize(proba, PROB_EDGES[1:-1]), 0, len(PROB_EDGES) - 2)
         m = len(PROB_EDGES) - 1
@@ -196,7 +298,7 @@ def estimate_performance(
     chunk_number: int | None = None,
     calibrate: bool | None = None,
     level: float = 0.95,
-) -> list[ChunkPerformance]:
+) -> PerformanceChunks:
     """Label-free estimates (CBPE) per chunk of ``current``; realised figures too where it has labels.
 
     ``y_pred_proba`` names the positive-class probability column (binary) or one column per class.
@@ -210,24 +312,20 @@ def estimate_performance(
             f"the reference frame has no label column '{y_true}'; CBPE calibrates on labelled reference data"
         )
     labels = reference[y_true].to_numpy()
-    cls = (
-        list(classes)
-        if classes is not None
-        else sorted(pd.unique(reference[y_true].dropna()).tolist())
-    )
+    cls = list(classes) if classes is not None else _classes_of(reference[y_true])
     if len(cls) != max(len(cols), 2):
         raise InvalidInputError(
             f"{len(cls)} classes ({cls}) but {len(cols)} probability columns; pass classes= in column order"
         )
-    ref_proba = _proba(reference, cols)
+    keys = [label_key(c) for c in cls]
+    ref_proba = _proba(reference, cols, "reference")
     calibration = reference_calibration(ref_proba, labels, cls, calibrate)
-    proba = _proba(current, cols)
-    if y_pred is not None:
-        lookup = {str(c): i for i, c in enumerate(cls)}
-        pred_idx = np.array([lookup.get(str(v), -1) for v in current[y_pred]])
-    else:
-        pred_idx = np.argmax(proba, axis=1)
-    out = []
+    proba = _proba(current, cols, "current")
+    pred_idx = (
+        _predicted_index(current, y_pred, cls) if y_pred is not None else np.argmax(proba, axis=1)
+    )
+    true_keys = _keys(current[y_true].to_numpy()) if y_true in current else None
+    out = PerformanceChunks()
     for i, (a, b) in enumerate(chunks(len(current), chunk_size, chunk_number)):
         part = WindowPartial(rows=b - a)
         p, idx = proba[a:b], pred_idx[a:b]
@@ -246,18 +344,48 @@ def estimate_performance(
             seed=i,
         )
         real: list[Realised] = []
-        if y_true in current:
-            yt = current[y_true].to_numpy()[a:b]
+        if true_keys is not None:
+            yt = true_keys[a:b]
             has = pd.notna(yt) & good
-            yp = np.asarray(cls, dtype=object)[idx[has]]
             real = realised_performance(
                 yt[has].astype(str),
-                yp.astype(str),
+                np.asarray(keys, dtype=object)[idx[has]].astype(str),
                 score=p[has][:, 1] if len(cls) == 2 else None,
-                positive=str(cls[1]) if len(cls) == 2 else None,
+                positive=keys[1] if len(cls) == 2 else None,
                 total_rows=b - a,
                 level=level,
                 seed=i,
             )
         out.append(ChunkPerformance(i, a, b, tuple(est), tuple(real), calibration is not None))
     return out
+
+
+def _classes_of(labels: pd.Series) -> list[Any]:
+    """The reference's classes, one per value (1 and 1.0 are one class), in sorted order."""
+    uniques = pd.unique(labels.dropna()).tolist()
+    by_key = {label_key(v): v for v in uniques}
+    try:
+        return sorted(by_key.values())
+    except TypeError:  # mixed types (e.g. 1 and "yes"): sort by their text
+        return sorted(by_key.values(), key=label_key)
+
+
+def _predicted_index(current: pd.DataFrame, y_pred: str, cls: Sequence[Any]) -> np.ndarray:
+    """The class index of each row's predicted class (-1 where missing or not a class)."""
+    if y_pred not in current:
+        raise InvalidInputError(
+            f"the current frame has no predicted-class column '{y_pred}'; it has: "
+            f"{', '.join(map(str, current.columns))}"
+        )
+    lookup = {label_key(c): i for i, c in enumerate(cls)}
+    keys = _keys(current[y_pred].to_numpy())
+    idx = np.array([-1 if k is None else lookup.get(k, -1) for k in keys], dtype=np.int64)
+    given = np.asarray([k is not None for k in keys], dtype=bool)
+    if given.any() and not (idx >= 0).any():
+        seen = sorted({str(k) for k in keys[given]})[:10]
+        raise InvalidInputError(
+            f"no value of the predicted-class column '{y_pred}' is one of the classes: it holds "
+            f"{', '.join(seen)}; the classes are {', '.join(map(repr, cls))} (compared by value, "
+            "so 1, 1.0 and '1' match); pass classes= or the right y_pred column"
+        )
+    return idx

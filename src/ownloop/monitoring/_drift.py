@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
@@ -133,6 +134,16 @@ class DriftReport:
             if f.feature == name:
                 return f
         raise InvalidInputError(f"no drift result for feature '{name}'")
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per feature (then the prediction checks), with the verdict and its evidence."""
+        columns = [f for f in FeatureDrift.__dataclass_fields__ if f != "extra"]
+        rows = [
+            {"check": check, **{c: getattr(f, c) for c in columns}}
+            for check, group in (("feature", self.features), ("prediction", self.prediction))
+            for f in group
+        ]
+        return pd.DataFrame(rows, columns=["check", *columns])
 
     @property
     def summary(self) -> str:
@@ -522,14 +533,14 @@ def evaluate_drift(
             np_part = (
                 part
                 if isinstance(part, NumericPartial)
-                else NumericPartial(partial.rows, partial.rows)
+                else NumericPartial(partial.scored_rows, partial.scored_rows)
             )
             results.append(numeric_drift(name, ref, np_part, s))
         else:
             c_part = (
                 part
                 if isinstance(part, CategoricalPartial)
-                else CategoricalPartial(partial.rows, partial.rows)
+                else CategoricalPartial(partial.scored_rows, partial.scored_rows)
             )
             results.append(categorical_drift(name, ref, c_part, s))
     tested = [i for i, f in enumerate(results) if f.status == "ok"]
@@ -540,7 +551,7 @@ def evaluate_drift(
     drifted = tuple(f.feature for f in judged if f.drifted)
     share = len(drifted) / len(judged) if judged else None
     return DriftReport(
-        rows=partial.rows,
+        rows=partial.scored_rows,
         features=tuple(results),
         drifted_features=drifted,
         tested=len(judged),

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +57,18 @@ from ownloop.monitoring._report import (
 from ownloop.monitoring._sampler import ReviewSample, sample_rows
 from ownloop.names import validate_name
 from ownloop.profile import ReferenceProfile
-from ownloop.registry import Registry
+from ownloop.registry import ModelVersion, Registry
 from ownloop.store import Store, aware
 from ownloop.store import tables as t
 
 __all__ = ["Monitor"]
 
 LOW_CONFIDENCE = 0.6
-PARTIAL_CACHE_FORMAT = 2  # bump when the partial's content changes, so old caches are recomputed
-TREND_WINDOWS = 24
+PARTIAL_CACHE_FORMAT = 3  # bump when the partial's content changes, so old caches are recomputed
+TREND_WINDOWS = 24  # a trend is fitted over at most this many recent windows
+TREND_MIN_WINDOWS = 3  # ... and at least this many
+TREND_MIN_SPAN = timedelta(hours=1)  # ... spanning at least this long (slopes are per hour)
+_READ_ERRORS = (OSError, pa.ArrowException)
 
 
 @dataclass
@@ -74,6 +78,29 @@ class _VersionContext:
     spec: PartialSpec | None
     digest: str
     notes: list[str] = field(default_factory=list)
+    schema: pa.Schema | None = None  # the version's log columns and types, from its signature
+
+
+@dataclass(frozen=True)
+class _Window:
+    """``[start, end)``; with ``first_id``, rows at exactly ``start`` count from that id on."""
+
+    start: datetime
+    end: datetime
+    first_id: str | None = None
+
+    def conditions(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"start": self.start, "end": self.end}
+        if self.first_id is not None:
+            out["first"] = (self.start, self.first_id)
+        return out
+
+
+def _version_schema(v: ModelVersion) -> pa.Schema | None:
+    try:
+        return predlog.prediction_schema(v.signature)
+    except InvalidInputError:
+        return None
 
 
 def linear_trend(
@@ -122,10 +149,35 @@ class Monitor:
             ).first()
         return DriftSettings.from_dict(row.settings) if row is not None else DriftSettings()
 
+    def known_features(self, model: str) -> list[str]:
+        """Names a per-feature threshold may use: every version's features and prediction checks."""
+        names: dict[str, None] = {}
+        for v in self.registry.list_versions(model):
+            names.update(dict.fromkeys(v.signature.feature_names))
+            classes = v.signature.classes or ()
+            if v.signature.task == "classification":
+                names.update(dict.fromkeys(["predicted_class", *(f"score_{c}" for c in classes)]))
+            else:
+                names["predicted_value"] = None
+        return list(names)
+
+    def check_settings(self, model: str, settings: DriftSettings) -> DriftSettings:
+        """Refuse per-feature thresholds for features ``model`` does not have (closest names first)."""
+        known = self.known_features(model)
+        for name in settings.feature_thresholds:
+            if name not in known:
+                ranked = sorted(known, key=lambda k: -SequenceMatcher(None, name, k).ratio())
+                raise InvalidInputError(
+                    f"model '{model}' has no feature '{name}' to set a drift threshold for; "
+                    f"known (closest first): {', '.join(ranked)}"
+                )
+        return settings
+
     def configure(self, model: str, settings: DriftSettings) -> DriftSettings:
-        """Store the drift settings of ``model`` (audited)."""
+        """Store the drift settings of ``model`` (audited); thresholds must name known features."""
         m = self.registry.get_model(model)
         authorize(self.actor, "monitor.configure", m.owner)
+        self.check_settings(model, settings)
         data = json.loads(json.dumps(asdict(settings)))
         now = self.clock.now()
         with self.store.write() as conn:
@@ -182,13 +234,27 @@ class Monitor:
         end = end or self.clock.now()
         reports: list[WindowReport] = []
         for name in names:
-            start = end - window if rows is None else self.row_window_start(name, rows, end)
-            for rep in self.window_reports(name, start, end, version=version, settings=settings):
+            first_id = None
+            if rows is None:
+                start = end - window
+            else:
+                start, first_id = self.row_window(name, rows, end)
+            for rep in self.window_reports(
+                name, start, end, version=version, settings=settings, first_id=first_id
+            ):
                 reports.append(self._store(rep) if store else rep)
         return reports
 
     def row_window_start(self, model: str, rows: int, end: datetime) -> datetime:
-        """The start of the window holding the last ``rows`` predictions of ``model`` before ``end``."""
+        """The start of the window holding the last ``rows`` log rows of ``model`` before ``end``."""
+        return self.row_window(model, rows, end)[0]
+
+    def row_window(self, model: str, rows: int, end: datetime) -> tuple[datetime, str | None]:
+        """Where the last ``rows`` log rows before ``end`` start: a time and the first prediction id.
+
+        Rows logged at one instant (a batch request) are ordered by prediction id, so the window
+        holds exactly ``rows`` rows even when it starts inside such a batch.
+        """
         if rows < 1:
             raise InvalidInputError(f"a row-count window needs at least 1 row, not {rows}")
         by_day: dict[str, list[Path]] = {}
@@ -196,21 +262,22 @@ class Monitor:
             by_day.setdefault(seg.parent.name, []).append(seg)
         end_us = int(end.timestamp() * 1_000_000)
         stamps: list[np.ndarray] = []
-        total = 0
+        ids: list[np.ndarray] = []
         for day in sorted(by_day, reverse=True):
             for seg in by_day[day]:
-                ts = pq.read_table(seg, columns=["ts"]).column("ts").cast(pa.int64()).to_numpy()
-                ts = ts[ts < end_us]
-                stamps.append(ts)
-                total += ts.size
-            if total >= rows:
+                ts, pid = _stamps(seg)
+                stamps.append(ts[ts < end_us])
+                ids.append(pid[ts < end_us])
+            if sum(a.size for a in stamps) >= rows:
                 break
-        if total == 0:
-            return end - timedelta(microseconds=1)
-        every = np.concatenate(stamps)
-        k = max(every.size - rows, 0)
-        first = int(np.partition(every, k)[k])
-        return datetime.fromtimestamp(first / 1_000_000, UTC)
+        every = np.concatenate(stamps) if stamps else np.zeros(0, dtype=np.int64)
+        if every.size == 0:
+            return end - timedelta(microseconds=1), None
+        every_id = np.concatenate(ids)
+        order = np.lexsort((every_id, every))
+        first = order[max(every.size - rows, 0)]
+        start = datetime.fromtimestamp(int(every[first]) / 1_000_000, UTC)
+        return start, str(every_id[first])
 
     def window_reports(
         self,
@@ -220,18 +287,26 @@ class Monitor:
         *,
         version: int | None = None,
         settings: DriftSettings | None = None,
+        first_id: str | None = None,
     ) -> list[WindowReport]:
-        """Compute (without storing) one report per version with rows in ``[start, end)``."""
+        """Compute (without storing) one report per version with rows in ``[start, end)``.
+
+        With ``first_id``, rows at exactly ``start`` count only from that prediction id on.
+        Log segments that cannot be read (or cast to the version's types) are left out and
+        named in each report's ``skipped_segments`` and notes.
+        """
         m = self.registry.get_model(model)
         authorize(self.actor, "model.read", m.owner)
         s = settings or self.settings(model)
         root = self.config.predictions_dir
+        window = _Window(start, end, first_id)
         segments = predlog.list_segments(root, model, start=start, end=end)
         contexts: dict[int, _VersionContext] = {}
         merged: dict[int, WindowPartial] = {}
+        skipped: list[predlog.SkippedSegment] = []
         for seg in segments:
             for v, part in self._segment_partials(
-                seg, model, start, end, version, contexts
+                seg, model, window, version, contexts, skipped
             ).items():
                 merged[v] = merged[v].merge(part) if v in merged else part
         if version is not None and version not in merged:
@@ -244,10 +319,11 @@ class Monitor:
             merged[latest.version] = WindowPartial()
             self._context(model, latest.version, contexts)
         labels = self._labels(model)
-        return [
-            self._report(model, v, start, end, merged[v], contexts[v], s, labels)
+        reports = [
+            self._report(model, v, window, merged[v], contexts[v], s, labels, skipped)
             for v in sorted(merged)
         ]
+        return [_with_skipped(r, skipped) for r in reports]
 
     def _context(
         self, model: str, version: int, contexts: dict[int, _VersionContext]
@@ -268,11 +344,14 @@ class Monitor:
                     None,
                     "none",
                     [f"{v.ref} has no reference profile: no drift or estimates"],
+                    _version_schema(v),
                 )
             else:
                 profile = self.registry.load_profile(v.ref)
                 spec = PartialSpec.from_profile(profile)
-                ctx = _VersionContext(version, profile, spec, v.profile_digest)
+                ctx = _VersionContext(
+                    version, profile, spec, v.profile_digest, schema=_version_schema(v)
+                )
                 if spec.calibration is not None:
                     ctx.notes.append(
                         "probabilities re-calibrated with the reference's isotonic map (they failed a calibration test on the reference)"
@@ -284,41 +363,70 @@ class Monitor:
         self,
         seg: Path,
         model: str,
-        start: datetime,
-        end: datetime,
+        window: _Window,
         version: int | None,
         contexts: dict[int, _VersionContext],
+        skipped: list[predlog.SkippedSegment],
     ) -> dict[int, WindowPartial]:
-        meta = pq.ParquetFile(seg).metadata
-        lo, hi = _ts_range(meta)
-        inside = lo is not None and hi is not None and lo >= start and hi < end
-        if lo is not None and hi is not None and (hi < start or lo >= end):
+        try:
+            meta = pq.ParquetFile(seg).metadata
+        except _READ_ERRORS as exc:
+            skipped.append(predlog.SkippedSegment(seg, f"not a readable Parquet file ({exc})"))
             return {}
+        lo, hi = _ts_range(meta)
+        if lo is not None and hi is not None and (hi < window.start or lo >= window.end):
+            return {}
+        inside = (
+            lo is not None
+            and hi is not None
+            and (lo > window.start or (lo == window.start and window.first_id is None))
+            and hi < window.end
+        )
         cached = self._cache_read(seg, model) if inside else None
         if cached is not None and all(
             self._context(model, v, contexts).digest == d for v, (d, _) in cached.items()
         ):
             return {v: p for v, (_, p) in cached.items() if version is None or v == version}
-        table = pq.read_table(seg)
-        if not inside:
-            ts = table.column("ts")
-            keep = pc.and_(
-                pc.greater_equal(ts, pa.scalar(start.astimezone(UTC), ts.type)),
-                pc.less(ts, pa.scalar(end.astimezone(UTC), ts.type)),
-            )
-            table = table.filter(keep)
+        try:
+            table = pq.read_table(seg)
+            if not inside:
+                table = predlog.select_rows(table, window.conditions())
+        except (*_READ_ERRORS, predlog.SegmentReadError) as exc:
+            skipped.append(predlog.SkippedSegment(seg, str(exc).splitlines()[0]))
+            return {}
+        before = len(skipped)
+        out = self._version_partials(seg, model, table, version, inside, contexts, skipped)
+        if inside and len(skipped) == before:  # a segment read in part is not cached
+            self._cache_write(seg, model, {v: (contexts[v].digest, p) for v, p in out.items()})
+        return {v: p for v, p in out.items() if version is None or v == version}
+
+    def _version_partials(
+        self,
+        seg: Path,
+        model: str,
+        table: pa.Table,
+        version: int | None,
+        inside: bool,
+        contexts: dict[int, _VersionContext],
+        skipped: list[predlog.SkippedSegment],
+    ) -> dict[int, WindowPartial]:
+        """One partial per version in ``table``; a version whose rows cannot be read is skipped."""
         out: dict[int, WindowPartial] = {}
         versions = pc.unique(table.column("version")).to_pylist() if table.num_rows else []
         for v in versions:
-            if v is None or (version is not None and v != version and inside is False):
+            if v is None or (version is not None and v != version and not inside):
                 continue
             ctx = self._context(model, int(v), contexts)
             rows = table.filter(pc.equal(table.column("version"), v))
-            spec = ctx.spec or PartialSpec({}, (), "regression")
-            out[int(v)] = compute_partial(rows, spec)
-        if inside:
-            self._cache_write(seg, model, {v: (contexts[v].digest, p) for v, p in out.items()})
-        return {v: p for v, p in out.items() if version is None or v == version}
+            try:
+                if ctx.schema is not None:
+                    rows = predlog.conform(rows, ctx.schema)
+                spec = ctx.spec or PartialSpec({}, (), "regression")
+                out[int(v)] = compute_partial(rows, spec)
+            except (predlog.SegmentReadError, pa.ArrowException) as exc:
+                reason = f"rows of version {v}: {str(exc).splitlines()[0]}"
+                skipped.append(predlog.SkippedSegment(seg, reason))
+        return out
 
     # per-segment partial cache: <home>/monitoring/partials/<model>/<day>/<segment>.json
     def _cache_path(self, seg: Path, model: str) -> Path:
@@ -367,13 +475,14 @@ class Monitor:
         self,
         model: str,
         version: int,
-        start: datetime,
-        end: datetime,
+        window: _Window,
         part: WindowPartial,
         ctx: _VersionContext,
         s: DriftSettings,
         labels: pa.Table,
+        skipped: list[predlog.SkippedSegment],
     ) -> WindowReport:
+        start, end = window.start, window.end
         profile = ctx.profile
         notes = list(ctx.notes)
         drift = evaluate_drift(part, profile, s) if profile is not None else None
@@ -393,13 +502,19 @@ class Monitor:
                 n_rows=int(part.confidence.sum()),
                 calibrated=ctx.spec.calibration is not None,
             )
+        read = _LogReader(self.config.predictions_dir, model, version, window, ctx.schema, skipped)
         realised = (
-            self._realised_regression(model, version, start, end, labels, part.rows)
+            self._realised_regression(read, labels, part.scored_rows)
             if ctx.spec is not None and ctx.spec.task == "regression"
-            else self._realised(model, version, start, end, labels, classes, part.rows)
+            else self._realised(read, labels, classes, part.scored_rows)
         )
         if part.rows == 0:
             notes.append("no predictions in the window")
+        if part.refused:
+            notes.append(
+                f"{part.refused_requests:,} refused request(s) ({part.refused:,} log rows without "
+                "inputs) count in the error rate only, not in drift or confidence"
+            )
         return WindowReport(
             model,
             version,
@@ -412,24 +527,15 @@ class Monitor:
             tuple(realised),
             system_figures(part, self.config.cpu_hour_price),
             tuple(notes),
+            reference_accuracy=_reference_accuracy(profile),
         )
 
     def _realised(
-        self,
-        model: str,
-        version: int,
-        start: datetime,
-        end: datetime,
-        labels: pa.Table,
-        classes: Sequence[str],
-        total: int,
+        self, read: _LogReader, labels: pa.Table, classes: Sequence[str], total: int
     ) -> list[Realised]:
         if labels.num_rows == 0 or not classes or total == 0:
             return []
-        cols = ["prediction_id", "prediction", "proba", "status"]
-        preds = predlog.read_window(
-            self.config.predictions_dir, model, version=version, start=start, end=end, columns=cols
-        )
+        preds = read(["prediction_id", "prediction", "proba", "status"])
         joined = predlog.join_labels(preds, labels)
         has = pc.and_(pc.is_valid(joined.column("label")), pc.equal(joined.column("status"), "ok"))
         joined = joined.filter(pc.fill_null(has, False))
@@ -446,20 +552,17 @@ class Monitor:
             y_true,
             y_pred,
             score=score,
-            positive=classes[1] if len(classes) == 2 else None,
+            positive=predlog.label_key(classes[1]) if len(classes) == 2 else None,
             weights=weights,
             total_rows=total,
         )
 
     def _realised_regression(
-        self, model: str, version: int, start: datetime, end: datetime, labels: pa.Table, total: int
+        self, read: _LogReader, labels: pa.Table, total: int
     ) -> list[Realised]:
         if labels.num_rows == 0 or total == 0:
             return []
-        cols = ["prediction_id", "prediction_value", "status"]
-        preds = predlog.read_window(
-            self.config.predictions_dir, model, version=version, start=start, end=end, columns=cols
-        )
+        preds = read(["prediction_id", "prediction_value", "status"])
         joined = predlog.join_labels(preds, labels)
         y = joined.column("label_value").to_numpy(zero_copy_only=False).astype(float)
         p = joined.column("prediction_value").to_numpy(zero_copy_only=False).astype(float)
@@ -498,12 +601,19 @@ class Monitor:
             points = [(aware(w), float(v)) for n, w, v in rows if n == name][: TREND_WINDOWS - 1]
             if current is not None:
                 points.append((end, current))
+            span = (end - min(w for w, _ in points)) if points else timedelta(0)
+            if not prefix:
+                fields["trend_span_s"] = span.total_seconds()
+            if len(points) < TREND_MIN_WINDOWS or span < TREND_MIN_SPAN:
+                if not prefix:
+                    fields["trend_note"] = _no_trend(len(points), span)
+                continue
             fit = linear_trend(points, end)
             if fit is not None:
                 fields[f"{prefix}trend_per_hour"], fields[f"{prefix}trend_p"] = fit[0], fit[1]
                 if not prefix:
                     fields["trend_windows"] = fit[2]
-        return ConfidenceFigures(**{**asdict(conf), **fields}) if fields else conf
+        return ConfidenceFigures(**{**asdict(conf), **fields})
 
     # -- review sample and report ------------------------------------------------------------
 
@@ -523,8 +633,16 @@ class Monitor:
         m = self.registry.get_model(model)
         authorize(self.actor, "model.read", m.owner)
         end = end or self.clock.now()
+        schema = None
+        if version is not None:  # read with the version's own column types
+            schema = _version_schema(self.registry.get_version(f"{model}@{version}"))
         table = predlog.read_window(
-            self.config.predictions_dir, model, version=version, start=end - since, end=end
+            self.config.predictions_dir,
+            model,
+            version=version,
+            start=end - since,
+            end=end,
+            schema=schema,
         )
         return sample_rows(table, n, low_confidence=low_confidence, low_share=low_share, seed=seed)
 
@@ -662,17 +780,81 @@ class Monitor:
 
 
 def _canonical(values: Sequence[Any]) -> np.ndarray:
-    """Class labels as text, with '1.0' read as '1' (a CSV round trip turns 1 into 1.0)."""
-    out = []
-    for v in values:
-        text = str(v)
-        try:
-            number = float(text)
-        except ValueError:
-            out.append(text)
-            continue
-        out.append(str(int(number)) if number.is_integer() else text)
-    return np.asarray(out, dtype=object).astype(str)
+    """Class labels compared by value ('1.0' is '1': a CSV round trip turns 1 into 1.0)."""
+    return predlog.label_keys(values).astype(str)
+
+
+def _reference_accuracy(profile: ReferenceProfile | None) -> float | None:
+    perf = profile.prediction.get("performance") if profile is not None else None
+    value = perf.get("accuracy") if isinstance(perf, dict) else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _no_trend(windows: int, span: timedelta) -> str:
+    return (
+        f"no confidence trend: it needs at least {TREND_MIN_WINDOWS} windows spanning at least "
+        f"{TREND_MIN_SPAN.total_seconds() / 3600:g} h; there are {windows} spanning "
+        f"{_span_text(span.total_seconds())}"
+    )
+
+
+def _span_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _stamps(seg: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``ts`` (microseconds) and prediction ids of one segment ('' for a missing id)."""
+    try:
+        table = pq.read_table(seg, columns=["ts", "prediction_id"])
+        ts = table.column("ts").cast(predlog.TS).cast(pa.int64()).to_numpy()
+    except _READ_ERRORS:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    ids = pc.fill_null(table.column("prediction_id"), "").to_numpy(zero_copy_only=False)
+    return ts, np.asarray(ids, dtype=object)
+
+
+def _with_skipped(rep: WindowReport, skipped: Sequence[predlog.SkippedSegment]) -> WindowReport:
+    if not skipped:
+        return rep
+    names = tuple(dict.fromkeys(str(s) for s in skipped))
+    note = f"{len(names)} log segment(s) left out (unreadable or of another type): " + "; ".join(
+        names[:5]
+    )
+    return replace(rep, skipped_segments=names, notes=(*rep.notes, note))
+
+
+class _LogReader:
+    """Reads a version's rows of one window, adding segments it leaves out to ``skipped``."""
+
+    def __init__(
+        self,
+        root: Path,
+        model: str,
+        version: int,
+        window: _Window,
+        schema: pa.Schema | None,
+        skipped: list[predlog.SkippedSegment],
+    ) -> None:
+        self.root, self.model, self.version = root, model, version
+        self.window, self.schema, self.skipped = window, schema, skipped
+
+    def __call__(self, columns: Sequence[str]) -> pa.Table:
+        read = predlog.read_log(
+            self.root,
+            self.model,
+            version=self.version,
+            start=self.window.start,
+            end=self.window.end,
+            columns=columns,
+            schema=self.schema,
+            first_id=self.window.first_id,
+        )
+        self.skipped.extend(read.skipped)
+        return read.table
 
 
 def _ts_range(meta: pq.FileMetaData) -> tuple[datetime | None, datetime | None]:

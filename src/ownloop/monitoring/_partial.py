@@ -33,6 +33,7 @@ __all__ = [
     "merge_all",
 ]
 
+REFUSED = "refused"  # status of a logged request whose input was refused (answered 400)
 SCORE_BINS = 1000  # positive-class score histogram for label-free estimates (edge at 0.5)
 CONF_BINS = 100  # max-probability histogram (low-confidence share at any 0.01 threshold)
 # log-spaced latency sketch: 1 microsecond to 1,000 s, about 2.3% relative resolution
@@ -186,9 +187,12 @@ class CategoricalPartial:
 class WindowPartial:
     """Everything a window report needs, as counts and sums."""
 
-    rows: int = 0
-    errors: int = 0
+    rows: int = 0  # log rows, refused requests included
+    errors: int = 0  # rows not "ok" (model errors and refused requests)
     requests: int = 0  # distinct request ids per batch, summed (a request's rows share a batch)
+    refused: int = 0  # rows of refused requests (status "refused": no inputs, no outputs)
+    refused_requests: int = 0  # requests answered 400 (their input was refused)
+    error_requests: int = 0  # requests with a model error (status "error") and none refused
     features: dict[str, NumericPartial | CategoricalPartial] = field(default_factory=dict)
     prediction: NumericPartial | CategoricalPartial | None = None
     ok_rows: int = 0
@@ -210,6 +214,16 @@ class WindowPartial:
     ts_min: float | None = None  # epoch seconds
     ts_max: float | None = None
 
+    @property
+    def scored_rows(self) -> int:
+        """Rows whose inputs reached the model (refused requests have no inputs to compare)."""
+        return self.rows - self.refused
+
+    @property
+    def failed_requests(self) -> int:
+        """Requests answered with an error: refused inputs plus model errors."""
+        return self.refused_requests + self.error_requests
+
     def merge(self, other: WindowPartial) -> WindowPartial:
         feats = dict(self.features)
         for name, part in other.features.items():
@@ -226,6 +240,9 @@ class WindowPartial:
             rows=self.rows + other.rows,
             errors=self.errors + other.errors,
             requests=self.requests + other.requests,
+            refused=self.refused + other.refused,
+            refused_requests=self.refused_requests + other.refused_requests,
+            error_requests=self.error_requests + other.error_requests,
             features=feats,
             prediction=pred,
             ok_rows=self.ok_rows + other.ok_rows,
@@ -249,6 +266,9 @@ class WindowPartial:
             "rows": self.rows,
             "errors": self.errors,
             "requests": self.requests,
+            "refused": self.refused,
+            "refused_requests": self.refused_requests,
+            "error_requests": self.error_requests,
             "features": {k: _part_json(v) for k, v in self.features.items()},
             "prediction": None if self.prediction is None else _part_json(self.prediction),
             "ok_rows": self.ok_rows,
@@ -273,6 +293,9 @@ class WindowPartial:
             rows=int(d["rows"]),
             errors=int(d["errors"]),
             requests=int(d.get("requests", 0)),
+            refused=int(d.get("refused", 0)),
+            refused_requests=int(d.get("refused_requests", 0)),
+            error_requests=int(d.get("error_requests", 0)),
             features={k: _part_from_json(v) for k, v in d["features"].items()},
             prediction=None if pred is None else _part_from_json(pred),
             ok_rows=int(d["ok_rows"]),
@@ -423,31 +446,24 @@ def _float_column(table: pa.Table, name: str) -> np.ndarray:
 
 
 def compute_partial(batch: pa.Table | pa.RecordBatch, spec: PartialSpec) -> WindowPartial:
-    """The partial statistics of one batch of prediction-log rows (pure: no I/O, no clock)."""
+    """The partial statistics of one batch of prediction-log rows (pure: no I/O, no clock).
+
+    Refused requests (status "refused") count as requests and errors only: they have no inputs
+    or outputs, so they stay out of drift, prediction and confidence figures.
+    """
     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
     out = WindowPartial(rows=table.num_rows)
     names = set(table.column_names)
-    for name, grid in spec.numeric.items():
-        col = spec.input_prefix + name
-        if col in names:
-            out.features[name] = numeric_partial(
-                _float_column(table, col), grid, spec.binners.get(name)
-            )
-        else:
-            out.features[name] = NumericPartial(table.num_rows, table.num_rows, 0, np.zeros(0))
-    for name in spec.categorical:
-        col = spec.input_prefix + name
-        out.features[name] = (
-            categorical_partial(table.column(col))
-            if col in names
-            else CategoricalPartial(table.num_rows, table.num_rows, {})
-        )
+    scored = table
     ok = table
     if "status" in names:
-        is_ok = pc.fill_null(pc.equal(table.column("status"), "ok"), False)
-        ok = table.filter(is_ok)
+        status = table.column("status")
+        scored = table.filter(pc.invert(pc.fill_null(pc.equal(status, REFUSED), False)))
+        ok = table.filter(pc.fill_null(pc.equal(status, "ok"), False))
+        out.refused = table.num_rows - scored.num_rows
         out.errors = table.num_rows - ok.num_rows
     out.ok_rows = ok.num_rows
+    _features(scored, names, spec, out)
     _system(table, names, out)
     if "ts" in names and table.num_rows:
         ts = pc.min_max(table.column("ts"))
@@ -463,9 +479,42 @@ def compute_partial(batch: pa.Table | pa.RecordBatch, spec: PartialSpec) -> Wind
     return out
 
 
+def _features(table: pa.Table, names: set[str], spec: PartialSpec, out: WindowPartial) -> None:
+    n = table.num_rows
+    for name, grid in spec.numeric.items():
+        col = spec.input_prefix + name
+        out.features[name] = (
+            numeric_partial(_float_column(table, col), grid, spec.binners.get(name))
+            if col in names
+            else NumericPartial(n, n, 0, np.zeros(0))
+        )
+    for name in spec.categorical:
+        col = spec.input_prefix + name
+        out.features[name] = (
+            categorical_partial(table.column(col)) if col in names else CategoricalPartial(n, n, {})
+        )
+
+
+def _requests(ids: pa.ChunkedArray | None, mask: pa.ChunkedArray | None, n: int) -> int:
+    """Distinct request ids among the rows in ``mask`` (a row without an id is one request)."""
+    if ids is None:
+        return n if mask is None else int(pc.sum(mask).as_py() or 0)
+    if mask is not None:
+        ids = ids.filter(mask)
+    distinct = pc.count_distinct(ids).as_py()
+    return int(distinct) + int(ids.null_count)
+
+
 def _system(table: pa.Table, names: set[str], out: WindowPartial) -> None:
-    if "request_id" in names and table.num_rows:
-        out.requests = int(pc.count_distinct(table.column("request_id")).as_py())
+    if table.num_rows:
+        ids = table.column("request_id") if "request_id" in names else None
+        out.requests = _requests(ids, None, table.num_rows)
+        if "status" in names:
+            status = table.column("status")
+            refused = pc.fill_null(pc.equal(status, REFUSED), False)
+            failed = pc.fill_null(pc.is_in(status, value_set=pa.array([REFUSED, "error"])), False)
+            out.refused_requests = _requests(ids, refused, table.num_rows)
+            out.error_requests = _requests(ids, failed, table.num_rows) - out.refused_requests
     if "latency_s" in names:
         lat = _float_column(table, "latency_s")
         lat = lat[np.isfinite(lat)]
@@ -479,18 +528,25 @@ def _system(table: pa.Table, names: set[str], out: WindowPartial) -> None:
 
 
 def proba_matrix(column: pa.Array | pa.ChunkedArray, k: int) -> np.ndarray:
-    """A list<float64> column of class probabilities as an (n, k) array (null rows: NaN)."""
+    """A list<float64> column of class probabilities as an (n, k) array.
+
+    A row that is null, has another number of entries than ``k`` or holds a value outside
+    [0, 1] becomes a row of NaN, which every caller leaves out as unscored.
+    """
     n = len(column)
+    out = np.full((n, k), np.nan)
     if n == 0:
-        return np.zeros((0, k))
+        return out
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    filled = pc.if_else(pc.is_null(column), pa.scalar([float("nan")] * k, column.type), column)
-    flat = pc.list_flatten(filled).to_numpy(zero_copy_only=False).astype(float)
-    if flat.size != n * k:
-        raise ValueError(f"probability lists do not all have {k} entries")
-    matrix: np.ndarray = flat.reshape(n, k)
-    return matrix
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    good = np.asarray(lengths == k, dtype=bool)
+    if good.any():
+        flat = pc.list_flatten(column.filter(pa.array(good)))
+        out[good] = flat.to_numpy(zero_copy_only=False).astype(float).reshape(-1, k)
+    with np.errstate(invalid="ignore"):
+        out[((out < 0) | (out > 1)).any(axis=1)] = np.nan
+    return out
 
 
 def _classification(ok: pa.Table, names: set[str], spec: PartialSpec, out: WindowPartial) -> None:

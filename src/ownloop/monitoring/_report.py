@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring._drift import DriftReport
@@ -15,6 +17,7 @@ from ownloop.monitoring._performance import Estimate, Realised
 from ownloop.profile import PROB_EDGES, ReferenceProfile
 
 __all__ = [
+    "FINDINGS",
     "ConfidenceFigures",
     "MonitorRun",
     "StoredResult",
@@ -28,21 +31,35 @@ __all__ = [
 ]
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+FINDINGS = ("drift", "estimated-drop")
+ERROR_RATE_INCLUDES = "refused inputs (400) and model errors"
+
+
 def parse_duration(text: str) -> timedelta:
-    """``90s``, ``5m``, ``1h``, ``7d`` (or a bare number of seconds)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    """``90s``, ``5m``, ``1h``, ``7d``, ``2w``: a number and a unit (a bare number is refused)."""
     raw = text.strip().lower()
-    unit = raw[-1:] if raw[-1:] in units else "s"
-    number = raw[:-1] if raw[-1:] in units else raw
+    unit = raw[-1:]
+    if unit not in DURATION_UNITS:
+        try:
+            float(raw)
+        except ValueError:
+            pass
+        else:
+            raise InvalidInputError(
+                f"duration '{text}' has no unit; add one of s, m, h, d, w (e.g. {raw}h or {raw}s)"
+            )
+        raise InvalidInputError(f"duration '{text}' is not understood; use e.g. 90s, 5m, 1h, 7d")
     try:
-        value = float(number)
+        value = float(raw[:-1])
     except ValueError:
         raise InvalidInputError(
             f"duration '{text}' is not understood; use e.g. 90s, 5m, 1h, 7d"
         ) from None
-    if value <= 0 or value * units[unit] > 10 * 365 * 86400:
+    seconds = value * DURATION_UNITS[unit]
+    if not value > 0 or seconds > 10 * 365 * 86400:
         raise InvalidInputError(f"duration '{text}' must be positive and under ten years")
-    return timedelta(seconds=value * units[unit])
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -58,19 +75,31 @@ class ConfidenceFigures:
     trend_windows: int = 0
     low_share_trend_per_hour: float | None = None  # slope of the low-confidence share
     low_share_trend_p: float | None = None
+    trend_span_s: float | None = None  # time from the first to the last window of the trend
+    trend_note: str | None = None  # why there is no trend (too few windows, too short a span)
 
 
 @dataclass(frozen=True)
 class SystemFigures:
-    predictions: int
+    """Requests, errors, latency and cost of a window.
+
+    ``requests`` counts every request the model's routes answered, refused ones included (as
+    ``/metrics`` does); ``errors`` the requests answered with an error, ``refused_requests``
+    (400: the input was refused) plus ``error_requests`` (the model failed).
+    """
+
+    predictions: int  # rows that reached the model
     requests: int
     errors: int
-    error_rate: float | None
+    error_rate: float | None  # errors / requests
     latency_p50_s: float | None
     latency_p99_s: float | None
     cpu_s: float
     cost_per_1k: float | None
     cpu_hour_price: float
+    refused_requests: int = 0
+    error_requests: int = 0
+    error_rate_includes: str = ERROR_RATE_INCLUDES
 
 
 @dataclass(frozen=True)
@@ -89,6 +118,48 @@ class WindowReport:
     system: SystemFigures
     notes: tuple[str, ...] = ()
     run_id: int | None = None
+    skipped_segments: tuple[str, ...] = ()  # log segments left out (unreadable or of another type)
+    reference_accuracy: float | None = None  # the reference profile's accuracy, when it has one
+
+    def findings(self, kinds: Collection[str] = FINDINGS) -> list[str]:
+        """What this window found of ``kinds`` (``drift``, ``estimated-drop``), one sentence each.
+
+        ``estimated-drop``: the upper end of the estimated accuracy's band lies below the
+        reference's accuracy, so the drop is larger than the estimate's own uncertainty.
+        """
+        unknown = set(kinds) - set(FINDINGS)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown finding {', '.join(sorted(unknown))}; use {', '.join(FINDINGS)}"
+            )
+        out = []
+        who = f"{self.model}@{self.version}"
+        if "drift" in kinds and self.drift is not None and self.drift.dataset_drift:
+            out.append(f"drift: {who}: {self.drift.summary}")
+        est = self.estimate("accuracy")
+        ref = self.reference_accuracy
+        if (
+            "estimated-drop" in kinds
+            and est is not None
+            and est.upper is not None
+            and ref is not None
+            and est.upper < ref
+        ):
+            out.append(
+                f"estimated-drop: {who}: estimated accuracy {est.value:.3f} "
+                f"[{est.lower:.3f}, {est.upper:.3f}] lies below the reference's {ref:.3f}"
+            )
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """Every figure of the window, one row each (the rows a monitor run stores)."""
+        rows = result_rows(self)
+        frame = pd.DataFrame(rows, columns=list(_RESULT_COLUMNS))
+        frame.insert(0, "version", self.version)
+        frame.insert(0, "model", self.model)
+        frame["window_start"] = self.start
+        frame["window_end"] = self.end
+        return frame
 
     def estimate(self, metric: str) -> Estimate | None:
         return next((e for e in self.estimated if e.metric == metric), None)
@@ -144,13 +215,16 @@ def _quantile(hist: np.ndarray, q: float) -> float | None:
 
 
 def system_figures(part: WindowPartial, price: float) -> SystemFigures:
-    n = part.rows
+    n = part.scored_rows
     cost = part.cpu_sum / 3600 * price / n * 1000 if n else None
+    requests = part.requests
     return SystemFigures(
         predictions=n,
-        requests=part.requests,
-        errors=part.errors,
-        error_rate=part.errors / n if n else None,
+        requests=requests,
+        errors=part.failed_requests,
+        error_rate=part.failed_requests / requests if requests else None,
+        refused_requests=part.refused_requests,
+        error_requests=part.error_requests,
         latency_p50_s=_quantile(part.latency, 0.5),
         latency_p99_s=_quantile(part.latency, 0.99),
         cpu_s=part.cpu_sum,
@@ -192,24 +266,28 @@ def _f(v: Any) -> float | None:
     return x if np.isfinite(x) else None
 
 
+_RESULT_COLUMNS = (
+    "kind",
+    "name",
+    "status",
+    "method",
+    "value",
+    "lower",
+    "upper",
+    "threshold",
+    "p_value",
+    "alert",
+    "n",
+    "detail",
+)
+
+
 def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def add(kind: str, name: str, status: str = "ok", **kw: Any) -> None:
-        row: dict[str, Any] = {
-            "kind": kind,
-            "name": name,
-            "status": status,
-            "method": None,
-            "value": None,
-            "lower": None,
-            "upper": None,
-            "threshold": None,
-            "p_value": None,
-            "alert": None,
-            "n": None,
-            "detail": None,
-        }
+        row: dict[str, Any] = dict.fromkeys(_RESULT_COLUMNS)
+        row.update(kind=kind, name=name, status=status)
         row.update(kw)
         for k in ("value", "lower", "upper", "threshold", "p_value"):
             row[k] = _f(row[k])
@@ -262,9 +340,10 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             value=c.mean,
             threshold=c.reference_mean,
             n=c.n,
-            detail=None
+            detail=c.trend_note
             if c.trend_per_hour is None
-            else f"trend {c.trend_per_hour:+.4f}/h over {c.trend_windows} windows (p={c.trend_p})",
+            else f"trend {c.trend_per_hour:+.4f}/h over {c.trend_windows} windows "
+            f"spanning {_span(c.trend_span_s)} (p={c.trend_p})",
         )
         add(
             "confidence",
@@ -322,6 +401,8 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
         ("predictions", sysf.predictions),
         ("requests", sysf.requests),
         ("errors", sysf.errors),
+        ("refused_requests", sysf.refused_requests),
+        ("error_requests", sysf.error_requests),
         ("error_rate", sysf.error_rate),
         ("latency_p50_s", sysf.latency_p50_s),
         ("latency_p99_s", sysf.latency_p99_s),
@@ -334,9 +415,30 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             "ok" if value is not None else "empty",
             value=value,
             n=sysf.predictions,
-            method=f"cpu-hour price {sysf.cpu_hour_price}" if name == "cost_per_1k" else None,
+            method=_system_method(name, sysf),
         )
     return rows
+
+
+def _system_method(name: str, sysf: SystemFigures) -> str | None:
+    if name == "cost_per_1k":
+        return f"cpu-hour price {sysf.cpu_hour_price}"
+    if name in ("errors", "error_rate"):
+        return f"requests answered with an error: {sysf.error_rate_includes}"
+    return None
+
+
+def _span(seconds: float | None) -> str:
+    """A duration for people: 12 s, 45 min, 3.5 h, 2.0 d."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
 
 
 def summary(rep: WindowReport) -> dict[str, Any]:
@@ -351,5 +453,8 @@ def summary(rep: WindowReport) -> dict[str, Any]:
         "realised_accuracy": None if real is None else _f(real.value),
         "confidence_mean": None if rep.confidence is None else _f(rep.confidence.mean),
         "error_rate": _f(rep.system.error_rate),
+        "refused_requests": rep.system.refused_requests,
+        "error_requests": rep.system.error_requests,
+        "skipped_segments": len(rep.skipped_segments),
         "notes": list(rep.notes),
     }

@@ -1,0 +1,97 @@
+"""``ownloop monitor`` through the real CLI (click's runner, the real store and log): exit codes, inputs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner, Result
+
+from ownloop import Workspace
+from ownloop.cli import cli
+from ownloop.errors import InvalidInputError
+from ownloop.monitoring import DriftSettings, parse_duration
+from tests.conftest import env_for
+from tests.test_monitor import logged
+
+__all__ = ["logged"]  # churn@1: one quiet hour, then one drifted hour
+
+
+def _run(ws: Workspace, *args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env_for(ws.config), catch_exceptions=False)
+
+
+def test_fail_on_drift_exits_1_and_says_what_it_found(logged: Workspace) -> None:
+    plain = _run(logged, "monitor", "churn", "--window", "1000d")
+    assert plain.exit_code == 0  # without --fail-on a finding is printed, not an exit code
+    assert "DATASET DRIFT" in plain.output
+    found = _run(logged, "monitor", "churn", "--window", "1000d", "--fail-on", "drift")
+    assert found.exit_code == 1
+    assert "found: drift: churn@1: DATASET DRIFT" in found.output
+    anything = _run(logged, "monitor", "churn", "--window", "1000d", "--fail-on", "any")
+    assert anything.exit_code == 1
+
+
+def test_fail_on_nothing_found_exits_0(logged: Workspace) -> None:
+    quiet = _run(logged, "monitor", "churn", "--window", "1s", "--fail-on", "drift,estimated-drop")
+    assert quiet.exit_code == 0, quiet.output
+    assert "found:" not in quiet.output
+
+
+def test_fail_on_with_json_keeps_stdout_json(logged: Workspace) -> None:
+    import json
+
+    res = CliRunner().invoke(
+        cli,
+        ["monitor", "churn", "--window", "1000d", "--fail-on", "drift", "--json"],
+        env=env_for(logged.config),
+    )
+    assert res.exit_code == 1
+    assert json.loads(res.stdout)[0]["model"] == "churn"
+    assert "found: drift" in res.stderr
+
+
+def test_unknown_condition_is_a_usage_error(logged: Workspace) -> None:
+    res = _run(logged, "monitor", "churn", "--fail-on", "drfit")
+    assert res.exit_code == 2
+    assert "use drift, estimated-drop, any" in res.output
+
+
+def test_threshold_for_an_unknown_feature_is_refused_and_not_saved(logged: Workspace) -> None:
+    res = _run(logged, "monitor", "churn", "--threshold", "tenure_monts=0.2", "--save")
+    assert res.exit_code == 2
+    assert "has no feature 'tenure_monts'" in res.output
+    assert "known (closest first): tenure_months, " in res.output
+    assert logged.monitor.settings("churn") == DriftSettings()
+    ok = _run(logged, "monitor", "churn", "--threshold", "tenure_months=0.3", "--save")
+    assert ok.exit_code == 0, ok.output
+    assert logged.monitor.settings("churn").feature_thresholds == {"tenure_months": 0.3}
+
+
+def test_python_configure_refuses_an_unknown_feature(logged: Workspace) -> None:
+    with pytest.raises(InvalidInputError, match="has no feature 'nosuchfeature'"):
+        logged.monitor.configure("churn", DriftSettings(feature_thresholds={"nosuchfeature": 0.2}))
+
+
+@pytest.mark.parametrize(
+    "command", [["drift", "churn", "--since"], ["monitor", "churn", "--window"]]
+)
+def test_a_duration_needs_a_unit(logged: Workspace, command: list[str]) -> None:
+    res = _run(logged, *command, "2")
+    assert res.exit_code == 2
+    assert "duration '2' has no unit; add one of s, m, h, d, w" in res.output
+
+
+def test_durations_with_units() -> None:
+    assert parse_duration("2s") == timedelta(seconds=2)
+    assert parse_duration("1.5h") == timedelta(minutes=90)
+    assert parse_duration("2w") == timedelta(days=14)
+    with pytest.raises(InvalidInputError, match="has no unit"):
+        parse_duration("90")
+
+
+def test_error_rate_line_says_what_it_counts(logged: Workspace) -> None:
+    res = _run(logged, "monitor", "churn", "--rows", "500")
+    assert res.exit_code == 0, res.output
+    assert "500 predictions" in res.output
+    assert "the rate counts refused inputs (400) and model errors" in res.output

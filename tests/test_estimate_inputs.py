@@ -1,0 +1,115 @@
+"""ownloop.estimate_performance and ownloop.drift on frames of the dtypes users bring (known truth)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import ownloop
+from ownloop import InvalidInputError
+
+BETA = np.array([3.0, -2.0, 1.5])
+
+
+def _simulate(rng: np.random.Generator, n: int, shift: float = 0.0) -> pd.DataFrame:
+    """Calibrated probabilities; the label as float 0.0/1.0 and the predicted class as int,
+    the dtypes of NannyML's car-loan data set."""
+    X = rng.normal(0, 1, (n, 3))
+    X[:, 0] += shift
+    p = 1 / (1 + np.exp(-(X @ BETA - 0.3)))
+    y = (rng.random(n) < p).astype(float)
+    return pd.DataFrame({"x0": X[:, 0], "p": p, "y_pred": (p >= 0.5).astype(int), "y": y})
+
+
+@pytest.fixture(scope="module")
+def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(7)
+    return _simulate(rng, 20_000), _simulate(rng, 10_000, shift=0.8)
+
+
+def test_float_labels_and_int_predictions_are_compared_by_value(
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    reference, current = frames
+    assert reference["y"].dtype == np.float64 and current["y_pred"].dtype == np.int64
+    res = ownloop.estimate_performance(
+        reference, current, y_pred_proba="p", y_true="y", y_pred="y_pred", chunk_number=2
+    )
+    for chunk in res:
+        part = current.iloc[chunk.start : chunk.end]
+        est = next(e for e in chunk.estimated if e.metric == "accuracy")
+        real = next(r for r in chunk.realised if r.metric == "accuracy")
+        truth = float((part["y_pred"] == part["y"]).mean())
+        assert est.n == len(part)
+        assert real.value == pytest.approx(truth)
+        assert est.lower is not None and est.upper is not None
+        assert est.lower - 0.01 <= truth <= est.upper + 0.01  # calibrated: the band holds
+
+
+def test_string_classes_match_numeric_predictions(
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    reference, current = frames
+    ref = reference.assign(y=reference["y"].map({0.0: "0", 1.0: "1"}))
+    res = ownloop.estimate_performance(
+        ref, current, y_pred_proba="p", y_true="y", y_pred="y_pred", chunk_number=1
+    )
+    assert res[0].estimated[0].n == len(current)
+
+
+def test_predictions_that_match_no_class_are_refused(
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    reference, current = frames
+    cur = current.assign(y_pred=current["y_pred"].map({0: "no", 1: "yes"}))
+    with pytest.raises(InvalidInputError, match=r"holds no, yes; the classes are 0.0, 1.0"):
+        ownloop.estimate_performance(reference, cur, y_pred_proba="p", y_true="y", y_pred="y_pred")
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        (
+            ["0.2", "high", "0.4"],
+            r"probability column 'p' of the current frame holds non-numbers, e.g. 'high'",
+        ),
+        ([0.2, 1.7, 0.4], r"probability column 'p' of the current frame holds 1.7"),
+        ([0.2, -0.1, 0.4], r"probability column 'p' of the current frame holds -0.1"),
+    ],
+)
+def test_bad_probability_columns_are_named(
+    frames: tuple[pd.DataFrame, pd.DataFrame], values: list[object], match: str
+) -> None:
+    reference, current = frames
+    cur = current.head(3).assign(p=values)
+    with pytest.raises(InvalidInputError, match=match):
+        ownloop.estimate_performance(reference, cur, y_pred_proba="p", y_true="y")
+
+
+def test_missing_reference_probabilities_are_refused(
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    reference, current = frames
+    ref = reference.copy()
+    ref.loc[3, "p"] = np.nan
+    with pytest.raises(InvalidInputError, match="'p' of the reference frame has 1 missing"):
+        ownloop.estimate_performance(ref, current, y_pred_proba="p", y_true="y")
+
+
+def test_chunk_results_are_frames(frames: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    reference, current = frames
+    est = ownloop.estimate_performance(
+        reference, current, y_pred_proba="p", y_true="y", chunk_number=2
+    )
+    table = est.to_frame()
+    assert set(table["chunk"]) == {0, 1}
+    assert set(table["kind"]) == {"estimated", "realised"}
+    acc = table[(table.kind == "estimated") & (table.metric == "accuracy")]
+    assert list(acc["value"]) == [c.estimated[0].value for c in est]
+    res = ownloop.drift(reference[["x0"]], current[["x0"]], chunk_number=2)
+    frame = res.to_frame()
+    assert len(frame) == 2  # one feature in each of two chunks
+    assert frame["drifted"].tolist() == [True, True]  # x0 moved by 0.8 sd
+    assert frame["dataset_drift"].tolist() == [True, True]
+    assert list(res[0].report.to_frame()["feature"]) == ["x0"]
