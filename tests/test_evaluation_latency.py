@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
 
 from ownloop import InvalidInputError, Workspace
 from ownloop.evaluation import FAIL, INCONCLUSIVE, PASS, parse_suite, to_junit, to_markdown
@@ -101,6 +102,22 @@ def test_time_calls_pauses_the_garbage_collector_while_timing_only() -> None:
     assert a.gc_states[0] is True  # the warm-up runs as usual
     assert not any(a.gc_states[1:])
     assert gc.isenabled()
+
+
+def test_time_calls_holds_native_thread_pools_to_one_thread_while_timing() -> None:
+    """On a busy machine a calling thread spins at OpenMP barriers, and that counts as CPU time."""
+    import sklearn.ensemble  # noqa: F401  # loads scikit-learn's OpenMP runtime
+
+    def pools() -> dict[str, int]:
+        return {str(p["internal_api"]): int(p["num_threads"]) for p in threadpool_info()}
+
+    before = pools()
+    assert "openmp" in before
+    seen: list[dict[str, int]] = []
+    time_calls([lambda row: seen.append(pools())], ROWS, FakeClock())
+    assert len(seen) == 1 + len(ROWS)
+    assert all(set(s.values()) == {1} for s in seen), seen
+    assert pools() == before  # restored afterwards
 
 
 # -- judging, on known times -----------------------------------------------------------------------
