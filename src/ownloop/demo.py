@@ -355,8 +355,10 @@ def _step_monitor(
 def _window_line(rep: Any) -> tuple[str, bool | None]:
     """One window's drift and accuracy, and whether estimate and realised figure agree."""
     assert rep.drift is not None
-    drifted = ", ".join(rep.drift.drifted_features) or "none"
-    head = f"   window to {rep.end:%H:%M}: {rep.rows:,} rows, drift in {drifted}"
+    drifted = ", ".join(rep.drift.drifted_features)
+    head = f"   window to {rep.end:%H:%M}: {rep.rows:,} rows, " + (
+        f"drift in {drifted}" if drifted else "no drift"
+    )
     est, real = rep.estimate("accuracy"), rep.realised_figure("accuracy")
     if est is None or est.value is None or est.lower is None or est.upper is None:
         return head, None
