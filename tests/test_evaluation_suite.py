@@ -167,6 +167,19 @@ def test_a_dict_is_validated_like_the_yaml_file(change: Any, pattern: str) -> No
         Suite.from_dict(bad)
 
 
+def test_a_dict_may_hold_numpy_numbers() -> None:
+    import numpy as np
+
+    given = copy.deepcopy(DICT)
+    given["checks"][0]["at_least"] = np.float32(0.5)
+    given["checks"][1]["rows"] = np.int64(20)
+    suite = Suite.from_dict(given)
+    assert (suite.checks[0].at_least, suite.checks[1].rows) == (0.5, 20)
+    given["checks"][0]["at_least"] = "0.5"
+    with pytest.raises(InvalidInputError, match="'at_least' must be a number, not '0.5'"):
+        Suite.from_dict(given)
+
+
 def test_a_suite_must_be_a_mapping() -> None:
     with pytest.raises(InvalidInputError, match="a suite must be a mapping .* not list"):
         Suite.from_dict([{"metric": "accuracy"}])  # type: ignore[arg-type]

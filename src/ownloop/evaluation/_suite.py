@@ -9,6 +9,7 @@ import difflib
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -258,7 +259,8 @@ class _Parser:
 
     def number(self, raw: Mapping[str, Any], key: str, default: float) -> float:
         value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        # numbers.Real takes NumPy scalars too (a suite dict built from computed figures)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
             raise self.fail(raw, f"'{key}' must be a number, not {value!r}")
         return float(value)
 
