@@ -7,13 +7,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 import pytest
 import sqlalchemy as sa
 
 from ownloop import Config, InvalidInputError, Workspace
-from ownloop.demo import MARKER, prepare_home
+from ownloop.datasets import frame_digest
+from ownloop.demo import MARKER, make_churn_data, prepare_home
 from ownloop.predlog import read_labels, read_window
 from ownloop.store import tables as t
 
@@ -44,9 +46,12 @@ def test_demo_registers_owned_versions_with_profiles(demo: tuple[Path, str]) -> 
         assert model.aliases["production"] == 1
         team = ws.registry.get_team("risk")
         assert team.email and team.webhook_url
+        held_out = frame_digest(make_churn_data(3000, seed=2))
         for v in ws.registry.list_versions("churn")[:2]:
             assert v.signature.task == "classification"
-            assert ws.registry.load_profile(v.ref).row_count == 8000
+            # the reference is the held-out data, not the 8,000 rows the model was fitted on
+            assert v.data_digest == held_out
+            assert ws.registry.load_profile(v.ref).row_count == 3000
             assert v.metrics["valid_accuracy"] > 0.7
         assert hasattr(ws.registry.load("churn@production"), "predict_proba")
         assert {"team.create", "model.create", "version.register", "alias.set"} <= {
@@ -72,6 +77,16 @@ def test_demo_evaluates_the_candidate_and_stores_the_verdict(demo: tuple[Path, s
         "eval.json",
     }
     assert "5. eval gate for churn@2 against churn@1 (production)" in out
+    assert stored is not None
+    (latency,) = [c for c in stored.result.checks if c.type == "latency"]
+    assert latency.bound == 1.5  # against the baseline, not an absolute wall-time budget
+    assert latency.details["clock"] == "cpu"
+    assert "timed alternately on the same rows" in latency.method
+    assert "CPU time" in latency.message
+    assert any(
+        line.strip().startswith(f"{latency.status}") and "latency" in line
+        for line in out.splitlines()
+    )
 
 
 def test_demo_serves_logs_and_labels(demo: tuple[Path, str]) -> None:
@@ -109,6 +124,27 @@ def test_demo_monitor_step_finds_the_drifted_windows(demo: tuple[Path, str]) -> 
         ]
         assert len(estimated) == 6
         assert {"monitor.run"} <= {e.action for e in ws.registry.audit_log(limit=1000)}
+
+
+def test_demo_label_free_estimate_agrees_with_the_realised_accuracy(demo: tuple[Path, str]) -> None:
+    """With a held-out reference, CBPE's estimate and the realised accuracy agree in every window."""
+    home, out = demo
+    with Workspace(Config(home=home)) as ws:
+        results = ws.monitor.results("churn")
+    by_window: dict[Any, dict[str, Any]] = {}
+    for r in results:
+        if r.name == "accuracy" and r.kind in ("estimated_performance", "realised_performance"):
+            by_window.setdefault(r.window_end, {})[r.kind] = r
+    assert len(by_window) == 6
+    for end, pair in by_window.items():
+        est, real = pair["estimated_performance"], pair["realised_performance"]
+        assert real.n is not None and real.n > 300, end  # labels exist for this window
+        assert None not in (est.value, est.lower, est.upper, real.value, real.lower, real.upper)
+        inside_band = est.lower <= real.value <= est.upper
+        inside_interval = real.lower <= est.value <= real.upper
+        assert inside_band or inside_interval, (end, est, real)
+    assert "agrees with the realised figure in 6 of 6 labelled windows" in out
+    assert "DISAGREES" not in out
 
 
 def test_demo_refuses_to_wipe_a_folder_it_did_not_create(tmp_path: Path) -> None:

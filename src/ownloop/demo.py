@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # via scikit-learn
 
 from ownloop import predlog
 from ownloop.config import Config
@@ -103,7 +104,11 @@ def run_demo(home: Path, say: Callable[[str], None] = print) -> DemoResult:
     result = DemoResult(home=home)
     config = Config.from_env().with_home(home)
     config = Config(home=config.home, db_url_override=None, user=config.user)
-    with Workspace(config) as ws:
+    # The demo's data are small: one native thread fits and scores them about as fast as several
+    # on a quiet machine, and on a busy one threads spinning at OpenMP barriers made fitting 15x
+    # slower. make_model() first loads scikit-learn's OpenMP runtime, so the limit applies to it.
+    make_model()
+    with threadpool_limits(limits=1), Workspace(config) as ws:
         _step_register(ws, home, result, say)
         _step_eval(ws, home, result, say)
         _step_serve(ws, home, result, say)
@@ -135,18 +140,21 @@ def _step_register(
     ):
         model = make_model(**params).fit(X, y)
         acc = accuracy_score(valid["churned"], model.predict(valid.drop(columns="churned")))
+        # The reference is held-out data, never the rows the model was fitted on: on those its
+        # probabilities are over-confident, and a label-free estimate calibrated there runs high.
         v = ws.registry.register(
             model,
             name="churn",
             owner="risk",
-            reference=train,
+            reference=valid,
             target="churned",
             metrics={"valid_accuracy": round(float(acc), 4)},
             description=f"HistGradientBoosting {params}",
         )
         say(
-            f"2. registered {v.ref}: {len(v.signature.features)} features, sha256 {v.artifact_digest[:12]}, "
-            f"valid accuracy {acc:.3f}, reference profile of {len(train):,} rows"
+            f"2. registered {v.ref} (fitted on {len(train):,} rows): {len(v.signature.features)} "
+            f"features, sha256 {v.artifact_digest[:12]}, held-out accuracy {acc:.3f}; its "
+            f"reference profile is the {len(valid):,} held-out rows"
         )
         result.versions[f"v{v.version}"] = v.version
     ws.registry.set_alias("churn", "production", 1)
@@ -197,8 +205,9 @@ checks:
     feature: support_calls
     delta: 1
     at_most: 0.10
-  - type: latency
-    at_most: 250
+  - type: latency           # CPU time, timed alternately with production: load cannot decide it
+    name: latency within 1.5x production
+    at_most_ratio: 1.5
     rows: 100
   - type: model_size
     at_most: 5
@@ -228,7 +237,8 @@ def _step_eval(ws: Workspace, home: Path, result: DemoResult, say: Callable[[str
         f"{counts['SKIPPED']} slices too small)"
     )
     for check in gate.checks:
-        if check.status != "PASS" or (check.slice is None and check.type == "non_inferiority"):
+        shown = check.slice is None and check.type in ("non_inferiority", "latency")
+        if check.status != "PASS" or shown:
             say(f"   {check.status:<12} {check.name}: {check.message}")
     say(f"   gate status of churn@2 is now '{gate.gate_status}'; reports in {reports}")
     result.steps.append("eval")
@@ -323,23 +333,16 @@ def _step_monitor(
         reports += ws.monitor.run(
             "churn", window=timedelta(hours=1), end=start + timedelta(hours=h + 1)
         )
+    agree = []
     for rep in reports:
-        assert rep.drift is not None
-        acc, real = rep.estimate("accuracy"), rep.realised_figure("accuracy")
-        drifted = ", ".join(rep.drift.drifted_features) or "none"
-        est = "" if acc is None or acc.value is None else f"estimated accuracy {acc.value:.3f}"
-        seen = (
-            ""
-            if real is None or real.value is None
-            else f", realised {real.value:.3f} on {real.n_labelled} labels"
-        )
-        say(
-            f"   window to {rep.end:%H:%M}: {rep.rows} rows, drifted: {drifted}; "
-            f"dataset drift {rep.drift.dataset_drift}; {est}{seen}"
-        )
+        line, agrees = _window_line(rep)
+        say(line)
+        if agrees is not None:
+            agree.append(agrees)
     say(
-        "   (the reference profile is the training set, so the label-free estimate runs optimistic; "
-        "the realised figures show by how much)"
+        "   the estimate uses no labels (CBPE: the model's probabilities, calibrated on the held-out "
+        "reference); its band is where the realised accuracy should fall once labels arrive: "
+        f"it agrees with the realised figure in {sum(agree)} of {len(agree)} labelled windows"
     )
     found = [r for r in reports if r.drift is not None and r.drift.dataset_drift]
     since = math.ceil((datetime.now(UTC) - (end - timedelta(hours=2))) / timedelta(hours=1))
@@ -347,6 +350,27 @@ def _step_monitor(
         f"9. monitor stored {len(reports)} windows; dataset drift found in {len(found)} (see them with 'ownloop drift churn --since {since}h --html drift.html')"
     )
     result.steps.append("monitor")
+
+
+def _window_line(rep: Any) -> tuple[str, bool | None]:
+    """One window's drift and accuracy, and whether estimate and realised figure agree."""
+    assert rep.drift is not None
+    drifted = ", ".join(rep.drift.drifted_features)
+    head = f"   window to {rep.end:%H:%M}: {rep.rows:,} rows, " + (
+        f"drift in {drifted}" if drifted else "no drift"
+    )
+    est, real = rep.estimate("accuracy"), rep.realised_figure("accuracy")
+    if est is None or est.value is None or est.lower is None or est.upper is None:
+        return head, None
+    text = f"{head}; accuracy estimated {est.value:.3f} (band {est.lower:.3f}-{est.upper:.3f})"
+    if real is None or real.value is None or real.lower is None or real.upper is None:
+        return text, None
+    agrees = est.lower <= real.value <= est.upper or real.lower <= est.value <= real.upper
+    return (
+        f"{text}, realised {real.value:.3f} (95% CI {real.lower:.3f}-{real.upper:.3f}, "
+        f"{real.n_labelled} labels): {'agrees' if agrees else 'DISAGREES'}",
+        agrees,
+    )
 
 
 def _log_labels(ws: Workspace, ids: pa.Array, labels: np.ndarray, at: datetime) -> None:
@@ -363,6 +387,16 @@ def _log_labels(ws: Workspace, ids: pa.Array, labels: np.ndarray, at: datetime) 
         schema=predlog.LABEL_SCHEMA,
     )
     predlog.write_labels(ws.config.predictions_dir, "churn", table)
+
+
+def _one_native_thread(run: Callable[[], None]) -> Callable[[], None]:
+    """``run`` with native thread pools held to one thread (the limit is per calling thread)."""
+
+    def limited() -> None:
+        with threadpool_limits(limits=1):
+            run()
+
+    return limited
 
 
 def _post(conn: Any, path: str, body: Any) -> tuple[int, Any]:
@@ -382,7 +416,9 @@ def _step_serve(ws: Workspace, home: Path, result: DemoResult, say: Callable[[st
 
     config = uvicorn_config(ws, "127.0.0.1", 0, log_level="warning")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="ownloop-demo-server", daemon=True)
+    thread = threading.Thread(
+        target=_one_native_thread(server.run), name="ownloop-demo-server", daemon=True
+    )
     thread.start()
     while not server.started:
         if not thread.is_alive():

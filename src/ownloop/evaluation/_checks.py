@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ import pandas as pd
 from ownloop.errors import InvalidInputError
 from ownloop.evaluation import _stats as st
 from ownloop.evaluation._data import Dataset, score_of
+from ownloop.evaluation._latency import CLOCKS, measure_budget, measure_ratio
 from ownloop.evaluation._metrics import METRICS, Outputs, PreparedMetric, prepare_metric
 from ownloop.evaluation._results import SKIPPED, CheckResult, decide
 from ownloop.evaluation._suite import CheckSpec, SliceSpec, Suite
@@ -688,38 +688,50 @@ def _plan_directional(spec: CheckSpec, ctx: Context) -> Finisher:
 
 
 def _plan_latency(spec: CheckSpec, ctx: Context) -> Finisher:
+    """p99 per single-row call on the chosen clock, against a budget or the baseline."""
     X = ctx.datasets[str(spec.dataset)].X
     rows = X.sample(min(spec.rows, len(X)), random_state=ctx.suite.seed, replace=len(X) < spec.rows)
-    predict = getattr(ctx.candidate, "predict_proba", None) or ctx.candidate.predict
-    predict(rows.iloc[:1])  # warm-up: first-call costs are not per-row latency
-    times = np.empty(len(rows))
-    for i in range(len(rows)):
-        start = time.perf_counter()
-        predict(rows.iloc[i : i + 1])
-        times[i] = (time.perf_counter() - start) * 1000
-    est, lo, hi = st.quantile_interval(times, 0.99, ctx.suite.level)
-    budget = float(spec.at_most)  # type: ignore[arg-type]
-    status = "PASS" if hi <= budget else "FAIL" if est > budget else "INCONCLUSIVE"
-    words = {
-        "PASS": f"the upper limit {_fmt(hi)} ms is within the budget {_fmt(budget)} ms",
-        "FAIL": f"p99 itself is over the budget {_fmt(budget)} ms",
-        "INCONCLUSIVE": f"p99 is within the budget {_fmt(budget)} ms but its upper limit {_fmt(hi)} ms is not; time more rows",
-    }[status]
+    clock, clock_words = CLOCKS[spec.clock]
+    level = ctx.suite.level
+    if spec.at_most_ratio is None:
+        bound = float(spec.at_most)  # type: ignore[arg-type]
+        found = measure_budget(_predict_of(ctx.candidate), rows, clock, bound, level)
+    else:
+        if ctx.baseline is None:
+            raise InvalidInputError(
+                f"{spec.where()}at_most_ratio compares with the baseline's latency, but no "
+                "baseline was given: pass --baseline production or set 'baseline:' in the suite"
+            )
+        bound = spec.at_most_ratio
+        predicts = (_predict_of(ctx.candidate), _predict_of(ctx.baseline))
+        found = measure_ratio(
+            predicts, rows, clock, bound, level, ctx.suite.resamples, ctx.suite.seed
+        )
+    lo, hi = found.interval
+    clock_name = "CPU time" if spec.clock == "cpu" else "wall time"
     result = CheckResult(
         name=spec.name,
         type=spec.type,
-        status=status,
-        message=f"p99 latency per row {_fmt(est)} ms ({ctx.suite.level:.0%} interval {_fmt(lo)} to {_fmt(hi)} ms, {len(rows)} single-row calls): {words}",
-        method="order-statistic (binomial) interval of the 99th percentile; one row per call, after one warm-up call",
+        status=found.status,
+        message=f"{found.what} ({level:.0%} interval {_fmt(lo)} to {_fmt(hi)}{found.unit}, "
+        f"{len(rows)} single-row calls, {clock_name}): {found.words}",
+        method=f"{found.method}; one row per call after one warm-up call, native thread "
+        f"pools held to one thread; clock: {clock_words}",
         n=len(rows),
-        level=ctx.suite.level,
-        estimate=est,
-        interval=(lo, hi),
-        bound=budget,
+        level=level,
+        estimate=found.estimate,
+        interval=found.interval,
+        bound=bound,
         dataset=spec.dataset,
-        details={"median_ms": float(np.median(times))},
+        **found.sides,
+        details={"clock": spec.clock, "median_ms": found.median_ms},
     )
     return lambda: [result]
+
+
+def _predict_of(model: Any) -> Callable[[pd.DataFrame], Any]:
+    predict: Callable[[pd.DataFrame], Any] = getattr(model, "predict_proba", None) or model.predict
+    return predict
 
 
 def _plan_model_size(spec: CheckSpec, ctx: Context) -> Finisher:

@@ -45,7 +45,8 @@ def _interval_row(c: CheckResult) -> str:
             ("candidate", _CAND, c.candidate, c.candidate_interval),
             ("baseline", _BASE, c.baseline, c.baseline_interval),
         ]
-        change: list[_Bar] = [("change", _COLOR[c.status], c.estimate, c.interval)]
+        label = "ratio" if c.type == "latency" else "change"  # candidate / baseline latency
+        change: list[_Bar] = [(label, _COLOR[c.status], c.estimate, c.interval)]
         return _chart(c.name, values, None) + _chart(c.name, change, c.bound)
     if c.estimate is not None:
         return _chart(

@@ -98,7 +98,8 @@ def to_markdown(result: EvalResult) -> str:
     for c in result.checks:
         cand, base = _side_by_side(c)
         if c.candidate is not None and c.estimate is not None:
-            cand = f"{cand}; Δ {_num(c.estimate)} {_interval(c.interval)}"
+            change = "ratio" if c.type == "latency" else "Δ"  # candidate / baseline latency
+            cand = f"{cand}; {change} {_num(c.estimate)} {_interval(c.interval)}"
         bound = "–" if c.bound is None else _num(c.bound)
         lines.append(
             f"| {_md(c.name)} | {_ICON[c.status]} | {cand} | {base} | {bound} | {_md(c.method)} | {c.n:,} |"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -71,7 +72,7 @@ class Evaluations:
     def evaluate(
         self,
         ref: str,
-        suite: Suite | str | Path | None = None,
+        suite: Suite | Mapping[str, Any] | str | Path | None = None,
         *,
         baseline: str | None = None,
         data: pd.DataFrame | str | Path | None = None,
@@ -80,6 +81,8 @@ class Evaluations:
     ) -> EvalResult:
         """Run ``suite`` on ``ref``; store the verdict on the version unless ``store=False``.
 
+        ``suite`` is a YAML file's path, a mapping shaped like that file (relative dataset paths
+        are then relative to the working directory; see ``Suite.from_dict``) or a ``Suite``.
         Everything is computed before anything is written: a bad input leaves no verdict behind.
         """
         started_at, start = self.registry.clock.now(), time.perf_counter()
@@ -91,6 +94,8 @@ class Evaluations:
         if suite is None:
             suite, note = self._default_suite(version, data, label, baseline, frames)
             notes.append(note)
+        elif isinstance(suite, Mapping):
+            suite = Suite.from_dict(suite)
         elif not isinstance(suite, Suite):
             suite = load_suite(suite)
         base_version = self._baseline(version, suite, baseline)

@@ -5,9 +5,11 @@ See docs/eval-suite.md for the format with a complete example.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,7 +41,22 @@ CHECK_TYPES = (
     "model_size",
 )
 NAN_POLICIES = ("error", "drop", "keep")
+LATENCY_CLOCKS = ("cpu", "wall")
 _LINE = "__line__"
+
+# The keys each level of a suite may hold; anything else is refused with the closest known key.
+TOP_KEYS = (
+    "version", "level", "min_rows", "min_slice_rows", "bootstrap", "baseline",
+    "positive_label", "datasets", "checks", "slices",
+)  # fmt: skip
+BOOTSTRAP_KEYS = ("resamples", "seed")
+DATASET_KEYS = ("path", "label", "nan_policy")
+SLICE_KEYS = ("column", "bins")
+CHECK_KEYS = (
+    "type", "name", "dataset", "metric", "at_least", "at_most", "at_most_ratio", "margin",
+    "baseline", "feature", "values", "delta", "direction", "tolerance", "rows", "clock",
+    "slices", "cases",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,8 @@ class CheckSpec:
     direction: str = "increase"
     tolerance: float = 0.0
     rows: int = 200
+    at_most_ratio: float | None = None
+    clock: str = "cpu"
     sliced: bool = True
     cases: tuple[dict[str, Any], ...] = ()
     line: int | None = None
@@ -104,10 +123,42 @@ class Suite:
         body = asdict(replace(self, source="", extras={}))
         for c in body["checks"]:
             c.pop("line", None)
+            for key, default in _LATER_DEFAULTS.items():  # keys added later keep old digests
+                if c.get(key) == default:
+                    c.pop(key)
         for d in body["datasets"].values():
             d["path"] = Path(d["path"]).name
         text = json.dumps(body, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Suite:
+        """A suite from a mapping shaped like the YAML file, validated the same way.
+
+        Relative dataset paths are relative to ``base_dir`` (default: the working directory).
+
+        >>> Suite.from_dict({"datasets": {"holdout": {"path": "valid.parquet", "label": "y"}},
+        ...                  "checks": [{"metric": "accuracy", "at_least": 0.8}]})  # doctest: +SKIP
+        """
+        if not isinstance(mapping, Mapping):
+            raise InvalidInputError(
+                f"a suite must be a mapping with 'datasets' and 'checks', not {type(mapping).__name__}"
+            )
+        plain = _plain(mapping)
+        base = Path(base_dir) if base_dir is not None else Path(".")
+        return _Parser("(suite from a dict)", base).suite(plain)
+
+
+_LATER_DEFAULTS: dict[str, Any] = {"at_most_ratio": None, "clock": "cpu"}
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy with plain dicts and lists, as the YAML loader gives (the caller's data is not changed)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items() if k != _LINE}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 class _Loader(yaml.SafeLoader):
@@ -163,23 +214,30 @@ class _Parser:
         line = f" line {where[_LINE]}" if where and _LINE in where else ""
         return InvalidInputError(f"suite {self.source}{line}: {message}")
 
+    def known(self, raw: Mapping[Any, Any], keys: tuple[str, ...], where: str) -> None:
+        """Refuse a key this level does not know, naming it, where it is and the closest known key."""
+        unknown = [str(k) for k in raw if k != _LINE and k not in keys]
+        if not unknown:
+            return
+        words = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+            words.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        plural = "s" if len(unknown) > 1 else ""
+        raise self.fail(
+            raw,
+            f"{where}: unknown key{plural} {', '.join(words)}; known keys there: {', '.join(keys)}",
+        )
+
     def suite(self, raw: dict[str, Any]) -> Suite:
-        known = {
-            "version", "level", "min_rows", "min_slice_rows", "bootstrap", "baseline",
-            "positive_label", "datasets", "checks", "slices", _LINE,
-        }  # fmt: skip
-        unknown = sorted(set(map(str, raw)) - known)
-        if unknown:
-            raise self.fail(
-                raw,
-                f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known - {_LINE}))}",
-            )
+        self.known(raw, TOP_KEYS, "top level")
         level = self.number(raw, "level", 0.95)
         if not 0.5 <= level < 1:
             raise self.fail(raw, f"level {level} must be between 0.5 and 1 (e.g. 0.95)")
         boot = raw.get("bootstrap") or {}
         if not isinstance(boot, dict):
             raise self.fail(raw, "bootstrap must be a mapping like {resamples: 1000, seed: 0}")
+        self.known(boot, BOOTSTRAP_KEYS, "bootstrap")
         resamples = int(self.number(boot, "resamples", 1000))
         if not 100 <= resamples <= 100_000:
             raise self.fail(boot, f"bootstrap resamples {resamples} must be between 100 and 100000")
@@ -201,7 +259,8 @@ class _Parser:
 
     def number(self, raw: Mapping[str, Any], key: str, default: float) -> float:
         value = raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        # numbers.Real takes NumPy scalars too (a suite dict built from computed figures)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
             raise self.fail(raw, f"'{key}' must be a number, not {value!r}")
         return float(value)
 
@@ -225,6 +284,8 @@ class _Parser:
                 continue
             if isinstance(spec, str):
                 spec = {"path": spec}
+            if isinstance(spec, dict):
+                self.known(spec, DATASET_KEYS, f"dataset '{name}'")
             if not isinstance(spec, dict) or "path" not in spec:
                 raise self.fail(
                     items, f"dataset '{name}' needs a path: {{path: data.parquet, label: y}}"
@@ -251,10 +312,12 @@ class _Parser:
                 raw,
                 "'slices' must be a list like [{column: plan}, {column: age, bins: [18, 40, 65]}]",
             )
-        out = []
+        out: list[SliceSpec] = []
         for item in items:
             if isinstance(item, str):
                 item = {"column": item}
+            if isinstance(item, dict):
+                self.known(item, SLICE_KEYS, f"slice '{item.get('column', len(out) + 1)}'")
             if not isinstance(item, dict) or "column" not in item:
                 raise self.fail(raw, f"slice {item!r} needs a column: {{column: plan}}")
             bins = item.get("bins")
@@ -295,10 +358,13 @@ class _Parser:
         return tuple(out)
 
     def check(self, i: int, item: dict[str, Any], datasets: dict[str, DatasetSpec]) -> CheckSpec:
+        self.known(item, CHECK_KEYS, _check_label(i, item))
         kind = str(item.get("type") or ("metric" if "metric" in item else ""))
         if kind not in CHECK_TYPES:
+            close = difflib.get_close_matches(kind, CHECK_TYPES, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise self.fail(
-                item, f"check {i}: type '{kind}' is not one of {', '.join(CHECK_TYPES)}"
+                item, f"check {i}: type '{kind}'{hint} is not one of {', '.join(CHECK_TYPES)}"
             )
         metric = self.text(item, "metric")
         if metric is not None:
@@ -322,12 +388,14 @@ class _Parser:
             margin=self.number(item, "margin", 0.0),
             baseline=self.text(item, "baseline"),
             feature=self.text(item, "feature"),
-            values=tuple(item.get("values") or ()),
+            values=tuple(self.listed(item, "values")),
             delta=self.optional_number(item, "delta"),
             direction=str(item.get("direction", "increase")),
             tolerance=self.number(item, "tolerance", 0.0),
             rows=int(self.number(item, "rows", 200)),
-            sliced=bool(item.get("slices", True)),
+            at_most_ratio=self.optional_number(item, "at_most_ratio"),
+            clock=str(item.get("clock", "cpu")),
+            sliced=self.flag(item, "slices", True),
             cases=tuple(self.cases(item)),
             line=item.get(_LINE),
         )
@@ -336,6 +404,18 @@ class _Parser:
 
     def optional_number(self, raw: Mapping[str, Any], key: str) -> float | None:
         return None if raw.get(key) is None else self.number(raw, key, 0.0)
+
+    def listed(self, raw: Mapping[str, Any], key: str) -> list[Any]:
+        value = raw.get(key) or []
+        if not isinstance(value, list):
+            raise self.fail(raw, f"'{key}' must be a list like [a, b], not {value!r}")
+        return value
+
+    def flag(self, raw: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(raw, f"'{key}' must be true or false, not {value!r}")
+        return value
 
     def cases(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         cases = item.get("cases") or []
@@ -357,12 +437,13 @@ class _Parser:
         for key in needs.get(c.type, []):
             if getattr(c, key) is None:
                 raise self.fail(item, f"check '{c.name}' of type {c.type} needs '{key}'")
-        if c.type in ("metric", "pass_rate", "latency", "model_size") and (c.at_least is None) == (
+        if c.type in ("metric", "pass_rate", "model_size") and (c.at_least is None) == (
             c.at_most is None
         ):
             raise self.fail(
                 item, f"check '{c.name}' needs exactly one bound: 'at_least: X' or 'at_most: X'"
             )
+        self.require_latency(c, item)
         if c.type in ("invariance", "directional") and (
             c.at_most is None or c.at_least is not None
         ):
@@ -370,7 +451,7 @@ class _Parser:
                 item,
                 f"check '{c.name}' needs 'at_most: SHARE', the largest share of rows allowed to change",
             )
-        if c.type in ("latency", "model_size") and c.at_most is None:
+        if c.type == "model_size" and c.at_most is None:
             raise self.fail(item, f"check '{c.name}' is a budget: use 'at_most: X'")
         if c.type == "invariance" and len(c.values) < 2 and c.delta is None:
             raise self.fail(
@@ -382,6 +463,38 @@ class _Parser:
             raise self.fail(item, f"check '{c.name}': margin {c.margin} must be >= 0")
         if c.type == "pass_rate" and not c.cases and c.dataset is None:
             raise self.fail(item, f"check '{c.name}' needs 'cases' or a 'dataset' of cases")
+
+    def require_latency(self, c: CheckSpec, item: dict[str, Any]) -> None:
+        """A latency check has one bound, absolute (ms) or relative to the baseline, and a clock."""
+        if c.type != "latency":
+            for key in ("at_most_ratio", "clock"):
+                if key in item:
+                    raise self.fail(
+                        item, f"check '{c.name}': '{key}' applies to latency checks only"
+                    )
+            return
+        if c.at_least is not None or (c.at_most is None) == (c.at_most_ratio is None):
+            raise self.fail(
+                item,
+                f"check '{c.name}' needs exactly one bound: 'at_most: MS' (p99 milliseconds per "
+                "call) or 'at_most_ratio: X' (p99 at most X times the baseline's, timed alternately)",
+            )
+        if c.at_most_ratio is not None and c.at_most_ratio <= 0:
+            raise self.fail(item, f"check '{c.name}': at_most_ratio {c.at_most_ratio} must be > 0")
+        if c.clock not in LATENCY_CLOCKS:
+            raise self.fail(
+                item,
+                f"check '{c.name}': clock '{c.clock}' is not one of {', '.join(LATENCY_CLOCKS)} "
+                "(cpu: CPU time, which machine load does not inflate; wall: elapsed time)",
+            )
+        if c.rows < 1:
+            raise self.fail(item, f"check '{c.name}': rows {c.rows} must be at least 1")
+
+
+def _check_label(i: int, item: Mapping[str, Any]) -> str:
+    """How an error names a check before it is parsed: its number and its name or metric."""
+    what = item.get("name") or item.get("metric") or item.get("type") or item.get("feature")
+    return f"check {i}" + (f" ({what})" if isinstance(what, str) else "")
 
 
 def _default_name(kind: str, metric: str | None, item: dict[str, Any]) -> str:
