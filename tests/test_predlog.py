@@ -392,3 +392,17 @@ def test_a_failed_multi_day_write_leaves_no_day_visible(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         write_segment(tmp_path, "churn", table)
     assert list((tmp_path / "churn").rglob("*.parquet")) == []
+
+
+def _packed(b: Block) -> Block:
+    """``b`` with its numeric input in a matrix, as the server logs all-number requests."""
+    columns = dict(b.columns)
+    matrix = np.column_stack([columns.pop("in.age")])
+    return Block(b.schema, b.n, columns, matrix, ("in.age",))
+
+
+def test_blocks_with_a_matrix_give_the_same_table_alone_or_mixed() -> None:
+    plain = [block(1), block(3), block(2, proba=False)]
+    want = blocks_to_table(plain)
+    assert blocks_to_table([_packed(b) for b in plain]).equals(want)
+    assert blocks_to_table([_packed(plain[0]), plain[1], _packed(plain[2])]).equals(want)

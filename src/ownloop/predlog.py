@@ -424,12 +424,24 @@ class Block:
 
     ``columns`` maps a column of ``schema`` to an array or list of ``n`` values, a 2-D array
     (for ``proba``), or a single value repeated ``n`` times; a missing column is null.
+    Float columns may instead come as one ``(n, k)`` ``matrix`` whose columns are
+    ``matrix_columns`` (a request's numeric inputs, as decoded): the writer then joins the
+    matrices of many blocks in one step instead of one step per column.
     The request path only makes this object; the writer concatenates many at once.
     """
 
     schema: pa.Schema
     n: int
     columns: dict[str, Any]
+    matrix: np.ndarray | None = None
+    matrix_columns: tuple[str, ...] = ()
+
+    def unpacked(self) -> Block:
+        """The same rows with the matrix's columns moved into ``columns``."""
+        if self.matrix is None:
+            return self
+        moved = {c: self.matrix[:, i] for i, c in enumerate(self.matrix_columns)}
+        return Block(self.schema, self.n, {**self.columns, **moved})
 
 
 _MANY = (np.ndarray, list, tuple)
@@ -499,18 +511,34 @@ def _list_column(parts: Sequence[Any], counts: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float64()), mask=mask)
 
 
+def _packed(blocks: Sequence[Block]) -> tuple[Sequence[Block], dict[str, np.ndarray]]:
+    """The columns of all blocks' matrices, joined in one step (unpacking blocks that differ)."""
+    packed = blocks[0].matrix_columns
+    if packed and all(b.matrix_columns == packed and b.matrix is not None for b in blocks):
+        whole = np.concatenate([b.matrix for b in blocks])
+        return blocks, {c: whole[:, i] for i, c in enumerate(packed)}
+    return [b.unpacked() for b in blocks], {}
+
+
 def blocks_to_table(blocks: Sequence[Block]) -> pa.Table:
     """One Arrow table from blocks that share a schema."""
     schema = blocks[0].schema
+    blocks, from_matrix = _packed(blocks)
     counts = np.array([b.n for b in blocks], dtype=np.int64)
-    names = schema.names
+    names = [n for n in schema.names if n not in from_matrix]
     try:  # blocks that name every column: one C-speed transposition
         by_column: list[Sequence[Any]] = list(
             zip(*map(itemgetter(*names), (b.columns for b in blocks)), strict=True)
         )
     except KeyError:
         by_column = [[b.columns.get(n) for b in blocks] for n in names]
-    arrays = [_block_column(f, parts, counts) for f, parts in zip(schema, by_column, strict=True)]
+    parts = dict(zip(names, by_column, strict=True))
+    arrays = [
+        pa.array(from_matrix[f.name], f.type, from_pandas=True)
+        if f.name in from_matrix
+        else _block_column(f, parts[f.name], counts)
+        for f in schema
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

@@ -56,6 +56,7 @@ class ServedModel:
     _order: list[Feature] = field(init=False)
     _class_text: np.ndarray = field(init=False)
     _inputs: dict[str, str] = field(init=False)
+    _matrix_columns: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.schema = predlog.prediction_schema(self.signature)
@@ -65,6 +66,7 @@ class ServedModel:
         self.class_text = [str(c) for c in sig.classes] if classifier and sig.classes else None
         self._class_text = np.array(self.class_text or [], dtype=object)
         self._inputs = {f.name: f"in.{f.name}" for f in sig.features}
+        self._matrix_columns = tuple(self._inputs.values())
         self._scorer = self.model
         self._order = _model_order(self.model, sig)
         self._frame = self._needs_frame()
@@ -242,6 +244,8 @@ class ServedModel:
             columns["prediction_value"] = out.numeric
             columns["confidence"] = None
             columns["proba"] = None
+        if cols.matrix is not None:  # all-number inputs in signature order: kept as one array
+            return predlog.Block(self.schema, n, columns, cols.matrix, self._matrix_columns)
         for f in self.signature.features:
             columns[self._inputs[f.name]] = cols.data[f.name]
         return predlog.Block(self.schema, n, columns)
