@@ -142,12 +142,16 @@ def test_sigterm_flushes_every_prediction(
     assert "600 rows written, 0 dropped" in _output(tmp_path)
 
 
-def _hidden_file_appears(folder: Path, deadline: float) -> bool:
-    """Poll until a segment is being written (a ``.tmp-*`` file exists) or the deadline passes."""
+def _names(folder: Path) -> set[str]:
+    return {f"{day.name}/{name}" for day in folder.glob("date=*") for name in os.listdir(day)}
+
+
+def _write_starts(folder: Path, deadline: float) -> bool:
+    """Poll until a new file appears (a segment is being written) or the deadline passes."""
+    seen = _names(folder)
     while time.monotonic() < deadline:
-        for day in folder.glob("date=*"):
-            if any(name.startswith(".tmp-") for name in os.listdir(day)):
-                return True
+        if _names(folder) - seen:
+            return True
         time.sleep(0.0005)  # leave the server the CPU
     return False
 
@@ -179,8 +183,8 @@ def test_sigkill_loses_at_most_the_unflushed_buffer(
         while len(list_segments(home.predictions_dir, "churn")) < 3:  # flushes have happened
             assert client.is_alive() and proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
-        # kill while a segment is being written, if we can catch one (else between writes)
-        _hidden_file_appears(folder, time.monotonic() + 30)
+        # kill as a segment starts being written (its hidden file appears), if we catch one
+        _write_starts(folder, time.monotonic() + 30)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
