@@ -3,10 +3,14 @@
     .venv/bin/pip install -e '.[bench]'          # fastapi for the floor
     .venv/bin/python bench/bench_serve.py         # creates bench/.venv-mlflow on first run
 
-Single-row requests over persistent connections (wrk, loopback), sequential (1 connection) and
-8 concurrent connections; then ownloop's batch route with 1,000-row requests. Prints p50/p99
-latency, throughput and the ratios. Figures vary 2-3x between runs on a busy 2-core machine:
-compare the ratios within one run.
+Two models: gradient boosting fitted on a NumPy array, and HistGradientBoosting fitted on a
+20-column DataFrame (how most users fit; the peers are a bare FastAPI app scoring NumPy rows, the
+same app building a one-row DataFrame, and MLflow). Single-row requests over persistent
+connections (wrk, loopback), sequential (1 connection) and 8 concurrent connections, ownloop with
+prediction logging on and off; then ownloop's batch route with 1,000-row requests. Prints p50/p99
+latency, throughput and the ratios. Every server is measured in turn within each round, so a noisy
+moment hits all alike; figures vary 2-3x between runs on a busy 2-core machine: compare the
+ratios within one run.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _frame_model import TRUSTED, make_frame_model  # noqa: E402
 from _model import FEATURES, make_data, make_model  # noqa: E402
 from _peers import ensure_mlflow_venv  # noqa: E402
 
@@ -55,16 +61,21 @@ def wait_up(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) -> N
 
 
 @contextmanager
-def server(cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[None]:
+def server(
+    cmd: list[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     # output goes to a file: a pipe nobody reads would stall a server that logs every request
     with tempfile.TemporaryFile() as out:
+        # one OpenMP thread in every server: a single-row predict gains nothing from more, and
+        # spinning OpenMP workers on a busy 2-core machine would measure the machine, not the server
+        env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1"}
         proc = subprocess.Popen(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             wait_up(port, proc)
             time.sleep(0.5)
-            yield
+            yield proc
         except BaseException:
             out.seek(0)
             sys.stderr.write(out.read()[-3000:].decode(errors="replace"))
@@ -175,10 +186,102 @@ def register_ownloop(home: Path) -> None:
             trust=["sklearn.tree._tree.Tree"],
         )
         ws.registry.set_alias("gbc", "production", v.version)
+        v = ws.registry.register(
+            make_frame_model(),
+            name="hgbdf",
+            owner="bench",
+            reference=reference,
+            target="target",
+            trust=TRUSTED,
+        )
+        ws.registry.set_alias("hgbdf", "production", v.version)
 
 
-def fmt(r: dict[str, float]) -> str:
+def fmt(r: dict[str, float] | None) -> str:
+    if r is None:
+        return f"{'not measured':>44s}"
     return f"p50 {r['p50'] * 1e3:7.2f} ms  p99 {r['p99'] * 1e3:7.2f} ms  {r['rps']:9.1f} req/s"
+
+
+class Run(NamedTuple):
+    model: str  # "numpy" or "frame": which model the server scores
+    name: str
+    cmd: list[str]
+    env: dict[str, str] | None
+    path: str
+    body: bytes
+
+
+def _mlflow(work: Path, save: str, folder: str) -> tuple[list[str], dict[str, str]]:
+    mlpython = ensure_mlflow_venv()
+    subprocess.run(
+        [str(mlpython), str(HERE / save), str(work / folder)], check=True, capture_output=True
+    )
+    env = {
+        **os.environ,
+        "PATH": f"{mlpython.parent}:{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"file://{work / 'mlruns'}",
+    }
+    cmd = [str(mlpython.parent / "mlflow"), "models", "serve", "-m", str(work / folder)]
+    return [*cmd, "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}"], env
+
+
+def _runs(work: Path, home: Path, args: argparse.Namespace, x0: np.ndarray) -> list[Run]:
+    record = {f: float(v) for f, v in zip(FEATURES, x0, strict=True)}
+    simple = json.dumps({"instances": [record]}).encode()
+    split = json.dumps({"dataframe_split": {"columns": FEATURES, "data": [x0.tolist()]}}).encode()
+    v2 = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "datatype": "FP64", "shape": [1, len(FEATURES)], "data": x0.tolist()}
+            ]
+        }
+    ).encode()
+    ownloop = str(Path(sys.executable).parent / "ownloop")
+    oenv = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
+    oenv.update(OWNLOOP_HOME=str(home), OWNLOOP_USER="bench")
+    on, off = (
+        [ownloop, "serve", "--port", "{port}"],
+        [ownloop, "serve", "--no-log", "--port", "{port}"],
+    )
+    runs: list[Run] = []
+    if "numpy" in args.models:
+        floor = [sys.executable, str(HERE / "_fastapi_floor.py"), "{port}"]
+        runs.append(Run("numpy", "bare FastAPI/uvicorn", floor, None, "/predict", simple))
+        if not args.skip_mlflow:
+            cmd, env = _mlflow(work, "_mlflow_save.py", "mlflow-model")
+            runs.append(Run("numpy", "MLflow models serve", cmd, env, "/invocations", split))
+        runs.append(
+            Run("numpy", "ownloop serve, logging on", on, oenv, "/models/gbc/predict", simple)
+        )
+        runs.append(
+            Run("numpy", "ownloop v2 infer, logging on", on, oenv, "/v2/models/gbc/infer", v2)
+        )
+        runs.append(
+            Run("numpy", "ownloop serve, logging off", off, oenv, "/models/gbc/predict", simple)
+        )
+    if "frame" in args.models:
+        floor = [sys.executable, str(HERE / "_fastapi_frame.py"), "{port}"]
+        runs.append(Run("frame", "bare FastAPI/uvicorn", floor, None, "/predict", simple))
+        runs.append(
+            Run("frame", "FastAPI building a DataFrame", floor, None, "/predict_frame", simple)
+        )
+        if not args.skip_mlflow:
+            cmd, env = _mlflow(work, "_mlflow_save_frame.py", "mlflow-frame-model")
+            runs.append(Run("frame", "MLflow models serve", cmd, env, "/invocations", split))
+        runs.append(
+            Run("frame", "ownloop serve, logging on", on, oenv, "/models/hgbdf/predict", simple)
+        )
+        runs.append(
+            Run("frame", "ownloop serve, logging off", off, oenv, "/models/hgbdf/predict", simple)
+        )
+    return runs
+
+
+MODELS = {
+    "numpy": "GradientBoostingClassifier(100 trees, depth 3) fitted on a NumPy array",
+    "frame": "HistGradientBoostingClassifier(100 iterations) fitted on a 20-column DataFrame",
+}
 
 
 def main() -> None:
@@ -187,133 +290,58 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="median of this many rounds")
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--batch-only", action="store_true", help="only the 1,000-row batch route")
+    parser.add_argument(
+        "--models", default="numpy,frame", help="which models: numpy, frame or both (numpy,frame)"
+    )
+    parser.add_argument(
+        "--clients", default="1,8", help="connection counts to measure (default 1,8)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed (apt-get install wrk)")
+    clients = [int(c) for c in args.clients.split(",")]
     X, _ = make_data(200, seed=1)
-    record = {f: float(v) for f, v in zip(FEATURES, X[0], strict=True)}
-    simple = json.dumps({"instances": [record]}).encode()
-    split = json.dumps({"dataframe_split": {"columns": FEATURES, "data": [X[0].tolist()]}}).encode()
-    model = make_model()
-    expected = model.predict_proba(X[:1])[0]
-    results: dict[str, dict[int, dict[str, float]]] = {}
-
+    expected = {
+        "numpy": make_model().predict_proba(X[:1])[0],
+        "frame": make_frame_model().predict_proba(pd.DataFrame(X[:1], columns=FEATURES))[0],
+    }
     print(
-        f"model: GradientBoostingClassifier(100 trees, depth 3), {len(FEATURES)} features; "
-        f"{os.cpu_count()} CPUs; median of {args.rounds} rounds of {args.seconds}s; "
-        "wrk over keep-alive connections\n"
+        f"{len(FEATURES)} features; {os.cpu_count()} CPUs; median of {args.rounds} rounds of "
+        f"{args.seconds}s; wrk over keep-alive connections, single-row requests\n"
     )
-    results["raw predict_proba (in-process)"] = {1: raw(model, X, args.seconds)}
-
+    results: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
+    if "numpy" in args.models:
+        results["numpy"] = {
+            "raw predict_proba (in-process)": {1: raw(make_model(), X, args.seconds)}
+        }
     work = Path(tempfile.mkdtemp(prefix="ownloop-bench-"))
     try:
-        runs: list[tuple[str, list[str], dict[str, str] | None, str, bytes]] = []
-        runs.append(
-            (
-                "bare FastAPI/uvicorn",
-                [sys.executable, str(HERE / "_fastapi_floor.py"), "{port}"],
-                None,
-                "/predict",
-                simple,
-            )
-        )
-        if not (args.skip_mlflow or args.batch_only):
-            mlpython = ensure_mlflow_venv()
-            subprocess.run(
-                [str(mlpython), str(HERE / "_mlflow_save.py"), str(work / "mlflow-model")],
-                check=True,
-                capture_output=True,
-            )
-            env = {
-                **os.environ,
-                "PATH": f"{mlpython.parent}:{os.environ['PATH']}",
-                "MLFLOW_TRACKING_URI": f"file://{work / 'mlruns'}",
-            }
-            runs.append(
-                (
-                    "MLflow models serve",
-                    [
-                        str(mlpython.parent / "mlflow"),
-                        "models",
-                        "serve",
-                        "-m",
-                        str(work / "mlflow-model"),
-                        "--env-manager",
-                        "local",
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        "{port}",
-                    ],
-                    env,
-                    "/invocations",
-                    split,
-                )
-            )
         home = work / "ownloop"
         register_ownloop(home)
+        runs = [] if args.batch_only else _runs(work, home, args, X[0])
+        rounds: dict[tuple[str, str], dict[int, list[dict[str, float]]]] = {}
+        # round-robin, so a noisy moment on the machine hits every server alike
+        for r in range(args.rounds if runs else 0):
+            for run in runs:
+                by_c = rounds.setdefault((run.model, run.name), {c: [] for c in clients})
+                got = measure(
+                    run.cmd, run.env, run.path, run.body, expected[run.model], clients, args.seconds
+                )
+                for c, figures in got.items():
+                    by_c[c].append(figures)
+                line = " | ".join(f"c={c} " + fmt(by_c[c][-1]) for c in clients)
+                print(f"round {r + 1}: [{run.model}] {run.name:30s} {line}", flush=True)
+        for (model, name), by_c in rounds.items():
+            results.setdefault(model, {})[name] = {c: median(runs_) for c, runs_ in by_c.items()}
         ownloop = str(Path(sys.executable).parent / "ownloop")
         oenv = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
         oenv.update(OWNLOOP_HOME=str(home), OWNLOOP_USER="bench")
-        runs.append(
-            (
-                "ownloop serve, logging on",
-                [ownloop, "serve", "--port", "{port}"],
-                oenv,
-                "/models/gbc/predict",
-                simple,
-            )
-        )
-        v2 = json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": "x",
-                        "datatype": "FP64",
-                        "shape": [1, len(FEATURES)],
-                        "data": X[0].tolist(),
-                    }
-                ]
-            }
-        ).encode()
-        runs.append(
-            (
-                "ownloop v2 infer, logging on",
-                [ownloop, "serve", "--port", "{port}"],
-                oenv,
-                "/v2/models/gbc/infer",
-                v2,
-            )
-        )
-        runs.append(
-            (
-                "ownloop serve, logging off",
-                [ownloop, "serve", "--no-log", "--port", "{port}"],
-                oenv,
-                "/models/gbc/predict",
-                simple,
-            )
-        )
-        rounds: dict[str, dict[int, list[dict[str, float]]]] = {}
-        # round-robin, so a noisy moment on the machine hits every server alike
-        for r in range(0 if args.batch_only else args.rounds):
-            for name, cmd, env, path, body in runs:
-                by_c = rounds.setdefault(name, {1: [], 8: []})
-                for c, figures in measure(cmd, env, path, body, expected, args.seconds).items():
-                    by_c[c].append(figures)
-                print(
-                    f"round {r + 1}: {name:32s} " + fmt(by_c[1][-1]) + " | c=8 " + fmt(by_c[8][-1]),
-                    flush=True,
-                )
-        for name, by_c in rounds.items():
-            results[name] = {c: median(runs_) for c, runs_ in by_c.items()}
         batch = batch_route(home, oenv, ownloop, X, args.seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if args.batch_only:
-        report_batch(batch)
-    else:
-        report(results, batch)
+    for model, by_name in results.items():
+        report(model, by_name, clients)
+    report_batch(batch)
 
 
 def measure(
@@ -322,18 +350,43 @@ def measure(
     path: str,
     body: bytes,
     expected: np.ndarray,
+    clients: list[int],
     seconds: int,
 ) -> dict[int, dict[str, float]]:
-    """Start one server, check its answer, measure with 1 and 8 connections."""
+    """Start one server, check its answer, measure with each number of connections."""
     port = free_port()
     cmd = [c.replace("{port}", str(port)) for c in cmd]
-    with server(cmd, port, env):
+    with server(cmd, port, env) as proc:
         answer = post(port, path, body)
         if "outputs" in answer:  # v2
             answer = {o["name"]: o["data"] for o in answer["outputs"]}  # type: ignore[union-attr, attr-defined]
         got = answer.get("probabilities") or answer.get("predictions")
         np.testing.assert_allclose(np.asarray(got, dtype=float).reshape(-1), expected, rtol=1e-9)
-        return {c: wrk(port, path, body, c, seconds) for c in (1, 8)}
+        figures = {}
+        for c in clients:
+            before = cpu_seconds(proc.pid)
+            figures[c] = wrk(port, path, body, c, seconds)
+            figures[c]["cpu_ms"] = (cpu_seconds(proc.pid) - before) / figures[c]["requests"] * 1e3
+        return figures
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a server's process group so far: less noisy than wall time.
+
+    On a machine shared with other work, throughput swings with the neighbours' load; CPU time
+    per request moves much less, so the logging cost is also given as CPU per request.
+    """
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pid:  # the process group: the server and what it started (mlflow)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def median(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -378,12 +431,16 @@ def _get(port: int, path: str) -> str:
     return text
 
 
-def report(results: dict[str, dict[int, dict[str, float]]], batch: dict[str, float]) -> None:
-    print("\n| server | sequential p50 | p99 | req/s | 8 concurrent p50 | p99 | req/s |")
-    print("|---|---|---|---|---|---|---|")
+def report(model: str, results: dict[str, dict[int, dict[str, float]]], clients: list[int]) -> None:
+    print(f"\n{MODELS[model]}\n")
+    head = "".join(
+        f" {'sequential' if c == 1 else f'{c} concurrent'} p50 | p99 | req/s |" for c in clients
+    )
+    print("| server |" + head)
+    print("|---|" + "---|---|---|" * len(clients))
     for name, by_c in results.items():
         cells = []
-        for c in (1, 8):
+        for c in clients:
             r = by_c.get(c)
             cells += (
                 ["n/a"] * 3
@@ -391,21 +448,35 @@ def report(results: dict[str, dict[int, dict[str, float]]], batch: dict[str, flo
                 else [f"{r['p50'] * 1e3:.2f} ms", f"{r['p99'] * 1e3:.2f} ms", f"{r['rps']:.0f}"]
             )
         print(f"| {name} | " + " | ".join(cells) + " |")
-    on, off = results["ownloop serve, logging on"], results["ownloop serve, logging off"]
-    floor = results["bare FastAPI/uvicorn"]
-    mlflow = results.get("MLflow models serve")
+    on, off = results.get("ownloop serve, logging on"), results.get("ownloop serve, logging off")
+    if on is None or off is None:
+        return
+    peers = [
+        n
+        for n in ("bare FastAPI/uvicorn", "FastAPI building a DataFrame", "MLflow models serve")
+        if n in results
+    ]
     print("\nratios (throughput):")
-    for c in (1, 8):
-        label = "sequential" if c == 1 else "8 concurrent"
-        line = (
-            f"  {label:13s} ownloop(log on) / bare FastAPI = {on[c]['rps'] / floor[c]['rps']:.2f}"
+    for c in clients:
+        label = "sequential" if c == 1 else f"{c} concurrent"
+        parts = [
+            f"ownloop(log on) / {n} = {on[c]['rps'] / results[n][c]['rps']:.2f}x" for n in peers
+        ]
+        parts.append(
+            f"logging cost = {(1 - on[c]['rps'] / off[c]['rps']) * 100:+.1f}% of throughput"
         )
-        if mlflow:
-            line += f"   ownloop(log on) / MLflow = {on[c]['rps'] / mlflow[c]['rps']:.1f}x"
-            line += f"   bare FastAPI / MLflow = {floor[c]['rps'] / mlflow[c]['rps']:.1f}x"
-        line += f"   logging cost = {(1 - on[c]['rps'] / off[c]['rps']) * 100:+.1f}% of throughput"
-        print(line)
-    report_batch(batch)
+        print(f"  {label:13s} " + "   ".join(parts))
+    print("\nserver CPU per request (user + system, ms; less sensitive to the machine's load):")
+    for c in clients:
+        cells = [
+            f"{n} {r[c]['cpu_ms']:.3f}" for n, r in results.items() if "cpu_ms" in r.get(c, {})
+        ]
+        cost = (on[c]["cpu_ms"] / off[c]["cpu_ms"] - 1) * 100
+        print(
+            f"  {c} connections: "
+            + ", ".join(cells)
+            + f"; logging adds {cost:+.1f}% CPU per request"
+        )
 
 
 def report_batch(batch: dict[str, float]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -266,3 +267,142 @@ def test_logger_writes_early_when_the_buffer_fills(tmp_path: Path) -> None:
         while logger.stats.flushed < 12 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert logger.stats.flushed == 12
+
+
+def _bad_text_block() -> Block:
+    bad = block(1)
+    return Block(bad.schema, 1, {**bad.columns, "in.plan": np.array(["\ud800"], dtype=object)})
+
+
+def _bad_type_block() -> Block:
+    bad = block(2)
+    return Block(bad.schema, 2, {**bad.columns, "in.age": np.array(["x", {}], dtype=object)})
+
+
+def _wait(check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert check()
+
+
+def _ids(blocks: list[Block]) -> list[str]:
+    return [i for b in blocks for i in b.columns["prediction_id"]]
+
+
+@pytest.mark.parametrize("bad", [_bad_text_block, _bad_type_block], ids=["surrogate", "type"])
+def test_a_bad_block_is_dropped_alone_and_the_writer_lives_on(
+    tmp_path: Path, bad: Callable[[], Block], caplog: pytest.LogCaptureFixture
+) -> None:
+    logger = PredictionLogger(tmp_path, flush_interval_s=0.01)
+    good = [block(3), block(1), block(2)]
+    rejected = bad()
+    for b in (good[0], rejected, good[1], good[2]):  # one flush: the bad block among good ones
+        logger.submit("churn", b)
+    assert logger.flush() == 6
+    assert not logger.healthy
+    assert logger.last_error is not None
+    with logger:  # then the thread's own flushes
+        later = [block(2), block(4)]
+        for b in later:
+            logger.submit("churn", b)
+        _wait(lambda: logger.stats.flushed == 12)
+        assert logger.alive
+        assert logger.healthy  # a flush that wrote everything clears the error
+    logged = read_window(tmp_path, "churn", columns=["prediction_id"])["prediction_id"]
+    assert sorted(logged.to_pylist()) == sorted(_ids(good + later))
+    assert logger.stats.dropped == rejected.n
+    assert logger.stats.write_errors == 1
+    assert logger.stats.queued == 0
+    assert f"dropped {rejected.n} rows" in caplog.text
+
+
+def test_the_writer_thread_survives_a_bad_block_alone(tmp_path: Path) -> None:
+    with PredictionLogger(tmp_path, flush_interval_s=0.01) as logger:
+        logger.submit("churn", _bad_text_block())
+        _wait(lambda: logger.stats.dropped == 1)
+        assert not logger.healthy
+        assert "UnicodeEncodeError" in str(logger.last_error)
+        logger.submit("churn", block(2))
+        _wait(lambda: logger.stats.flushed == 2)
+        assert logger.alive
+
+
+def test_the_writer_thread_survives_a_failing_callback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(stats: object) -> None:
+        raise RuntimeError("metrics are broken")
+
+    with PredictionLogger(tmp_path, flush_interval_s=0.01, on_flush=broken) as logger:
+        logger.submit("churn", block(1))
+        _wait(lambda: "metrics are broken" in caplog.text)
+        logger.submit("churn", block(2))
+        _wait(lambda: logger.stats.flushed == 3)
+        assert logger.alive
+
+
+def test_rows_a_disk_error_kept_are_written_once_the_disk_recovers(tmp_path: Path) -> None:
+    root = tmp_path / "predictions"
+    root.write_text("a file where the log folder should be")  # every write: an OSError
+    logger = PredictionLogger(root, flush_interval_s=60, retries=3)
+    first = [block(2), block(3)]
+    for b in first:
+        logger.submit("churn", b)
+    assert logger.flush() == 0
+    assert logger.flush() == 0
+    assert (logger.stats.queued, logger.stats.dropped, logger.stats.write_errors) == (5, 0, 2)
+    assert not logger.healthy
+    assert "OSError" in str(logger.last_error) or "Error" in str(logger.last_error)
+    root.unlink()  # space freed, permissions fixed
+    second = [block(1)]
+    logger.submit("churn", second[0])
+    assert logger.flush() == 6
+    assert logger.healthy
+    logger.close()
+    logged = read_window(root, "churn", columns=["prediction_id"])["prediction_id"].to_pylist()
+    assert sorted(logged) == sorted(_ids(first + second))
+    assert (logger.stats.flushed, logger.stats.dropped, logger.stats.queued) == (6, 0, 0)
+
+
+def test_kept_rows_are_dropped_after_the_last_retry_and_count_against_the_buffer(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "predictions"
+    root.write_text("in the way")
+    logger = PredictionLogger(root, flush_interval_s=60, max_buffer=8, retries=2)
+    assert logger.submit("churn", block(5))
+    logger.flush()
+    assert not logger.submit("churn", block(4))  # the 5 kept rows still take buffer room
+    assert logger.stats.dropped == 4
+    logger.flush()  # second retry
+    assert logger.stats.queued == 5
+    logger.flush()  # out of retries
+    assert (logger.stats.queued, logger.stats.dropped, logger.stats.write_errors) == (0, 9, 3)
+    assert logger.submit("churn", block(4))
+    logger.close()  # the last flush cannot wait for the disk: it drops what fails
+    assert (logger.stats.queued, logger.stats.dropped, logger.stats.flushed) == (0, 13, 0)
+
+
+def test_a_failed_multi_day_write_leaves_no_day_visible(tmp_path: Path) -> None:
+    table = rows(4, start=T0, step_s=60)  # two UTC days
+    day2 = tmp_path / "churn" / "date=2026-03-02"
+    day2.parent.mkdir(parents=True)
+    day2.write_text("in the way")  # the second day's folder cannot be made
+    with pytest.raises(FileExistsError):
+        write_segment(tmp_path, "churn", table)
+    assert list((tmp_path / "churn").rglob("*.parquet")) == []
+
+
+def _packed(b: Block) -> Block:
+    """``b`` with its numeric input in a matrix, as the server logs all-number requests."""
+    columns = dict(b.columns)
+    matrix = np.column_stack([columns.pop("in.age")])
+    return Block(b.schema, b.n, columns, matrix, ("in.age",))
+
+
+def test_blocks_with_a_matrix_give_the_same_table_alone_or_mixed() -> None:
+    plain = [block(1), block(3), block(2, proba=False)]
+    want = blocks_to_table(plain)
+    assert blocks_to_table([_packed(b) for b in plain]).equals(want)
+    assert blocks_to_table([_packed(plain[0]), plain[1], _packed(plain[2])]).equals(want)

@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -196,11 +196,11 @@ def _dictionary_columns(table: pa.Table) -> list[str]:
     ]
 
 
-def _write_atomic(folder: Path, table: pa.Table) -> Path:
+def _write_hidden(folder: Path, table: pa.Table) -> tuple[Path, Path]:
+    """Write and fsync ``table`` under a hidden ``.tmp-*`` name; return it and its final name."""
     folder.mkdir(parents=True, exist_ok=True)
     name = _segment_name()
     tmp = folder / f".tmp-{name}"
-    target = folder / name
     try:
         # a path, not a Python file object: Arrow then writes natively without taking the GIL
         # for every chunk, so serving threads are not held up by a flush
@@ -208,12 +208,23 @@ def _write_atomic(folder: Path, table: pa.Table) -> Path:
             table, str(tmp), compression="lz4", use_dictionary=_dictionary_columns(table)
         )
         fsync_path(tmp)
-        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_path(folder)
-    return target
+    return tmp, folder / name
+
+
+def _publish(staged: Sequence[tuple[Path, Path]]) -> list[Path]:
+    """Rename written hidden files to their final names, then make the renames durable."""
+    for tmp, target in staged:
+        os.replace(tmp, target)
+    for folder in {target.parent for _, target in staged}:
+        fsync_path(folder)
+    return [target for _, target in staged]
+
+
+def _write_atomic(folder: Path, table: pa.Table) -> Path:
+    return _publish([_write_hidden(folder, table)])[0]
 
 
 def _split_by_day(table: pa.Table, column: str) -> Iterable[tuple[date, pa.Table]]:
@@ -253,7 +264,17 @@ def write_segment(root: Path, model: str, table: pa.Table) -> list[Path]:
     """Write prediction rows atomically, one segment per UTC day of ``ts``; return the new files."""
     folder = _model_dir(root, model)
     table = _check_columns(table, BASE_SCHEMA, "prediction")
-    return _write_split(folder, table, "ts")
+    # every day's file is written before any is renamed: a failure leaves nothing visible, so
+    # the writer may retry or split the same rows without writing any of them twice
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for day, part in _split_by_day(table, "ts"):
+            staged.append(_write_hidden(folder / f"{_DAY_PREFIX}{day.isoformat()}", part))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    return _publish(staged)
 
 
 def _days(start: datetime | None, end: datetime | None) -> tuple[date | None, date | None]:
@@ -731,12 +752,24 @@ class Block:
 
     ``columns`` maps a column of ``schema`` to an array or list of ``n`` values, a 2-D array
     (for ``proba``), or a single value repeated ``n`` times; a missing column is null.
+    Float columns may instead come as one ``(n, k)`` ``matrix`` whose columns are
+    ``matrix_columns`` (a request's numeric inputs, as decoded): the writer then joins the
+    matrices of many blocks in one step instead of one step per column.
     The request path only makes this object; the writer concatenates many at once.
     """
 
     schema: pa.Schema
     n: int
     columns: dict[str, Any]
+    matrix: np.ndarray | None = None
+    matrix_columns: tuple[str, ...] = ()
+
+    def unpacked(self) -> Block:
+        """The same rows with the matrix's columns moved into ``columns``."""
+        if self.matrix is None:
+            return self
+        moved = {c: self.matrix[:, i] for i, c in enumerate(self.matrix_columns)}
+        return Block(self.schema, self.n, {**self.columns, **moved})
 
 
 _MANY = (np.ndarray, list, tuple)
@@ -806,18 +839,34 @@ def _list_column(parts: Sequence[Any], counts: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.float64()), mask=mask)
 
 
+def _packed(blocks: Sequence[Block]) -> tuple[Sequence[Block], dict[str, np.ndarray]]:
+    """The columns of all blocks' matrices, joined in one step (unpacking blocks that differ)."""
+    packed = blocks[0].matrix_columns
+    if packed and all(b.matrix_columns == packed and b.matrix is not None for b in blocks):
+        whole = np.concatenate([b.matrix for b in blocks])
+        return blocks, {c: whole[:, i] for i, c in enumerate(packed)}
+    return [b.unpacked() for b in blocks], {}
+
+
 def blocks_to_table(blocks: Sequence[Block]) -> pa.Table:
     """One Arrow table from blocks that share a schema."""
     schema = blocks[0].schema
+    blocks, from_matrix = _packed(blocks)
     counts = np.array([b.n for b in blocks], dtype=np.int64)
-    names = schema.names
+    names = [n for n in schema.names if n not in from_matrix]
     try:  # blocks that name every column: one C-speed transposition
         by_column: list[Sequence[Any]] = list(
             zip(*map(itemgetter(*names), (b.columns for b in blocks)), strict=True)
         )
     except KeyError:
         by_column = [[b.columns.get(n) for b in blocks] for n in names]
-    arrays = [_block_column(f, parts, counts) for f, parts in zip(schema, by_column, strict=True)]
+    parts = dict(zip(names, by_column, strict=True))
+    arrays = [
+        pa.array(from_matrix[f.name], f.type, from_pandas=True)
+        if f.name in from_matrix
+        else _block_column(f, parts[f.name], counts)
+        for f in schema
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -832,13 +881,33 @@ class FlushStats:
     write_errors: int = 0
 
 
+Batch: TypeAlias = Block | pa.RecordBatch | pa.Table
+
+
+@dataclass
+class _Queued:
+    """A batch waiting to be written; ``attempts`` counts its failed writes (disk errors)."""
+
+    model: str
+    batch: Batch
+    attempts: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.batch.n if isinstance(self.batch, Block) else self.batch.num_rows
+
+
 class PredictionLogger:
     """Buffer prediction batches in memory and write them off the request path.
 
     ``submit`` never blocks on disk: when the buffer already holds ``max_buffer`` rows, the batch
-    is dropped and counted; when a write fails (disk full, read-only), the rows are dropped,
-    counted and a warning is logged. A background thread flushes every ``flush_interval_s``, or
-    sooner once a quarter of the buffer is used; ``close()`` flushes what is left.
+    is dropped and counted. A background thread flushes every ``flush_interval_s``, or sooner once
+    a quarter of the buffer is used; ``close()`` flushes what is left. A failed write never stops
+    the writer: it is counted (``write_errors``), logged and makes ``healthy`` False. Rows that
+    could not be written because of the disk (``OSError``: full, read-only) stay queued (they still
+    count against ``max_buffer``) and are tried again at the next ``retries`` flushes, then dropped
+    and counted; a batch that fails for any other reason (text that cannot be encoded, a value of
+    the wrong type) is split until only the bad rows are dropped.
     """
 
     def __init__(
@@ -847,31 +916,40 @@ class PredictionLogger:
         *,
         flush_interval_s: float = 1.0,
         max_buffer: int = 500_000,
+        retries: int = 5,
         on_flush: Callable[[FlushStats], None] | None = None,
     ) -> None:
         self.root = root
         self.flush_interval_s = flush_interval_s
         self.max_buffer = max_buffer
+        self.retries = retries
         self.stats = FlushStats()
         self._on_flush = on_flush
-        self._queue: deque[tuple[str, Block | pa.RecordBatch | pa.Table]] = deque()
+        self._queue: deque[_Queued] = deque()
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
+        self._closing = False
         self._thread: threading.Thread | None = None
         self._last_warning = -1.0e9
         self._last_error: str | None = None
+        self._flush_error: str | None = None
 
     @property
     def healthy(self) -> bool:
-        """False while the most recent write failed (until a later write succeeds)."""
+        """False while the most recent flush failed (until a later flush succeeds)."""
         return self._last_error is None
 
     @property
     def last_error(self) -> str | None:
-        """Why the most recent write failed, or None when it succeeded."""
+        """Why the most recent flush failed, or None when it succeeded."""
         return self._last_error
+
+    @property
+    def alive(self) -> bool:
+        """Whether the background writer thread runs (False before ``start`` and after ``close``)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> PredictionLogger:
         if self._thread is None:
@@ -879,7 +957,7 @@ class PredictionLogger:
             self._thread.start()
         return self
 
-    def submit(self, model: str, batch: Block | pa.RecordBatch | pa.Table) -> bool:
+    def submit(self, model: str, batch: Batch) -> bool:
         """Queue rows for ``model``; False (and counted as dropped) when the buffer is full."""
         n = batch.n if isinstance(batch, Block) else batch.num_rows
         with self._lock:
@@ -887,7 +965,7 @@ class PredictionLogger:
                 self.stats.dropped += n
                 dropped = True
             else:
-                self._queue.append((model, batch))
+                self._queue.append(_Queued(model, batch))
                 self.stats.queued += n
                 dropped = False
                 if self.stats.queued > self.max_buffer // 4:
@@ -916,57 +994,93 @@ class PredictionLogger:
             with self._lock:
                 items = list(self._queue)
                 self._queue.clear()
-            by_model: dict[str, list[Block | pa.RecordBatch | pa.Table]] = {}
-            for model, batch in items:
-                by_model.setdefault(model, []).append(batch)
-            written = 0
-            for model, batches in by_model.items():
-                written += self._write_model(model, batches)
+            by_model: dict[str, list[_Queued]] = {}
+            for item in items:
+                by_model.setdefault(item.model, []).append(item)
+            self._flush_error = None
+            written = sum(self._write_model(m, batch) for m, batch in by_model.items())
+            if items:
+                self._last_error = self._flush_error
         if self._on_flush is not None:
-            self._on_flush(self.stats)
+            try:
+                self._on_flush(self.stats)
+            except Exception:  # a failing observer must not stop the writer or a shutdown
+                log.exception("prediction log flush callback failed")
         return written
 
-    def _write_model(self, model: str, batches: list[Block | pa.RecordBatch | pa.Table]) -> int:
-        n = int(sum(b.n if isinstance(b, Block) else b.num_rows for b in batches))
+    def _write_model(self, model: str, items: list[_Queued]) -> int:
+        """Write ``items`` as one segment; on failure keep (disk) or isolate (bad rows) them."""
         try:
-            table = _combine(batches)
-            files = write_segment(self.root, model, table)
-        except (OSError, pa.ArrowException) as exc:
-            with self._lock:
-                self.stats.queued -= n
-                self.stats.dropped += n
-                self.stats.write_errors += 1
-                self._last_error = f"{type(exc).__name__}: {exc}"
-            log.warning(
-                "prediction log write failed for model '%s' (%s): dropped %d rows; "
-                "check free space and permissions of %s",
-                model,
-                exc,
-                n,
-                self.root,
-            )
+            files = write_segment(self.root, model, _combine([i.batch for i in items]))
+        except OSError as exc:
+            self._failed(model, exc, items)
+            self._retry_later(model, items)
             return 0
+        except Exception as exc:  # a bad block must never stop the log: find it, drop only it
+            if len(items) > 1:
+                half = len(items) // 2
+                return self._write_model(model, items[:half]) + self._write_model(
+                    model, items[half:]
+                )
+            self._failed(model, exc, items)
+            self._drop(items)
+            return 0
+        n = sum(i.n for i in items)
         with self._lock:
             self.stats.queued -= n
             self.stats.flushed += n
             self.stats.segments += len(files)
-            self._last_error = None
         return n
+
+    def _failed(self, model: str, exc: BaseException, items: list[_Queued]) -> None:
+        self._flush_error = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self.stats.write_errors += 1
+        kept = isinstance(exc, OSError) and not self._closing
+        log.warning(
+            "prediction log write failed for model '%s' (%s): %s %d rows; %s",
+            model,
+            self._flush_error,
+            "will retry" if kept else "dropped",
+            sum(i.n for i in items),
+            f"check free space and permissions of {self.root}"
+            if isinstance(exc, OSError)
+            else "the rows could not be stored in the log's columns",
+        )
+
+    def _retry_later(self, model: str, items: list[_Queued]) -> None:
+        """Put batches back at the head of the queue, or drop those out of attempts."""
+        keep = [] if self._closing else [i for i in items if i.attempts < self.retries]
+        self._drop([i for i in items if i.attempts >= self.retries or self._closing])
+        for i in keep:
+            i.attempts += 1
+        with self._lock:
+            self._queue.extendleft(reversed(keep))
+
+    def _drop(self, items: list[_Queued]) -> None:
+        n = sum(i.n for i in items)
+        with self._lock:
+            self.stats.queued -= n
+            self.stats.dropped += n
 
     def _run(self) -> None:
         while not self._stop:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the writer thread outlives anything (a failing on_flush, a bug)
+                log.exception("prediction log flush failed; the writer goes on")
 
     def close(self) -> None:
-        """Stop taking rows, flush what is queued, stop the thread."""
+        """Stop taking rows, flush what is queued (last attempt), stop the thread."""
         with self._lock:
             self._stop = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._closing = True
         self.flush()
 
     def __enter__(self) -> PredictionLogger:
@@ -976,7 +1090,7 @@ class PredictionLogger:
         self.close()
 
 
-def _combine(batches: Sequence[Block | pa.RecordBatch | pa.Table]) -> pa.Table:
+def _combine(batches: Sequence[Batch]) -> pa.Table:
     """Blocks grouped by schema (one group per served version), then everything concatenated."""
     groups: dict[int, list[Block]] = {}
     tables: list[pa.Table] = []

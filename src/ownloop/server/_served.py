@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +22,7 @@ from ownloop.errors import (
 )
 from ownloop.registry import ModelVersion, Registry
 from ownloop.server._decode import V2_TYPE, Columns
-from ownloop.signature import Signature
+from ownloop.signature import Feature, Signature
 
 __all__ = [
     "Prediction",
@@ -59,8 +61,11 @@ class ServedModel:
     classes: np.ndarray | None = field(init=False)
     class_text: list[str] | None = field(init=False)
     _frame: bool = field(init=False)
+    _scorer: Any = field(init=False)
+    _order: list[Feature] = field(init=False)
     _class_text: np.ndarray = field(init=False)
     _inputs: dict[str, str] = field(init=False)
+    _matrix_columns: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.schema = predlog.prediction_schema(self.signature)
@@ -70,8 +75,55 @@ class ServedModel:
         self.class_text = [str(c) for c in sig.classes] if classifier and sig.classes else None
         self._class_text = np.array(self.class_text or [], dtype=object)
         self._inputs = {f.name: f"in.{f.name}" for f in sig.features}
+        self._matrix_columns = tuple(self._inputs.values())
+        self._scorer = self.model
+        self._order = _model_order(self.model, sig)
+        self._frame = self._needs_frame()
+
+    @property
+    def frame_input(self) -> bool:
+        """Whether requests reach the model as a DataFrame (else as one NumPy array)."""
+        return self._frame
+
+    def _needs_frame(self) -> bool:
+        """Decide once whether the model needs a DataFrame; if not, score a NumPy array.
+
+        A plain estimator fitted on a DataFrame only checks the column names it was fitted with;
+        when they are the signature's order it is scored through a copy without the names (which
+        would otherwise warn on every array), provided both give the same answers on probe rows.
+        A model that selects columns by name (a pipeline) or has text inputs keeps the DataFrame.
+        """
+        features = self.signature.features
+        if self.model is None:
+            return False
+        if any(f.type not in _NUMERIC for f in features):
+            return True
         names = getattr(self.model, "feature_names_in_", None)
-        self._frame = names is not None or any(f.type == "string" for f in sig.features)
+        if names is None:
+            return False
+        if [str(n) for n in names] != [f.name for f in features] or not _plain(self.model):
+            return True
+        bare = _without_names(self.model)
+        if bare is None or not self._same_answers(bare):
+            return True
+        self._scorer = bare
+        return False
+
+    def _same_answers(self, bare: Any) -> bool:
+        """Both inputs on probe rows: identical outputs and no warning, or keep the DataFrame."""
+        x = np.asfortranarray(
+            [[0.0] * len(self.signature.features), [1.0] * len(self.signature.features)]
+        )
+        frame = self._frame_of({f.name: x[:, i] for i, f in enumerate(self.signature.features)})
+        method = "predict_proba" if self.classes is not None else "predict"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                want = getattr(self.model, method)(frame)
+                got = getattr(bare, method)(x)
+            except (Warning, ValueError, TypeError, AttributeError):
+                return False
+        return bool(np.array_equal(np.asarray(want), np.asarray(got)))
 
     @property
     def ready(self) -> bool:
@@ -124,18 +176,26 @@ class ServedModel:
             return "BOOL"
         return "BYTES"
 
+    def _frame_of(self, columns: dict[str, np.ndarray]) -> pd.DataFrame:
+        data = {}
+        for f in self._order:
+            arr = columns[f.name]
+            if f.type == "integer" and not np.isnan(arr).any():
+                arr = arr.astype(np.int64)
+            data[f.name] = arr
+        return pd.DataFrame(data, copy=False)
+
     def _model_input(self, cols: Columns) -> Any:
         if self._frame:
-            data = {}
-            for f in self.signature.features:
-                arr = cols.data[f.name]
-                if f.type == "integer" and not np.isnan(arr).any():
-                    arr = arr.astype(np.int64)
-                data[f.name] = arr
-            return pd.DataFrame(data, copy=False)
-        if cols.matrix is not None:
-            return cols.matrix
-        return np.column_stack([cols.data[f.name] for f in self.signature.features])
+            return self._frame_of(cols.data)
+        x = cols.matrix
+        if x is None:
+            x = np.column_stack([cols.data[f.name] for f in self.signature.features])
+        if self._scorer is not self.model:
+            # column-major, as a DataFrame hands its values to the model: a linear model then
+            # sums in the same order and gives the same bits (a single row needs no copy)
+            x = np.asfortranarray(x)
+        return x
 
     def predict(self, cols: Columns) -> Prediction:
         """Run the model; a model that rejects validated input is the caller's 400, not a 500."""
@@ -143,12 +203,12 @@ class ServedModel:
         x = self._model_input(cols)
         try:
             if self.classes is not None:
-                proba = np.asarray(self.model.predict_proba(x), dtype=np.float64)
+                proba = np.asarray(self._scorer.predict_proba(x), dtype=np.float64)
                 picked = proba.argmax(axis=1)
                 return Prediction(
                     self.classes[picked].tolist(), proba, picked, proba.max(axis=1), None
                 )
-            values = np.asarray(self.model.predict(x), dtype=np.float64).reshape(-1)
+            values = np.asarray(self._scorer.predict(x), dtype=np.float64).reshape(-1)
         except (ValueError, TypeError) as exc:
             raise InvalidInputError(
                 f"model '{self.name}' version {self.version} could not score the input: {exc}"
@@ -193,9 +253,48 @@ class ServedModel:
             columns["prediction_value"] = out.numeric
             columns["confidence"] = None
             columns["proba"] = None
+        if cols.matrix is not None:  # all-number inputs in signature order: kept as one array
+            return predlog.Block(self.schema, n, columns, cols.matrix, self._matrix_columns)
         for f in self.signature.features:
             columns[self._inputs[f.name]] = cols.data[f.name]
         return predlog.Block(self.schema, n, columns)
+
+
+_NUMERIC = ("float", "integer", "boolean")
+
+
+def _model_order(model: Any, signature: Signature) -> list[Feature]:
+    """The features in the order the model was fitted with (else the signature's order)."""
+    fitted = getattr(model, "feature_names_in_", None)
+    names = [] if fitted is None else [str(n) for n in fitted]
+    if sorted(names) != sorted(signature.feature_names):
+        return list(signature.features)
+    return [signature.feature(n) for n in names]
+
+
+def _estimators_in(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_estimators_in(v) for v in value)
+    return hasattr(value, "fit")
+
+
+def _plain(model: Any) -> bool:
+    """One estimator: no sub-estimator among its parameters, no categorical inputs."""
+    get_params = getattr(model, "get_params", None)
+    categorical = getattr(model, "is_categorical_", None)
+    if get_params is None or (categorical is not None and np.any(categorical)):
+        return False
+    return not any(_estimators_in(v) for v in get_params(deep=False).values())
+
+
+def _without_names(model: Any) -> Any:
+    """A shallow copy (sharing the fitted state) without ``feature_names_in_``, or None."""
+    bare = copy.copy(model)
+    try:
+        del bare.feature_names_in_
+    except AttributeError:  # a read-only property (another library): keep the DataFrame
+        return None
+    return bare
 
 
 def load_served(registry: Registry) -> dict[str, ServedModel]:
