@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from ownloop import progress
 from ownloop.access import Actor, authorize
 from ownloop.artifacts import ArtifactStore
 from ownloop.clock import Clock
@@ -369,7 +370,8 @@ class Registry:
         self._check_owner(name, owner)
         if (model is None) == (path is None):
             raise InvalidInputError("pass exactly one of a model object or a model file path")
-        raw, fmt, trusted = self._model_bytes(model, path, trust, allow_unsafe_pickle)
+        with progress.task(f"{name}: reading the model"):
+            raw, fmt, trusted = self._model_bytes(model, path, trust, allow_unsafe_pickle)
         # Load the stored bytes back (for a live object too): a version that cannot be loaded
         # must never be registered.
         loaded = load_model(raw, fmt, trusted=trusted, allow_pickle=allow_unsafe_pickle)
@@ -386,11 +388,15 @@ class Registry:
         signature = infer_signature(live, ref_frame, target)
         profile_digest = None
         if ref_frame is not None:
-            profile = compute_profile(live, ref_frame, signature)
+            with progress.task(f"{name}: profiling the reference", total=len(ref_frame)) as t:
+                profile = compute_profile(live, ref_frame, signature)
+                t.advance(len(ref_frame))
             profile_digest = self.artifacts.put_bytes(profile.to_bytes()).digest
         # The artifact is complete on disk before any row points at it: a crash here leaves at
         # most an unreferenced file, never a version without its artifact.
-        artifact = self.artifacts.put_bytes(raw)
+        with progress.task(f"{name}: hashing and storing the artifact", total=len(raw)) as t:
+            artifact = self.artifacts.put_bytes(raw)
+            t.advance(len(raw))
         model_params = params if params is not None else _get_params(live)
         values = {
             "artifact_digest": artifact.digest,

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import click
 
-from ownloop.cli._app import cli, console, echo_json, table, workspace
+from ownloop.cli._app import (
+    cli,
+    console,
+    echo_json,
+    esc,
+    prepare_output,
+    table,
+    workspace,
+    write_output,
+)
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring import DriftSettings, WindowReport, parse_duration, write_sample
 
@@ -35,16 +44,16 @@ def _fmt(v: float | None, spec: str = ".3f") -> str:
 
 
 def _print_report(rep: WindowReport) -> None:
-    head = f"[bold]{rep.model}@{rep.version}[/] {rep.start:%Y-%m-%d %H:%M} to {rep.end:%H:%M} UTC: {rep.rows:,} predictions"
+    head = f"[bold]{esc(rep.model)}@{rep.version}[/] {rep.start:%Y-%m-%d %H:%M} to {rep.end:%H:%M} UTC: {rep.rows:,} predictions"
     console.print(head + (f" (run {rep.run_id})" if rep.run_id else ""))
     for note in rep.notes:
-        console.print(f"  note: {note}")
+        console.print(f"  note: {note}", markup=False)
     if rep.drift is not None:
         colour = "red" if rep.drift.dataset_drift else "green"
-        console.print(f"  [{colour}]{rep.drift.summary}[/]")
+        console.print(f"  [{colour}]{esc(rep.drift.summary)}[/]")
         for f in (*rep.drift.features, *rep.drift.prediction):
             if f.drifted or f.status != "ok" or f.missing_drifted:
-                console.print(f"    {f.feature}: {f.status}; {f.detail}")
+                console.print(f"    {f.feature}: {f.status}; {f.detail}", markup=False)
     c = rep.confidence
     if c is not None and c.mean is not None:
         trend = (
@@ -56,14 +65,16 @@ def _print_report(rep: WindowReport) -> None:
             trend += f" (low share {c.low_share_trend_per_hour:+.2%}/h)"
         console.print(
             f"  confidence: mean {_fmt(c.mean)} (reference {_fmt(c.reference_mean)}), "
-            f"share below {c.threshold}: {_fmt(c.low_share, '.1%')} (reference {_fmt(c.reference_low_share, '.1%')}){trend}"
+            f"share below {c.threshold}: {_fmt(c.low_share, '.1%')} (reference {_fmt(c.reference_low_share, '.1%')}){trend}",
+            markup=False,
         )
     if rep.estimated:
         parts = [
             f"{e.metric} {_fmt(e.value)} [{_fmt(e.lower)}, {_fmt(e.upper)}]" for e in rep.estimated
         ]
         console.print(
-            "  estimated (CBPE, no labels; assumes no concept drift): " + "; ".join(parts)
+            "  estimated (CBPE, no labels; assumes no concept drift): " + "; ".join(parts),
+            markup=False,
         )
     if rep.realised:
         parts = [
@@ -72,13 +83,15 @@ def _print_report(rep: WindowReport) -> None:
         cov = rep.realised[0].coverage
         console.print(
             f"  realised on {rep.realised[0].n_labelled} labels (coverage {_fmt(cov, '.1%')}): "
-            + "; ".join(parts)
+            + "; ".join(parts),
+            markup=False,
         )
     s = rep.system
     console.print(
         f"  system: {s.requests:,} requests, errors {_fmt(s.error_rate, '.2%')}, latency p50 {_fmt(s.latency_p50_s and s.latency_p50_s * 1000, '.3g')} ms "
         f"p99 {_fmt(s.latency_p99_s and s.latency_p99_s * 1000, '.3g')} ms, CPU {s.cpu_s:.2f} s, "
-        f"cost per 1k {_fmt(s.cost_per_1k, '.6f')} (at {s.cpu_hour_price}/CPU-hour)"
+        f"cost per 1k {_fmt(s.cost_per_1k, '.6f')} (at {s.cpu_hour_price}/CPU-hour)",
+        markup=False,
     )
 
 
@@ -171,7 +184,7 @@ def monitor(
         settings = _settings(alpha, drift_share, thresholds, ws.monitor.settings(model))
         if save:
             ws.monitor.configure(model, settings)
-            console.print(f"saved drift settings for {model}")
+            console.print(f"saved drift settings for {model}", markup=False)
     done = 0
     while True:
         reports = ws.monitor.run(
@@ -214,6 +227,8 @@ def drift(
     model: str, since: timedelta, version: int | None, html: Path | None, as_json: bool
 ) -> None:
     """Feature and prediction drift of MODEL over the last --since (computed, not stored)."""
+    if html is not None:
+        prepare_output(html, "--html")
     ws = workspace()
     end = ws.clock.now()
     reports = ws.monitor.window_reports(model, end - since, end, version=version)
@@ -221,10 +236,12 @@ def drift(
         echo_json([r.drift for r in reports])
     for rep in reports:
         if rep.drift is None:
-            console.print(f"{model}@{rep.version}: no drift ({'; '.join(rep.notes)})")
+            console.print(f"{model}@{rep.version}: no drift ({'; '.join(rep.notes)})", markup=False)
             continue
         if not as_json:
-            console.print(f"[bold]{model}@{rep.version}[/], {rep.rows:,} rows: {rep.drift.summary}")
+            console.print(
+                f"[bold]{esc(model)}@{rep.version}[/], {rep.rows:,} rows: {esc(rep.drift.summary)}"
+            )
             table(
                 None,
                 [
@@ -257,8 +274,8 @@ def drift(
                 if len(reports) == 1
                 else html.with_name(f"{html.stem}-v{rep.version}{html.suffix}")
             )
-            target.write_text(ws.monitor.drift_html(rep), encoding="utf-8")
-            console.print(f"wrote {target}")
+            write_output(target, ws.monitor.drift_html(rep), "--html")
+            console.print(f"wrote {target}", markup=False)
 
 
 @cli.command()
@@ -298,6 +315,7 @@ def sample(
     seed: int | None,
 ) -> None:
     """A labelling queue: uniform rows plus oversampled low-confidence rows, with sampling weights."""
+    prepare_output(out, "--out")
     ws = workspace()
     s = ws.monitor.sample(
         model,
@@ -308,9 +326,15 @@ def sample(
         low_share=low_share,
         seed=seed,
     )
-    write_sample(s, out)
+    try:
+        write_sample(s, out)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"--out {out}: cannot write it ({exc.strerror or exc}); pass a path you can write to"
+        ) from exc
     console.print(
         f"wrote {s.table.num_rows} rows to {out}: {s.picked_low} of {s.low_rows} low-confidence rows "
         f"(max probability < {s.threshold}) and {s.picked_rest} of {s.window_rows - s.low_rows} others; "
-        "fill in 'label' and import it with 'ownloop label import'"
+        "fill in 'label' and import it with 'ownloop label import'",
+        markup=False,
     )

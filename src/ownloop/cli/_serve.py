@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ownloop.cli._app import cli, console, echo_json, workspace
+from ownloop.cli._app import cli, console, echo_json, esc, workspace
 from ownloop.datasets import read_frame
 from ownloop.errors import InvalidInputError
 from ownloop.labels import labels_table, record_labels
@@ -36,7 +36,7 @@ def serve(host: str, port: int, no_log: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     if not _loopback(host):
         console.print(
-            f"[yellow]warning:[/] binding {host}: inference is open to anyone who can reach it"
+            f"[yellow]warning:[/] binding {esc(host)}: inference is open to anyone who can reach it"
         )
     run(workspace(), host, port, log_predictions=not no_log)
 
@@ -87,7 +87,8 @@ def label_import(file: Path, model: str | None, source: str, as_json: bool) -> N
     for r in reports:
         console.print(
             f"{r.model}: {r.stored} labels stored ({r.replaced} replaced an earlier label), "
-            f"{len(r.unknown)} unknown prediction ids not stored"
+            f"{len(r.unknown)} unknown prediction ids not stored",
+            markup=False,
         )
         for pid in r.unknown[:10]:
-            console.print(f"  unknown: {pid}")
+            console.print(f"  unknown: {pid}", markup=False)

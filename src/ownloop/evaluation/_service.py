@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from ownloop import progress
 from ownloop.access import authorize
 from ownloop.errors import InvalidInputError, NotFoundError
 from ownloop.evaluation._checks import Context, run_checks
@@ -71,7 +73,7 @@ class Evaluations:
     def evaluate(
         self,
         ref: str,
-        suite: Suite | str | Path | None = None,
+        suite: Suite | Mapping[str, Any] | str | Path | None = None,
         *,
         baseline: str | None = None,
         data: pd.DataFrame | str | Path | None = None,
@@ -91,6 +93,8 @@ class Evaluations:
         if suite is None:
             suite, note = self._default_suite(version, data, label, baseline, frames)
             notes.append(note)
+        elif isinstance(suite, Mapping):
+            suite = Suite.from_dict(suite)
         elif not isinstance(suite, Suite):
             suite = load_suite(suite)
         base_version = self._baseline(version, suite, baseline)
@@ -172,7 +176,7 @@ class Evaluations:
         outputs: dict[str, Outputs] = {}
         base_outputs: dict[str, Outputs] = {}
         scored = used | {str(c.dataset) for c in suite.checks if c.type == "directional"}
-        for name in [n for n in suite.datasets if n in scored]:  # suite order: plots use the first
+        for name in progress.track([n for n in suite.datasets if n in scored], "scoring datasets"):
             d = datasets[name]
             outputs[name] = model_outputs(candidate, d, sig, suite.positive_label)
             if base_version is not None and name in used:

@@ -109,6 +109,17 @@ class Suite:
         text = json.dumps(body, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, base: str | Path = ".", source: str = "(dict)"
+    ) -> Suite:
+        """A suite from a mapping shaped like the YAML file (dataset paths relative to ``base``)."""
+        if not isinstance(data, Mapping):
+            raise InvalidInputError(
+                f"suite must be a mapping with 'datasets' and 'checks', not {type(data).__name__}"
+            )
+        return _Parser(source, Path(base)).suite(dict(data))
+
 
 class _Loader(yaml.SafeLoader):
     """A safe loader that remembers the line each mapping starts on."""

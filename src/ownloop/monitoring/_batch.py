@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ownloop import progress
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring._drift import DriftReport, DriftSettings, evaluate_drift
 from ownloop.monitoring._partial import PartialSpec, WindowPartial, add_scores, compute_partial
@@ -142,7 +143,9 @@ def drift(
     spec = PartialSpec.from_profile(profile)
     table = _arrow(current, cols, profile)
     out = []
-    for i, (a, b) in enumerate(chunks(len(current), chunk_size, chunk_number)):
+    for i, (a, b) in enumerate(
+        progress.track(chunks(len(current), chunk_size, chunk_number), "drift chunks")
+    ):
         part = compute_partial(table.slice(a, b - a), spec)
         out.append(ChunkDrift(i, a, b, evaluate_drift(part, profile, s)))
     return out
@@ -228,7 +231,9 @@ def estimate_performance(
     else:
         pred_idx = np.argmax(proba, axis=1)
     out = []
-    for i, (a, b) in enumerate(chunks(len(current), chunk_size, chunk_number)):
+    for i, (a, b) in enumerate(
+        progress.track(chunks(len(current), chunk_size, chunk_number), "estimate chunks")
+    ):
         part = WindowPartial(rows=b - a)
         p, idx = proba[a:b], pred_idx[a:b]
         good = np.isfinite(p).all(axis=1) & (idx >= 0)

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from scipy import stats
 
-from ownloop import predlog
+from ownloop import predlog, progress
 from ownloop.access import Actor, authorize
 from ownloop.clock import Clock
 from ownloop.config import Config
@@ -229,7 +229,7 @@ class Monitor:
         segments = predlog.list_segments(root, model, start=start, end=end)
         contexts: dict[int, _VersionContext] = {}
         merged: dict[int, WindowPartial] = {}
-        for seg in segments:
+        for seg in progress.track(segments, f"{model}: log segments"):
             for v, part in self._segment_partials(
                 seg, model, start, end, version, contexts
             ).items():
