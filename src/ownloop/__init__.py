@@ -85,12 +85,12 @@ def register(
     owner: str | None = None,
     reference: pd.DataFrame | str | Path | None = None,
     target: str | None = None,
+    trust: Sequence[str] = (),
+    allow_unsafe_pickle: bool = False,
     params: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     description: str | None = None,
     code_commit: str | None = None,
-    trust: Sequence[str] = (),
-    allow_unsafe_pickle: bool = False,
     workspace: Workspace | None = None,
 ) -> ModelVersion:
     """Register a fitted model (or a model file) as the next version of ``name``.
