@@ -109,7 +109,7 @@ def test_verdict_check_status_and_gate_status_use_the_same_words(
 def test_the_older_spelling_still_compares_equal_and_reads_back() -> None:
     assert Verdict.PASS == "PASS"
     assert Verdict.PASS != "FAIL"
-    assert "FAIL" == Verdict.FAIL
+    assert "FAIL" == Verdict.FAIL  # noqa: SIM300  (the reflected comparison on purpose)
     assert Verdict.parse("INCONCLUSIVE") is Verdict.INCONCLUSIVE
     with pytest.raises(ValueError, match="unknown verdict 'maybe'"):
         Verdict.parse("maybe")
