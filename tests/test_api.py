@@ -15,7 +15,7 @@ import ownloop
 from ownloop import EvalResult, InvalidInputError, Verdict, Workspace, progress
 from ownloop.demo import make_churn_data
 from ownloop.evaluation import Evaluations
-from ownloop.monitoring import DriftReport, MonitorRun
+from ownloop.monitoring import ChunkDrift, ChunkPerformance, DriftReport, MonitorRun, WindowReport
 from ownloop.registry import Registry
 
 SUITE: dict[str, Any] = {
@@ -131,9 +131,20 @@ def test_a_report_stored_with_the_older_spelling_reads_back_as_members(
 # -- one kind of summary, frames, reprs -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [EvalResult, DriftReport])
+@pytest.mark.parametrize(
+    "cls", [EvalResult, DriftReport, WindowReport, ChunkDrift, ChunkPerformance]
+)
 def test_summary_is_a_property_on_every_result(cls: type) -> None:
     assert isinstance(inspect.getattr_static(cls, "summary"), property)
+
+
+def test_chunk_summaries_read_as_text(churn_data: pd.DataFrame) -> None:
+    valid = churn_data.assign(p=0.3)
+    current = make_churn_data(200, seed=8).assign(p=0.3)
+    drifted = ownloop.drift(valid[["age", "plan"]], current[["age", "plan"]], chunk_size=100)
+    assert drifted[1].summary.startswith("chunk 1 (rows 100 to 199): ")
+    est = ownloop.estimate_performance(valid, current, y_pred_proba="p", y_true="churned")
+    assert est[0].summary.startswith("chunk 0 (rows 0 to 199): accuracy 0.")
 
 
 def test_monitor_run_summary_is_read_the_same_way() -> None:

@@ -53,6 +53,10 @@ class ChunkDrift:
     end: int  # one past the last row
     report: DriftReport
 
+    @property
+    def summary(self) -> str:
+        return f"chunk {self.index} (rows {self.start} to {self.end - 1}): {self.report.summary}"
+
 
 @dataclass(frozen=True)
 class ChunkPerformance:
@@ -62,6 +66,18 @@ class ChunkPerformance:
     estimated: tuple[Estimate, ...]
     realised: tuple[Realised, ...]
     calibrated: bool
+
+    @property
+    def summary(self) -> str:
+        """One line: each estimated metric with its band."""
+        figures = "; ".join(
+            f"{e.metric} {e.value:.3f} [{e.lower:.3f}, {e.upper:.3f}]"
+            for e in self.estimated
+            if e.value is not None and e.lower is not None and e.upper is not None
+        )
+        return (
+            f"chunk {self.index} (rows {self.start} to {self.end - 1}): {figures or 'no estimate'}"
+        )
 
 
 def chunks(n: int, chunk_size: int | None, chunk_number: int | None) -> list[tuple[int, int]]:
