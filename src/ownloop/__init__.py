@@ -29,7 +29,7 @@ from ownloop.errors import (
     StoreUnavailableError,
     UnsafeFormatError,
 )
-from ownloop.evaluation import CheckResult, EvalResult, Suite
+from ownloop.evaluation import CheckResult, EvalResult, Suite, Verdict
 from ownloop.labels import LabelReport
 from ownloop.monitoring import DriftReport, DriftSettings, drift, estimate_performance
 from ownloop.profile import ReferenceProfile
@@ -68,6 +68,7 @@ __all__ = [
     "SystemClock",
     "Team",
     "UnsafeFormatError",
+    "Verdict",
     "Workspace",
     "add_team",
     "drift",
@@ -87,11 +88,12 @@ def register(
     owner: str | None = None,
     reference: pd.DataFrame | str | Path | None = None,
     target: str | None = None,
+    trust: Sequence[str] = (),
+    allow_unsafe_pickle: bool = False,
     params: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     description: str | None = None,
-    trust: Sequence[str] = (),
-    allow_unsafe_pickle: bool = False,
+    code_commit: str | None = None,
     workspace: Workspace | None = None,
 ) -> ModelVersion:
     """Register a fitted model (or a model file) as the next version of ``name``.
@@ -109,6 +111,7 @@ def register(
             params=params,
             metrics=metrics,
             description=description,
+            code_commit=code_commit,
             trust=trust,
             allow_unsafe_pickle=allow_unsafe_pickle,
         )
@@ -160,8 +163,8 @@ def add_team(
 
 def evaluate(
     ref: str,
+    suite: Suite | Mapping[str, Any] | str | Path | None = None,
     *,
-    suite: Suite | str | Path | None = None,
     baseline: str | None = None,
     data: pd.DataFrame | str | Path | None = None,
     label: str | None = None,
@@ -170,12 +173,15 @@ def evaluate(
 ) -> EvalResult:
     """Run an evaluation gate on ``ref`` and store its verdict on the version.
 
+    ``suite`` is a YAML file, a mapping of the same shape, or a ``Suite``; without one, the
+    default suite runs on ``data``. Same arguments as ``Workspace.evaluations.evaluate``.
+
     >>> result = ownloop.evaluate("churn@4", suite="evals/churn.yaml", baseline="production")  # doctest: +SKIP
-    >>> result.verdict, [c.status for c in result.checks]  # doctest: +SKIP
+    >>> result.verdict, result.to_frame()  # doctest: +SKIP
     """
     with _use(workspace) as ws:
         return ws.evaluations.evaluate(
-            ref, suite, baseline=baseline, data=data, label=label, store=store
+            ref, suite=suite, baseline=baseline, data=data, label=label, store=store
         )
 
 

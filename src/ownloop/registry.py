@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from ownloop import progress
 from ownloop.access import Actor, authorize
 from ownloop.artifacts import ArtifactStore, Staged
 from ownloop.clock import Clock
@@ -436,7 +437,8 @@ class Registry:
             raise InvalidInputError(
                 "pass exactly one of a model object or a model file path (path=)"
             )
-        staged, fmt, trusted = self._stage_model(model, path, trust, allow_unsafe_pickle)
+        with progress.task(f"{name}: reading the model"):
+            staged, fmt, trusted = self._stage_model(model, path, trust, allow_unsafe_pickle)
         try:
             return self._register_staged(
                 staged,
@@ -492,11 +494,14 @@ class Registry:
         sig = infer_signature(live, ref_frame, target, signature)
         profile_digest = None
         if ref_frame is not None:
-            profile = compute_profile(live, ref_frame, sig)
+            with progress.task(f"{name}: profiling the reference", total=len(ref_frame)) as t:
+                profile = compute_profile(live, ref_frame, sig)
+                t.advance(len(ref_frame))
             profile_digest = self.artifacts.put_bytes(profile.to_bytes()).digest
         # The artifact is complete on disk before any row points at it: a crash here leaves at
         # most an unreferenced file, never a version without its artifact.
-        artifact = self.artifacts.commit(staged)
+        with progress.task(f"{name}: storing the artifact"):
+            artifact = self.artifacts.commit(staged)
         model_params = params if params is not None else _get_params(live)
         values = {
             "artifact_digest": artifact.digest,

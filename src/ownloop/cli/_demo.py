@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ownloop.cli._app import cli, console
+from ownloop.cli._app import cli, console, esc
 from ownloop.demo import run_demo
 
 
@@ -24,12 +24,17 @@ from ownloop.demo import run_demo
 def demo(home: Path) -> None:
     """Run the loop end to end on bundled, simulated data."""
     home = home.absolute()
-    console.print(f"[bold]ownloop demo[/] in {home}")
-    run_demo(home, say=console.print)
+    console.print(f"[bold]ownloop demo[/] in {esc(home)}")
+    run_demo(home, say=_say)
     exe = _how_to_call()
     console.print("\ndone. Explore it (OWNLOOP_HOME points ownloop at the demo's workspace):")
     for args in ("models", "versions churn", "show churn@production", "audit"):
-        console.print(f"  OWNLOOP_HOME={home} {exe} {args}")
+        _say(f"  OWNLOOP_HOME={home} {exe} {args}")
+
+
+def _say(line: str) -> None:
+    """The demo's lines carry paths and server answers: print them literally."""
+    console.print(line, markup=False)
 
 
 def _how_to_call() -> str:

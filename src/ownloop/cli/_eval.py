@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ownloop.cli._app import cli, console, table, workspace
+from ownloop.cli._app import cli, console, esc, prepare_output, table, workspace, write_output
 from ownloop.errors import OwnloopError
 from ownloop.evaluation import (
     FAIL,
@@ -18,7 +18,6 @@ from ownloop.evaluation import (
     to_json,
     to_junit,
     to_markdown,
-    write_report,
 )
 
 _STYLE = {PASS: "green", FAIL: "red", INCONCLUSIVE: "yellow"}
@@ -53,50 +52,48 @@ def eval_command(
     Exit code: 0 passed, 1 failed or inconclusive, 2 usage or input error.
     """
     ctx = click.get_current_context()
-    reports: list[tuple[Path, Callable[[EvalResult], str]]] = [
-        (p, render)
-        for p, render in (
-            (junit, to_junit),
-            (markdown, to_markdown),
-            (html, to_html),
-            (json_path, to_json),
+    reports: list[tuple[Path, str, Callable[[EvalResult], str]]] = [
+        (p, option, render)
+        for p, option, render in (
+            (junit, "--junit", to_junit),
+            (markdown, "--markdown", to_markdown),
+            (html, "--html", to_html),
+            (json_path, "--json", to_json),
         )
         if p is not None
     ]
     try:
         for (
             path,
+            option,
             _,
-        ) in reports:  # a report that cannot be written fails before any verdict is stored
-            path.absolute().parent.mkdir(parents=True, exist_ok=True)
+        ) in reports:  # an unusable report path fails before any verdict is stored
+            prepare_output(path, option)
         result = workspace().evaluations.evaluate(
             ref, suite, baseline=baseline, data=data, label=label, store=not no_store
         )
-        for path, render in reports:
-            write_report(path, render(result))
+        for path, option, render in reports:
+            write_output(path, render(result), option)
     except OwnloopError as exc:
         click.echo(f"error: {' '.join(exc.message.split())}", err=True)
         ctx.exit(2)
-    except OSError as exc:
-        click.echo(f"error: cannot write a report: {exc}", err=True)
-        ctx.exit(2)
-    _print(result, reports)
+    _print(result, [path for path, _, _ in reports])
     ctx.exit(0 if result.passed else 1)
 
 
-def _print(result: EvalResult, reports: list[tuple[Path, Callable[[EvalResult], str]]]) -> None:
+def _print(result: EvalResult, reports: list[Path]) -> None:
     for note in result.notes:
-        console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]{esc(note)}[/]")
     table(
         None,
         ["status", "check", "actual vs bound", "method"],
         [[c.status, c.name, c.message, c.method] for c in result.checks],
     )
     style = _STYLE.get(result.verdict, "bold")
-    console.print(f"[bold {style}]{result.summary()}[/] ({result.seconds:.2f} s)")
+    console.print(f"[bold {style}]{esc(result.summary)}[/] ({result.seconds:.2f} s)")
     if result.evaluation_id is not None:
         console.print(
-            f"gate status of {result.ref}: {result.gate_status} (evaluation {result.evaluation_id})"
+            f"gate status of {esc(result.ref)}: {result.gate_status} (evaluation {result.evaluation_id})"
         )
-    for path, _ in reports:
-        console.print(f"report: {path}")
+    for path in reports:
+        console.print(f"report: {esc(path)}")

@@ -9,7 +9,16 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from ownloop.cli._app import cli, console, echo_json, table, workspace
+from ownloop.cli._app import (
+    cli,
+    console,
+    echo_json,
+    esc,
+    prepare_output,
+    table,
+    workspace,
+    write_output,
+)
 from ownloop.errors import InvalidInputError, NotFoundError, OwnloopError
 from ownloop.monitoring import FINDINGS, DriftSettings, WindowReport, parse_duration, write_sample
 
@@ -57,7 +66,8 @@ def _print_report(rep: WindowReport) -> None:
             f"{e.metric} {_fmt(e.value)} [{_fmt(e.lower)}, {_fmt(e.upper)}]" for e in rep.estimated
         ]
         console.print(
-            "  estimated (CBPE, no labels; assumes no concept drift): " + "; ".join(parts)
+            "  estimated (CBPE, no labels; assumes no concept drift): " + "; ".join(parts),
+            markup=False,
         )
     if rep.realised:
         parts = [
@@ -66,7 +76,8 @@ def _print_report(rep: WindowReport) -> None:
         cov = rep.realised[0].coverage
         console.print(
             f"  realised on {rep.realised[0].n_labelled} labels (coverage {_fmt(cov, '.1%')}): "
-            + "; ".join(parts)
+            + "; ".join(parts),
+            markup=False,
         )
     console.print(
         f"  system: {s.requests:,} requests, errors {_fmt(s.error_rate, '.2%')} "
@@ -74,7 +85,8 @@ def _print_report(rep: WindowReport) -> None:
         f"model errors; the rate counts {s.error_rate_includes}), latency p50 "
         f"{_fmt(s.latency_p50_s and s.latency_p50_s * 1000, '.3g')} ms "
         f"p99 {_fmt(s.latency_p99_s and s.latency_p99_s * 1000, '.3g')} ms, CPU {s.cpu_s:.2f} s, "
-        f"cost per 1k {_fmt(s.cost_per_1k, '.6f')} (at {s.cpu_hour_price}/CPU-hour)"
+        f"cost per 1k {_fmt(s.cost_per_1k, '.6f')} (at {s.cpu_hour_price}/CPU-hour)",
+        markup=False,
     )
 
 
@@ -314,6 +326,8 @@ def drift(
     model: str, since: timedelta, version: int | None, html: Path | None, as_json: bool
 ) -> None:
     """Feature and prediction drift of MODEL over the last --since (computed, not stored)."""
+    if html is not None:
+        prepare_output(html, "--html")
     ws = workspace()
     end = ws.clock.now()
     reports = ws.monitor.window_reports(model, end - since, end, version=version)
@@ -321,10 +335,12 @@ def drift(
         echo_json([r.drift for r in reports])
     for rep in reports:
         if rep.drift is None:
-            console.print(f"{model}@{rep.version}: no drift ({'; '.join(rep.notes)})")
+            console.print(f"{model}@{rep.version}: no drift ({'; '.join(rep.notes)})", markup=False)
             continue
         if not as_json:
-            console.print(f"[bold]{model}@{rep.version}[/], {rep.rows:,} rows: {rep.drift.summary}")
+            console.print(
+                f"[bold]{esc(model)}@{rep.version}[/], {rep.rows:,} rows: {esc(rep.drift.summary)}"
+            )
             table(
                 None,
                 [
@@ -357,14 +373,8 @@ def drift(
                 if len(reports) == 1
                 else html.with_name(f"{html.stem}-v{rep.version}{html.suffix}")
             )
-            try:
-                target.write_text(ws.monitor.drift_html(rep), encoding="utf-8")
-            except OSError as exc:
-                raise InvalidInputError(
-                    f"cannot write the HTML report to {target}: {exc.strerror or exc}; "
-                    "pass --html a path in a folder you can write to"
-                ) from exc
-            console.print(f"wrote {target}")
+            write_output(target, ws.monitor.drift_html(rep), "--html")
+            console.print(f"wrote {esc(str(target))}")
 
 
 @cli.command()
@@ -404,6 +414,7 @@ def sample(
     seed: int | None,
 ) -> None:
     """A labelling queue: uniform rows plus oversampled low-confidence rows, with sampling weights."""
+    prepare_output(out, "--out")
     ws = workspace()
     s = ws.monitor.sample(
         model,
@@ -414,9 +425,15 @@ def sample(
         low_share=low_share,
         seed=seed,
     )
-    write_sample(s, out)
+    try:
+        write_sample(s, out)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"--out {out}: cannot write it ({exc.strerror or exc}); pass a path you can write to"
+        ) from exc
     console.print(
         f"wrote {s.table.num_rows} rows to {out}: {s.picked_low} of {s.low_rows} low-confidence rows "
         f"(max probability < {s.threshold}) and {s.picked_rest} of {s.window_rows - s.low_rows} others; "
-        "fill in 'label' and import it with 'ownloop label import'"
+        "fill in 'label' and import it with 'ownloop label import'",
+        markup=False,
     )

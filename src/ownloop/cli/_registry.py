@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ownloop.cli._app import cli, console, echo_json, table, when, workspace
+from ownloop.cli._app import cli, console, echo_json, esc, table, when, workspace
 from ownloop.errors import NotFoundError, OwnloopError
 from ownloop.registry import ModelVersion, Team
 from ownloop.store.migrations import latest_version
@@ -43,7 +43,7 @@ def team_add(
     t = workspace().registry.add_team(
         name, email=email, webhook_url=webhook, slack_webhook_url=slack_webhook, members=members
     )
-    console.print(f"team [bold]{t.name}[/] created")
+    console.print(f"team [bold]{esc(t.name)}[/] created")
     _print_team(t)
 
 
@@ -96,7 +96,7 @@ def team_show(name: str, as_json: bool) -> None:
         return
     _print_team(t)
     owned = [m.name for m in ws.registry.list_models(owner=name)]
-    console.print(f"owns: {', '.join(owned) or '(no models yet)'}")
+    console.print(f"owns: {esc(', '.join(owned)) or '(no models yet)'}")
 
 
 @team.group("member")
@@ -212,7 +212,7 @@ def register(
         echo_json(v)
         return
     console.print(
-        f"registered [bold]{v.ref}[/] (owner {v.owner}, {v.artifact_format}, sha256 {v.artifact_digest[:12]})"
+        f"registered [bold]{esc(v.ref)}[/] (owner {esc(v.owner)}, {v.artifact_format}, sha256 {v.artifact_digest[:12]})"
     )
     if v.unsafe_pickle:
         console.print(
@@ -362,7 +362,8 @@ def show(ref: str, as_json: bool) -> None:
     )
     console.print(
         f"signature: {len(sig.features)} features -> {out}"
-        + (f", target '{sig.target}'" if sig.target else "")
+        + (f", target '{sig.target}'" if sig.target else ""),
+        markup=False,
     )
     rows = []
     for f in sig.features:
@@ -383,7 +384,7 @@ def show(ref: str, as_json: bool) -> None:
             line += "; on reference " + ", ".join(
                 f"{k} {val:.4f}" for k, val in perf.items() if val is not None
             )
-        console.print(line)
+        console.print(line, markup=False)
     if v.metrics:
         table(None, ["metric", "value"], [[k, m] for k, m in v.metrics.items()])
     if v.params:
@@ -420,7 +421,7 @@ def alias() -> None:
 def alias_set(name: str, alias_name: str, version: str) -> None:
     """Point ALIAS_NAME of model NAME at VERSION."""
     v = workspace().registry.set_alias(name, alias_name, version)
-    console.print(f"{name}@{alias_name} -> version {v.version}")
+    console.print(f"{name}@{alias_name} -> version {v.version}", markup=False)
 
 
 @alias.command("rm")
@@ -429,7 +430,7 @@ def alias_set(name: str, alias_name: str, version: str) -> None:
 def alias_rm(name: str, alias_name: str) -> None:
     """Remove ALIAS_NAME from model NAME."""
     workspace().registry.delete_alias(name, alias_name)
-    console.print(f"{name}@{alias_name} removed")
+    console.print(f"{name}@{alias_name} removed", markup=False)
 
 
 @alias.command("history")
@@ -458,7 +459,7 @@ def alias_history(name: str, alias_name: str | None, as_json: bool) -> None:
 def transfer(name: str, team_name: str) -> None:
     """Hand model NAME over to another team."""
     m = workspace().registry.transfer(name, team_name)
-    console.print(f"model {m.name} is now owned by team {m.owner}")
+    console.print(f"model {m.name} is now owned by team {m.owner}", markup=False)
 
 
 @cli.command()

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from ownloop.cli._app import cli, console, echo_json, workspace
+from ownloop.cli._app import cli, console, echo_json, esc, workspace
 from ownloop.datasets import read_frame
 from ownloop.errors import InvalidInputError
 from ownloop.labels import LabelReport, frame_rows, labels_table, record_label_batches
@@ -37,7 +37,7 @@ def serve(host: str, port: int, no_log: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     if not _loopback(host):
         console.print(
-            f"[yellow]warning:[/] binding {host}: inference is open to anyone who can reach it"
+            f"[yellow]warning:[/] binding {esc(host)}: inference is open to anyone who can reach it"
         )
     run(workspace(), host, port, log_predictions=not no_log)
 
@@ -83,8 +83,9 @@ def label_import(file: Path, model: str | None, source: str, as_json: bool) -> N
         return
     for r in reports:
         console.print(
-            f"{escape(r.model)}: {r.stored} labels stored ({r.replaced} replaced an earlier label), "
-            f"{len(r.unknown)} unknown prediction ids not stored"
+            f"{r.model}: {r.stored} labels stored ({r.replaced} replaced an earlier label), "
+            f"{len(r.unknown)} unknown prediction ids not stored",
+            markup=False,
         )
         for pid in r.unknown[:10]:
-            console.print(f"  unknown: {escape(pid)}")
+            console.print(f"  unknown: {pid}", markup=False)

@@ -2,7 +2,7 @@
 slices, behavioural and operational checks, reports, and the verdict stored on the version.
 
 >>> result = ws.evaluations.evaluate("churn@2", "evals/churn.yaml", baseline="production")  # doctest: +SKIP
->>> print(result.summary())  # doctest: +SKIP
+>>> print(result.summary)  # doctest: +SKIP
 PASS: churn@2 vs churn@1 (production): 7 passed, 0 failed, 0 inconclusive
 """
 
@@ -19,6 +19,7 @@ from ownloop.evaluation._results import (
     SKIPPED,
     CheckResult,
     EvalResult,
+    Verdict,
 )
 from ownloop.evaluation._service import Evaluations, StoredEvaluation
 from ownloop.evaluation._suite import CHECK_TYPES, CheckSpec, Suite, load_suite, parse_suite
@@ -39,6 +40,7 @@ __all__ = [
     "Outputs",
     "StoredEvaluation",
     "Suite",
+    "Verdict",
     "judge_outputs",
     "load_suite",
     "parse_suite",

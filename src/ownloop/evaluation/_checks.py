@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ownloop import progress
 from ownloop.errors import InvalidInputError
 from ownloop.evaluation import _stats as st
 from ownloop.evaluation._data import Dataset, score_of
@@ -112,10 +113,13 @@ def run_checks(ctx: Context) -> list[CheckResult]:
         "latency": _plan_latency,
         "model_size": _plan_model_size,
     }
-    finishers = [planners[spec.type](spec, ctx) for spec in ctx.suite.checks]
-    ctx.boot.run()
+    finishers = [
+        planners[spec.type](spec, ctx) for spec in progress.track(ctx.suite.checks, "checks")
+    ]
+    with progress.task("bootstrap"):
+        ctx.boot.run()
     results: list[CheckResult] = []
-    for finish in finishers:
+    for finish in progress.track(finishers, "judging checks"):
         results.extend(finish())
     return results
 

@@ -196,7 +196,7 @@ def to_html(result: EvalResult) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>ownloop gate {escape(result.ref)}</title>
 <style>{_CSS}</style></head><body>
 <h1>{_badge(result.verdict)} ownloop gate: {escape(result.ref)}{base}</h1>
-<p>{escape(result.summary())}</p>
+<p>{escape(result.summary)}</p>
 <p class="small">Intervals are two-sided {result.level:.0%}; a bound is judged on the limit at that level;
 slices are Holm-adjusted. Suite {escape(result.suite_source)} (sha256 {result.suite_digest[:12]});
 datasets {datasets}; {result.seconds:.2f} s.</p>{notes}

@@ -90,7 +90,7 @@ def to_markdown(result: EvalResult) -> str:
         f"### ownloop gate: {_ICON[result.verdict]} — `{result.ref}`"
         + (f" vs `{result.baseline_ref}`" if result.baseline_ref else ""),
         "",
-        result.summary(),
+        result.summary,
         "",
         "| check | status | candidate | baseline | bound | method | n |",
         "|---|---|---|---|---|---|---|",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
+
+import pandas as pd
 
 __all__ = [
     "FAIL",
@@ -14,22 +17,79 @@ __all__ = [
     "SKIPPED",
     "CheckResult",
     "EvalResult",
+    "Verdict",
     "decide",
     "overall_verdict",
 ]
 
-PASS, FAIL, INCONCLUSIVE, SKIPPED = "PASS", "FAIL", "INCONCLUSIVE", "SKIPPED"
-GATE_STATUS = {PASS: "passed", FAIL: "failed", INCONCLUSIVE: "inconclusive"}
+
+class Verdict(StrEnum):
+    """A check's status and a run's verdict: the same words as a version's gate status.
+
+    The values are what ownloop stores (``'passed'``, ``'failed'``, ...). Results written
+    before this vocabulary said ``'PASS'``/``'FAIL'``; a member still compares equal (``==``)
+    to that old spelling, and reading an old report maps it to the member.
+
+    >>> Verdict.PASS == "passed", Verdict.PASS == "PASS", str(Verdict.FAIL)
+    (True, True, 'failed')
+    """
+
+    PASS = "passed"
+    FAIL = "failed"
+    INCONCLUSIVE = "inconclusive"
+    SKIPPED = "skipped"  # a slice too small to judge; never a run's verdict
+
+    @classmethod
+    def parse(cls, value: str) -> Verdict:
+        """The member for ``value`` in either spelling (``'passed'`` or the older ``'PASS'``)."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            try:
+                return cls[str(value).upper()]
+            except KeyError:
+                known = ", ".join(repr(m.value) for m in cls)
+                raise ValueError(f"unknown verdict {value!r}; one of {known}") from None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str) and not isinstance(other, Verdict):
+            return str.__eq__(self, other) or other == self.name
+        return str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = str.__hash__
 
 
-def decide(*, n: int, min_rows: int, evidence: bool, point_passes: bool) -> str:
+# The members under their short names, typed as text so tables keyed by status take plain strings.
+PASS: str = Verdict.PASS
+FAIL: str = Verdict.FAIL
+INCONCLUSIVE: str = Verdict.INCONCLUSIVE
+SKIPPED: str = Verdict.SKIPPED
+_ROW_COLUMNS = (
+    "name", "type", "status", "dataset", "metric", "slice", "estimate", "lower", "upper",
+    "bound", "pvalue", "candidate", "baseline", "n", "level", "method", "message",
+)  # fmt: skip
+
+
+class _Counts(dict[str, int]):
+    """Checks per status; also looked up by the older spelling (``counts["PASS"]``)."""
+
+    def __missing__(self, key: object) -> int:
+        return self[Verdict.parse(str(key))]
+
+
+def decide(*, n: int, min_rows: int, evidence: bool, point_passes: bool) -> Verdict:
     """PASS when the evidence clears the bound at the stated confidence; FAIL when even the
     point estimate misses it; otherwise (or with too few rows) INCONCLUSIVE."""
     if n < min_rows:
-        return INCONCLUSIVE
+        return Verdict.INCONCLUSIVE
     if evidence:
-        return PASS
-    return FAIL if not point_passes else INCONCLUSIVE
+        return Verdict.PASS
+    return Verdict.FAIL if not point_passes else Verdict.INCONCLUSIVE
 
 
 def _clean(value: Any) -> Any:
@@ -48,7 +108,7 @@ class CheckResult:
 
     name: str
     type: str
-    status: str
+    status: str  # a Verdict (given as either spelling, kept as the member)
     message: str
     method: str
     n: int
@@ -66,9 +126,40 @@ class CheckResult:
     baseline_interval: tuple[float, float] | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Verdict.parse(self.status))
+
+    def __repr__(self) -> str:
+        where = f", slice={self.slice!r}" if self.slice else ""
+        return f"CheckResult(name={self.name!r}{where}, status={str(self.status)!r}, message={self.message!r})"
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _clean(asdict(self))
+        out["status"] = str(self.status)
         return out
+
+    def to_row(self) -> dict[str, Any]:
+        """The check as one flat row (what ``EvalResult.to_frame`` stacks)."""
+        lower, upper = self.interval if self.interval is not None else (None, None)
+        return {
+            "name": self.name,
+            "type": self.type,
+            "status": str(self.status),
+            "dataset": self.dataset,
+            "metric": self.metric,
+            "slice": self.slice,
+            "estimate": self.estimate,
+            "lower": lower,
+            "upper": upper,
+            "bound": self.bound,
+            "pvalue": self.pvalue,
+            "candidate": self.candidate,
+            "baseline": self.baseline,
+            "n": self.n,
+            "level": self.level,
+            "method": self.method,
+            "message": self.message,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckResult:
@@ -79,13 +170,13 @@ class CheckResult:
         return cls(**data)
 
 
-def overall_verdict(checks: list[CheckResult]) -> str:
-    statuses = {c.status for c in checks}
-    if FAIL in statuses:
-        return FAIL
-    if INCONCLUSIVE in statuses:
-        return INCONCLUSIVE
-    return PASS
+def overall_verdict(checks: list[CheckResult]) -> Verdict:
+    statuses = {Verdict.parse(c.status) for c in checks}
+    if Verdict.FAIL in statuses:
+        return Verdict.FAIL
+    if Verdict.INCONCLUSIVE in statuses:
+        return Verdict.INCONCLUSIVE
+    return Verdict.PASS
 
 
 @dataclass(frozen=True)
@@ -99,7 +190,7 @@ class EvalResult:
 
     ref: str
     baseline_ref: str | None
-    verdict: str
+    verdict: Verdict
     checks: tuple[CheckResult, ...]
     suite_source: str
     suite_digest: str
@@ -113,20 +204,32 @@ class EvalResult:
     plots: dict[str, Any] = field(default_factory=dict)
     evaluation_id: int | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdict", Verdict.parse(self.verdict))
+
+    def __repr__(self) -> str:
+        return (
+            f"EvalResult(ref={self.ref!r}, baseline_ref={self.baseline_ref!r}, "
+            f"verdict={str(self.verdict)!r}, checks={len(self.checks)}, "
+            f"evaluation_id={self.evaluation_id!r})"
+        )
+
     @property
     def passed(self) -> bool:
         return self.verdict == PASS
 
     @property
-    def gate_status(self) -> str:
-        return GATE_STATUS[self.verdict]
+    def gate_status(self) -> Verdict:
+        """The status stored on the version: the verdict itself (the same vocabulary)."""
+        return self.verdict
 
     def counts(self) -> dict[str, int]:
-        out = {PASS: 0, FAIL: 0, INCONCLUSIVE: 0, SKIPPED: 0}
+        out = _Counts({PASS: 0, FAIL: 0, INCONCLUSIVE: 0, SKIPPED: 0})
         for c in self.checks:
-            out[c.status] += 1
+            out[Verdict.parse(c.status)] += 1
         return out
 
+    @property
     def summary(self) -> str:
         """One line: verdict and the counts behind it."""
         c = self.counts()
@@ -134,15 +237,20 @@ class EvalResult:
         parts = [f"{c[PASS]} passed", f"{c[FAIL]} failed", f"{c[INCONCLUSIVE]} inconclusive"]
         if c[SKIPPED]:
             parts.append(f"{c[SKIPPED]} too small to judge")
-        return f"{self.verdict}: {self.ref}{base}: {', '.join(parts)}"
+        return f"{self.verdict.name}: {self.ref}{base}: {', '.join(parts)}"
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per check (and slice): status, estimate, interval, bound, p-value, n, method."""
+        rows = [c.to_row() for c in self.checks]
+        return pd.DataFrame(rows, columns=list(_ROW_COLUMNS))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = _clean(
             {
                 "ref": self.ref,
                 "baseline_ref": self.baseline_ref,
-                "verdict": self.verdict,
-                "summary": self.summary(),
+                "verdict": str(self.verdict),
+                "summary": self.summary,
                 "suite": {"source": self.suite_source, "digest": self.suite_digest},
                 "datasets": {
                     k: {"sha256": v, "rows": self.dataset_rows.get(k)}

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from ownloop import progress
 from ownloop.access import authorize
 from ownloop.errors import InvalidInputError, NotFoundError
 from ownloop.evaluation._checks import Context, run_checks
@@ -177,7 +178,7 @@ class Evaluations:
         outputs: dict[str, Outputs] = {}
         base_outputs: dict[str, Outputs] = {}
         scored = used | {str(c.dataset) for c in suite.checks if c.type == "directional"}
-        for name in [n for n in suite.datasets if n in scored]:  # suite order: plots use the first
+        for name in progress.track([n for n in suite.datasets if n in scored], "scoring datasets"):
             d = datasets[name]
             outputs[name] = model_outputs(candidate, d, sig, suite.positive_label)
             if base_version is not None and name in used:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ownloop import progress
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring._drift import DriftReport, DriftSettings, evaluate_drift
 from ownloop.monitoring._partial import PartialSpec, WindowPartial, add_scores, compute_partial
@@ -55,6 +56,9 @@ class ChunkDrift:
     end: int  # one past the last row
     report: DriftReport
 
+    @property
+    def summary(self) -> str:
+        return f"chunk {self.index} (rows {self.start} to {self.end - 1}): {self.report.summary}"
     def to_frame(self) -> pd.DataFrame:
         """One row per feature of this chunk (see :meth:`DriftReport.to_frame`)."""
         frame = self.report.to_frame()
@@ -75,6 +79,17 @@ class ChunkPerformance:
     realised: tuple[Realised, ...]
     calibrated: bool
 
+    @property
+    def summary(self) -> str:
+        """One line: each estimated metric with its band."""
+        figures = "; ".join(
+            f"{e.metric} {e.value:.3f} [{e.lower:.3f}, {e.upper:.3f}]"
+            for e in self.estimated
+            if e.value is not None and e.lower is not None and e.upper is not None
+        )
+        return (
+            f"chunk {self.index} (rows {self.start} to {self.end - 1}): {figures or 'no estimate'}"
+        )
     def to_frame(self) -> pd.DataFrame:
         """One row per figure of this chunk: ``kind`` is ``estimated`` or ``realised``."""
         rows = [
@@ -211,7 +226,9 @@ def drift(
     spec = PartialSpec.from_profile(profile)
     table = _arrow(current, cols, profile)
     out = DriftChunks()
-    for i, (a, b) in enumerate(chunks(len(current), chunk_size, chunk_number)):
+    for i, (a, b) in enumerate(
+        progress.track(chunks(len(current), chunk_size, chunk_number), "drift chunks")
+    ):
         part = compute_partial(table.slice(a, b - a), spec)
         out.append(ChunkDrift(i, a, b, evaluate_drift(part, profile, s)))
     return out
@@ -326,7 +343,9 @@ def estimate_performance(
     )
     true_keys = _keys(current[y_true].to_numpy()) if y_true in current else None
     out = PerformanceChunks()
-    for i, (a, b) in enumerate(chunks(len(current), chunk_size, chunk_number)):
+    for i, (a, b) in enumerate(
+        progress.track(chunks(len(current), chunk_size, chunk_number), "estimate chunks")
+    ):
         part = WindowPartial(rows=b - a)
         p, idx = proba[a:b], pred_idx[a:b]
         good = np.isfinite(p).all(axis=1) & (idx >= 0)

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from scipy import stats
 
-from ownloop import predlog
+from ownloop import predlog, progress
 from ownloop.access import Actor, authorize
 from ownloop.clock import Clock
 from ownloop.config import Config
@@ -304,7 +304,7 @@ class Monitor:
         contexts: dict[int, _VersionContext] = {}
         merged: dict[int, WindowPartial] = {}
         skipped: list[predlog.SkippedSegment] = []
-        for seg in segments:
+        for seg in progress.track(segments, f"{model}: log segments"):
             for v, part in self._segment_partials(
                 seg, model, window, version, contexts, skipped
             ).items():

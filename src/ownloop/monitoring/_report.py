@@ -161,6 +161,15 @@ class WindowReport:
         frame["window_end"] = self.end
         return frame
 
+    @property
+    def summary(self) -> str:
+        """One line: the version, the window, its rows and the drift verdict."""
+        drift = self.drift.summary if self.drift is not None else "no drift verdict"
+        return (
+            f"{self.model}@{self.version}, {self.rows:,} predictions from {self.start:%Y-%m-%d %H:%M}"
+            f" to {self.end:%Y-%m-%d %H:%M} UTC: {drift}"
+        )
+
     def estimate(self, metric: str) -> Estimate | None:
         return next((e for e in self.estimated if e.metric == metric), None)
 
