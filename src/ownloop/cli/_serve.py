@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
 from ownloop.cli._app import cli, console, echo_json, esc, workspace
 from ownloop.datasets import read_frame

@@ -59,6 +59,7 @@ class ChunkDrift:
     @property
     def summary(self) -> str:
         return f"chunk {self.index} (rows {self.start} to {self.end - 1}): {self.report.summary}"
+
     def to_frame(self) -> pd.DataFrame:
         """One row per feature of this chunk (see :meth:`DriftReport.to_frame`)."""
         frame = self.report.to_frame()
@@ -90,6 +91,7 @@ class ChunkPerformance:
         return (
             f"chunk {self.index} (rows {self.start} to {self.end - 1}): {figures or 'no estimate'}"
         )
+
     def to_frame(self) -> pd.DataFrame:
         """One row per figure of this chunk: ``kind`` is ``estimated`` or ``realised``."""
         rows = [
