@@ -131,15 +131,15 @@ def test_sigterm_flushes_every_prediction(
     proc = serve(child_env(home), port, command=NO_TIMER_OWNLOOP)
     rows = churn_data.drop(columns="churned").head(3).to_dict("records")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-        sent = send(client, rows, 300)
+        sent = send(client, rows, 150)
         queued = _value(client.get("/metrics").text, "ownloop_predlog_queue_depth")
     assert logged_ids(home) == []  # nothing can have flushed them but the shutdown
-    assert queued == len(sent) == 600
+    assert queued == len(sent) == 300
     proc.send_signal(signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal it caught
     assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
     assert sorted(logged_ids(home)) == sorted(sent)
-    assert "600 rows written, 0 dropped" in _output(tmp_path)
+    assert "300 rows written, 0 dropped" in _output(tmp_path)
 
 
 def _names(folder: Path) -> set[str]:
