@@ -451,12 +451,16 @@ def _step_serve(ws: Workspace, home: Path, result: DemoResult, say: Callable[[st
         server.should_exit = True
         thread.join()
     root = ws.config.predictions_dir
-    logged = read_window(root, "churn", columns=["prediction_id", "prediction", "confidence"])
+    logged = read_window(
+        root, "churn", columns=["prediction_id", "prediction", "confidence", "status"]
+    )
+    refused = logged["status"].to_pylist().count("refused")
     joined = join_labels(logged, read_labels(root, "churn"))
     labelled = [r for r in joined.to_pylist() if r["label"] is not None]
     accuracy = float(np.mean([r["prediction"] == r["label"] for r in labelled]))
     say(
-        f"7. {len(ids)} predictions answered and {logged.num_rows} logged to {root}; "
+        f"7. {len(ids)} predictions answered; {logged.num_rows} rows logged to {root} "
+        f"({logged.num_rows - refused} predictions, {refused} refused request); "
         f"{report['stored']} labels joined by prediction id, realised accuracy {accuracy:.3f} "
         f"on n={len(labelled)}"
     )
