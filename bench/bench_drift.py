@@ -122,7 +122,7 @@ def worker_floor() -> dict[str, Any]:
     from ownloop.profile import numeric_profile
 
     ref = pq.read_table(DATA / "reference.parquet")
-    cuts = {c: np.asarray(numeric_profile(ref.column(c).to_numpy())["cuts"]) for c in NUMERIC}
+    cuts = {c: np.asarray(numeric_profile(ref.column(c).to_numpy()).cuts) for c in NUMERIC}
     cur = pq.read_table(DATA / "current.parquet")
     del ref
 

@@ -46,9 +46,7 @@ def reference() -> tuple[ReferenceProfile, PartialSpec]:
         k: numeric_profile(v) if k.startswith("x") else categorical_profile(pd.Series(v))
         for k, v in data.items()
     }
-    profile = ReferenceProfile(
-        {"format": 2, "rows": 20_000, "features": feats, "prediction": {"kind": "none"}}
-    )
+    profile = ReferenceProfile(rows=20_000, features=feats)
     return profile, PartialSpec.from_profile(profile)
 
 
@@ -199,9 +197,7 @@ def small_reference() -> tuple[ReferenceProfile, PartialSpec]:
         "empty_ref": numeric_profile(np.full(n, np.nan)),
         "cat": categorical_profile(pd.Series(rng.choice(["a", "b"], n))),
     }
-    profile = ReferenceProfile(
-        {"format": 2, "rows": n, "features": feats, "prediction": {"kind": "none"}}
-    )
+    profile = ReferenceProfile(rows=n, features=feats)
     return profile, PartialSpec.from_profile(profile)
 
 
@@ -346,10 +342,10 @@ def test_format_1_profile_still_reads(
 ) -> None:
     profile, _ = small_reference
     old = {
-        k: {kk: vv for kk, vv in v.items() if kk not in ("grid", "grid_counts")}
+        k: {kk: vv for kk, vv in v.to_dict().items() if kk not in ("grid", "grid_counts")}
         for k, v in profile.features.items()
     }
-    p1 = ReferenceProfile(
+    p1 = ReferenceProfile.from_dict(
         {"rows": profile.row_count, "features": old, "prediction": {"kind": "none"}}
     )
     assert p1.format == 1
@@ -415,9 +411,7 @@ def test_sparse_categories_do_not_inflate_chi_square_false_alarms() -> None:
     p /= p.sum()
     cats = np.array([f"k{i}" for i in range(k)])
     ref = categorical_profile(pd.Series(rng.choice(cats, 50_000, p=p)))
-    profile = ReferenceProfile(
-        {"format": 2, "rows": 50_000, "features": {"c": ref}, "prediction": {"kind": "none"}}
-    )
+    profile = ReferenceProfile(rows=50_000, features={"c": ref})
     spec = PartialSpec.from_profile(profile)
     windows = 300
     alarms = sum(
@@ -450,7 +444,7 @@ def test_lookup_binning_equals_searchsorted_exactly(shape: str) -> None:
             rng.random(n) < 0.5, rng.normal(0, 1e-6, n), rng.normal(1e6, 1, n)
         ),
     }[shape]
-    grid = np.asarray(numeric_profile(draw(20_000))["grid"])
+    grid = np.asarray(numeric_profile(draw(20_000)).grid)
     x = draw(200_000)
     specials = [
         np.nan,

@@ -16,6 +16,13 @@ from ownloop import (
     NotFoundError,
     Workspace,
 )
+from ownloop.profile import (
+    CategoricalProfile,
+    ClassificationProfile,
+    NumericProfile,
+    ReferenceProfile,
+    RegressionProfile,
+)
 from ownloop.registry import git_commit
 
 
@@ -247,18 +254,24 @@ def test_reference_profile_matches_known_distributions(ws: Workspace, team: str)
     ws.registry.register(model, name="m", owner="risk", reference=df, target="y")
     p = ws.registry.load_profile("m")
     x, c = p.features["x"], p.features["c"]
+    assert isinstance(x, NumericProfile)
+    assert isinstance(c, CategoricalProfile)
     assert p.row_count == n
-    assert x["nulls"] == n // 10
-    assert x["quantiles"][100] == pytest.approx(10, abs=0.05)  # median
-    assert x["std"] == pytest.approx(2, abs=0.05)
-    assert sum(x["bin_counts"]) == n - n // 10
-    assert max(x["bin_counts"]) / min(x["bin_counts"]) < 1.01  # quantile bins hold equal shares
-    assert c["categories"]["a"] / n == pytest.approx(0.6, abs=0.01)
+    assert x.nulls == n // 10
+    assert x.quantiles[100] == pytest.approx(10, abs=0.05)  # median
+    assert x.std == pytest.approx(2, abs=0.05)
+    assert sum(x.bin_counts) == n - n // 10
+    assert max(x.bin_counts) / min(x.bin_counts) < 1.01  # quantile bins hold equal shares
+    assert x.distinct == n - n // 10 and x.support is None  # continuous: no support kept
+    assert c.categories["a"] / n == pytest.approx(0.6, abs=0.01)
+    assert c.distinct == 3
     pred = p.prediction
-    assert sum(pred["predicted_counts"]) == n
-    assert 0.5 <= pred["confidence"]["mean"] <= 1.0
-    assert [sum(cal["counts"]) for cal in pred["calibration"]] == [n, n]
-    assert sum(pred["target_counts"]) == n
+    assert isinstance(pred, ClassificationProfile)
+    assert sum(pred.predicted_counts) == n
+    assert pred.confidence.mean is not None and 0.5 <= pred.confidence.mean <= 1.0
+    assert [sum(cal.counts) for cal in pred.calibration] == [n, n]
+    assert pred.target_counts is not None and sum(pred.target_counts) == n
+    assert ReferenceProfile.from_bytes(p.to_bytes()) == p  # one round trip, nothing lost
 
 
 def test_profile_of_a_regressor(ws: Workspace, team: str) -> None:
@@ -271,9 +284,10 @@ def test_profile_of_a_regressor(ws: Workspace, team: str) -> None:
         target="t",
     )
     pred = ws.registry.load_profile(v.ref).prediction
-    assert pred["kind"] == "regression"
-    assert pred["values"]["max"] == pytest.approx(198)
-    assert pred["performance"]["mae"] == pytest.approx(0, abs=1e-9)
+    assert isinstance(pred, RegressionProfile)
+    assert pred.values.max == pytest.approx(198)
+    assert pred.performance is not None
+    assert pred.performance.metrics["mae"] == pytest.approx(0, abs=1e-9)
 
 
 # -- load, aliases, transfer, audit ---------------------------------------------------------

@@ -23,6 +23,7 @@ from ownloop.access import authorize
 from ownloop.datasets import read_frame
 from ownloop.errors import InvalidInputError, NotFoundError
 from ownloop.names import validate_name
+from ownloop.profile import ClassificationProfile
 from ownloop.registry import Registry
 
 __all__ = [
@@ -221,7 +222,8 @@ def _allowed(registry: Registry, model: str, version: int) -> _Allowed | None:
     sig = v.signature
     classes: Sequence[Any] | None = sig.classes
     if sig.task == "classification" and not classes and v.profile_digest is not None:
-        classes = registry.load_profile(v.ref).prediction.get("classes")
+        pred = registry.load_profile(v.ref).prediction
+        classes = pred.classes if isinstance(pred, ClassificationProfile) else None
     if sig.task != "classification":
         return _Allowed(sig.task, {})
     if not classes:

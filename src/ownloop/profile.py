@@ -1,25 +1,34 @@
 """Reference profile: the training data's shape, kept so drift and rollback never need raw rows.
 
-Numeric features keep 201 quantiles (0.5% steps), quantile bins (counts per bin, for PSI and
-Jensen-Shannon), a 30-bin histogram for plots, null and non-finite counts. Categorical features keep
-category counts. The model's predictions and confidence on the reference are profiled the same way.
+The profile is typed: frozen dataclasses, read and written only here (``to_dict``/``from_dict``),
+so every rule reads named fields. ``ReferenceProfile.version`` says which fields a stored profile
+has; older profiles still read, with the fields they lack set to ``None`` or empty.
+
+Numeric features keep 201 quantiles (0.5% steps), quantile bins (counts per bin, for PSI), a
+30-bin histogram for plots, null and non-finite counts. Categorical features keep category counts.
+The model's predictions and confidence on the reference are profiled the same way.
 
 Bin convention, used by every reader: with interior ``cuts`` c0 < c1 < ... the bin of value v is
 ``searchsorted(cuts, v, side="right")``: bins are (-inf, c0), [c0, c1), ..., [c_last, inf).
 
-Format 2 adds, for numeric columns, a fine ``grid`` (the distinct 0.5% quantiles together with
-the cuts, so it refines the quantile bins) with exact ``grid_counts`` under the same convention;
-monitoring bins current data on it for KS and Wasserstein without raw reference rows. For
-classifiers with labels it adds per-bin probability sums to the calibration bins and an isotonic
-calibration map per class. Readers treat a profile without ``format`` or with format 1 as having
-none of these and fall back to the quantile bins.
+Versions:
+1. quantiles, quantile bins, histograms, category counts.
+2. adds, for numeric columns, a fine ``grid`` (the distinct 0.5% quantiles together with the
+   cuts, so it refines the quantile bins) with exact ``grid_counts`` under the same convention;
+   monitoring bins current data on it for KS and Wasserstein without raw reference rows. For
+   classifiers with labels it adds per-bin probability sums to the calibration bins and an
+   isotonic calibration map per class.
+3. adds the number of distinct values and, for columns with few of them, the values themselves
+   (``support``), categories seen once (``singletons``), identifier-like columns, and the model's
+   reliance on each feature (``importance``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -28,19 +37,33 @@ from ownloop.errors import InvalidInputError
 from ownloop.signature import Signature
 
 __all__ = [
-    "PROFILE_FORMAT",
+    "PROFILE_VERSION",
+    "CalibrationBins",
+    "CalibrationMap",
+    "CategoricalProfile",
+    "ClassificationProfile",
+    "ConfidenceProfile",
+    "FeatureProfile",
+    "NoPrediction",
+    "NumericProfile",
+    "PredictionProfile",
+    "ReferencePerformance",
     "ReferenceProfile",
+    "RegressionProfile",
     "bin_index",
+    "categorical_profile",
     "compute_profile",
     "numeric_profile",
     "predict_frame",
 ]
 
-PROFILE_FORMAT = 2
+PROFILE_VERSION = 3
+PROFILE_FORMAT = PROFILE_VERSION  # the name older code used
 N_QUANTILES = 201
 N_QUANTILE_BINS = 20
 N_HIST_BINS = 30
 MAX_CATEGORIES = 1000
+MAX_SUPPORT = 20  # a numeric column with at most this many distinct values keeps them (discrete)
 PROB_EDGES = np.linspace(0.0, 1.0, 21)
 
 
@@ -50,29 +73,195 @@ def _f(x: Any) -> float | None:
     return v if np.isfinite(v) else None
 
 
+def _opt_float(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def _floats(xs: Any) -> tuple[float, ...]:
+    return () if xs is None else tuple(float(x) for x in xs)
+
+
+def _ints(xs: Any) -> tuple[int, ...]:
+    return () if xs is None else tuple(int(x) for x in xs)
+
+
 def bin_index(cuts: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The quantile bin of each value under the profile's convention."""
     return np.searchsorted(cuts, values, side="right")
 
 
-def numeric_profile(values: np.ndarray) -> dict[str, Any]:
+# -- features ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NumericProfile:
+    """One numeric column of the reference.
+
+    ``grid`` is None in version 1 profiles (readers bin on ``cuts``). ``distinct`` and ``support``
+    are None before version 3; ``support`` holds the distinct finite values when there are at most
+    ``MAX_SUPPORT`` of them (the column is discrete), else None.
+    """
+
+    kind: ClassVar[str] = "numeric"
+    count: int
+    nulls: int
+    nonfinite: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    std: float | None
+    quantiles: tuple[float, ...] = ()
+    cuts: tuple[float, ...] = ()
+    bin_counts: tuple[int, ...] = ()
+    hist_edges: tuple[float, ...] = ()
+    hist_counts: tuple[int, ...] = ()
+    grid: tuple[float, ...] | None = None
+    grid_counts: tuple[int, ...] | None = None
+    distinct: int | None = None
+    support: tuple[float, ...] | None = None
+    identifier: bool = False
+
+    @property
+    def finite(self) -> int:
+        """Values that are neither missing nor infinite."""
+        return self.count - self.nulls - self.nonfinite
+
+    @property
+    def discrete(self) -> bool:
+        return self.support is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "count": self.count,
+            "nulls": self.nulls,
+            "nonfinite": self.nonfinite,
+            "min": self.min,
+            "max": self.max,
+            "mean": self.mean,
+            "std": self.std,
+            "quantiles": list(self.quantiles),
+            "cuts": list(self.cuts),
+            "bin_counts": list(self.bin_counts),
+            "hist_edges": list(self.hist_edges),
+            "hist_counts": list(self.hist_counts),
+            "distinct": self.distinct,
+            "support": None if self.support is None else list(self.support),
+            "identifier": self.identifier,
+        }
+        if self.grid is not None:
+            d["grid"] = list(self.grid)
+            d["grid_counts"] = list(self.grid_counts or ())
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NumericProfile:
+        grid = d.get("grid")
+        support = d.get("support")
+        return cls(
+            count=int(d.get("count", 0)),
+            nulls=int(d.get("nulls", 0)),
+            nonfinite=int(d.get("nonfinite", 0)),
+            min=_opt_float(d.get("min")),
+            max=_opt_float(d.get("max")),
+            mean=_opt_float(d.get("mean")),
+            std=_opt_float(d.get("std")),
+            quantiles=_floats(d.get("quantiles")),
+            cuts=_floats(d.get("cuts")),
+            bin_counts=_ints(d.get("bin_counts")),
+            hist_edges=_floats(d.get("hist_edges")),
+            hist_counts=_ints(d.get("hist_counts")),
+            grid=None if grid is None else _floats(grid),
+            grid_counts=None if grid is None else _ints(d.get("grid_counts")),
+            distinct=None if d.get("distinct") is None else int(d["distinct"]),
+            support=None if support is None else _floats(support),
+            identifier=bool(d.get("identifier", False)),
+        )
+
+
+@dataclass(frozen=True)
+class CategoricalProfile:
+    """One categorical column: counts of its ``MAX_CATEGORIES`` most common values, the rest in
+    ``other``. ``singletons`` (values seen exactly once, all of them, not only the kept ones) is
+    None before version 3."""
+
+    kind: ClassVar[str] = "categorical"
+    count: int
+    nulls: int
+    distinct: int
+    categories: Mapping[str, int]
+    other: int = 0
+    singletons: int | None = None
+    identifier: bool = False
+
+    @property
+    def finite(self) -> int:
+        """Values that are not missing."""
+        return self.count - self.nulls
+
+    @property
+    def top_share(self) -> float | None:
+        """The share of non-missing values held by the most common value."""
+        if self.finite <= 0 or not self.categories:
+            return None
+        return max(self.categories.values()) / self.finite
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "count": self.count,
+            "nulls": self.nulls,
+            "distinct": self.distinct,
+            "categories": dict(self.categories),
+            "other": self.other,
+            "singletons": self.singletons,
+            "identifier": self.identifier,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CategoricalProfile:
+        cats = {str(k): int(v) for k, v in (d.get("categories") or {}).items()}
+        return cls(
+            count=int(d.get("count", 0)),
+            nulls=int(d.get("nulls", 0)),
+            distinct=int(d.get("distinct", len(cats))),
+            categories=cats,
+            other=int(d.get("other", 0)),
+            singletons=None if d.get("singletons") is None else int(d["singletons"]),
+            identifier=bool(d.get("identifier", False)),
+        )
+
+
+FeatureProfile = NumericProfile | CategoricalProfile
+
+
+def _feature_from_dict(d: Mapping[str, Any]) -> FeatureProfile:
+    if d.get("kind") == "numeric":
+        return NumericProfile.from_dict(d)
+    return CategoricalProfile.from_dict(d)
+
+
+def numeric_profile(values: np.ndarray) -> NumericProfile:
     """Profile one numeric column (NaN = missing)."""
     x = np.asarray(values, dtype=float)
     nulls = int(np.isnan(x).sum())
     finite = x[np.isfinite(x)]
     nonfinite = int(x.size - nulls - finite.size)
-    out: dict[str, Any] = {
-        "kind": "numeric",
-        "count": int(x.size),
-        "nulls": nulls,
-        "nonfinite": nonfinite,
-    }
     if finite.size == 0:
-        out.update(
-            min=None, max=None, mean=None, std=None, quantiles=[], cuts=[], bin_counts=[finite.size]
+        return NumericProfile(
+            count=int(x.size),
+            nulls=nulls,
+            nonfinite=nonfinite,
+            min=None,
+            max=None,
+            mean=None,
+            std=None,
+            bin_counts=(0,),
+            grid=(),
+            grid_counts=(0,),
+            distinct=0,
+            support=(),
         )
-        out.update(hist_edges=[], hist_counts=[], grid=[], grid_counts=[0])
-        return out
     s = np.sort(finite)
     qs = _sorted_quantiles(s, np.linspace(0.0, 1.0, N_QUANTILES))
     cuts = np.unique(_sorted_quantiles(s, np.linspace(0.0, 1.0, N_QUANTILE_BINS + 1)[1:-1]))
@@ -80,20 +269,26 @@ def numeric_profile(values: np.ndarray) -> dict[str, Any]:
     hist_counts, hist_edges = np.histogram(s, bins=N_HIST_BINS)
     grid = np.unique(np.concatenate((qs, cuts)))
     grid_counts = np.diff(np.concatenate(([0], np.searchsorted(s, grid, side="left"), [s.size])))
-    out.update(
+    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
+    distinct = int(starts.size)
+    return NumericProfile(
+        count=int(x.size),
+        nulls=nulls,
+        nonfinite=nonfinite,
         min=_f(s[0]),
         max=_f(s[-1]),
         mean=_f(s.mean()),
         std=_f(s.std()),
-        quantiles=[float(q) for q in qs],
-        cuts=[float(c) for c in cuts],
-        bin_counts=[int(c) for c in counts],
-        hist_edges=[float(e) for e in hist_edges],
-        hist_counts=[int(c) for c in hist_counts],
-        grid=[float(g) for g in grid],
-        grid_counts=[int(c) for c in grid_counts],
+        quantiles=_floats(qs),
+        cuts=_floats(cuts),
+        bin_counts=_ints(counts),
+        hist_edges=_floats(hist_edges),
+        hist_counts=_ints(hist_counts),
+        grid=_floats(grid),
+        grid_counts=_ints(grid_counts),
+        distinct=distinct,
+        support=_floats(s[starts]) if distinct <= MAX_SUPPORT else None,
     )
-    return out
 
 
 def _sorted_quantiles(s: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -105,18 +300,286 @@ def _sorted_quantiles(s: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return result
 
 
-def categorical_profile(series: pd.Series) -> dict[str, Any]:
+def categorical_profile(series: pd.Series) -> CategoricalProfile:
+    """Profile one categorical column (booleans as 'True' / 'False')."""
     nulls = int(series.isna().sum())
     counts = series.dropna().astype(str).value_counts(sort=True)
     top = counts.iloc[:MAX_CATEGORIES]
-    return {
-        "kind": "categorical",
-        "count": int(series.size),
-        "nulls": nulls,
-        "distinct": int(counts.size),
-        "categories": {str(k): int(v) for k, v in top.items()},
-        "other": int(counts.iloc[MAX_CATEGORIES:].sum()),
-    }
+    return CategoricalProfile(
+        count=int(series.size),
+        nulls=nulls,
+        distinct=int(counts.size),
+        categories={str(k): int(v) for k, v in top.items()},
+        other=int(counts.iloc[MAX_CATEGORIES:].sum()),
+        singletons=int((counts == 1).sum()),
+    )
+
+
+# -- the model's outputs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferencePerformance:
+    """The model's figures on the reference (optimistic if it is the training set)."""
+
+    n: int
+    metrics: Mapping[str, float | None]
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"n": self.n, **self.metrics}
+        if self.note:
+            d["note"] = self.note
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReferencePerformance:
+        metrics = {k: _opt_float(v) for k, v in d.items() if k not in ("n", "note")}
+        return cls(int(d.get("n", 0)), metrics, str(d.get("note", "")))
+
+
+@dataclass(frozen=True)
+class ConfidenceProfile:
+    """The top-class probability on the reference."""
+
+    mean: float | None
+    quantiles: tuple[float, ...]
+    hist_edges: tuple[float, ...]
+    hist_counts: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean,
+            "quantiles": list(self.quantiles),
+            "hist_edges": list(self.hist_edges),
+            "hist_counts": list(self.hist_counts),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ConfidenceProfile:
+        return cls(
+            _opt_float(d.get("mean")),
+            _floats(d.get("quantiles")),
+            _floats(d.get("hist_edges", PROB_EDGES)),
+            _ints(d.get("hist_counts")),
+        )
+
+
+@dataclass(frozen=True)
+class CalibrationBins:
+    """Per probability bin (``PROB_EDGES``) of one class: rows, rows of that class, and the sum of
+    the predicted probability (``prob_sums`` is empty before version 2)."""
+
+    class_: str
+    counts: tuple[int, ...]
+    positives: tuple[int, ...]
+    prob_sums: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "class": self.class_,
+            "counts": list(self.counts),
+            "positives": list(self.positives),
+        }
+        if self.prob_sums:
+            d["prob_sums"] = list(self.prob_sums)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CalibrationBins:
+        return cls(
+            str(d.get("class")),
+            _ints(d.get("counts")),
+            _ints(d.get("positives")),
+            _floats(d.get("prob_sums")),
+        )
+
+
+@dataclass(frozen=True)
+class CalibrationMap:
+    """An isotonic map of one class's predicted probability to its observed rate (knots)."""
+
+    class_: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"class": self.class_, "x": list(self.x), "y": list(self.y)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CalibrationMap:
+        return cls(str(d.get("class")), _floats(d.get("x")), _floats(d.get("y")))
+
+
+@dataclass(frozen=True)
+class ClassificationProfile:
+    """A classifier's outputs on the reference; target figures only when it had labels."""
+
+    kind: ClassVar[str] = "classification"
+    classes: tuple[str, ...]
+    predicted_counts: tuple[int, ...]
+    confidence: ConfidenceProfile
+    probability: Mapping[str, tuple[int, ...]]  # class -> histogram over PROB_EDGES
+    target_counts: tuple[int, ...] | None = None
+    performance: ReferencePerformance | None = None
+    calibration: tuple[CalibrationBins, ...] = ()
+    calibration_map: tuple[CalibrationMap, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "classes": list(self.classes),
+            "predicted_counts": list(self.predicted_counts),
+            "confidence": self.confidence.to_dict(),
+            "probability": [
+                {"class": c, "hist_counts": list(h)} for c, h in self.probability.items()
+            ],
+        }
+        if self.target_counts is not None:
+            d["target_counts"] = list(self.target_counts)
+        if self.performance is not None:
+            d["performance"] = self.performance.to_dict()
+        if self.calibration:
+            d["calibration"] = [b.to_dict() for b in self.calibration]
+        if self.calibration_map:
+            d["calibration_map"] = [m.to_dict() for m in self.calibration_map]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ClassificationProfile:
+        perf = d.get("performance")
+        target = d.get("target_counts")
+        return cls(
+            classes=tuple(str(c) for c in d.get("classes", ())),
+            predicted_counts=_ints(d.get("predicted_counts")),
+            confidence=ConfidenceProfile.from_dict(d.get("confidence") or {}),
+            probability={
+                str(p.get("class")): _ints(p.get("hist_counts")) for p in d.get("probability") or ()
+            },
+            target_counts=None if target is None else _ints(target),
+            performance=None if perf is None else ReferencePerformance.from_dict(perf),
+            calibration=tuple(CalibrationBins.from_dict(b) for b in d.get("calibration") or ()),
+            calibration_map=tuple(
+                CalibrationMap.from_dict(m) for m in d.get("calibration_map") or ()
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RegressionProfile:
+    """A regressor's predicted values on the reference, and its errors when it had labels."""
+
+    kind: ClassVar[str] = "regression"
+    values: NumericProfile
+    performance: ReferencePerformance | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "values": self.values.to_dict()}
+        if self.performance is not None:
+            d["performance"] = self.performance.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RegressionProfile:
+        perf = d.get("performance")
+        return cls(
+            NumericProfile.from_dict(d.get("values") or {}),
+            None if perf is None else ReferencePerformance.from_dict(perf),
+        )
+
+
+@dataclass(frozen=True)
+class NoPrediction:
+    """A features-only profile (batch drift on two frames): no model outputs."""
+
+    kind: ClassVar[str] = "none"
+    performance: ClassVar[ReferencePerformance | None] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+
+PredictionProfile = ClassificationProfile | RegressionProfile | NoPrediction
+
+
+def _prediction_from_dict(d: Mapping[str, Any]) -> PredictionProfile:
+    kind = d.get("kind")
+    if kind == "classification":
+        return ClassificationProfile.from_dict(d)
+    if kind == "regression" or "values" in d:
+        return RegressionProfile.from_dict(d)
+    return NoPrediction()
+
+
+# -- the whole profile -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """A computed profile. ``importance`` is the model's reliance on each feature (shares summing
+    to 1), with ``importance_method`` saying how it was measured; None when unknown."""
+
+    rows: int
+    features: Mapping[str, FeatureProfile]
+    prediction: PredictionProfile = field(default_factory=NoPrediction)
+    version: int = PROFILE_VERSION
+    importance: Mapping[str, float] | None = None
+    importance_method: str | None = None
+
+    @property
+    def format(self) -> int:
+        return self.version
+
+    @property
+    def row_count(self) -> int:
+        return self.rows
+
+    def numeric(self) -> dict[str, NumericProfile]:
+        return {k: f for k, f in self.features.items() if isinstance(f, NumericProfile)}
+
+    def categorical(self) -> dict[str, CategoricalProfile]:
+        return {k: f for k, f in self.features.items() if isinstance(f, CategoricalProfile)}
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "format": self.version,
+            "rows": self.rows,
+            "features": {k: f.to_dict() for k, f in self.features.items()},
+            "prediction": self.prediction.to_dict(),
+        }
+        if self.importance is not None:
+            d["importance"] = dict(self.importance)
+            d["importance_method"] = self.importance_method
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
+        """Any stored version; a version this code does not know is refused, naming the fix."""
+        version = int(d.get("format", 1))
+        if version > PROFILE_VERSION:
+            raise InvalidInputError(
+                f"the reference profile has format {version}, newer than this ownloop reads "
+                f"({PROFILE_VERSION}); upgrade ownloop"
+            )
+        imp = d.get("importance")
+        return cls(
+            rows=int(d.get("rows", 0)),
+            features={str(k): _feature_from_dict(v) for k, v in (d.get("features") or {}).items()},
+            prediction=_prediction_from_dict(d.get("prediction") or {}),
+            version=version,
+            importance=None if imp is None else {str(k): float(v) for k, v in imp.items()},
+            importance_method=d.get("importance_method"),
+        )
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ReferenceProfile:
+        return cls.from_dict(json.loads(raw))
+
+
+# -- computing it ------------------------------------------------------------------------------
 
 
 def predict_frame(
@@ -139,115 +602,72 @@ def predict_frame(
 
 def _prediction_profile(
     signature: Signature, pred: np.ndarray, proba: np.ndarray | None, y: pd.Series | None
-) -> dict[str, Any]:
+) -> PredictionProfile:
     if signature.task == "regression" or proba is None:
-        out: dict[str, Any] = {"kind": "regression", "values": numeric_profile(pred.astype(float))}
+        perf = None
         if y is not None:
             err = pred.astype(float) - y.to_numpy(dtype=float)
-            out["performance"] = {
-                "n": int(err.size),
-                "mae": _f(np.nanmean(np.abs(err))),
-                "rmse": _f(np.sqrt(np.nanmean(err**2))),
-            }
-        return out
-    classes = list(signature.classes or [])
+            perf = ReferencePerformance(
+                int(err.size),
+                {"mae": _f(np.nanmean(np.abs(err))), "rmse": _f(np.sqrt(np.nanmean(err**2)))},
+            )
+        return RegressionProfile(numeric_profile(pred.astype(float)), perf)
+    classes = [str(c) for c in (signature.classes or [])]
     conf = proba.max(axis=1)
-    out = {
-        "kind": "classification",
-        "classes": classes,
-        "predicted_counts": [int((pred == c).sum()) for c in classes],
-        "confidence": {
-            "mean": _f(conf.mean()),
-            "quantiles": [float(q) for q in np.quantile(conf, np.linspace(0, 1, 101))],
-            "hist_edges": [float(e) for e in PROB_EDGES],
-            "hist_counts": [int(c) for c in np.histogram(conf, bins=PROB_EDGES)[0]],
+    labels_of = np.asarray(signature.classes or [])
+    out = ClassificationProfile(
+        classes=tuple(classes),
+        predicted_counts=tuple(int((pred == c).sum()) for c in labels_of),
+        confidence=ConfidenceProfile(
+            mean=_f(conf.mean()),
+            quantiles=_floats(np.quantile(conf, np.linspace(0, 1, 101))),
+            hist_edges=_floats(PROB_EDGES),
+            hist_counts=_ints(np.histogram(conf, bins=PROB_EDGES)[0]),
+        ),
+        probability={
+            c: _ints(np.histogram(proba[:, i], bins=PROB_EDGES)[0]) for i, c in enumerate(classes)
         },
-        "probability": [
-            {
-                "class": c,
-                "hist_counts": [int(n) for n in np.histogram(proba[:, i], bins=PROB_EDGES)[0]],
-            }
+    )
+    if y is None:
+        return out
+    labels = y.to_numpy()
+    bins = np.clip(np.digitize(proba, PROB_EDGES[1:-1]), 0, len(PROB_EDGES) - 2)
+    k = len(PROB_EDGES) - 1
+    hit = [(labels == c).astype(float) for c in labels_of]
+    return ClassificationProfile(
+        classes=out.classes,
+        predicted_counts=out.predicted_counts,
+        confidence=out.confidence,
+        probability=out.probability,
+        target_counts=tuple(int(h.sum()) for h in hit),
+        performance=ReferencePerformance(
+            int(labels.size),
+            {"accuracy": _f((pred == labels).mean())},
+            "on the reference data itself; optimistic if it is the training set",
+        ),
+        calibration=tuple(
+            CalibrationBins(
+                c,
+                _ints(np.bincount(bins[:, i], minlength=k)),
+                _ints(np.bincount(bins[:, i], weights=hit[i], minlength=k)),
+                _floats(np.bincount(bins[:, i], weights=proba[:, i], minlength=k)),
+            )
             for i, c in enumerate(classes)
-        ],
-    }
-    if y is not None:
-        labels = y.to_numpy()
-        out["target_counts"] = [int((labels == c).sum()) for c in classes]
-        out["performance"] = {
-            "n": int(labels.size),
-            "accuracy": _f((pred == labels).mean()),
-            "note": "on the reference data itself; optimistic if it is the training set",
-        }
-        bins = np.clip(np.digitize(proba, PROB_EDGES[1:-1]), 0, len(PROB_EDGES) - 2)
-        out["calibration"] = [
-            {
-                "class": c,
-                "counts": [int(n) for n in np.bincount(bins[:, i], minlength=len(PROB_EDGES) - 1)],
-                "positives": [
-                    int(n)
-                    for n in np.bincount(
-                        bins[:, i],
-                        weights=(labels == c).astype(float),
-                        minlength=len(PROB_EDGES) - 1,
-                    )
-                ],
-                "prob_sums": [
-                    float(v)
-                    for v in np.bincount(
-                        bins[:, i], weights=proba[:, i], minlength=len(PROB_EDGES) - 1
-                    )
-                ],
-            }
-            for i, c in enumerate(classes)
-        ]
-        out["calibration_map"] = [
-            {"class": c, **isotonic_map(proba[:, i], (labels == c).astype(float))}
-            for i, c in enumerate(classes)
-        ]
-    return out
+        ),
+        calibration_map=tuple(
+            CalibrationMap(c, *isotonic_map(proba[:, i], hit[i])) for i, c in enumerate(classes)
+        ),
+    )
 
 
-def isotonic_map(scores: np.ndarray, outcomes: np.ndarray) -> dict[str, list[float]]:
+def isotonic_map(
+    scores: np.ndarray, outcomes: np.ndarray
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Isotonic regression of outcomes on scores, as the knots of a piecewise-linear map."""
     from sklearn.isotonic import IsotonicRegression
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, outcomes)
-    return {
-        "x": [float(v) for v in iso.X_thresholds_],
-        "y": [float(v) for v in iso.y_thresholds_],
-    }
-
-
-@dataclass(frozen=True)
-class ReferenceProfile:
-    """A computed profile; ``data`` is plain JSON."""
-
-    data: dict[str, Any]
-
-    @property
-    def format(self) -> int:
-        return int(self.data.get("format", 1))
-
-    @property
-    def row_count(self) -> int:
-        return int(self.data["rows"])
-
-    @property
-    def features(self) -> dict[str, dict[str, Any]]:
-        feats: dict[str, dict[str, Any]] = self.data["features"]
-        return feats
-
-    @property
-    def prediction(self) -> dict[str, Any]:
-        pred: dict[str, Any] = self.data["prediction"]
-        return pred
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(self.data, sort_keys=True, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> ReferenceProfile:
-        return cls(json.loads(raw))
+    return _floats(iso.X_thresholds_), _floats(iso.y_thresholds_)
 
 
 def compute_profile(model: Any, reference: pd.DataFrame, signature: Signature) -> ReferenceProfile:
@@ -257,7 +677,7 @@ def compute_profile(model: Any, reference: pd.DataFrame, signature: Signature) -
             "the reference data has no rows; pass the data the model was trained or validated on"
         )
     X = reference[signature.feature_names]
-    features: dict[str, Any] = {}
+    features: dict[str, FeatureProfile] = {}
     for feat in signature.features:
         col = X[feat.name]
         if feat.type in ("float", "integer"):
@@ -267,10 +687,7 @@ def compute_profile(model: Any, reference: pd.DataFrame, signature: Signature) -
     pred, proba = predict_frame(model, X, signature)
     y = reference[signature.target] if signature.target and signature.target in reference else None
     return ReferenceProfile(
-        {
-            "format": PROFILE_FORMAT,
-            "rows": len(reference),
-            "features": features,
-            "prediction": _prediction_profile(signature, pred, proba, y),
-        }
+        rows=len(reference),
+        features=features,
+        prediction=_prediction_profile(signature, pred, proba, y),
     )

@@ -12,6 +12,7 @@ import click
 
 from ownloop.cli._app import cli, console, echo_json, esc, table, when, workspace
 from ownloop.errors import NotFoundError, OwnloopError
+from ownloop.profile import ClassificationProfile, FeatureProfile, NumericProfile
 from ownloop.registry import ModelVersion, Team
 from ownloop.store.migrations import latest_version
 
@@ -338,7 +339,7 @@ def show(ref: str, as_json: bool) -> None:
     except NotFoundError:
         profile = None
     if as_json:
-        echo_json({"version": v, "profile": None if profile is None else profile.data})
+        echo_json({"version": v, "profile": None if profile is None else profile.to_dict()})
         return
     table(
         f"{v.ref} (owner {v.owner})",
@@ -367,22 +368,22 @@ def show(ref: str, as_json: bool) -> None:
     )
     rows = []
     for f in sig.features:
-        p = profile.features.get(f.name, {}) if profile else {}
+        p = profile.features.get(f.name) if profile else None
         rows.append([f.name, f.type, "yes" if f.nullable else "no", _profile_summary(p)])
     table(None, ["feature", "type", "nullable", "reference profile"], rows)
     if profile:
         pred = profile.prediction
         line = f"reference: {profile.row_count:,} rows"
-        if pred["kind"] == "classification":
-            line += f"; mean confidence {pred['confidence']['mean']:.3f}"
-            shares = [n / max(profile.row_count, 1) for n in pred["predicted_counts"]]
+        if isinstance(pred, ClassificationProfile):
+            if pred.confidence.mean is not None:
+                line += f"; mean confidence {pred.confidence.mean:.3f}"
+            shares = [n / max(profile.row_count, 1) for n in pred.predicted_counts]
             line += "; predicted " + ", ".join(
-                f"{c}: {s:.1%}" for c, s in zip(pred["classes"], shares, strict=True)
+                f"{c}: {s:.1%}" for c, s in zip(pred.classes, shares, strict=True)
             )
-        if "performance" in pred:
-            perf = {k: v for k, v in pred["performance"].items() if k not in ("note", "n")}
+        if pred.performance is not None:
             line += "; on reference " + ", ".join(
-                f"{k} {val:.4f}" for k, val in perf.items() if val is not None
+                f"{k} {val:.4f}" for k, val in pred.performance.metrics.items() if val is not None
             )
         console.print(line, markup=False)
     if v.metrics:
@@ -391,19 +392,18 @@ def show(ref: str, as_json: bool) -> None:
         table(None, ["param", "value"], [[k, p] for k, p in sorted(v.params.items())])
 
 
-def _profile_summary(p: dict[str, Any]) -> str:
-    if not p:
+def _profile_summary(p: FeatureProfile | None) -> str:
+    if p is None:
         return "-"
-    nulls = f"{p['nulls'] / max(p['count'], 1):.1%} null"
-    if p["kind"] == "numeric":
-        if p["min"] is None:
+    nulls = f"{p.nulls / max(p.count, 1):.1%} null"
+    ident = ", identifier-like" if p.identifier else ""
+    if isinstance(p, NumericProfile):
+        if p.min is None or p.max is None or p.mean is None:
             return f"no finite values, {nulls}"
-        q = p["quantiles"]
-        return f"min {p['min']:.4g}  median {q[len(q) // 2]:.4g}  max {p['max']:.4g}  mean {p['mean']:.4g}, {nulls}"
-    top = ", ".join(
-        f"{k} {v / max(p['count'], 1):.0%}" for k, v in list(p["categories"].items())[:4]
-    )
-    return f"{p['distinct']} categories ({top}), {nulls}"
+        q = p.quantiles
+        return f"min {p.min:.4g}  median {q[len(q) // 2]:.4g}  max {p.max:.4g}  mean {p.mean:.4g}, {nulls}{ident}"
+    top = ", ".join(f"{k} {v / max(p.count, 1):.0%}" for k, v in list(p.categories.items())[:4])
+    return f"{p.distinct} categories ({top}), {nulls}{ident}"
 
 
 # -- aliases, ownership, audit ----------------------------------------------------------

@@ -30,6 +30,8 @@ from ownloop.monitoring._performance import (
 from ownloop.predlog import label_key
 from ownloop.profile import (
     PROB_EDGES,
+    FeatureProfile,
+    NumericProfile,
     ReferenceProfile,
     categorical_profile,
     isotonic_map,
@@ -171,7 +173,7 @@ def frame_profile(reference: pd.DataFrame, columns: Sequence[str]) -> ReferenceP
         raise InvalidInputError(
             "the reference frame has no rows; pass the data the model learned from"
         )
-    feats: dict[str, Any] = {}
+    feats: dict[str, FeatureProfile] = {}
     for c in columns:
         if c not in reference:
             raise InvalidInputError(
@@ -183,9 +185,7 @@ def frame_profile(reference: pd.DataFrame, columns: Sequence[str]) -> ReferenceP
             if kind in ("float", "integer")
             else categorical_profile(reference[c])
         )
-    return ReferenceProfile(
-        {"format": 2, "rows": len(reference), "features": feats, "prediction": {"kind": "none"}}
-    )
+    return ReferenceProfile(rows=len(reference), features=feats)
 
 
 def _arrow(frame: pd.DataFrame, columns: Sequence[str], profile: ReferenceProfile) -> pa.Table:
@@ -196,7 +196,7 @@ def _arrow(frame: pd.DataFrame, columns: Sequence[str], profile: ReferenceProfil
                 f"column '{c}' is in the reference but not in the current frame"
             )
         s = frame[c]
-        if profile.features[c]["kind"] == "numeric":
+        if isinstance(profile.features[c], NumericProfile):
             values = pd.to_numeric(s, errors="coerce") if s.dtype == object else s
             arrays["in." + str(c)] = pa.array(np.asarray(values, dtype=float))
         else:
@@ -302,7 +302,7 @@ def reference_calibration(
         if worst >= 0.01:
             return None
     maps = [isotonic_map(proba[:, i], onehot[:, i]) for i in range(len(classes))]
-    return tuple((np.asarray(m["x"]), np.asarray(m["y"])) for m in maps)
+    return tuple((np.asarray(x), np.asarray(y)) for x, y in maps)
 
 
 def estimate_performance(

@@ -29,7 +29,13 @@ from scipy.spatial.distance import jensenshannon
 
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring._partial import CategoricalPartial, NumericPartial, WindowPartial, grid_of
-from ownloop.profile import ReferenceProfile
+from ownloop.profile import (
+    CategoricalProfile,
+    ClassificationProfile,
+    NumericProfile,
+    ReferenceProfile,
+    RegressionProfile,
+)
 
 __all__ = ["DEFAULT_THRESHOLDS", "DriftReport", "DriftSettings", "FeatureDrift", "evaluate_drift"]
 
@@ -259,8 +265,8 @@ def _no_verdict(
 # -- numeric ---------------------------------------------------------------------------------
 
 
-def _ref_grid_counts(ref: Mapping[str, Any]) -> np.ndarray:
-    counts = ref.get("grid_counts") if ref.get("grid") is not None else ref.get("bin_counts")
+def _ref_grid_counts(ref: NumericProfile) -> np.ndarray:
+    counts = ref.grid_counts if ref.grid is not None else ref.bin_counts
     return np.asarray(counts or [0], dtype=float)
 
 
@@ -280,10 +286,10 @@ def _coarse(grid: np.ndarray, counts: np.ndarray, cuts: np.ndarray) -> np.ndarra
 
 
 def numeric_drift(
-    name: str, ref: Mapping[str, Any], part: NumericPartial, s: DriftSettings
+    name: str, ref: NumericProfile, part: NumericPartial, s: DriftSettings
 ) -> FeatureDrift:
-    ref_count = int(ref.get("count", 0))
-    ref_bad = int(ref.get("nulls", 0)) + int(ref.get("nonfinite", 0))
+    ref_count = ref.count
+    ref_bad = ref.nulls + ref.nonfinite
     ref_n = ref_count - ref_bad
     grid = grid_of(ref)
     counts = part.counts.astype(float)
@@ -301,7 +307,7 @@ def numeric_drift(
             "the window was binned on another profile's grid",
             *args,
         )
-    std = ref.get("std") or 0.0
+    std = ref.std or 0.0
     if std == 0.0 or grid.size < 2:
         return _constant(name, grid, counts, n_vals, ref_n, miss, part, s)
     ref_counts = _ref_grid_counts(ref)
@@ -310,8 +316,8 @@ def numeric_drift(
     d = float(np.abs(g_cur - g_ref).max())
     p = _ks_p(d, n_vals, ref_n)
     w = _wasserstein(grid, g_ref, g_cur, part, n_vals) / float(std)
-    cuts = np.asarray(ref.get("cuts", []), dtype=float)
-    ref_coarse = np.asarray(ref.get("bin_counts", []), float)
+    cuts = np.asarray(ref.cuts, dtype=float)
+    ref_coarse = np.asarray(ref.bin_counts, float)
     cur_coarse = _coarse(grid, counts, cuts)
     psi = _psi(ref_coarse, cur_coarse)
     method = s.numeric_method
@@ -329,7 +335,7 @@ def numeric_drift(
         "wasserstein": w,
         "psi": psi,
         "mean": part.total / n_vals,
-        "reference_mean": ref.get("mean"),
+        "reference_mean": ref.mean,
     }
     return FeatureDrift(
         name,
@@ -413,11 +419,11 @@ def _pool(
 
 
 def categorical_drift(
-    name: str, ref: Mapping[str, Any], part: CategoricalPartial, s: DriftSettings
+    name: str, ref: CategoricalProfile, part: CategoricalPartial, s: DriftSettings
 ) -> FeatureDrift:
-    ref_cats: Mapping[str, int] = ref.get("categories", {})
-    ref_other = int(ref.get("other", 0))
-    ref_count, ref_nulls = int(ref.get("count", 0)), int(ref.get("nulls", 0))
+    ref_cats = ref.categories
+    ref_other = ref.other
+    ref_count, ref_nulls = ref.count, ref.nulls
     ref_n = ref_count - ref_nulls
     n_vals = int(sum(part.counts.values()))
     miss = _missing(part.nulls, part.n, ref_nulls, ref_count, s)
@@ -529,7 +535,7 @@ def evaluate_drift(
     results: list[FeatureDrift] = []
     for name, ref in profile.features.items():
         part = partial.features.get(name)
-        if ref["kind"] == "numeric":
+        if isinstance(ref, NumericProfile):
             np_part = (
                 part
                 if isinstance(part, NumericPartial)
@@ -571,42 +577,41 @@ def prediction_drift(
     pred = profile.prediction
     out: list[FeatureDrift] = []
     single = replace(s, correction="none")
-    if pred.get("kind") == "classification":
-        classes = [str(c) for c in pred.get("classes", [])]
-        ref = {
-            "categories": dict(zip(classes, pred.get("predicted_counts", []), strict=False)),
-            "other": 0,
-            "count": sum(pred.get("predicted_counts", [])),
-            "nulls": 0,
-        }
+    if isinstance(pred, ClassificationProfile):
+        ref = CategoricalProfile(
+            count=sum(pred.predicted_counts),
+            nulls=0,
+            distinct=len(pred.classes),
+            categories=dict(zip(pred.classes, pred.predicted_counts, strict=False)),
+        )
         part = (
             partial.prediction
             if isinstance(partial.prediction, CategoricalPartial)
             else CategoricalPartial(partial.ok_rows, partial.ok_rows)
         )
         out.append(categorical_drift("predicted_class", ref, part, single))
-        probs = pred.get("probability") or []
-        if len(classes) == 2 and len(probs) == 2 and partial.score_counts.sum() > 0:
-            ref_hist = probs[1]["hist_counts"]
+        probs = list(pred.probability.values())
+        if len(pred.classes) == 2 and len(probs) == 2 and partial.score_counts.sum() > 0:
+            ref_hist = probs[1]
             per = partial.score_counts.shape[1] // len(ref_hist)
             cur_hist = partial.score_counts.sum(axis=0).reshape(len(ref_hist), per).sum(axis=1)
-            ref2 = {
-                "categories": {str(i): int(c) for i, c in enumerate(ref_hist)},
-                "other": 0,
-                "count": int(sum(ref_hist)),
-                "nulls": 0,
-            }
+            ref2 = CategoricalProfile(
+                count=int(sum(ref_hist)),
+                nulls=0,
+                distinct=len(ref_hist),
+                categories={str(i): int(c) for i, c in enumerate(ref_hist)},
+            )
             cur2 = CategoricalPartial(
                 int(cur_hist.sum()), 0, {str(i): int(c) for i, c in enumerate(cur_hist) if c}
             )
-            out.append(categorical_drift(f"score_{classes[1]}", ref2, cur2, single))
-    elif "values" in pred:
+            out.append(categorical_drift(f"score_{pred.classes[1]}", ref2, cur2, single))
+    elif isinstance(pred, RegressionProfile):
         part_n = (
             partial.prediction
             if isinstance(partial.prediction, NumericPartial)
             else NumericPartial(partial.ok_rows, partial.ok_rows)
         )
-        out.append(numeric_drift("predicted_value", pred["values"], part_n, single))
+        out.append(numeric_drift("predicted_value", pred.values, part_n, single))
     return tuple(
         _verdict(f, float(f.p_value), single) if f.status == "ok" and f.p_value is not None else f
         for f in out

@@ -785,9 +785,8 @@ def _canonical(values: Sequence[Any]) -> np.ndarray:
 
 
 def _reference_accuracy(profile: ReferenceProfile | None) -> float | None:
-    perf = profile.prediction.get("performance") if profile is not None else None
-    value = perf.get("accuracy") if isinstance(perf, dict) else None
-    return float(value) if isinstance(value, int | float) else None
+    perf = profile.prediction.performance if profile is not None else None
+    return None if perf is None else perf.metrics.get("accuracy")
 
 
 def _no_trend(windows: int, span: timedelta) -> str:

@@ -17,7 +17,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ownloop.profile import PROB_EDGES, ReferenceProfile
+from ownloop.profile import (
+    PROB_EDGES,
+    ClassificationProfile,
+    NumericProfile,
+    ReferenceProfile,
+    RegressionProfile,
+)
 
 __all__ = [
     "CONF_BINS",
@@ -118,15 +124,15 @@ class PartialSpec:
         numeric: dict[str, np.ndarray] = {}
         categorical: list[str] = []
         for name, feat in profile.features.items():
-            if feat["kind"] == "numeric":
+            if isinstance(feat, NumericProfile):
                 numeric[name] = grid_of(feat)
             else:
                 categorical.append(name)
         pred = profile.prediction
-        task = "classification" if pred.get("kind") == "classification" else "regression"
-        classes = tuple(str(c) for c in pred.get("classes", []))
+        task = "classification" if isinstance(pred, ClassificationProfile) else "regression"
+        classes = pred.classes if isinstance(pred, ClassificationProfile) else ()
         calibration = calibration_from_profile(profile, calibrate) if classes else None
-        pgrid = grid_of(pred["values"]) if task == "regression" and "values" in pred else None
+        pgrid = grid_of(pred.values) if isinstance(pred, RegressionProfile) else None
         return cls(
             numeric,
             tuple(categorical),
@@ -138,14 +144,13 @@ class PartialSpec:
         )
 
 
-def grid_of(feat: Mapping[str, Any]) -> np.ndarray:
+def grid_of(feat: NumericProfile) -> np.ndarray:
     """The fine grid of a numeric profile (format 2), or its quantile cuts (format 1)."""
-    if feat.get("std") == 0.0 and feat.get("min") is not None:
+    if feat.std == 0.0 and feat.min is not None:
         # a constant reference: bin on [c, next float after c) so "equal to c" is its own bin
-        c = float(feat["min"])
+        c = float(feat.min)
         return np.array([c, np.nextafter(c, np.inf)])
-    grid = feat.get("grid")
-    return np.asarray(grid if grid is not None else feat.get("cuts", []), dtype=float)
+    return np.asarray(feat.grid if feat.grid is not None else feat.cuts, dtype=float)
 
 
 @dataclass

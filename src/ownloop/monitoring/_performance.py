@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from ownloop.intervals import wilson_interval, z_for
-from ownloop.profile import ReferenceProfile
+from ownloop.profile import ClassificationProfile, ReferenceProfile
 
 __all__ = [
     "Calibration",
@@ -92,17 +92,22 @@ def calibration_from_profile(
 ) -> Calibration | None:
     """The reference's isotonic maps when calibration is needed (or forced); else None."""
     pred = profile.prediction
-    cmap = pred.get("calibration_map")
+    if not isinstance(pred, ClassificationProfile):
+        return None
+    cmap = pred.calibration_map
     if calibrate is False or not cmap:
         return None
     if calibrate is None:
-        bins = pred.get("calibration") or []
-        if not bins or "prob_sums" not in bins[0]:
+        bins = pred.calibration
+        if not bins or not bins[0].prob_sums:
             return None
-        worst = min(calibration_test(b["counts"], b["positives"], b["prob_sums"]) for b in bins)
+        worst = min(
+            calibration_test(np.asarray(b.counts), np.asarray(b.positives), np.asarray(b.prob_sums))
+            for b in bins
+        )
         if worst >= CALIBRATION_ALPHA:
             return None
-    return tuple((np.asarray(m["x"], float), np.asarray(m["y"], float)) for m in cmap)
+    return tuple((np.asarray(m.x, float), np.asarray(m.y, float)) for m in cmap)
 
 
 def calibrate(proba: np.ndarray, calibration: Calibration | None) -> np.ndarray:

@@ -14,7 +14,7 @@ from ownloop.errors import InvalidInputError
 from ownloop.monitoring._drift import DriftReport
 from ownloop.monitoring._partial import CONF_BINS, LATENCY_EDGES, WindowPartial
 from ownloop.monitoring._performance import Estimate, Realised
-from ownloop.profile import PROB_EDGES, ReferenceProfile
+from ownloop.profile import ClassificationProfile, ReferenceProfile
 
 __all__ = [
     "FINDINGS",
@@ -246,22 +246,22 @@ def confidence_figures(
     part: WindowPartial, profile: ReferenceProfile | None, threshold: float
 ) -> ConfidenceFigures | None:
     n = int(part.confidence.sum())
-    pred = profile.prediction if profile is not None else {}
-    if pred.get("kind") != "classification":
+    pred = profile.prediction if profile is not None else None
+    if not isinstance(pred, ClassificationProfile):
         return None
     cut = round(threshold * CONF_BINS)
-    ref = pred.get("confidence", {})
-    ref_hist = np.asarray(ref.get("hist_counts", []), dtype=float)
+    ref = pred.confidence
+    ref_hist = np.asarray(ref.hist_counts, dtype=float)
     ref_low = None
     if ref_hist.sum() > 0:
-        edges = np.asarray(ref.get("hist_edges", PROB_EDGES))
+        edges = np.asarray(ref.hist_edges)
         ref_low = float(
             ref_hist[: int(np.searchsorted(edges, threshold, side="left"))].sum() / ref_hist.sum()
         )
     return ConfidenceFigures(
         n=n,
         mean=part.confidence_sum / n if n else None,
-        reference_mean=ref.get("mean"),
+        reference_mean=ref.mean,
         low_share=float(part.confidence[:cut].sum() / n) if n else None,
         reference_low_share=ref_low,
         threshold=threshold,
