@@ -66,6 +66,7 @@ def test_a_discrete_numeric_column_keeps_its_values_and_a_continuous_one_does_no
     k, x = p.features["k"], p.features["x"]
     assert isinstance(k, NumericProfile) and isinstance(x, NumericProfile)
     assert k.support == (0.0, 1.0, 2.0) and k.discrete and k.distinct == 3
+    assert k.support_counts is not None and sum(k.support_counts) == 3000
     assert x.support is None and not x.discrete and x.distinct == 3000
     c = p.features["c"]
     assert isinstance(c, CategoricalProfile)
@@ -77,7 +78,7 @@ def _as_version_2(d: dict[str, Any]) -> dict[str, Any]:
     old = json.loads(json.dumps(d))
     old["format"] = 2
     for f in old["features"].values():
-        for key in ("distinct", "support", "singletons", "identifier"):
+        for key in ("distinct", "support", "support_counts", "singletons", "identifier"):
             if f["kind"] == "numeric" or key != "distinct":
                 f.pop(key, None)
     old["prediction"]["classes"] = [0, 1]

@@ -99,7 +99,8 @@ class NumericProfile:
 
     ``grid`` is None in version 1 profiles (readers bin on ``cuts``). ``distinct`` and ``support``
     are None before version 3; ``support`` holds the distinct finite values when there are at most
-    ``MAX_SUPPORT`` of them (the column is discrete), else None.
+    ``MAX_SUPPORT`` of them (the column is discrete), else None, and ``support_counts`` how often
+    each occurs.
     """
 
     kind: ClassVar[str] = "numeric"
@@ -119,6 +120,7 @@ class NumericProfile:
     grid_counts: tuple[int, ...] | None = None
     distinct: int | None = None
     support: tuple[float, ...] | None = None
+    support_counts: tuple[int, ...] | None = None
     identifier: bool = False
 
     @property
@@ -147,6 +149,7 @@ class NumericProfile:
             "hist_counts": list(self.hist_counts),
             "distinct": self.distinct,
             "support": None if self.support is None else list(self.support),
+            "support_counts": None if self.support_counts is None else list(self.support_counts),
             "identifier": self.identifier,
         }
         if self.grid is not None:
@@ -158,6 +161,7 @@ class NumericProfile:
     def from_dict(cls, d: Mapping[str, Any]) -> NumericProfile:
         grid = d.get("grid")
         support = d.get("support")
+        support_counts = d.get("support_counts")
         return cls(
             count=int(d.get("count", 0)),
             nulls=int(d.get("nulls", 0)),
@@ -175,6 +179,7 @@ class NumericProfile:
             grid_counts=None if grid is None else _ints(d.get("grid_counts")),
             distinct=None if d.get("distinct") is None else int(d["distinct"]),
             support=None if support is None else _floats(support),
+            support_counts=None if support_counts is None else _ints(support_counts),
             identifier=bool(d.get("identifier", False)),
         )
 
@@ -261,6 +266,7 @@ def numeric_profile(values: np.ndarray) -> NumericProfile:
             grid_counts=(0,),
             distinct=0,
             support=(),
+            support_counts=(),
         )
     s = np.sort(finite)
     qs = _sorted_quantiles(s, np.linspace(0.0, 1.0, N_QUANTILES))
@@ -271,6 +277,7 @@ def numeric_profile(values: np.ndarray) -> NumericProfile:
     grid_counts = np.diff(np.concatenate(([0], np.searchsorted(s, grid, side="left"), [s.size])))
     starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
     distinct = int(starts.size)
+    few = distinct <= MAX_SUPPORT
     return NumericProfile(
         count=int(x.size),
         nulls=nulls,
@@ -287,7 +294,8 @@ def numeric_profile(values: np.ndarray) -> NumericProfile:
         grid=_floats(grid),
         grid_counts=_ints(grid_counts),
         distinct=distinct,
-        support=_floats(s[starts]) if distinct <= MAX_SUPPORT else None,
+        support=_floats(s[starts]) if few else None,
+        support_counts=_ints(np.diff(np.append(starts, s.size))) if few else None,
     )
 
 
