@@ -106,7 +106,7 @@ class Wheel:
         self._cache = cache
         self._zip: zipfile.ZipFile | None = None
 
-    def _open(self) -> zipfile.ZipFile:
+    def open(self) -> zipfile.ZipFile:
         if self._zip is None:
             self._zip = zipfile.ZipFile(self._find())
         return self._zip
@@ -149,7 +149,7 @@ class Wheel:
         return found[-1]
 
     def read(self, name: str) -> pd.DataFrame:
-        raw = self._open().read(WHEEL_DATA + name)
+        raw = self.open().read(WHEEL_DATA + name)
         if name.endswith(".pq"):
             return pd.read_parquet(io.BytesIO(raw))
         return pd.read_csv(io.BytesIO(raw))
@@ -834,6 +834,22 @@ def small_reference_table(df: pd.DataFrame) -> str:
     )
 
 
+LEGEND = """\
+Columns (all figures are % of windows, or of feature-windows; a rate p from n windows has sd
+sqrt(p(1-p)/n), at most 50/sqrt(n) points):
+  window: rows per window; pool: held-out rows the windows are drawn from; boot: the window is
+    larger than the pool, so it is bootstrapped (duplicated rows: the tests' independence fails)
+  no drift: feat dist = feature-windows whose distribution verdict is drifted; feat any = any check
+    on the feature drifted (missing-value drift included); win dist / win any = windows with at
+    least one such feature; dataset = windows with a dataset drift verdict
+  injected: windows in which the changed column is flagged by any check; sd+k = every value moved
+    by k reference sd; tail+k = 1% of its rows moved by k sd (tail+20 dist: the distribution
+    verdict alone); cat+10pt = 10 points of share moved into the second most common category;
+    bin bool/int/str = a binary column's rarer value gains 10 points, in bool, int 0/1 and string
+    copies at once; agree = windows where the three copies got the same verdict; bin none max = the
+    highest false alarm rate of the three copies with nothing moved"""
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -885,6 +901,8 @@ def main() -> None:
     small_reps, small_per = (10, 2) if quick else (25, 2)
     started, cpu = time.perf_counter(), time.process_time()
     wheel = None if args.skip_nannyml else Wheel(args.nannyml_wheel, args.cache)
+    if wheel is not None:
+        wheel.open()  # fail (offline, no cached wheel) before anything runs
     chosen = set(args.datasets.split(",")) if args.datasets else None
     print("Drift rules on public data sets with known truth injected (bench/bench_drift_real.py)")
     print(_code_version())
@@ -894,6 +912,10 @@ def main() -> None:
         f"{', '.join(str(per_split(per, s)) for s in sizes)} windows (by size)"
         + (" (--quick)" if quick else "")
     )
+    print(LEGEND)
+    known = [s.name for s in specs(wheel)]
+    if chosen is not None and chosen - set(known):
+        sys.exit(f"unknown data sets {sorted(chosen - set(known))}; known: {', '.join(known)}")
     loaded: list[Data] = []
     for spec in specs(wheel):
         if chosen is not None and spec.name not in chosen:
