@@ -219,11 +219,55 @@ def real(data: Path, seed: int) -> None:
                 los.append(lo[full])
                 his.append(hi[full])
                 reals.append(truth[full])
+            if ref_rows is None:
+                _labels_arrive(ref, ana, size, rng)
             rows = "all" if ref_rows is None else f"{ref_rows:,}"
             print(
                 f"  reference {rows:>6s}, chunk {size:5d}: "
                 + summarise(*map(np.concatenate, (vals, los, his, reals)))
             )
+
+
+def _labels_arrive(
+    ref: pd.DataFrame, ana: pd.DataFrame, size: int, rng: np.random.Generator
+) -> None:
+    """10% of the analysis rows labelled at random: how often the headline turns realised, and
+    how often the headline's band covers the chunk's accuracy on all its rows."""
+    cur = ana.copy()
+    cur["employed"] = cur["employed"].astype(float)
+    cur.loc[rng.random(len(cur)) >= 0.1, "employed"] = np.nan
+    res = ownloop.estimate_performance(
+        ref,
+        cur,
+        y_pred_proba="predicted_probability",
+        y_true="employed",
+        y_pred="prediction",
+        chunk_size=size,
+    )
+    heads = [r.headline for r in res if r.end - r.start == size]
+    truth = np.array(
+        [
+            (
+                ana["prediction"].iloc[r.start : r.end] == ana["employed"].iloc[r.start : r.end]
+            ).mean()
+            for r in res
+            if r.end - r.start == size
+        ]
+    )
+    switched = np.array([h is not None and h.source == "realised" for h in heads])
+    covered = np.array(
+        [
+            h is not None
+            and h.lower is not None
+            and h.upper is not None
+            and h.lower <= t <= h.upper
+            for h, t in zip(heads, truth, strict=True)
+        ]
+    )
+    print(
+        f"  reference    all, chunk {size:5d}, 10% labelled: headline realised in "
+        f"{switched.mean():.3f} of {switched.size} chunks; headline band covers {covered.mean():.3f}"
+    )
 
 
 def main(argv: Iterable[str] | None = None) -> None:
