@@ -182,3 +182,16 @@ def test_too_few_expected_minority_rows_give_inconclusive(
     assert "rows of the rarer class expected among 200 (at least 5 needed)" in acc.note
     enough = ownloop.estimate_performance(reference, current.head(30), y_pred_proba="p", y_true="y")
     assert enough[0].estimated[0].status == "ok"
+
+
+def test_numbers_with_decimal_commas_in_the_reference_are_refused_not_taken_for_categories() -> (
+    None
+):
+    reference = pd.DataFrame({"x": ["0,83", "1,5", "2,25"] * 50, "k": ["a", "b", "c"] * 50})
+    with pytest.raises(
+        InvalidInputError,
+        match=r"column 'x' of the reference frame holds numbers written as text with a decimal "
+        r"comma, e.g. '0,83'",
+    ):
+        ownloop.drift(reference, reference)
+    assert len(ownloop.drift(reference[["k"]], reference[["k"]])) == 1  # real text is fine

@@ -244,9 +244,10 @@ def test_band_covers_with_a_small_reference_and_large_windows() -> None:
     """Reference of 2,000 rows, windows of 5,000 under covariate shift, overconfident scores.
 
     Before the calibration's uncertainty was in the band, coverage here was 0.77 (bench, 200
-    windows). 30 references x 2 windows = 60 windows; at a true 0.95 the binomial sd of the
-    rate is 0.028, and windows sharing a reference are correlated, so the floor of 0.85 sits
-    more than 3 sd below nominal while the old 0.77 fails it.
+    windows) and 0.80 on this seed; now 1.00 on this seed (bench: 0.98). 30 references x 2
+    windows = 60 windows; at a true 0.95 the binomial sd of the rate is 0.028 (more, as windows
+    sharing a reference are correlated), so the floor of 0.88 sits 2.5 sd below nominal while
+    the old band fails it.
     """
     rng = np.random.default_rng(22)
     hits = []
@@ -265,7 +266,7 @@ def test_band_covers_with_a_small_reference_and_large_windows() -> None:
             truth = float(((c["p"] > 0.5) == c["y"]).mean())
             assert acc.lower is not None and acc.upper is not None
             hits.append(acc.lower <= truth <= acc.upper)
-    assert 0.85 <= np.mean(hits) <= 1.0, np.mean(hits)
+    assert 0.88 <= np.mean(hits) <= 1.0, np.mean(hits)
 
 
 def _labelled(rng: np.random.Generator, frame: pd.DataFrame, share: float) -> pd.DataFrame:

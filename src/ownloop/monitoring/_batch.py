@@ -222,12 +222,30 @@ def frame_profile(reference: pd.DataFrame, columns: Sequence[str]) -> ReferenceP
                 f"column '{c}' is not in the reference frame; it has: {', '.join(map(str, reference.columns))}"
             )
         kind = column_type(c, reference[c])
+        if kind not in ("float", "integer"):
+            _refuse_decimal_commas(reference[c], str(c))
         feats[c] = (
             numeric_profile(reference[c].to_numpy(dtype=float, na_value=np.nan))
             if kind in ("float", "integer")
             else categorical_profile(reference[c])
         )
     return ReferenceProfile(rows=len(reference), features=feats)
+
+
+def _refuse_decimal_commas(series: pd.Series, name: str) -> None:
+    """A text column whose values are numbers written with decimal commas is refused, not taken
+    for categories (every value would be its own category)."""
+    text = series.dropna()
+    if text.empty or pd.api.types.is_bool_dtype(text.dtype):
+        return
+    text = text.astype(str)
+    commas = text.str.match(_DECIMAL_COMMA)
+    if commas.mean() >= 0.9:
+        raise InvalidInputError(
+            f"column '{name}' of the reference frame holds numbers written as text with a decimal "
+            f"comma, e.g. {text[commas].iloc[0]!r}; convert with "
+            ".str.replace(',', '.').astype(float) or pass the columns to compare"
+        )
 
 
 def _arrow(frame: pd.DataFrame, columns: Sequence[str], profile: ReferenceProfile) -> pa.Table:
