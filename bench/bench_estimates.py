@@ -192,7 +192,7 @@ def real(data: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
     for ref_rows, draws in ((None, 1), (10_000, 5), (2_000, 5)):
         for size in (1000, 5000):
-            vals, los, his, reals = [], [], [], []
+            vals, los, his, reals, warned = [], [], [], [], []
             for _ in range(draws):
                 reference = (
                     ref
@@ -222,12 +222,14 @@ def real(data: Path, seed: int) -> None:
                 los.append(lo[full])
                 his.append(hi[full])
                 reals.append(truth[full])
+                warned.append(_warned(res)[full])
             if ref_rows is None:
                 _labels_arrive(ref, ana, size, rng)
             rows = "all" if ref_rows is None else f"{ref_rows:,}"
             print(
                 f"  reference {rows:>6s}, chunk {size:5d}: "
                 + summarise(*map(np.concatenate, (vals, los, his, reals)))
+                + f"  warned {np.concatenate(warned).mean():.3f}"
             )
 
 
