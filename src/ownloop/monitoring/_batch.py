@@ -110,7 +110,8 @@ class ChunkPerformance:
         return text
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per figure of this chunk: ``kind`` is ``estimated`` or ``realised``."""
+        """One row per figure of this chunk: ``kind`` is ``estimated``, ``realised`` or
+        ``headline`` (the accuracy to lead with; ``method`` says which, ``note`` why)."""
         rows = [
             {
                 "kind": "estimated",
@@ -235,7 +236,7 @@ def frame_profile(reference: pd.DataFrame, columns: Sequence[str]) -> ReferenceP
 def _refuse_decimal_commas(series: pd.Series, name: str) -> None:
     """A text column whose values are numbers written with decimal commas is refused, not taken
     for categories (every value would be its own category)."""
-    text = series.dropna()
+    text = series.dropna().head(1000)  # a sample decides; a text column may be long
     if text.empty or pd.api.types.is_bool_dtype(text.dtype):
         return
     text = text.astype(str)

@@ -36,6 +36,7 @@ __all__ = [
     "Headline",
     "Realised",
     "ReferenceSupport",
+    "bootstrap_pred_sums",
     "calibrate",
     "calibration_from_profile",
     "calibration_test",
@@ -74,7 +75,8 @@ class Estimate:
     method: str
     calibrated: bool
     note: str = ""
-    status: str = "ok"  # "ok", "undefined" (no expected positives), "inconclusive" (too few rows)
+    # "ok"; "empty" (no scored rows); "inconclusive" (too few rows); "undefined" (no positives)
+    status: str = "ok"
     warnings: tuple[str, ...] = ()  # why the estimate may not hold in this window
     sampling_sd: float | None = None  # sd of the realised figure given the calibrated probabilities
     calibration_sd: float | None = None  # sd of the estimate from the calibration map's own error
