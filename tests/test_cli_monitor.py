@@ -95,3 +95,14 @@ def test_error_rate_line_says_what_it_counts(logged: Workspace) -> None:
     assert res.exit_code == 0, res.output
     assert "500 predictions" in res.output
     assert "the rate counts refused inputs (400) and model errors" in res.output
+
+
+def test_monitor_prints_the_headline_and_why_it_is_realised(logged: Workspace) -> None:
+    from tests.test_monitor_figures import _label_first_hour
+
+    _label_first_hour(logged, 400, flip=0.3, seed=3)
+    res = _run(logged, "monitor", "churn", "--window", "1000d", "--fail-on", "estimated-drop")
+    assert "  accuracy " in res.output and "(realised): estimated accuracy" in res.output
+    assert "realised on 400 labelled rows" in res.output and "showing realised" in res.output
+    assert res.exit_code == 1  # the realised figure lies below the reference's accuracy
+    assert "found: estimated-drop: churn@1: realised accuracy" in res.output

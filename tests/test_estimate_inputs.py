@@ -72,10 +72,22 @@ def test_predictions_that_match_no_class_are_refused(
     [
         (
             ["0.2", "high", "0.4"],
-            r"probability column 'p' of the current frame holds non-numbers, e.g. 'high'",
+            r"probability column 'p' of the current frame holds text that is not a number in 1 "
+            r"rows, e.g. 'high' at row 1; convert the column",
         ),
-        ([0.2, 1.7, 0.4], r"probability column 'p' of the current frame holds 1.7"),
-        ([0.2, -0.1, 0.4], r"probability column 'p' of the current frame holds -0.1"),
+        (
+            ["0,83", "0,12", "0.4"],
+            r"'p' of the current frame holds text that is not a number in 2 rows, e.g. '0,83' at "
+            r"row 0; 2 of them look like numbers with a decimal comma",
+        ),
+        (
+            [0.2, 87.0, 43.5],
+            r"probability column 'p' of the current frame holds values up to 87 \(2 of 3 outside "
+            r"\[0, 1\]\); probabilities must lie in \[0, 1\]; pass predict_proba output, not "
+            r"logits or percentages",
+        ),
+        ([0.2, -0.1, 0.4], r"column 'p' of the current frame holds values down to -0.1 \(1 of 3"),
+        ([-2.5, 0.3, 3.1], r"column 'p' of the current frame holds values from -2.5 to 3.1"),
     ],
 )
 def test_bad_probability_columns_are_named(
@@ -104,7 +116,7 @@ def test_chunk_results_are_frames(frames: tuple[pd.DataFrame, pd.DataFrame]) -> 
     )
     table = est.to_frame()
     assert set(table["chunk"]) == {0, 1}
-    assert set(table["kind"]) == {"estimated", "realised"}
+    assert set(table["kind"]) == {"estimated", "realised", "headline"}
     acc = table[(table.kind == "estimated") & (table.metric == "accuracy")]
     assert list(acc["value"]) == [c.estimated[0].value for c in est]
     res = ownloop.drift(reference[["x0"]], current[["x0"]], chunk_number=2)
@@ -113,3 +125,73 @@ def test_chunk_results_are_frames(frames: tuple[pd.DataFrame, pd.DataFrame]) -> 
     assert frame["drifted"].tolist() == [True, True]  # x0 moved by 0.8 sd
     assert frame["dataset_drift"].tolist() == [True, True]
     assert list(res[0].report.to_frame()["feature"]) == ["x0"]
+
+
+def test_text_in_a_numeric_column_is_refused_by_drift_naming_it() -> None:
+    reference = pd.DataFrame({"x": np.linspace(0, 1, 200)})
+    current = pd.DataFrame({"x": ["0,83", "0,12"] * 50})
+    with pytest.raises(
+        InvalidInputError,
+        match=r"column 'x' of the current frame \(numeric in the reference\) holds text that is "
+        r"not a number in 100 rows, e.g. '0,83' at row 0; 100 of them look like numbers with a "
+        r"decimal comma",
+    ):
+        ownloop.drift(reference, current)
+
+
+def test_multiclass_rows_not_summing_to_one_are_refused() -> None:
+    rng = np.random.default_rng(11)
+    p = rng.dirichlet(np.ones(3), 300)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    frame = pd.DataFrame({"a": p[:, 0], "b": p[:, 1], "c": p[:, 2], "y": y})
+    bad = frame.assign(a=frame["a"] * 100)  # one column as a percentage
+    bad["a"] = bad["a"].clip(upper=1.0)
+    with pytest.raises(InvalidInputError, match=r"'a', 'b', 'c' of the current frame do not sum"):
+        ownloop.estimate_performance(frame, bad, y_pred_proba=["a", "b", "c"], y_true="y")
+    ok = ownloop.estimate_performance(
+        frame, frame.round(3), y_pred_proba=["a", "b", "c"], y_true="y"
+    )
+    assert ok[0].estimated[0].value is not None  # rounding to 3 decimals stays within tolerance
+
+
+@pytest.mark.parametrize("rows", [3, 29])
+def test_too_few_rows_give_inconclusive_not_a_number(
+    frames: tuple[pd.DataFrame, pd.DataFrame], rows: int
+) -> None:
+    reference, current = frames
+    res = ownloop.estimate_performance(reference, current.head(rows), y_pred_proba="p", y_true="y")
+    for e in res[0].estimated:
+        assert (e.value, e.lower, e.upper) == (None, None, None)
+        assert e.status == "inconclusive"
+        assert f"{rows} scored rows; an estimate needs at least 30" in e.note
+    assert "inconclusive" in res[0].summary
+    # with labels the headline falls back to the realised figure and says why
+    assert res[0].headline is not None and res[0].headline.source == "realised"
+    assert "inconclusive" in res[0].headline.reason
+
+
+def test_too_few_expected_minority_rows_give_inconclusive(
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    reference, current = frames
+    sure = current[current["p"] < 0.02].head(200)  # about 1 expected positive in 200 rows
+    assert len(sure) == 200
+    res = ownloop.estimate_performance(reference, sure, y_pred_proba="p", y_true="y")
+    acc = res[0].estimated[0]
+    assert acc.value is None and acc.status == "inconclusive"
+    assert "rows of the rarer class expected among 200 (at least 5 needed)" in acc.note
+    enough = ownloop.estimate_performance(reference, current.head(30), y_pred_proba="p", y_true="y")
+    assert enough[0].estimated[0].status == "ok"
+
+
+def test_numbers_with_decimal_commas_in_the_reference_are_refused_not_taken_for_categories() -> (
+    None
+):
+    reference = pd.DataFrame({"x": ["0,83", "1,5", "2,25"] * 50, "k": ["a", "b", "c"] * 50})
+    with pytest.raises(
+        InvalidInputError,
+        match=r"column 'x' of the reference frame holds numbers written as text with a decimal "
+        r"comma, e.g. '0,83'",
+    ):
+        ownloop.drift(reference, reference)
+    assert len(ownloop.drift(reference[["k"]], reference[["k"]])) == 1  # real text is fine

@@ -164,3 +164,110 @@ def test_a_window_report_is_a_frame(logged: Workspace) -> None:
     assert len(drift) == len(rep.drift.features)
     assert np.isfinite(drift.value.astype(float)).all()
     assert len(rep.drift.to_frame()) == len(rep.drift.features) + len(rep.drift.prediction)
+
+
+def _label_first_hour(ws: Workspace, n: int, *, flip: float | None = 0.0, seed: int = 0) -> None:
+    """Label ``n`` rows of the first hour: their true outcomes (the fixture's simulated
+    customers), a share ``flip`` of them flipped (the score-outcome relation moved); with
+    ``flip=None``, outcomes drawn from the probabilities the estimate itself uses (the
+    reference's calibration holds exactly)."""
+    from ownloop.demo import make_churn_data
+    from ownloop.monitoring._partial import proba_matrix
+    from ownloop.monitoring._performance import calibrate, calibration_from_profile
+    from ownloop.predlog import LABEL_SCHEMA, write_labels
+
+    root = ws.config.predictions_dir
+    seg = sorted(root.glob("churn/date=*/*.parquet"))[0]
+    cols = ["prediction_id", "in.tenure_months", "proba"]
+    logged = pq.read_table(seg, columns=cols).slice(0, n)
+    truth = make_churn_data(1200, seed=21).head(n)  # the rows the fixture logged first, in order
+    assert logged.column("in.tenure_months").to_pylist() == truth["tenure_months"].tolist()
+    rng = np.random.default_rng(seed)
+    if flip is None:
+        profile = ws.registry.load_profile("churn@1")
+        p = calibrate(
+            proba_matrix(logged.column("proba"), 2), calibration_from_profile(profile, None)
+        )
+        y = (rng.random(n) < p[:, 1]).astype(int)
+    else:
+        y = truth["churned"].to_numpy().astype(int)
+        y = np.where(rng.random(n) < flip, 1 - y, y)
+    table = pa.table(
+        {
+            "prediction_id": logged.column("prediction_id"),
+            "label": [str(v) for v in y],
+            "label_value": y.astype(float),
+            "labeled_at": [T0 + timedelta(hours=2)] * n,
+            "source": ["test"] * n,
+            "weight": [None] * n,
+        },
+        schema=LABEL_SCHEMA,
+    )
+    write_labels(root, "churn", table)
+
+
+def test_headline_switches_to_realised_when_labels_contradict_the_estimate(
+    logged: Workspace,
+) -> None:
+    ws = logged
+    _label_first_hour(ws, 400, flip=0.3, seed=3)
+    rep = ws.monitor.run("churn", window=timedelta(hours=1), end=T0 + timedelta(hours=1))[0]
+    est, real = rep.estimate("accuracy"), rep.realised_figure("accuracy")
+    assert est is not None and real is not None and est.value is not None
+    assert real.value is not None and real.value < est.value - 0.15
+    h = rep.headline
+    assert h is not None and h.source == "realised" and h.contradicted
+    assert h.value == real.value
+    assert (
+        f"estimated accuracy {est.value:.2f} disagrees with {real.value:.2f} realised on 400 "
+        in (h.reason)
+    )
+    facts = ws.monitor.runs("churn")[0].summary
+    assert facts["accuracy_source"] == "realised"
+    assert facts["accuracy"] == pytest.approx(real.value)
+    assert "showing realised" in facts["accuracy_reason"]
+    stored = ws.monitor.results("churn", kind="headline", run_id=rep.run_id)
+    assert [(r.name, r.status, r.alert) for r in stored] == [("accuracy", "realised", True)]
+    assert stored[0].detail == h.reason
+
+
+def test_headline_stays_estimated_when_labels_agree(logged: Workspace) -> None:
+    ws = logged
+    _label_first_hour(ws, 400, flip=None, seed=4)
+    rep = ws.monitor.run("churn", window=timedelta(hours=1), end=T0 + timedelta(hours=1))[0]
+    h = rep.headline
+    est = rep.estimate("accuracy")
+    assert h is not None and est is not None
+    assert h.source == "estimated" and not h.contradicted, h.reason
+    assert h.value == est.value
+    assert "agrees with" in h.reason and "400 labelled rows" in h.reason
+    assert est.calibration_sd is not None  # the profile holds the calibration's bootstrap
+    assert ws.monitor.runs("churn")[0].summary["accuracy_source"] == "estimated"
+
+
+def test_out_of_range_logged_probabilities_are_named_in_the_notes(logged: Workspace) -> None:
+    ws = logged
+    at = HOUR2 - timedelta(minutes=5)
+    bad = _rows(
+        ws,
+        4,
+        at,
+        status=["ok"] * 4,
+        prediction=["1"] * 4,
+        proba=[[-3.0, 4.0]] * 4,
+        confidence=[4.0] * 4,
+    )
+    write_segment(ws.config.predictions_dir, "churn", bad)
+    rep = _hour(ws)
+    assert any("4 prediction(s) logged probabilities outside [0, 1]" in n for n in rep.notes)
+
+
+def test_calibration_on_the_training_set_is_caught_once_labels_arrive(logged: Workspace) -> None:
+    """The fixture's reference is the model's own training set, so the calibration fitted on it
+    is optimistic; the true outcomes of 400 rows show it and the headline turns realised."""
+    ws = logged
+    _label_first_hour(ws, 400)
+    rep = ws.monitor.run("churn", window=timedelta(hours=1), end=T0 + timedelta(hours=1))[0]
+    h, est = rep.headline, rep.estimate("accuracy")
+    assert h is not None and est is not None and est.value is not None and h.value is not None
+    assert h.source == "realised" and h.value < est.value

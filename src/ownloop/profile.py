@@ -39,6 +39,7 @@ from ownloop.signature import Signature
 __all__ = [
     "PROFILE_VERSION",
     "CalibrationBins",
+    "CalibrationBootstrap",
     "CalibrationMap",
     "CategoricalProfile",
     "ClassificationProfile",
@@ -51,6 +52,7 @@ __all__ = [
     "ReferenceProfile",
     "RegressionProfile",
     "bin_index",
+    "calibration_bootstrap",
     "categorical_profile",
     "compute_profile",
     "numeric_profile",
@@ -65,6 +67,9 @@ N_HIST_BINS = 30
 MAX_CATEGORIES = 1000
 MAX_SUPPORT = 20  # a numeric column with at most this many distinct values keeps them (discrete)
 PROB_EDGES = np.linspace(0.0, 1.0, 21)
+CALIBRATION_DRAWS = 30  # bootstrap refits of the calibration map kept in the profile
+CALIBRATION_GRID = 51  # points (score quantiles) each refitted map is kept at
+CALIBRATION_BINS = 200  # equal-count score bins the refits resample (0.5% of rows each)
 
 
 def _f(x: Any) -> float | None:
@@ -420,6 +425,29 @@ class CalibrationMap:
 
 
 @dataclass(frozen=True)
+class CalibrationBootstrap:
+    """The calibration map of one class refitted on ``len(maps)`` bootstrap resamples of the
+    reference, each kept at the points ``x`` (quantiles of the class's score, with 0 and 1).
+
+    Their spread is the calibration's own uncertainty: it comes from the finite reference, is
+    shared by every row of a window and so does not shrink as the window grows.
+    """
+
+    class_: str
+    x: tuple[float, ...]
+    maps: tuple[tuple[float, ...], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"class": self.class_, "x": list(self.x), "maps": [list(m) for m in self.maps]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CalibrationBootstrap:
+        return cls(
+            str(d.get("class")), _floats(d.get("x")), tuple(_floats(m) for m in d.get("maps") or ())
+        )
+
+
+@dataclass(frozen=True)
 class ClassificationProfile:
     """A classifier's outputs on the reference; target figures only when it had labels."""
 
@@ -432,6 +460,8 @@ class ClassificationProfile:
     performance: ReferencePerformance | None = None
     calibration: tuple[CalibrationBins, ...] = ()
     calibration_map: tuple[CalibrationMap, ...] = ()
+    calibration_bootstrap: tuple[CalibrationBootstrap, ...] = ()  # empty in older profiles
+    reference_rows: int | None = None  # labelled rows the calibration was fitted on
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -451,6 +481,10 @@ class ClassificationProfile:
             d["calibration"] = [b.to_dict() for b in self.calibration]
         if self.calibration_map:
             d["calibration_map"] = [m.to_dict() for m in self.calibration_map]
+        if self.calibration_bootstrap:
+            d["calibration_bootstrap"] = [b.to_dict() for b in self.calibration_bootstrap]
+        if self.reference_rows is not None:
+            d["reference_rows"] = self.reference_rows
         return d
 
     @classmethod
@@ -470,6 +504,10 @@ class ClassificationProfile:
             calibration_map=tuple(
                 CalibrationMap.from_dict(m) for m in d.get("calibration_map") or ()
             ),
+            calibration_bootstrap=tuple(
+                CalibrationBootstrap.from_dict(b) for b in d.get("calibration_bootstrap") or ()
+            ),
+            reference_rows=None if d.get("reference_rows") is None else int(d["reference_rows"]),
         )
 
 
@@ -665,6 +703,11 @@ def _prediction_profile(
         calibration_map=tuple(
             CalibrationMap(c, *isotonic_map(proba[:, i], hit[i])) for i, c in enumerate(classes)
         ),
+        calibration_bootstrap=tuple(
+            CalibrationBootstrap(c, *calibration_bootstrap(proba[:, i], hit[i], seed=i))
+            for i, c in enumerate(classes)
+        ),
+        reference_rows=int(labels.size),
     )
 
 
@@ -676,6 +719,64 @@ def isotonic_map(
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(scores, outcomes)
     return _floats(iso.X_thresholds_), _floats(iso.y_thresholds_)
+
+
+def calibration_bootstrap(
+    scores: np.ndarray,
+    outcomes: np.ndarray,
+    *,
+    draws: int = CALIBRATION_DRAWS,
+    seed: int = 0,
+) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...]]:
+    """Isotonic maps refitted on ``draws`` bootstrap resamples of (score, outcome) rows.
+
+    Rows are grouped into ``CALIBRATION_BINS`` equal-count score bins; a resample of rows is a
+    multinomial draw over the (bin, outcome) cells, so each refit costs the same whatever the
+    reference's size. Returns the points (score quantiles, with 0 and 1) and each map's values
+    there.
+    """
+    s = np.asarray(scores, dtype=float)
+    o = np.asarray(outcomes, dtype=float)
+    n = int(s.size)
+    if n == 0:
+        return (), ()
+    order = np.argsort(s, kind="stable")
+    s, o = s[order], o[order]
+    k = min(CALIBRATION_BINS, n)
+    bin_of = (np.arange(n) * k) // n
+    rows = np.bincount(bin_of, minlength=k).astype(float)
+    pos = np.bincount(bin_of, weights=o, minlength=k)
+    x_bin = np.bincount(bin_of, weights=s, minlength=k) / rows
+    grid = np.unique(
+        np.concatenate(([0.0, 1.0], _sorted_quantiles(s, np.linspace(0, 1, CALIBRATION_GRID))))
+    )
+    rng = np.random.default_rng(seed)
+    cells = rng.multinomial(n, np.concatenate((pos, rows - pos)) / n, size=draws).astype(float)
+    maps = []
+    for b in range(draws):
+        p_b, w_b = cells[b, :k], cells[b, :k] + cells[b, k:]
+        keep = w_b > 0
+        fitted = _pava(p_b[keep] / w_b[keep], w_b[keep])
+        maps.append(_floats(np.round(np.interp(grid, x_bin[keep], fitted), 6)))
+    return _floats(grid), tuple(maps)
+
+
+def _pava(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted isotonic (non-decreasing) regression of ``y`` in its order: pool adjacent violators."""
+    values: list[float] = []
+    weights: list[float] = []
+    sizes: list[int] = []
+    for yi, wi in zip(y.tolist(), w.tolist(), strict=True):
+        values.append(yi)
+        weights.append(wi)
+        sizes.append(1)
+        while len(values) > 1 and values[-2] > values[-1]:
+            v, wt, size = values.pop(), weights.pop(), sizes.pop()
+            total = weights[-1] + wt
+            values[-1] = (values[-1] * weights[-1] + v * wt) / total
+            weights[-1] = total
+            sizes[-1] += size
+    return np.repeat(np.asarray(values), sizes)
 
 
 def compute_profile(model: Any, reference: pd.DataFrame, signature: Signature) -> ReferenceProfile:

@@ -69,6 +69,8 @@ def _print_report(rep: WindowReport) -> None:
             "  estimated (CBPE, no labels; assumes no concept drift): " + "; ".join(parts),
             markup=False,
         )
+        for w in rep.estimate_warnings:
+            console.print(f"    warning: {w}", markup=False)
     if rep.realised:
         parts = [
             f"{r.metric} {_fmt(r.value)} [{_fmt(r.lower)}, {_fmt(r.upper)}]" for r in rep.realised
@@ -79,6 +81,9 @@ def _print_report(rep: WindowReport) -> None:
             + "; ".join(parts),
             markup=False,
         )
+    h = rep.headline
+    if h is not None and h.value is not None:
+        console.print(f"  accuracy {h.value:.3f} ({h.source}): {h.reason}", markup=False)
     console.print(
         f"  system: {s.requests:,} requests, errors {_fmt(s.error_rate, '.2%')} "
         f"({s.errors:,} requests: {s.refused_requests:,} refused inputs, {s.error_requests:,} "

@@ -22,10 +22,14 @@ from ownloop.monitoring._partial import PartialSpec, WindowPartial, add_scores, 
 from ownloop.monitoring._performance import (
     Calibration,
     Estimate,
+    Headline,
     Realised,
+    bootstrap_pred_sums,
     calibration_test,
+    choose_headline,
     estimate_from_partial,
     realised_performance,
+    support_from_rows,
 )
 from ownloop.predlog import label_key
 from ownloop.profile import (
@@ -81,21 +85,33 @@ class ChunkPerformance:
     estimated: tuple[Estimate, ...]
     realised: tuple[Realised, ...]
     calibrated: bool
+    headline: Headline | None = None  # the accuracy to lead with (estimated or realised) and why
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Why the estimate may not hold in this chunk (empty when nothing is flagged)."""
+        return next((e.warnings for e in self.estimated if e.warnings), ())
 
     @property
     def summary(self) -> str:
-        """One line: each estimated metric with its band."""
+        """One line: each estimated metric with its band, the warnings, and the headline's source."""
         figures = "; ".join(
             f"{e.metric} {e.value:.3f} [{e.lower:.3f}, {e.upper:.3f}]"
             for e in self.estimated
             if e.value is not None and e.lower is not None and e.upper is not None
         )
-        return (
-            f"chunk {self.index} (rows {self.start} to {self.end - 1}): {figures or 'no estimate'}"
-        )
+        if not figures:
+            figures = next((e.note for e in self.estimated if e.note), "") or "no estimate"
+        text = f"chunk {self.index} (rows {self.start} to {self.end - 1}): {figures}"
+        for w in self.warnings:
+            text += f"; warning: {w}"
+        if self.headline is not None and self.headline.source == "realised":
+            text += f"; {self.headline.reason}"
+        return text
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per figure of this chunk: ``kind`` is ``estimated`` or ``realised``."""
+        """One row per figure of this chunk: ``kind`` is ``estimated``, ``realised`` or
+        ``headline`` (the accuracy to lead with; ``method`` says which, ``note`` why)."""
         rows = [
             {
                 "kind": "estimated",
@@ -105,7 +121,8 @@ class ChunkPerformance:
                 "upper": e.upper,
                 "n": e.n,
                 "method": e.method,
-                "note": e.note,
+                "note": "; ".join(x for x in (e.note, *e.warnings) if x),
+                "status": e.status,
             }
             for e in self.estimated
         ] + [
@@ -118,9 +135,25 @@ class ChunkPerformance:
                 "n": r.n_labelled,
                 "method": r.method,
                 "note": r.note,
+                "status": "ok" if r.value is not None else "undefined",
             }
             for r in self.realised
         ]
+        h = self.headline
+        if h is not None:
+            rows.append(
+                {
+                    "kind": "headline",
+                    "metric": h.metric,
+                    "value": h.value,
+                    "lower": h.lower,
+                    "upper": h.upper,
+                    "n": None,
+                    "method": h.source,
+                    "note": h.reason,
+                    "status": h.source,
+                }
+            )
         frame = pd.DataFrame(rows, columns=_PERFORMANCE_COLUMNS)
         for i, (name, value) in enumerate(
             (("chunk", self.index), ("start", self.start), ("end", self.end))
@@ -130,7 +163,17 @@ class ChunkPerformance:
         return frame
 
 
-_PERFORMANCE_COLUMNS = ["kind", "metric", "value", "lower", "upper", "n", "method", "note"]
+_PERFORMANCE_COLUMNS = [
+    "kind",
+    "metric",
+    "value",
+    "lower",
+    "upper",
+    "n",
+    "method",
+    "note",
+    "status",
+]
 
 
 class DriftChunks(list[ChunkDrift]):
@@ -180,12 +223,30 @@ def frame_profile(reference: pd.DataFrame, columns: Sequence[str]) -> ReferenceP
                 f"column '{c}' is not in the reference frame; it has: {', '.join(map(str, reference.columns))}"
             )
         kind = column_type(c, reference[c])
+        if kind not in ("float", "integer"):
+            _refuse_decimal_commas(reference[c], str(c))
         feats[c] = (
             numeric_profile(reference[c].to_numpy(dtype=float, na_value=np.nan))
             if kind in ("float", "integer")
             else categorical_profile(reference[c])
         )
     return ReferenceProfile(rows=len(reference), features=feats)
+
+
+def _refuse_decimal_commas(series: pd.Series, name: str) -> None:
+    """A text column whose values are numbers written with decimal commas is refused, not taken
+    for categories (every value would be its own category)."""
+    text = series.dropna().head(1000)  # a sample decides; a text column may be long
+    if text.empty or pd.api.types.is_bool_dtype(text.dtype):
+        return
+    text = text.astype(str)
+    commas = text.str.match(_DECIMAL_COMMA)
+    if commas.mean() >= 0.9:
+        raise InvalidInputError(
+            f"column '{name}' of the reference frame holds numbers written as text with a decimal "
+            f"comma, e.g. {text[commas].iloc[0]!r}; convert with "
+            ".str.replace(',', '.').astype(float) or pass the columns to compare"
+        )
 
 
 def _arrow(frame: pd.DataFrame, columns: Sequence[str], profile: ReferenceProfile) -> pa.Table:
@@ -197,8 +258,8 @@ def _arrow(frame: pd.DataFrame, columns: Sequence[str], profile: ReferenceProfil
             )
         s = frame[c]
         if isinstance(profile.features[c], NumericProfile):
-            values = pd.to_numeric(s, errors="coerce") if s.dtype == object else s
-            arrays["in." + str(c)] = pa.array(np.asarray(values, dtype=float))
+            values = numbers(s, f"column '{c}' of the current frame (numeric in the reference)")
+            arrays["in." + str(c)] = pa.array(values)
         else:
             arrays["in." + str(c)] = pa.array(
                 s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v)),
@@ -246,23 +307,63 @@ def _proba(frame: pd.DataFrame, cols: Sequence[str], which: str) -> np.ndarray:
     columns = [_probability_column(frame[c], str(c), which) for c in cols]
     if len(columns) == 1:
         return np.column_stack((1 - columns[0], columns[0]))
-    return np.column_stack(columns)
+    out = np.column_stack(columns)
+    total = out.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        off = np.flatnonzero(np.isfinite(total) & (np.abs(total - 1) > ROW_SUM_TOLERANCE))
+    if off.size:
+        raise InvalidInputError(
+            f"the probability columns {', '.join(map(repr, cols))} of the {which} frame do not "
+            f"sum to 1 in {off.size:,} rows (row {off[0]} sums to {total[off[0]]:.4g}); pass one "
+            "column per class of predict_proba output, every class"
+        )
+    return out
 
 
-def _probability_column(series: pd.Series, name: str, which: str) -> np.ndarray:
+ROW_SUM_TOLERANCE = 0.01  # float32 probabilities and rounding to 2-3 decimals stay well inside
+_DECIMAL_COMMA = r"^\s*[-+]?\d*,\d+\s*$"
+
+
+def numbers(series: pd.Series, what: str) -> np.ndarray:
+    """A column as floats (NaN = missing); text that is not a number is refused, naming ``what``."""
+    if pd.api.types.is_bool_dtype(series.dtype) or pd.api.types.is_numeric_dtype(series.dtype):
+        return np.asarray(series.to_numpy(dtype=float, na_value=np.nan), dtype=float)
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     bad = np.flatnonzero(np.isnan(values) & series.notna().to_numpy())
     if bad.size:
-        raise InvalidInputError(
-            f"probability column '{name}' of the {which} frame holds non-numbers, e.g. "
-            f"{series.iloc[bad[0]]!r} at row {bad[0]}; pass the model's predicted probabilities"
+        example = series.iloc[bad[0]]
+        text = series.iloc[bad].astype(str)
+        commas = int(text.str.match(_DECIMAL_COMMA).sum())
+        hint = (
+            f"; {commas:,} of them look like numbers with a decimal comma: convert with "
+            ".str.replace(',', '.').astype(float)"
+            if commas
+            else "; convert the column to numbers first"
         )
-    with np.errstate(invalid="ignore"):
-        outside = np.flatnonzero((values < 0) | (values > 1) | np.isinf(values))
-    if outside.size:
         raise InvalidInputError(
-            f"probability column '{name}' of the {which} frame holds {float(values[outside[0]])!r} at row "
-            f"{outside[0]} ({outside.size} values outside [0, 1]); pass probabilities, not scores"
+            f"{what} holds text that is not a number in {bad.size:,} rows, e.g. {example!r} at "
+            f"row {bad[0]}{hint}"
+        )
+    return np.asarray(values, dtype=float)
+
+
+def _probability_column(series: pd.Series, name: str, which: str) -> np.ndarray:
+    values = numbers(series, f"probability column '{name}' of the {which} frame")
+    with np.errstate(invalid="ignore"):
+        outside = (values < 0) | (values > 1) | np.isinf(values)
+    if outside.any():
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        seen = (
+            f"values from {lo:g} to {hi:g}"
+            if lo < 0 and hi > 1
+            else f"values up to {hi:g}"
+            if hi > 1
+            else f"values down to {lo:g}"
+        )
+        raise InvalidInputError(
+            f"probability column '{name}' of the {which} frame holds {seen} "
+            f"({int(outside.sum()):,} of {values.size:,} outside [0, 1]); probabilities must lie "
+            "in [0, 1]; pass predict_proba output, not logits or percentages"
         )
     if which == "reference" and np.isnan(values).any():
         raise InvalidInputError(
@@ -280,14 +381,17 @@ def _keys(values: Any) -> np.ndarray:
     return out
 
 
+def _onehot(labels: np.ndarray, classes: Sequence[Any]) -> np.ndarray:
+    keys = _keys(labels)
+    return np.column_stack([(keys == label_key(c)).astype(float) for c in classes])
+
+
 def reference_calibration(
-    proba: np.ndarray, labels: np.ndarray, classes: Sequence[Any], calibrate: bool | None
+    proba: np.ndarray, onehot: np.ndarray, classes: Sequence[Any], calibrate: bool | None
 ) -> Calibration | None:
     """Isotonic maps from the reference when its probabilities fail a calibration test (or when forced)."""
     if calibrate is False:
         return None
-    keys = _keys(labels)
-    onehot = np.column_stack([(keys == label_key(c)).astype(float) for c in classes])
     if calibrate is None:
         bins = np.clip(np.digitize(proba, PROB_EDGES[1:-1]), 0, len(PROB_EDGES) - 2)
         m = len(PROB_EDGES) - 1
@@ -321,7 +425,12 @@ def estimate_performance(
     """Label-free estimates (CBPE) per chunk of ``current``; realised figures too where it has labels.
 
     ``y_pred_proba`` names the positive-class probability column (binary) or one column per class.
-    Assumes covariate shift only (no concept drift).
+    Assumes covariate shift only (no concept drift). Each band includes the calibration's own
+    uncertainty (bootstrap refits on the reference); each estimate carries warnings when the
+    chunk's scores lie where the reference cannot vouch for the calibration. A chunk with fewer
+    than ``MIN_ROWS`` scored rows (or 5 expected rows of the rarer class) gets no figure: its
+    status is ``inconclusive``. Where ``current`` has labels, ``headline`` tests the estimate
+    against them and leads with the realised accuracy when they disagree.
 
     >>> res = ownloop.estimate_performance(ref, cur, y_pred_proba="p_churn", y_true="churned", chunk_size=5000)  # doctest: +SKIP
     """
@@ -338,7 +447,9 @@ def estimate_performance(
         )
     keys = [label_key(c) for c in cls]
     ref_proba = _proba(reference, cols, "reference")
-    calibration = reference_calibration(ref_proba, labels, cls, calibrate)
+    onehot = _onehot(labels, cls)
+    calibration = reference_calibration(ref_proba, onehot, cls, calibrate)
+    support = support_from_rows(ref_proba, onehot)
     proba = _proba(current, cols, "current")
     pred_idx = (
         _predicted_index(current, y_pred, cls) if y_pred is not None else np.argmax(proba, axis=1)
@@ -352,6 +463,7 @@ def estimate_performance(
         p, idx = proba[a:b], pred_idx[a:b]
         good = np.isfinite(p).all(axis=1) & (idx >= 0)
         add_scores(part, p[good], calibration, idx[good])
+        boot = bootstrap_pred_sums(p[good], idx[good], support.bootstrap) if len(cls) > 2 else None
         est = estimate_from_partial(
             part.score_counts,
             part.score_c,
@@ -363,6 +475,9 @@ def estimate_performance(
             calibrated=calibration is not None,
             level=level,
             seed=i,
+            support=support,
+            pred_c_boot=boot,
+            confidence=part.confidence,
         )
         real: list[Realised] = []
         if true_keys is not None:
@@ -377,7 +492,17 @@ def estimate_performance(
                 level=level,
                 seed=i,
             )
-        out.append(ChunkPerformance(i, a, b, tuple(est), tuple(real), calibration is not None))
+        out.append(
+            ChunkPerformance(
+                i,
+                a,
+                b,
+                tuple(est),
+                tuple(real),
+                calibration is not None,
+                choose_headline(est, real, level=level),
+            )
+        )
     return out
 
 

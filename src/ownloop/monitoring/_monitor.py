@@ -40,9 +40,11 @@ from ownloop.monitoring._partial import (
 from ownloop.monitoring._performance import (
     Estimate,
     Realised,
+    choose_headline,
     estimate_from_partial,
     realised_performance,
     regression_performance,
+    support_from_profile,
 )
 from ownloop.monitoring._report import (
     ConfidenceFigures,
@@ -64,7 +66,7 @@ from ownloop.store import tables as t
 __all__ = ["Monitor"]
 
 LOW_CONFIDENCE = 0.6
-PARTIAL_CACHE_FORMAT = 3  # bump when the partial's content changes, so old caches are recomputed
+PARTIAL_CACHE_FORMAT = 4  # bump when the partial's content changes, so old caches are recomputed
 TREND_WINDOWS = 24  # a trend is fitted over at most this many recent windows
 TREND_MIN_WINDOWS = 3  # ... and at least this many
 TREND_MIN_SPAN = timedelta(hours=1)  # ... spanning at least this long (slopes are per hour)
@@ -501,13 +503,22 @@ class Monitor:
                 pred_c2=part.pred_c2,
                 n_rows=int(part.confidence.sum()),
                 calibrated=ctx.spec.calibration is not None,
+                support=support_from_profile(profile) if profile is not None else None,
+                pred_c_boot=part.pred_c_boot if part.pred_c_boot.size else None,
+                confidence=part.confidence,
             )
+            if part.bad_proba:
+                notes.append(
+                    f"{part.bad_proba:,} prediction(s) logged probabilities outside [0, 1] or "
+                    "not summing to 1; they are left out of the confidence figures and estimates"
+                )
         read = _LogReader(self.config.predictions_dir, model, version, window, ctx.schema, skipped)
         realised = (
             self._realised_regression(read, labels, part.scored_rows)
             if ctx.spec is not None and ctx.spec.task == "regression"
             else self._realised(read, labels, classes, part.scored_rows)
         )
+        headline = choose_headline(estimated, realised) if estimated or realised else None
         if part.rows == 0:
             notes.append("no predictions in the window")
         if part.refused:
@@ -528,6 +539,7 @@ class Monitor:
             system_figures(part, self.config.cpu_hour_price),
             tuple(notes),
             reference_accuracy=_reference_accuracy(profile),
+            headline=headline,
         )
 
     def _realised(

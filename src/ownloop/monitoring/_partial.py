@@ -39,6 +39,7 @@ __all__ = [
     "merge_all",
 ]
 
+ROW_SUM_TOLERANCE = 0.01  # a multiclass probability row must sum to 1 within this
 REFUSED = "refused"  # status of a logged request whose input was refused (answered 400)
 SCORE_BINS = 1000  # positive-class score histogram for label-free estimates (edge at 0.5)
 CONF_BINS = 100  # max-probability histogram (low-confidence share at any 0.01 threshold)
@@ -110,6 +111,8 @@ class PartialSpec:
     calibration: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None
     input_prefix: str = "in."
     prediction_grid: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # multiclass: bootstrap calibration maps per class (points, draws x points), for pred_c_boot
+    bootstrap: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None
     binners: dict[str, Binner] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,7 +122,7 @@ class PartialSpec:
     def from_profile(
         cls, profile: ReferenceProfile, *, calibrate: bool | None = None, input_prefix: str = "in."
     ) -> PartialSpec:
-        from ownloop.monitoring._performance import calibration_from_profile
+        from ownloop.monitoring._performance import calibration_from_profile, support_from_profile
 
         numeric: dict[str, np.ndarray] = {}
         categorical: list[str] = []
@@ -133,6 +136,7 @@ class PartialSpec:
         classes = pred.classes if isinstance(pred, ClassificationProfile) else ()
         calibration = calibration_from_profile(profile, calibrate) if classes else None
         pgrid = grid_of(pred.values) if isinstance(pred, RegressionProfile) else None
+        support = support_from_profile(profile) if len(classes) > 2 else None
         return cls(
             numeric,
             tuple(categorical),
@@ -141,6 +145,7 @@ class PartialSpec:
             calibration,
             input_prefix,
             np.zeros(0) if pgrid is None else pgrid,
+            None if support is None else support.bootstrap,
         )
 
 
@@ -211,6 +216,10 @@ class WindowPartial:
     # multiclass: sums of the calibrated probability of the predicted class (and of its square)
     pred_c: float = 0.0
     pred_c2: float = 0.0
+    # multiclass: pred_c under each bootstrap calibration map of the reference (empty without)
+    pred_c_boot: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # rows whose probabilities were unusable (outside [0, 1], rows not summing to 1, wrong length)
+    bad_proba: int = 0
     latency: np.ndarray = field(
         default_factory=lambda: np.zeros(LATENCY_EDGES.size + 1, dtype=np.int64)
     )
@@ -258,6 +267,8 @@ class WindowPartial:
             score_c2=self.score_c2 + other.score_c2,
             pred_c=self.pred_c + other.pred_c,
             pred_c2=self.pred_c2 + other.pred_c2,
+            pred_c_boot=_add(self.pred_c_boot, other.pred_c_boot),
+            bad_proba=self.bad_proba + other.bad_proba,
             latency=self.latency + other.latency,
             latency_sum=self.latency_sum + other.latency_sum,
             cpu_sum=self.cpu_sum + other.cpu_sum,
@@ -284,6 +295,8 @@ class WindowPartial:
             "score_c2": self.score_c2.tolist(),
             "pred_c": self.pred_c,
             "pred_c2": self.pred_c2,
+            "pred_c_boot": self.pred_c_boot.tolist(),
+            "bad_proba": self.bad_proba,
             "latency": self.latency.tolist(),
             "latency_sum": self.latency_sum,
             "cpu_sum": self.cpu_sum,
@@ -311,6 +324,8 @@ class WindowPartial:
             score_c2=np.asarray(d["score_c2"], dtype=float),
             pred_c=float(d["pred_c"]),
             pred_c2=float(d["pred_c2"]),
+            pred_c_boot=np.asarray(d.get("pred_c_boot", ()), dtype=float),
+            bad_proba=int(d.get("bad_proba", 0)),
             latency=np.asarray(d["latency"], dtype=np.int64),
             latency_sum=float(d["latency_sum"]),
             cpu_sum=float(d["cpu_sum"]),
@@ -535,8 +550,9 @@ def _system(table: pa.Table, names: set[str], out: WindowPartial) -> None:
 def proba_matrix(column: pa.Array | pa.ChunkedArray, k: int) -> np.ndarray:
     """A list<float64> column of class probabilities as an (n, k) array.
 
-    A row that is null, has another number of entries than ``k`` or holds a value outside
-    [0, 1] becomes a row of NaN, which every caller leaves out as unscored.
+    A row that is null, has another number of entries than ``k``, holds a value outside
+    [0, 1] or (more than two classes) does not sum to 1 becomes a row of NaN, which every caller
+    leaves out as unscored.
     """
     n = len(column)
     out = np.full((n, k), np.nan)
@@ -550,7 +566,10 @@ def proba_matrix(column: pa.Array | pa.ChunkedArray, k: int) -> np.ndarray:
         flat = pc.list_flatten(column.filter(pa.array(good)))
         out[good] = flat.to_numpy(zero_copy_only=False).astype(float).reshape(-1, k)
     with np.errstate(invalid="ignore"):
-        out[((out < 0) | (out > 1)).any(axis=1)] = np.nan
+        bad = ((out < 0) | (out > 1)).any(axis=1)
+        if k > 2:
+            bad |= np.abs(out.sum(axis=1) - 1) > ROW_SUM_TOLERANCE
+        out[bad] = np.nan
     return out
 
 
@@ -565,8 +584,11 @@ def _classification(ok: pa.Table, names: set[str], spec: PartialSpec, out: Windo
             out.confidence_sum = float(conf.sum())
         return
     k = len(spec.classes)
-    proba = proba_matrix(ok.column("proba"), k)
-    add_scores(out, proba[np.isfinite(proba).all(axis=1)], spec.calibration)
+    column = ok.column("proba")
+    proba = proba_matrix(column, k)
+    usable = np.isfinite(proba).all(axis=1)
+    out.bad_proba = int((~usable).sum()) - column.null_count
+    add_scores(out, proba[usable], spec.calibration, bootstrap=spec.bootstrap)
 
 
 def add_scores(
@@ -574,9 +596,11 @@ def add_scores(
     proba: np.ndarray,
     calibration: tuple[tuple[np.ndarray, np.ndarray], ...] | None,
     pred_idx: np.ndarray | None = None,
+    *,
+    bootstrap: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None,
 ) -> None:
     """Add confidence and label-free-estimate sums for rows of class probabilities."""
-    from ownloop.monitoring._performance import calibrate
+    from ownloop.monitoring._performance import bootstrap_pred_sums, calibrate
 
     conf = proba.max(axis=1) if proba.shape[0] else np.zeros(0)
     out.confidence = out.confidence + _conf_hist(conf)
@@ -595,6 +619,8 @@ def add_scores(
     c_pred = cal[np.arange(cal.shape[0]), pred_idx]
     out.pred_c += float(c_pred.sum())
     out.pred_c2 += float((c_pred * c_pred).sum())
+    if bootstrap and proba.shape[1] > 2:
+        out.pred_c_boot = _add(out.pred_c_boot, bootstrap_pred_sums(proba, pred_idx, bootstrap))
 
 
 def _conf_hist(conf: np.ndarray) -> np.ndarray:

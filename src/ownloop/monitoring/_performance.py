@@ -5,9 +5,15 @@ row's chance of being predicted correctly is known, so the expected confusion ma
 follows from its probabilities alone. This holds under covariate shift (the inputs move, P(y | x)
 does not); under concept drift the estimate is wrong and only realised performance shows it.
 Probabilities are re-calibrated with the reference's isotonic map when a Hosmer-Lemeshow test on
-the reference says they are not calibrated. The band is a prediction interval for the realised
-figure given the window's probabilities (exact variance for accuracy, simulation for the rest);
-it leaves out the reference's own calibration error.
+the reference says they are not calibrated.
+
+The band is a prediction interval for the realised figure with two parts: the sampling variance of
+the window's outcomes given its calibrated probabilities (exact for accuracy, simulated for the
+rest), and the calibration's own variance, the spread of the figure over isotonic maps refitted on
+bootstrap resamples of the reference. The second is shared by every row of the window, so it does
+not shrink as the window grows. Warnings say when the window's scores lie where the reference had
+few rows, and when the calibration there is much less certain than on the reference's own scores;
+once labels arrive, :func:`choose_headline` tests the estimate against them.
 """
 
 from __future__ import annotations
@@ -20,23 +26,41 @@ import numpy as np
 from scipy import stats
 
 from ownloop.intervals import wilson_interval, z_for
-from ownloop.profile import ClassificationProfile, ReferenceProfile
+from ownloop.profile import PROB_EDGES, ClassificationProfile, ReferenceProfile
 
 __all__ = [
+    "MIN_EXPECTED",
+    "MIN_ROWS",
     "Calibration",
     "Estimate",
+    "Headline",
     "Realised",
+    "ReferenceSupport",
+    "bootstrap_pred_sums",
     "calibrate",
     "calibration_from_profile",
     "calibration_test",
+    "choose_headline",
     "estimate_from_partial",
     "realised_performance",
     "regression_performance",
+    "support_from_profile",
+    "support_from_rows",
 ]
 
 Calibration = tuple[tuple[np.ndarray, np.ndarray], ...]
 CALIBRATION_ALPHA = 0.01
 METHOD = "cbpe (expected confusion matrix from calibrated probabilities; assumes no concept drift)"
+MIN_ROWS = 30  # fewer scored rows than this: no estimate (INCONCLUSIVE)
+MIN_EXPECTED = 5.0  # ... nor with fewer expected rows of either class (binary)
+THIN_BIN = 30  # a score bin with fewer reference rows than this barely supports the calibration
+THIN_SHARE = 0.10  # warn when at least this share of the window lies in such bins ...
+THIN_EXCESS = 0.05  # ... and it exceeds the reference's own share by this much
+WIDE_FACTOR = 2.0  # warn when the calibration sd is this many times the reference's own ...
+WIDE_FLOOR = 0.01  # ... and at least this much (accuracy points)
+WIDE_MULTICLASS = 0.02  # multiclass (no reference baseline): warn above this calibration sd
+MIN_LABELS = 30  # labelled rows needed to test the estimate against realised accuracy
+AGREE_ALPHA = 0.01  # two-sided level of that test
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,40 @@ class Estimate:
     method: str
     calibrated: bool
     note: str = ""
+    # "ok"; "empty" (no scored rows); "inconclusive" (too few rows); "undefined" (no positives)
+    status: str = "ok"
+    warnings: tuple[str, ...] = ()  # why the estimate may not hold in this window
+    sampling_sd: float | None = None  # sd of the realised figure given the calibrated probabilities
+    calibration_sd: float | None = None  # sd of the estimate from the calibration map's own error
+
+
+@dataclass(frozen=True)
+class ReferenceSupport:
+    """What the reference says about the calibration: per class, isotonic maps refitted on
+    bootstrap resamples (points, draws x points), and its rows per ``PROB_EDGES`` bin of the
+    positive-class score (binary) or of the top-class probability (multiclass)."""
+
+    bootstrap: tuple[tuple[np.ndarray, np.ndarray], ...]
+    score_hist: np.ndarray
+    rows: int
+
+    @property
+    def draws(self) -> int:
+        return int(self.bootstrap[0][1].shape[0]) if self.bootstrap else 0
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The accuracy a window report leads with, where it comes from and why."""
+
+    metric: str
+    value: float | None
+    lower: float | None
+    upper: float | None
+    source: str  # "estimated", "realised" or "none"
+    reason: str
+    p_value: float | None = None  # of the test of the estimate against the labelled rows
+    contradicted: bool = False  # labelled rows disagree with the estimate (the test rejected)
 
 
 @dataclass(frozen=True)
@@ -66,6 +124,7 @@ class Realised:
     method: str
     weighted: bool
     note: str = ""
+    n_effective: float | None = None  # Kish effective size of the labelled rows (weighted)
 
 
 def calibration_test(
@@ -110,6 +169,42 @@ def calibration_from_profile(
     return tuple((np.asarray(m.x, float), np.asarray(m.y, float)) for m in cmap)
 
 
+def support_from_profile(profile: ReferenceProfile) -> ReferenceSupport | None:
+    """The calibration's bootstrap maps and the reference's score histogram (None if not stored)."""
+    pred = profile.prediction
+    if not isinstance(pred, ClassificationProfile) or not pred.calibration_bootstrap:
+        return None
+    boot = tuple(
+        (np.asarray(b.x, float), np.asarray(b.maps, float).reshape(len(b.maps), len(b.x)))
+        for b in pred.calibration_bootstrap
+    )
+    if len(pred.classes) == 2:
+        hist = np.asarray(pred.probability.get(pred.classes[1], ()), dtype=float)
+    else:
+        hist = np.asarray(pred.confidence.hist_counts, dtype=float)
+    rows = pred.reference_rows if pred.reference_rows is not None else int(hist.sum())
+    return ReferenceSupport(boot, hist, rows)
+
+
+def support_from_rows(proba: np.ndarray, onehot: np.ndarray, seed: int = 0) -> ReferenceSupport:
+    """The same from reference rows: probabilities (n, k) and one-hot labels (n, k)."""
+    from ownloop.profile import calibration_bootstrap
+
+    k = proba.shape[1]
+    boot = []
+    for i in range(k):
+        if k == 2 and i == 0:
+            continue  # binary estimates read the positive class's maps only
+        x, maps = calibration_bootstrap(proba[:, i], onehot[:, i], seed=seed + i)
+        boot.append((np.asarray(x, float), np.asarray(maps, float).reshape(len(maps), len(x))))
+    if k == 2:
+        boot.insert(0, boot[0])  # keep the index of the class: [1] is the positive class
+    score = proba[:, 1] if k == 2 else proba.max(axis=1)
+    return ReferenceSupport(
+        tuple(boot), np.histogram(score, bins=PROB_EDGES)[0].astype(float), int(proba.shape[0])
+    )
+
+
 def calibrate(proba: np.ndarray, calibration: Calibration | None) -> np.ndarray:
     """Apply per-class isotonic maps; rows renormalised for more than two classes."""
     if calibration is None or proba.shape[0] == 0:
@@ -132,6 +227,26 @@ def calibrate(proba: np.ndarray, calibration: Calibration | None) -> np.ndarray:
 def _ratio(a: np.ndarray | float, b: np.ndarray | float) -> Any:
     a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     return np.where(b_arr > 0, a_arr / np.where(b_arr > 0, b_arr, 1.0), np.nan)
+
+
+def bootstrap_pred_sums(
+    proba: np.ndarray, pred_idx: np.ndarray, bootstrap: tuple[tuple[np.ndarray, np.ndarray], ...]
+) -> np.ndarray:
+    """Per bootstrap calibration map: the sum over rows of the predicted class's calibrated
+    probability (multiclass; each row renormalised to sum to 1)."""
+    draws = int(bootstrap[0][1].shape[0]) if bootstrap else 0
+    out = np.zeros(draws)
+    if proba.shape[0] == 0:
+        return out
+    rows = np.arange(proba.shape[0])
+    for b in range(draws):
+        cal = np.column_stack(
+            [np.interp(proba[:, i], x, maps[b]) for i, (x, maps) in enumerate(bootstrap)]
+        )
+        total = cal.sum(axis=1)
+        picked = cal[rows, pred_idx]
+        out[b] = float(np.where(total > 0, picked / np.where(total > 0, total, 1.0), 0.0).sum())
+    return out
 
 
 def _binary_metrics(pos: np.ndarray, cnt: np.ndarray) -> dict[str, Any]:
@@ -170,24 +285,45 @@ def estimate_from_partial(
     level: float = 0.95,
     draws: int = 400,
     seed: int = 0,
+    support: ReferenceSupport | None = None,
+    pred_c_boot: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
 ) -> list[Estimate]:
-    """CBPE figures of one window from its score histogram (binary) or predicted-class sums."""
+    """CBPE figures of one window from its score histogram (binary) or predicted-class sums.
+
+    With ``support`` (the reference's bootstrap calibration maps and score histogram) the band
+    includes the calibration's own uncertainty and the estimate carries warnings; multiclass
+    needs ``pred_c_boot`` (the predicted-class probability summed under each bootstrap map) and
+    the window's ``confidence`` histogram for the same.
+    """
     names = ["accuracy", "precision", "recall", "f1", "roc_auc"] if n_classes == 2 else ["accuracy"]
     n = int(score_counts.sum()) if n_classes == 2 else n_rows
     if n == 0:
         return [
             Estimate(
-                m, None, None, None, 0, METHOD, calibrated, "no scored predictions in the window"
+                m,
+                None,
+                None,
+                None,
+                0,
+                METHOD,
+                calibrated,
+                "no scored predictions in the window",
+                status="empty",
             )
+            for m in names
+        ]
+    why = _too_few(n, float(score_c.sum()) if n_classes == 2 else None)
+    if why:
+        return [
+            Estimate(m, None, None, None, n, METHOD, calibrated, why, status="inconclusive")
             for m in names
         ]
     z = z_for(level)
     if n_classes != 2:
-        acc = pred_c / n
-        half = z * np.sqrt(max(pred_c - pred_c2, 0.0)) / n
         return [
-            Estimate(
-                "accuracy", acc, max(acc - half, 0.0), min(acc + half, 1.0), n, METHOD, calibrated
+            _multiclass(
+                n, pred_c, pred_c2, z, calibrated, support, pred_c_boot, confidence, level=level
             )
         ]
     point = _binary_metrics(score_c, score_counts)
@@ -201,6 +337,11 @@ def estimate_from_partial(
         np.broadcast_to(counts, (draws, *counts.shape)), np.clip(mean_c, 0.0, 1.0)
     ).astype(float)
     simulated = _binary_metrics(sim, score_counts)
+    cal_sd: dict[str, float] = {}
+    warnings: tuple[str, ...] = ()
+    if support is not None and support.draws >= 2:
+        cal_sd = _calibration_sd(score_counts, support.bootstrap[1])
+        warnings = _binary_warnings(score_counts, support, cal_sd.get("accuracy"), z)
     out = []
     for m in names:
         v = float(point[m])
@@ -215,11 +356,15 @@ def estimate_from_partial(
                     METHOD,
                     calibrated,
                     f"{m} undefined: no expected positives or negatives",
+                    status="undefined",
                 )
             )
             continue
+        c_sd = cal_sd.get(m)
+        extra = (z * c_sd) ** 2 if c_sd is not None else 0.0
         if m == "accuracy":
-            half = z * float(np.sqrt((sd * sd).sum())) / n
+            s_sd = float(np.sqrt((sd * sd).sum())) / n
+            half = float(np.sqrt((z * s_sd) ** 2 + extra))
             lo, hi = v - half, v + half
         else:
             vals = np.asarray(simulated[m], dtype=float)
@@ -229,9 +374,217 @@ def estimate_from_partial(
                 if vals.size
                 else [0.0, 0.0]
             )
-            lo, hi = v + float(q[0]), v + float(q[1])
-        out.append(Estimate(m, v, max(lo, 0.0), min(hi, 1.0), n, METHOD, calibrated))
+            s_sd = float(vals.std()) if vals.size else 0.0
+            lo = v - float(np.sqrt(float(q[0]) ** 2 + extra))
+            hi = v + float(np.sqrt(float(q[1]) ** 2 + extra))
+        out.append(
+            Estimate(
+                m,
+                v,
+                max(lo, 0.0),
+                min(hi, 1.0),
+                n,
+                _method(c_sd is not None),
+                calibrated,
+                status="ok",
+                warnings=warnings,
+                sampling_sd=s_sd,
+                calibration_sd=c_sd,
+            )
+        )
     return out
+
+
+def _method(with_calibration: bool) -> str:
+    if not with_calibration:
+        return METHOD + "; band: sampling only (the profile has no calibration bootstrap)"
+    return METHOD + "; band: sampling and calibration-map uncertainty"
+
+
+def _too_few(n: int, expected_positives: float | None) -> str:
+    """Why a window is too small to estimate on (empty when it is not)."""
+    if n < MIN_ROWS:
+        return f"inconclusive: {n} scored rows; an estimate needs at least {MIN_ROWS}, so none is given"
+    if expected_positives is not None:
+        rarer = min(expected_positives, n - expected_positives)
+        if rarer < MIN_EXPECTED:
+            return (
+                f"inconclusive: {rarer:.1f} rows of the rarer class expected among {n} "
+                f"(at least {MIN_EXPECTED:g} needed), so no estimate is given"
+            )
+    return ""
+
+
+def _centres(bins: int) -> np.ndarray:
+    result: np.ndarray = (np.arange(bins) + 0.5) / bins
+    return result
+
+
+def _calibration_sd(
+    score_counts: np.ndarray, boot: tuple[np.ndarray, np.ndarray]
+) -> dict[str, float]:
+    """The sd of each binary figure over the bootstrap calibration maps (scores at bin centres)."""
+    x, maps = boot
+    centres = _centres(score_counts.shape[-1])
+    c = np.stack([np.interp(centres, x, row) for row in maps])  # draws x bins
+    pos = score_counts[None, :, :] * c[:, None, :]
+    figures = _binary_metrics(pos, score_counts)
+    out = {}
+    for m, vals in figures.items():
+        v = np.asarray(vals, dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size >= 2:
+            out[m] = float(v.std(ddof=1))
+    return out
+
+
+def _coarse(hist: np.ndarray, bins: int) -> np.ndarray:
+    """A fine histogram on [0, 1] summed into ``bins`` equal bins (its size a multiple of them)."""
+    result: np.ndarray = np.asarray(hist, dtype=float).reshape(bins, -1).sum(axis=1)
+    return result
+
+
+def _thin_warning(window_hist: np.ndarray, ref_hist: np.ndarray) -> str:
+    """Warn when the window's scores lie where the reference had few rows."""
+    n, total = float(window_hist.sum()), float(ref_hist.sum())
+    if n == 0 or total == 0 or window_hist.size != ref_hist.size:
+        return ""
+    thin = ref_hist < THIN_BIN
+    share = float(window_hist[thin].sum()) / n
+    ref_share = float(ref_hist[thin].sum()) / total
+    if share >= THIN_SHARE and share - ref_share >= THIN_EXCESS:
+        return (
+            f"{share:.0%} of the window's scores lie where the reference had fewer than "
+            f"{THIN_BIN} rows per {1 / ref_hist.size:.2f}-wide score bin (reference: "
+            f"{ref_share:.0%}); the calibration there rests on few rows"
+        )
+    return ""
+
+
+def _binary_warnings(
+    score_counts: np.ndarray, support: ReferenceSupport, cal_sd: float | None, z: float
+) -> tuple[str, ...]:
+    bins = support.score_hist.size
+    out = [_thin_warning(_coarse(score_counts.sum(axis=0), bins), support.score_hist)]
+    if cal_sd is not None:
+        # the same figure on the reference's own scores (its histogram, rows at bin centres)
+        ref = np.zeros((2, bins))
+        above = _centres(bins) >= 0.5
+        ref[1, above], ref[0, ~above] = support.score_hist[above], support.score_hist[~above]
+        base = _calibration_sd(ref, support.bootstrap[1]).get("accuracy") if ref.sum() else None
+        if base is not None and cal_sd > max(WIDE_FACTOR * base, WIDE_FLOOR):
+            out.append(
+                f"the calibration is uncertain where this window's scores lie: +-{z * cal_sd:.3f} "
+                f"accuracy from the calibration alone, against +-{z * base:.3f} on the "
+                "reference's own scores"
+            )
+    return tuple(w for w in out if w)
+
+
+def _multiclass(
+    n: int,
+    pred_c: float,
+    pred_c2: float,
+    z: float,
+    calibrated: bool,
+    support: ReferenceSupport | None,
+    pred_c_boot: np.ndarray | None,
+    confidence: np.ndarray | None,
+    *,
+    level: float,
+) -> Estimate:
+    acc = pred_c / n
+    s_sd = float(np.sqrt(max(pred_c - pred_c2, 0.0))) / n
+    c_sd = None
+    if pred_c_boot is not None and np.asarray(pred_c_boot).size >= 2:
+        c_sd = float(np.std(np.asarray(pred_c_boot, dtype=float) / n, ddof=1))
+    half = z * float(np.sqrt(s_sd**2 + (c_sd or 0.0) ** 2))
+    warnings = []
+    if support is not None and confidence is not None and confidence.sum():
+        warnings.append(
+            _thin_warning(_coarse(confidence, support.score_hist.size), support.score_hist)
+        )
+    if c_sd is not None and c_sd > WIDE_MULTICLASS:
+        warnings.append(
+            f"the calibration is uncertain where this window's scores lie: +-{z * c_sd:.3f} "
+            "accuracy from the calibration alone"
+        )
+    return Estimate(
+        "accuracy",
+        acc,
+        max(acc - half, 0.0),
+        min(acc + half, 1.0),
+        n,
+        _method(c_sd is not None),
+        calibrated,
+        status="ok",
+        warnings=tuple(w for w in warnings if w),
+        sampling_sd=s_sd,
+        calibration_sd=c_sd,
+    )
+
+
+def choose_headline(
+    estimated: Sequence[Estimate], realised: Sequence[Realised], *, level: float = 0.95
+) -> Headline:
+    """The accuracy to lead with: the estimate, unless labelled rows contradict it.
+
+    The realised accuracy on the labelled rows (a random or weighted sample of the window) is
+    compared with the estimate: under 'the estimate holds' their difference has variance
+    (calibration variance) + (per-row outcome variance) / (effective labelled rows). When the
+    two-sided test rejects at ``AGREE_ALPHA``, or the estimate is missing or inconclusive, or
+    every row is labelled, the realised figure leads, and the reason says so.
+    """
+    est = next((e for e in estimated if e.metric == "accuracy"), None)
+    real = next((r for r in realised if r.metric == "accuracy"), None)
+    has_real = real is not None and real.value is not None and real.n_labelled > 0
+    has_est = est is not None and est.value is not None
+    if not has_est and not has_real:
+        why = est.note if est is not None and est.note else "no estimate and no labels"
+        return Headline("accuracy", None, None, None, "none", why)
+    if not has_est:
+        assert real is not None
+        why = est.note if est is not None and est.note else "no estimate"
+        return _realised_headline(real, f"{why}; showing realised")
+    assert est is not None and est.value is not None
+    if not has_real:
+        return _estimated_headline(est, "no labels yet; estimated (assumes no concept drift)")
+    assert real is not None and real.value is not None
+    if real.coverage is not None and real.coverage >= 0.99:
+        return _realised_headline(real, "every row of the window is labelled; showing realised")
+    n_eff = real.n_effective if real.n_effective is not None else float(real.n_labelled)
+    if real.n_labelled < MIN_LABELS or est.sampling_sd is None:
+        return _estimated_headline(
+            est,
+            f"estimated; {real.n_labelled:,} labelled rows are too few to test it against "
+            f"(at least {MIN_LABELS} needed)",
+        )
+    row_var = est.sampling_sd**2 * est.n  # the window's mean p(1 - p)
+    var = (est.calibration_sd or 0.0) ** 2 + row_var / max(n_eff, 1.0)
+    diff = real.value - est.value
+    p = float(2 * stats.norm.sf(abs(diff) / np.sqrt(var))) if var > 0 else float(diff == 0)
+    rows = f"{real.n_labelled:,} labelled rows"
+    if p < AGREE_ALPHA:
+        return _realised_headline(
+            real,
+            f"estimated accuracy {est.value:.2f} disagrees with {real.value:.2f} realised on "
+            f"{rows} (p = {p:.2g}); showing realised",
+            p,
+        )
+    return _estimated_headline(
+        est, f"estimated; agrees with {real.value:.2f} realised on {rows} (p = {p:.2g})", p
+    )
+
+
+def _estimated_headline(est: Estimate, reason: str, p: float | None = None) -> Headline:
+    return Headline("accuracy", est.value, est.lower, est.upper, "estimated", reason, p)
+
+
+def _realised_headline(real: Realised, reason: str, p: float | None = None) -> Headline:
+    contradicted = p is not None and p < AGREE_ALPHA
+    return Headline(
+        "accuracy", real.value, real.lower, real.upper, "realised", reason, p, contradicted
+    )
 
 
 def realised_performance(
@@ -276,7 +629,11 @@ def realised_performance(
         if weighted
         else "accuracy, Wilson interval"
     )
-    out = [Realised("accuracy", acc, lo, hi, n, coverage, acc_method, bool(weighted))]
+    out = [
+        Realised(
+            "accuracy", acc, lo, hi, n, coverage, acc_method, bool(weighted), n_effective=n_eff
+        )
+    ]
     if positive is None:
         return out
     yt = (y_true == positive).astype(float)

@@ -13,7 +13,7 @@ import pandas as pd
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring._drift import DriftReport
 from ownloop.monitoring._partial import CONF_BINS, LATENCY_EDGES, WindowPartial
-from ownloop.monitoring._performance import Estimate, Realised
+from ownloop.monitoring._performance import Estimate, Headline, Realised
 from ownloop.profile import ClassificationProfile, ReferenceProfile
 
 __all__ = [
@@ -120,12 +120,19 @@ class WindowReport:
     run_id: int | None = None
     skipped_segments: tuple[str, ...] = ()  # log segments left out (unreadable or of another type)
     reference_accuracy: float | None = None  # the reference profile's accuracy, when it has one
+    headline: Headline | None = None  # the accuracy to lead with: estimated, or realised and why
+
+    @property
+    def estimate_warnings(self) -> tuple[str, ...]:
+        """Why the label-free estimate may not hold in this window (empty when nothing is flagged)."""
+        return next((e.warnings for e in self.estimated if e.warnings), ())
 
     def findings(self, kinds: Collection[str] = FINDINGS) -> list[str]:
         """What this window found of ``kinds`` (``drift``, ``estimated-drop``), one sentence each.
 
-        ``estimated-drop``: the upper end of the estimated accuracy's band lies below the
-        reference's accuracy, so the drop is larger than the estimate's own uncertainty.
+        ``estimated-drop``: the upper end of the headline accuracy's band (the estimate, or the
+        realised figure when labelled rows contradict the estimate) lies below the reference's
+        accuracy, so the drop is larger than the figure's own uncertainty.
         """
         unknown = set(kinds) - set(FINDINGS)
         if unknown:
@@ -136,18 +143,27 @@ class WindowReport:
         who = f"{self.model}@{self.version}"
         if "drift" in kinds and self.drift is not None and self.drift.dataset_drift:
             out.append(f"drift: {who}: {self.drift.summary}")
+        head = self.headline
         est = self.estimate("accuracy")
         ref = self.reference_accuracy
+        value, lower, upper, source = (
+            (head.value, head.lower, head.upper, head.source)
+            if head is not None and head.source == "realised"
+            else (None, None, None, "estimated")
+            if est is None
+            else (est.value, est.lower, est.upper, "estimated")
+        )
         if (
             "estimated-drop" in kinds
-            and est is not None
-            and est.upper is not None
+            and value is not None
+            and lower is not None
+            and upper is not None
             and ref is not None
-            and est.upper < ref
+            and upper < ref
         ):
             out.append(
-                f"estimated-drop: {who}: estimated accuracy {est.value:.3f} "
-                f"[{est.lower:.3f}, {est.upper:.3f}] lies below the reference's {ref:.3f}"
+                f"estimated-drop: {who}: {source} accuracy {value:.3f} "
+                f"[{lower:.3f}, {upper:.3f}] lies below the reference's {ref:.3f}"
             )
         return out
 
@@ -385,13 +401,15 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
         add(
             "estimated_performance",
             e.metric,
-            "ok" if e.value is not None else "undefined",
+            e.status,
             method=e.method,
             value=e.value,
             lower=e.lower,
             upper=e.upper,
             n=e.n,
-            detail=e.note or None,
+            alert=bool(e.warnings) if e.value is not None else None,
+            detail="; ".join(x for x in (e.note, *(f"warning: {w}" for w in e.warnings)) if x)
+            or None,
         )
     for r in rep.realised:
         add(
@@ -404,6 +422,20 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             upper=r.upper,
             n=r.n_labelled,
             detail=f"label coverage {r.coverage:.1%}" if r.coverage is not None else r.note,
+        )
+    h = rep.headline
+    if h is not None:
+        add(
+            "headline",
+            h.metric,
+            h.source,
+            method=f"{h.source} accuracy leads the report",
+            value=h.value,
+            lower=h.lower,
+            upper=h.upper,
+            p_value=h.p_value,
+            alert=h.contradicted,
+            detail=h.reason,
         )
     sysf = rep.system
     for name, value in (
@@ -460,6 +492,10 @@ def summary(rep: WindowReport) -> dict[str, Any]:
         "drift_share": None if rep.drift is None else rep.drift.share,
         "estimated_accuracy": None if acc is None else _f(acc.value),
         "realised_accuracy": None if real is None else _f(real.value),
+        "accuracy": None if rep.headline is None else _f(rep.headline.value),
+        "accuracy_source": None if rep.headline is None else rep.headline.source,
+        "accuracy_reason": None if rep.headline is None else rep.headline.reason,
+        "estimate_warnings": list(rep.estimate_warnings),
         "confidence_mean": None if rep.confidence is None else _f(rep.confidence.mean),
         "error_rate": _f(rep.system.error_rate),
         "refused_requests": rep.system.refused_requests,
