@@ -64,7 +64,7 @@ from ownloop.store import tables as t
 __all__ = ["Monitor"]
 
 LOW_CONFIDENCE = 0.6
-PARTIAL_CACHE_FORMAT = 3  # bump when the partial's content changes, so old caches are recomputed
+PARTIAL_CACHE_FORMAT = 4  # bump when the partial's content changes, so old caches are recomputed
 TREND_WINDOWS = 24  # a trend is fitted over at most this many recent windows
 TREND_MIN_WINDOWS = 3  # ... and at least this many
 TREND_MIN_SPAN = timedelta(hours=1)  # ... spanning at least this long (slopes are per hour)
@@ -147,7 +147,7 @@ class Monitor:
                 .join(t.models, t.models.c.id == t.monitor_settings.c.model_id)
                 .where(t.models.c.name == model)
             ).first()
-        return DriftSettings.from_dict(row.settings) if row is not None else DriftSettings()
+        return DriftSettings.from_stored(row.settings) if row is not None else DriftSettings()
 
     def known_features(self, model: str) -> list[str]:
         """Names a per-feature threshold may use: every version's features and prediction checks."""
