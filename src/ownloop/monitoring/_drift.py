@@ -18,9 +18,13 @@ The distance methods (``wasserstein``, ``jensenshannon``, ``psi``: distance at l
 AND the test significant) and the bare tests (``ks``, ``chi2``) stay available on request.
 
 Tails, reported apart from drift: the share of current values beyond the reference's 0.5% and
-99.5% quantiles, tested one-sided per side against the reference's own share (Fisher's exact
-test, two-sample), adjusted across features as a family of its own, and material when a side's
-share at least doubles.
+99.5% quantiles, tested one-sided per side against the reference's own share (the exceedance
+test: beta-binomial, exact for any continuous distribution and reference size), adjusted across
+features as a family of its own, and material when a side's share at least doubles.
+
+Categories a reference never saw count as 'other or unseen', whose reference count is at least
+the number of values it saw once (Good-Turing), so a small reference's chance omissions are not
+taken for new values.
 
 P-values are adjusted across the features of one window (Benjamini-Hochberg by default, which
 under no drift at all also bounds the chance of any false alarm by ``alpha``; Holm or none on
@@ -425,10 +429,12 @@ def numeric_drift(
             keys = [f"{v:g}" for v in ref.support or ()]
             ref_vec = np.append(ref_counts[1::2], 0.0)
             cur_vec = np.append(counts[1::2], counts[0::2].sum())
+            seen_once = float((ref_vec == 1).sum())
         else:  # an older profile: each grid bin is one value
             keys = [f"< {grid[0]:g}", *(f"{g:g}" for g in grid)]
             ref_vec, cur_vec = np.append(ref_counts, 0.0), np.append(counts, 0.0)
-        found = _categories(ref_vec, cur_vec, n_vals)
+            seen_once = 0.0
+        found = _categories(ref_vec, cur_vec, seen_once)
         extra["bins"] = _bins([*keys, "(other)"], ref_vec, cur_vec)
         extra.update(found)
         effect, moved = found["effect"], found["moved"]
@@ -483,10 +489,14 @@ def _tails(
     m: int,
 ) -> dict[str, Any]:
     """Values beyond the reference's 0.5% and 99.5% quantiles, per side, against the reference's
-    own share there: one-sided Fisher's exact test (the hypergeometric tail, so the reference's
-    size counts as much as the window's), Bonferroni over the two sides. Both sides are counted
-    on the grid the same way for reference and window: below the 0.5% quantile, and at or above
-    the 99.5% one."""
+    own share there; Bonferroni over the two sides. Both sides are counted on the grid the same
+    way for reference and window: below the 0.5% quantile, and at or above the 99.5% one.
+
+    The test is the exceedance test: with r of the reference's m values beyond a cut that lies
+    between two of its values, the population's share beyond it is at most Beta(r + 1, m - r)
+    (order statistics of continuous data), so the window's count is at most beta-binomial. Exact
+    for any continuous distribution and any reference size, where a binomial or Fisher test that
+    ignored that the cut was chosen from the reference would alarm too often for small ones."""
     if ref.grid is None or len(ref.quantiles) != N_QUANTILES:
         return {}
     q_lo, q_hi = ref.quantiles[1], ref.quantiles[-2]
@@ -498,7 +508,7 @@ def _tails(
         "above": (float(ref_counts[k + 1 :].sum()), float(counts[k + 1 :].sum())),
     }
     p_side = {
-        side: float(stats.hypergeom.sf(c - 1, n + m, c + r, n)) for side, (r, c) in sides.items()
+        side: float(stats.betabinom.sf(c - 1, n, r + 1, m - r)) for side, (r, c) in sides.items()
     }
     side = min(p_side, key=lambda x: p_side[x])
     r, c = sides[side]
@@ -567,18 +577,27 @@ def _constant(
 
 
 def _pool(
-    ref: np.ndarray, cur: np.ndarray, n: int, least: float = 5.0
+    ref: np.ndarray, cur: np.ndarray, seen_once: float = 0.0, least: float = 5.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pool categories expected fewer than ``least`` times in the window (and the last, 'other or
-    unseen', bucket) into one, so the chi-square approximation holds for sparse categories; a pooled
-    bucket still expected, and seen, under ``least`` times joins the smallest remaining one."""
-    expected = n * ref / max(ref.sum(), 1.0)
+    """Pool categories expected fewer than ``least`` times in the smaller of the two samples (and
+    the last, 'other or unseen', bucket) into one, so the chi-square approximation holds for sparse
+    categories and small references; a pooled bucket still expected under ``least`` times joins
+    the smallest remaining one. Expected counts come from both samples together, as under no
+    drift.
+
+    The pooled bucket's reference count is at least ``seen_once``, the number of values the
+    reference saw once: the Good-Turing estimate of how often values it never saw occur. Its
+    categories are the values it happened to see, so without this floor a small reference would
+    count every value it missed by chance as new in each window."""
+    total = ref.sum() + cur.sum()
+    small = min(ref.sum(), cur.sum()) / max(total, 1.0)
+    expected = small * (ref + cur)
     rare = expected < least
     rare[-1] = True
-    r = np.append(ref[~rare], ref[rare].sum())
+    r = np.append(ref[~rare], max(ref[rare].sum(), seen_once))
     c = np.append(cur[~rare], cur[rare].sum())
-    if r.size > 2 and n * r[-1] / max(r.sum(), 1.0) < least and c[-1] < least:
-        j = int(np.argmin(r[:-1]))
+    if r.size > 2 and small * (r[-1] + c[-1]) < least:
+        j = int(np.argmin(r[:-1] + c[:-1]))
         r[j] += r[-1]
         c[j] += c[-1]
         r, c = r[:-1], c[:-1]
@@ -586,13 +605,13 @@ def _pool(
     return r[keep], c[keep]
 
 
-def _categories(ref_vec: np.ndarray, cur_vec: np.ndarray, n_vals: int) -> dict[str, float]:
+def _categories(ref_vec: np.ndarray, cur_vec: np.ndarray, seen_once: float) -> dict[str, float]:
     """Test and effect over category counts (the last is 'other or unseen'), sparse ones pooled.
 
     ``effect``: 2 * sqrt(sum (sqrt(c) - sqrt(r))^2) over the shares, standard deviations moved;
     ``moved``: total variation, the share of rows that changed category.
     """
-    ref_vec, cur_vec = _pool(ref_vec, cur_vec, n_vals)
+    ref_vec, cur_vec = _pool(ref_vec, cur_vec, seen_once)
     if ref_vec.size < 2:
         p, chi = 1.0, 0.0
     else:
@@ -623,11 +642,14 @@ def categorical_drift(
         return unjudged
     keys = list(ref_cats)
     unseen = sorted((k for k in part.counts if k not in ref_cats), key=lambda k: -part.counts[k])
+    singles = ref.singletons
+    if singles is None:  # profiles before version 3: the kept categories seen once
+        singles = sum(1 for v in ref_cats.values() if v == 1)
     ref_vec = np.array([ref_cats[k] for k in keys] + [ref.other], dtype=float)
     cur_vec = np.array(
         [part.counts.get(k, 0) for k in keys] + [sum(part.counts[k] for k in unseen)], dtype=float
     )
-    found = _categories(ref_vec, cur_vec, n_vals)
+    found = _categories(ref_vec, cur_vec, float(singles))
     method = AUTO_DISCRETE if s.categorical_method == "auto" else s.categorical_method
     score = {AUTO_DISCRETE: found["effect"], "chi2": found["chi2"]}.get(method, found.get(method))
     threshold = s.alpha if method == "chi2" else s.threshold(name, method)

@@ -322,7 +322,7 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
                 add(
                     "tail_share",
                     f.feature,
-                    method="one-sided Fisher per side, beyond the 0.5%-99.5% quantiles, "
+                    method="one-sided exceedance test per side, beyond the 0.5%-99.5% quantiles, "
                     f"material when a side's share doubles ({d.correction} at alpha {d.alpha})",
                     value=f.tail_share,
                     threshold=f.tail_reference_share,
