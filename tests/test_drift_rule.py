@@ -374,6 +374,36 @@ def test_a_bootstrap_of_a_300_row_reference_is_flagged_at_most_at_alpha(shape: s
     assert "the reference's 300 values limit this test, not the window's 5,000" in f.detail
 
 
+@pytest.mark.parametrize(
+    ("shape", "m"), [("integers", 50), ("zero_inflated", 50), ("categories", 100), ("normal", 800)]
+)
+def test_small_references_against_fresh_windows_alarm_at_most_at_alpha(shape: str, m: int) -> None:
+    """A new small reference for every window, both drawn from one population: the two-sample
+    tests, the unseen-values floor and the exceedance test for tails keep drift and tail alarms
+    at alpha, though a small reference misses rare values and its extreme quantiles are its own."""
+    rng = np.random.default_rng(114)
+    draw = {
+        "integers": lambda n: rng.binomial(10, 0.3, n).astype(float),  # values 7-10: 1% together
+        "zero_inflated": lambda n: np.where(rng.random(n) < 0.7, 0.0, rng.exponential(5, n)),
+        "categories": lambda n: rng.choice(list("abcdefghij"), n, p=np.r_[0.5, np.full(9, 1 / 18)]),
+        "normal": lambda n: rng.normal(0, 1, n),
+    }[shape]
+    windows, alarms, tails = 200, 0, 0
+    for _ in range(windows):
+        rows = draw(m)
+        feat = (
+            categorical_profile(pd.Series(rows)) if shape == "categories" else numeric_profile(rows)
+        )
+        profile = ReferenceProfile(rows=m, features={"x": feat})
+        part = compute_partial(pa.table({"in.x": draw(5000)}), PartialSpec.from_profile(profile))
+        f = evaluate_drift(part, profile).feature("x")
+        alarms += bool(f.drifted)
+        tails += bool(f.tail_drifted)
+    # 200 independent references: binomial sd of a rate of 0.05 is 0.0154; allow 2 sd
+    assert alarms / windows <= 0.05 + 2 * _se(0.05, windows)
+    assert tails / windows <= 0.05 + 2 * _se(0.05, windows)
+
+
 # -- settings and partials -------------------------------------------------------------------
 
 

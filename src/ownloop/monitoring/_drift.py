@@ -19,7 +19,7 @@ AND the test significant) and the bare tests (``ks``, ``chi2``) stay available o
 
 Tails, reported apart from drift: the share of current values beyond the reference's 0.5% and
 99.5% quantiles, tested one-sided per side against the reference's own share (the exceedance
-test: beta-binomial, exact for any continuous distribution and reference size), adjusted across
+test: beta-binomial, valid for any continuous distribution and reference size), adjusted across
 features as a family of its own, and material when a side's share at least doubles.
 
 Categories a reference never saw count as 'other or unseen', whose reference count is at least
@@ -494,8 +494,8 @@ def _tails(
 
     The test is the exceedance test: with r of the reference's m values beyond a cut that lies
     between two of its values, the population's share beyond it is at most Beta(r + 1, m - r)
-    (order statistics of continuous data), so the window's count is at most beta-binomial. Exact
-    for any continuous distribution and any reference size, where a binomial or Fisher test that
+    (order statistics of continuous data), so the window's count is at most beta-binomial. Valid
+    (conservative) for any continuous distribution and any reference size, where a binomial or Fisher test that
     ignored that the cut was chosen from the reference would alarm too often for small ones."""
     if ref.grid is None or len(ref.quantiles) != N_QUANTILES:
         return {}
