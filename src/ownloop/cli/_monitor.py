@@ -197,7 +197,7 @@ def _found(reports: list[WindowReport], kinds: set[str], as_json: bool) -> list[
     "thresholds",
     multiple=True,
     metavar="FEATURE=VALUE",
-    help="Distance threshold for one feature (repeatable).",
+    help="Minimum effect (standard deviations moved) for one feature, or its distance threshold under a chosen method (repeatable).",
 )
 @click.option(
     "--save", is_flag=True, help="Store --alpha/--drift-share/--threshold as MODEL's settings."
