@@ -22,9 +22,8 @@ Tails, reported apart from drift: the share of current values beyond the referen
 test: beta-binomial, valid for any continuous distribution and reference size), adjusted across
 features as a family of its own, and material when a side's share at least doubles.
 
-Categories a reference never saw count as 'other or unseen', whose reference count is at least
-the number of values it saw once (Good-Turing), so a small reference's chance omissions are not
-taken for new values.
+Categories expected under 5 times in the smaller of the two samples are pooled with 'other or
+unseen', so a small reference's rare and missed categories are not taken for new ones.
 
 P-values are adjusted across the features of one window (Benjamini-Hochberg by default, which
 under no drift at all also bounds the chance of any false alarm by ``alpha``; Holm or none on
@@ -429,12 +428,10 @@ def numeric_drift(
             keys = [f"{v:g}" for v in ref.support or ()]
             ref_vec = np.append(ref_counts[1::2], 0.0)
             cur_vec = np.append(counts[1::2], counts[0::2].sum())
-            seen_once = float((ref_vec == 1).sum())
         else:  # an older profile: each grid bin is one value
             keys = [f"< {grid[0]:g}", *(f"{g:g}" for g in grid)]
             ref_vec, cur_vec = np.append(ref_counts, 0.0), np.append(counts, 0.0)
-            seen_once = 0.0
-        found = _categories(ref_vec, cur_vec, seen_once)
+        found = _categories(ref_vec, cur_vec)
         extra["bins"] = _bins([*keys, "(other)"], ref_vec, cur_vec)
         extra.update(found)
         effect, moved = found["effect"], found["moved"]
@@ -576,25 +573,20 @@ def _constant(
 # -- categorical -----------------------------------------------------------------------------
 
 
-def _pool(
-    ref: np.ndarray, cur: np.ndarray, seen_once: float = 0.0, least: float = 5.0
-) -> tuple[np.ndarray, np.ndarray]:
+def _pool(ref: np.ndarray, cur: np.ndarray, least: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """Pool categories expected fewer than ``least`` times in the smaller of the two samples (and
     the last, 'other or unseen', bucket) into one, so the chi-square approximation holds for sparse
     categories and small references; a pooled bucket still expected under ``least`` times joins
     the smallest remaining one. Expected counts come from both samples together, as under no
-    drift.
-
-    The pooled bucket's reference count is at least ``seen_once``, the number of values the
-    reference saw once: the Good-Turing estimate of how often values it never saw occur. Its
-    categories are the values it happened to see, so without this floor a small reference would
-    count every value it missed by chance as new in each window."""
+    drift. Pooling by the smaller sample matters for small references: a category a 200-row
+    reference saw once is expected under 5 times in its row whatever the window's size, and the
+    values it saw once stand, pooled, for those it happened to miss."""
     total = ref.sum() + cur.sum()
     small = min(ref.sum(), cur.sum()) / max(total, 1.0)
     expected = small * (ref + cur)
     rare = expected < least
     rare[-1] = True
-    r = np.append(ref[~rare], max(ref[rare].sum(), seen_once))
+    r = np.append(ref[~rare], ref[rare].sum())
     c = np.append(cur[~rare], cur[rare].sum())
     if r.size > 2 and small * (r[-1] + c[-1]) < least:
         j = int(np.argmin(r[:-1] + c[:-1]))
@@ -605,13 +597,13 @@ def _pool(
     return r[keep], c[keep]
 
 
-def _categories(ref_vec: np.ndarray, cur_vec: np.ndarray, seen_once: float) -> dict[str, float]:
+def _categories(ref_vec: np.ndarray, cur_vec: np.ndarray) -> dict[str, float]:
     """Test and effect over category counts (the last is 'other or unseen'), sparse ones pooled.
 
     ``effect``: 2 * sqrt(sum (sqrt(c) - sqrt(r))^2) over the shares, standard deviations moved;
     ``moved``: total variation, the share of rows that changed category.
     """
-    ref_vec, cur_vec = _pool(ref_vec, cur_vec, seen_once)
+    ref_vec, cur_vec = _pool(ref_vec, cur_vec)
     if ref_vec.size < 2:
         p, chi = 1.0, 0.0
     else:
@@ -642,14 +634,11 @@ def categorical_drift(
         return unjudged
     keys = list(ref_cats)
     unseen = sorted((k for k in part.counts if k not in ref_cats), key=lambda k: -part.counts[k])
-    singles = ref.singletons
-    if singles is None:  # profiles before version 3: the kept categories seen once
-        singles = sum(1 for v in ref_cats.values() if v == 1)
     ref_vec = np.array([ref_cats[k] for k in keys] + [ref.other], dtype=float)
     cur_vec = np.array(
         [part.counts.get(k, 0) for k in keys] + [sum(part.counts[k] for k in unseen)], dtype=float
     )
-    found = _categories(ref_vec, cur_vec, float(singles))
+    found = _categories(ref_vec, cur_vec)
     method = AUTO_DISCRETE if s.categorical_method == "auto" else s.categorical_method
     score = {AUTO_DISCRETE: found["effect"], "chi2": found["chi2"]}.get(method, found.get(method))
     threshold = s.alpha if method == "chi2" else s.threshold(name, method)
