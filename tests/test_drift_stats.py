@@ -85,7 +85,7 @@ def test_mean_shift_of_half_sd_in_3_of_20_features_found_in_95pct_of_5000_row_wi
         wrong += sum(bool(rep.feature(f"x{i}").drifted) for i in range(3, N_NUM))
     assert found / windows >= 0.95
     assert wrong / (windows * (N_NUM - 3)) <= 0.01
-    assert rep.feature("x0").method == "wasserstein"
+    assert rep.feature("x0").method == "ks+effect"
     assert rep.dataset_drift is False  # 3 of 25 features is under the 0.5 share
 
 
@@ -109,18 +109,25 @@ def test_category_share_10_to_30_pct_found_in_95pct_of_5000_row_windows(
     assert found / windows >= 0.95
 
 
-def test_small_windows_use_ks_and_chi_square(
+def test_small_and_large_windows_use_one_rule(
     reference: tuple[ReferenceProfile, PartialSpec],
 ) -> None:
     profile, spec = reference
-    rep = evaluate_drift(
-        compute_partial(_window(_frame(np.random.default_rng(3), 400, shift=0.5, shifted=3)), spec),
-        profile,
-    )
-    assert rep.feature("x0").method == "ks"
-    assert rep.feature("c0").method == "chi2"
-    assert rep.feature("x0").drifted is True
-    assert rep.feature("x0").p_adjusted is not None
+    for n in (400, 5000):
+        rep = evaluate_drift(
+            compute_partial(
+                _window(_frame(np.random.default_rng(3), n, shift=0.5, shifted=3)), spec
+            ),
+            profile,
+        )
+        x0 = rep.feature("x0")
+        assert x0.method == "ks+effect"
+        assert rep.feature("c0").method == "chi2+effect"
+        assert x0.drifted is True
+        assert x0.p_adjusted is not None
+        assert x0.threshold == 0.05
+        assert x0.effect == x0.score
+        assert "moved 0." in x0.detail and " sd " in x0.detail
 
 
 def test_huge_window_does_not_flag_a_trivial_shift(
@@ -136,9 +143,10 @@ def test_huge_window_does_not_flag_a_trivial_shift(
     f = rep.feature("x0")
     assert f.p_value is not None
     assert f.p_value < 0.05
-    assert f.drifted is False  # but far below the materiality threshold
-    assert f.score is not None
-    assert f.score < 0.1
+    assert f.drifted is False  # but far below the minimum effect
+    assert f.effect is not None
+    assert 0.01 < f.effect < 0.05
+    assert "under the minimum effect" in f.detail
 
 
 def test_partials_merge_to_the_partial_of_the_whole(

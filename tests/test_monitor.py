@@ -67,9 +67,9 @@ def test_run_stores_a_report_per_window_with_results_and_an_audit_row(logged: Wo
     }
     tenure = next(r for r in results if r.kind == "feature_drift" and r.name == "tenure_months")
     assert tenure.alert is True
-    assert tenure.method == "wasserstein"
+    assert tenure.method == "ks+effect"
     assert tenure.n == 1200
-    assert tenure.threshold == 0.1
+    assert tenure.threshold == 0.05
     audit = [e for e in ws.registry.audit_log(model="churn") if e.action == "monitor.run"]
     assert len(audit) == 2
     assert audit[0].after["run"] == drifted.run_id

@@ -58,7 +58,7 @@ def _print_report(rep: WindowReport) -> None:
         colour = "red" if rep.drift.dataset_drift else "green"
         console.print(f"  [{colour}]{escape(rep.drift.summary)}[/]")
         for f in (*rep.drift.features, *rep.drift.prediction):
-            if f.drifted or f.status != "ok" or f.missing_drifted:
+            if f.drifted or f.status != "ok" or f.missing_drifted or f.tail_drifted:
                 console.print(f"    {escape(f.feature)}: {f.status}; {escape(f.detail)}")
     _print_confidence(rep)
     if rep.estimated:
@@ -202,7 +202,7 @@ def _found(reports: list[WindowReport], kinds: set[str], as_json: bool) -> list[
     "thresholds",
     multiple=True,
     metavar="FEATURE=VALUE",
-    help="Distance threshold for one feature (repeatable).",
+    help="Minimum effect (standard deviations moved) for one feature, or its distance threshold under a chosen method (repeatable).",
 )
 @click.option(
     "--save", is_flag=True, help="Store --alpha/--drift-share/--threshold as MODEL's settings."
@@ -357,6 +357,7 @@ def drift(
                     "p (adj.)",
                     "drifted",
                     "missing",
+                    "tail",
                 ],
                 [
                     [
@@ -368,6 +369,7 @@ def drift(
                         _fmt(f.p_adjusted if f.p_adjusted is not None else f.p_value, ".3g"),
                         "-" if f.drifted is None else ("YES" if f.drifted else "no"),
                         _fmt(f.missing_share, ".1%"),
+                        "-" if f.tail_drifted is None else ("YES" if f.tail_drifted else "no"),
                     ]
                     for f in (*rep.drift.features, *rep.drift.prediction)
                 ],

@@ -1,15 +1,30 @@
 """Drift verdicts from a window's partial statistics and the reference profile.
 
-Per feature, a test that suits its type and the window's size:
-- fewer than ``large_window`` values: two-sample Kolmogorov-Smirnov (numeric, on the profile's
-  fine grid, so it is exact on ties and conservative between grid points) or chi-square
-  (categorical, unseen categories pooled in one column); drifted when the adjusted p-value is
-  below ``alpha``;
-- from ``large_window`` values on: a distance with a materiality threshold, so huge windows do not
-  flag trivial shifts: Wasserstein distance normalised by the reference standard deviation
-  (numeric) or Jensen-Shannon distance, base 2 (categorical); drifted when the distance reaches
-  the threshold AND the test above is significant after adjustment, so small noisy windows do
-  not flag either.
+Per feature, one rule at every window size (method "auto"): a feature has drifted when its
+two-sample test is significant after adjustment across the window's features (adjusted p below
+``alpha``) AND its estimated effect reaches ``min_effect``. The effect has one unit for every type,
+standard deviations moved:
+- continuous numeric columns: Wasserstein-1 distance over the reference standard deviation (a
+  location shift of d sd is d); test: two-sample Kolmogorov-Smirnov on the profile's fine grid;
+- categorical columns and discrete numeric ones (the profile keeps their few values): 2 * sqrt(sum
+  of (sqrt(current share) - sqrt(reference share))^2) over the categories, 2 * sqrt(2) times the
+  Hellinger distance. For two values it is, to first order, |share moved| / sqrt(p (1 - p)), the
+  standard deviations moved by the same shift coded 0/1, so bool, 0/1 and "0"/"1" copies of a
+  shift get the same verdict; it is bounded, so unseen categories cannot make it infinite; test:
+  chi-square on reference against current counts, sparse categories pooled.
+Small windows are judged by significance (a significant result in few rows implies a large
+estimated effect), huge ones by the effect, and the detection rate rises smoothly with the size.
+The distance methods (``wasserstein``, ``jensenshannon``, ``psi``: distance at least its threshold
+AND the test significant) and the bare tests (``ks``, ``chi2``) stay available on request.
+
+Tails, reported apart from drift: the share of current values beyond the reference's 0.5% and
+99.5% quantiles, tested one-sided per side against the reference's own share (the exceedance
+test: beta-binomial, valid for any continuous distribution and reference size), adjusted across
+features as a family of its own, and material when a side's share at least doubles.
+
+Categories expected under 5 times in the smaller of the two samples are pooled with 'other or
+unseen', so a small reference's rare and missed categories are not taken for new ones.
+
 P-values are adjusted across the features of one window (Benjamini-Hochberg by default, which
 under no drift at all also bounds the chance of any false alarm by ``alpha``; Holm or none on
 request). Dataset drift: the share of drifted features, among those with a verdict, reaches
@@ -30,6 +45,8 @@ from scipy.spatial.distance import jensenshannon
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring._partial import CategoricalPartial, NumericPartial, WindowPartial, grid_of
 from ownloop.profile import (
+    MAX_SUPPORT,
+    N_QUANTILES,
     CategoricalProfile,
     ClassificationProfile,
     NumericProfile,
@@ -48,16 +65,25 @@ DEFAULT_THRESHOLDS: Mapping[str, float] = {
 NUMERIC_METHODS = ("auto", "ks", "wasserstein", "psi")
 CATEGORICAL_METHODS = ("auto", "chi2", "jensenshannon", "psi")
 CORRECTIONS = ("bh", "holm", "none")
+# what "auto" reports as its method: the test, and an effect in standard deviations moved
+AUTO_CONTINUOUS = "ks+effect"
+AUTO_DISCRETE = "chi2+effect"
+EFFECT_UNIT = "sd"
+TAIL_RATIO = 2.0  # a side's tail share must at least double to count as contamination
 
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """Thresholds for one model; ``feature_thresholds`` overrides the distance threshold per feature."""
+    """Thresholds for one model.
+
+    ``min_effect``: the smallest effect, in standard deviations moved, that the default rule calls
+    drift. ``feature_thresholds`` overrides it (or a chosen method's distance threshold) per feature.
+    """
 
     alpha: float = 0.05
     correction: str = "bh"
     drift_share: float = 0.5
-    large_window: int = 1000
+    min_effect: float = 0.05
     min_rows: int = 30
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     feature_thresholds: Mapping[str, float] = field(default_factory=dict)
@@ -70,6 +96,10 @@ class DriftSettings:
             raise InvalidInputError(f"alpha {self.alpha} must lie between 0 and 1, e.g. 0.05")
         if not 0 < self.drift_share <= 1:
             raise InvalidInputError(f"drift share {self.drift_share} must lie in (0, 1], e.g. 0.5")
+        if not self.min_effect >= 0:
+            raise InvalidInputError(
+                f"min_effect {self.min_effect} must be 0 or more standard deviations, e.g. 0.05"
+            )
         if self.correction not in CORRECTIONS:
             raise InvalidInputError(
                 f"unknown correction '{self.correction}'; use one of {', '.join(CORRECTIONS)}"
@@ -86,10 +116,19 @@ class DriftSettings:
     def threshold(self, feature: str, method: str) -> float:
         if feature in self.feature_thresholds:
             return float(self.feature_thresholds[feature])
+        if method in (AUTO_CONTINUOUS, AUTO_DISCRETE):
+            return float(self.min_effect)
         return float({**DEFAULT_THRESHOLDS, **self.thresholds}[method])
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DriftSettings:
+        if "large_window" in d:
+            raise InvalidInputError(
+                "drift setting 'large_window' was removed: one rule now holds at every window "
+                "size (the test significant AND an effect of at least 'min_effect' standard "
+                "deviations); remove it, and set 'min_effect' (default 0.05) to choose the "
+                "smallest shift worth flagging"
+            )
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
@@ -98,10 +137,22 @@ class DriftSettings:
             )
         return cls(**dict(d))
 
+    @classmethod
+    def from_stored(cls, d: Mapping[str, Any]) -> DriftSettings:
+        """Settings as stored by any version (older ones wrote ``large_window``, now gone)."""
+        return cls.from_dict({k: v for k, v in d.items() if k != "large_window"})
+
 
 @dataclass(frozen=True)
 class FeatureDrift:
-    """One feature's verdict; ``status`` says what happened when there is no verdict."""
+    """One feature's verdict; ``status`` says what happened when there is no verdict.
+
+    ``effect`` is the standardised effect (standard deviations moved, ``effect_unit``) and
+    ``moved_share`` the share of rows moved (total variation for categories and discrete values;
+    for continuous values the largest gap between the two distribution functions, a lower bound).
+    The ``tail_`` fields report values beyond the reference's 0.5%-99.5% quantiles, apart from
+    ``drifted``; None where they do not apply (categories, discrete values, old profiles).
+    """
 
     feature: str
     kind: str
@@ -120,6 +171,14 @@ class FeatureDrift:
     nonfinite: int
     detail: str
     extra: dict[str, Any] = field(default_factory=dict)
+    effect: float | None = None
+    effect_unit: str = EFFECT_UNIT
+    moved_share: float | None = None
+    tail_share: float | None = None
+    tail_reference_share: float | None = None
+    tail_p: float | None = None
+    tail_p_adjusted: float | None = None
+    tail_drifted: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -265,16 +324,44 @@ def _no_verdict(
 # -- numeric ---------------------------------------------------------------------------------
 
 
-def _ref_grid_counts(ref: NumericProfile) -> np.ndarray:
+def _ref_grid_counts(ref: NumericProfile, grid: np.ndarray) -> np.ndarray:
+    """The reference's counts on ``grid`` (``grid_of(ref)``)."""
+    if ref.support and ref.support_counts:  # bin 2i+1 holds support value i, the rest are empty
+        out = np.zeros(grid.size + 1)
+        out[1::2] = ref.support_counts
+        return out
     counts = ref.grid_counts if ref.grid is not None else ref.bin_counts
     return np.asarray(counts or [0], dtype=float)
 
 
+def _looks_discrete(ref: NumericProfile) -> bool:
+    """A profile from before distinct values were recorded whose quantiles take few values: its
+    grid points are then the values themselves, each bin holding one."""
+    return (
+        ref.distinct is None
+        and ref.grid is not None
+        and len(np.unique(np.asarray(ref.quantiles))) <= MAX_SUPPORT
+    )
+
+
 def _wasserstein(
-    grid: np.ndarray, g_ref: np.ndarray, g_cur: np.ndarray, part: NumericPartial, n_vals: int
+    grid: np.ndarray,
+    g_ref: np.ndarray,
+    g_cur: np.ndarray,
+    part: NumericPartial,
+    n_vals: int,
+    discrete: bool,
 ) -> float:
+    """Wasserstein-1 on the grid: the distribution functions at the edges are exact; within a bin
+    they are linear (continuous data) or flat (discrete data: a bin's values sit at its left edge,
+    where interpolating would halve the distance of a 0/1 shift)."""
     diff = np.abs(g_cur - g_ref)
-    interior = float((np.diff(grid) * (diff[:-1] + diff[1:]) / 2).sum()) if grid.size > 1 else 0.0
+    if grid.size < 2:
+        interior = 0.0
+    elif discrete:
+        interior = float((np.diff(grid) * diff[1:]).sum())  # F(x) = F(next edge -)
+    else:
+        interior = float((np.diff(grid) * (diff[:-1] + diff[1:]) / 2).sum())
     return interior + (part.below + part.above) / n_vals
 
 
@@ -310,22 +397,19 @@ def numeric_drift(
     std = ref.std or 0.0
     if std == 0.0 or grid.size < 2:
         return _constant(name, grid, counts, n_vals, ref_n, miss, part, s)
-    ref_counts = _ref_grid_counts(ref)
+    ref_counts = _ref_grid_counts(ref, grid)
+    support = bool(ref.support)
+    discrete = support or _looks_discrete(ref)
     g_ref = np.cumsum(ref_counts)[:-1] / ref_counts.sum()
     g_cur = np.cumsum(counts)[:-1] / n_vals
     d = float(np.abs(g_cur - g_ref).max())
-    p = _ks_p(d, n_vals, ref_n)
-    w = _wasserstein(grid, g_ref, g_cur, part, n_vals) / float(std)
+    p_ks = _ks_p(d, n_vals, ref_n)
+    w = _wasserstein(grid, g_ref, g_cur, part, n_vals, discrete) / float(std)
     cuts = np.asarray(ref.cuts, dtype=float)
     ref_coarse = np.asarray(ref.bin_counts, float)
     cur_coarse = _coarse(grid, counts, cuts)
     psi = _psi(ref_coarse, cur_coarse)
-    method = s.numeric_method
-    if method == "auto":
-        method = "ks" if n_vals < s.large_window else "wasserstein"
-    score = {"ks": d, "wasserstein": w, "psi": psi}[method]
-    threshold = s.alpha if method == "ks" else s.threshold(name, method)
-    extra = {
+    extra: dict[str, Any] = {
         "bins": _bins(
             [f"< {c:.4g}" for c in cuts] + [f">= {cuts[-1]:.4g}" if cuts.size else "all"],
             ref_coarse,
@@ -336,7 +420,36 @@ def numeric_drift(
         "psi": psi,
         "mean": part.total / n_vals,
         "reference_mean": ref.mean,
+        "discrete": discrete,
     }
+    method = s.numeric_method
+    if discrete:  # the support values, then every value off them as one "other" category
+        if support:
+            keys = [f"{v:g}" for v in ref.support or ()]
+            ref_vec = np.append(ref_counts[1::2], 0.0)
+            cur_vec = np.append(counts[1::2], counts[0::2].sum())
+        else:  # an older profile: each grid bin is one value
+            keys = [f"< {grid[0]:g}", *(f"{g:g}" for g in grid)]
+            ref_vec, cur_vec = np.append(ref_counts, 0.0), np.append(counts, 0.0)
+        found = _categories(ref_vec, cur_vec)
+        extra["bins"] = _bins([*keys, "(other)"], ref_vec, cur_vec)
+        extra.update(found)
+        effect, moved = found["effect"], found["moved"]
+    else:
+        effect, moved = w, d
+    if method == "auto" and discrete:
+        method, score, p = AUTO_DISCRETE, effect, extra["p"]
+        extra["test"] = "chi-square"
+    else:
+        method = AUTO_CONTINUOUS if method == "auto" else method
+        score = {AUTO_CONTINUOUS: w, "ks": d, "wasserstein": w, "psi": psi}[method]
+        p = p_ks
+        extra["test"] = "KS"
+    threshold = s.alpha if method == "ks" else s.threshold(name, method)
+    tail: dict[str, Any] = {}
+    if not discrete:
+        tail = _tails(ref, grid, ref_counts, counts, part, n_vals, ref_n)
+        extra["tail"] = tail
     return FeatureDrift(
         name,
         "numeric",
@@ -355,7 +468,68 @@ def numeric_drift(
         part.nonfinite,
         "",
         extra,
+        effect=effect,
+        moved_share=moved,
+        tail_share=tail.get("share"),
+        tail_reference_share=tail.get("reference_share"),
+        tail_p=tail.get("p"),
     )
+
+
+def _tails(
+    ref: NumericProfile,
+    grid: np.ndarray,
+    ref_counts: np.ndarray,
+    counts: np.ndarray,
+    part: NumericPartial,
+    n: int,
+    m: int,
+) -> dict[str, Any]:
+    """Values beyond the reference's 0.5% and 99.5% quantiles, per side, against the reference's
+    own share there; Bonferroni over the two sides. Both sides are counted on the grid the same
+    way for reference and window: below the 0.5% quantile, and at or above the 99.5% one.
+
+    The test is the exceedance test: with r of the reference's m values beyond a cut that lies
+    between two of its values, the population's share beyond it is at most Beta(r + 1, m - r)
+    (order statistics of continuous data), so the window's count is at most beta-binomial. Valid
+    (conservative) for any continuous distribution and any reference size, where a binomial or Fisher test that
+    ignored that the cut was chosen from the reference would alarm too often for small ones."""
+    if ref.grid is None or len(ref.quantiles) != N_QUANTILES:
+        return {}
+    q_lo, q_hi = ref.quantiles[1], ref.quantiles[-2]
+    j, k = np.searchsorted(grid, [q_lo, q_hi])
+    if k >= grid.size or grid[j] != q_lo or grid[k] != q_hi:
+        return {}
+    sides = {
+        "below": (float(ref_counts[: j + 1].sum()), float(counts[: j + 1].sum())),
+        "above": (float(ref_counts[k + 1 :].sum()), float(counts[k + 1 :].sum())),
+    }
+    p_side = {
+        side: float(stats.betabinom.sf(c - 1, n, r + 1, m - r)) for side, (r, c) in sides.items()
+    }
+    side = min(p_side, key=lambda x: p_side[x])
+    r, c = sides[side]
+    std = float(ref.std or 1.0)
+    far = None
+    if side == "above" and part.hi is not None and ref.max is not None and part.hi > ref.max:
+        far = f", up to {(part.hi - ref.max) / std:.1f} sd above its maximum"
+    if side == "below" and part.lo is not None and ref.min is not None and part.lo < ref.min:
+        far = f", up to {(ref.min - part.lo) / std:.1f} sd below its minimum"
+    share = sum(v[1] for v in sides.values()) / n
+    ref_share = sum(v[0] for v in sides.values()) / m
+    return {
+        "share": share,
+        "reference_share": ref_share,
+        "p": min(1.0, 2 * p_side[side]),
+        "side": side,
+        "side_share": c / n,
+        "side_reference_share": r / m,
+        "material": c / n > r / m and c / n >= TAIL_RATIO * r / m,
+        "text": (
+            f"{share:.1%} of values beyond the reference's 0.5%-99.5% range (reference "
+            f"{ref_share:.1%}); {c / n:.1%} {side} it (reference {r / m:.1%}){far or ''}"
+        ),
+    }
 
 
 def _constant(
@@ -368,7 +542,7 @@ def _constant(
     part: NumericPartial,
     s: DriftSettings,
 ) -> FeatureDrift:
-    # the spec bins a constant reference value c on [c, nextafter(c)), so counts[1] holds x == c
+    # a constant reference value c is binned on [c, nextafter(c)), so counts[1] holds x == c
     at = float(counts[1]) if counts.size == 3 else float(counts[-1])
     off = 1.0 - at / n_vals
     thr = s.threshold(name, "constant")
@@ -392,25 +566,30 @@ def _constant(
         miss[2],
         part.nonfinite,
         detail,
+        moved_share=off,
     )
 
 
 # -- categorical -----------------------------------------------------------------------------
 
 
-def _pool(
-    ref: np.ndarray, cur: np.ndarray, n: int, least: float = 5.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pool categories expected fewer than ``least`` times in the window (and the last, 'other or
-    unseen', bucket) into one, so the chi-square approximation holds for sparse categories; a pooled
-    bucket still expected, and seen, under ``least`` times joins the smallest remaining one."""
-    expected = n * ref / max(ref.sum(), 1.0)
+def _pool(ref: np.ndarray, cur: np.ndarray, least: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """Pool categories expected fewer than ``least`` times in the smaller of the two samples (and
+    the last, 'other or unseen', bucket) into one, so the chi-square approximation holds for sparse
+    categories and small references; a pooled bucket still expected under ``least`` times joins
+    the smallest remaining one. Expected counts come from both samples together, as under no
+    drift. Pooling by the smaller sample matters for small references: a category a 200-row
+    reference saw once is expected under 5 times in its row whatever the window's size, and the
+    values it saw once stand, pooled, for those it happened to miss."""
+    total = ref.sum() + cur.sum()
+    small = min(ref.sum(), cur.sum()) / max(total, 1.0)
+    expected = small * (ref + cur)
     rare = expected < least
     rare[-1] = True
     r = np.append(ref[~rare], ref[rare].sum())
     c = np.append(cur[~rare], cur[rare].sum())
-    if r.size > 2 and n * r[-1] / max(r.sum(), 1.0) < least and c[-1] < least:
-        j = int(np.argmin(r[:-1]))
+    if r.size > 2 and small * (r[-1] + c[-1]) < least:
+        j = int(np.argmin(r[:-1] + c[:-1]))
         r[j] += r[-1]
         c[j] += c[-1]
         r, c = r[:-1], c[:-1]
@@ -418,11 +597,33 @@ def _pool(
     return r[keep], c[keep]
 
 
+def _categories(ref_vec: np.ndarray, cur_vec: np.ndarray) -> dict[str, float]:
+    """Test and effect over category counts (the last is 'other or unseen'), sparse ones pooled.
+
+    ``effect``: 2 * sqrt(sum (sqrt(c) - sqrt(r))^2) over the shares, standard deviations moved;
+    ``moved``: total variation, the share of rows that changed category.
+    """
+    ref_vec, cur_vec = _pool(ref_vec, cur_vec)
+    if ref_vec.size < 2:
+        p, chi = 1.0, 0.0
+    else:
+        chi, p, _, _ = stats.chi2_contingency(np.vstack((ref_vec, cur_vec)), correction=False)
+        chi, p = float(chi), float(p)
+    r, c = ref_vec / ref_vec.sum(), cur_vec / cur_vec.sum()
+    return {
+        "chi2": chi,
+        "p": p,
+        "effect": float(2 * np.sqrt(((np.sqrt(c) - np.sqrt(r)) ** 2).sum())),
+        "moved": float(np.abs(c - r).sum() / 2),
+        "jensenshannon": float(jensenshannon(r, c, base=2)),
+        "psi": _psi(ref_vec, cur_vec),
+    }
+
+
 def categorical_drift(
     name: str, ref: CategoricalProfile, part: CategoricalPartial, s: DriftSettings
 ) -> FeatureDrift:
     ref_cats = ref.categories
-    ref_other = ref.other
     ref_count, ref_nulls = ref.count, ref.nulls
     ref_n = ref_count - ref_nulls
     n_vals = int(sum(part.counts.values()))
@@ -433,37 +634,20 @@ def categorical_drift(
         return unjudged
     keys = list(ref_cats)
     unseen = sorted((k for k in part.counts if k not in ref_cats), key=lambda k: -part.counts[k])
-    ref_vec = np.array([ref_cats[k] for k in keys] + [ref_other], dtype=float)
+    ref_vec = np.array([ref_cats[k] for k in keys] + [ref.other], dtype=float)
     cur_vec = np.array(
         [part.counts.get(k, 0) for k in keys] + [sum(part.counts[k] for k in unseen)], dtype=float
     )
-    ref_vec, cur_vec = _pool(ref_vec, cur_vec, n_vals)
-    if ref_vec.size < 2:
-        p, chi = 1.0, 0.0
-    else:
-        chi, p, _, _ = stats.chi2_contingency(np.vstack((ref_vec, cur_vec)), correction=False)
-        chi, p = float(chi), float(p)
-    js = float(jensenshannon(ref_vec / ref_vec.sum(), cur_vec / cur_vec.sum(), base=2))
-    psi = _psi(ref_vec, cur_vec)
-    method = s.categorical_method
-    if method == "auto":
-        method = "chi2" if n_vals < s.large_window else "jensenshannon"
-    score = {"chi2": chi, "jensenshannon": js, "psi": psi}[method]
+    found = _categories(ref_vec, cur_vec)
+    method = AUTO_DISCRETE if s.categorical_method == "auto" else s.categorical_method
+    score = {AUTO_DISCRETE: found["effect"], "chi2": found["chi2"]}.get(method, found.get(method))
     threshold = s.alpha if method == "chi2" else s.threshold(name, method)
-    unseen_share = sum(part.counts[k] for k in unseen) / n_vals
-    extra = {
-        "bins": _bins(
-            [*keys, "(other/unseen)"],
-            np.array([ref_cats[k] for k in keys] + [ref_other], float),
-            np.array(
-                [part.counts.get(k, 0) for k in keys] + [sum(part.counts[k] for k in unseen)], float
-            ),
-        ),
-        "chi2": chi,
-        "jensenshannon": js,
-        "psi": psi,
+    extra: dict[str, Any] = {
+        "bins": _bins([*keys, "(other/unseen)"], ref_vec, cur_vec),
+        **found,
+        "test": "chi-square",
         "unseen": unseen[:10],
-        "unseen_share": unseen_share,
+        "unseen_share": sum(part.counts[k] for k in unseen) / n_vals,
     }
     return FeatureDrift(
         name,
@@ -472,7 +656,7 @@ def categorical_drift(
         method,
         score,
         threshold,
-        p,
+        found["p"],
         None,
         None,
         n_vals,
@@ -483,6 +667,8 @@ def categorical_drift(
         0,
         "",
         extra,
+        effect=found["effect"],
+        moved_share=found["moved"],
     )
 
 
@@ -510,21 +696,57 @@ def _verdict(f: FeatureDrift, p_adj: float, s: DriftSettings) -> FeatureDrift:
     assert f.p_value is not None
     significant = p_adj < s.alpha
     how = {"bh": "Benjamini-Hochberg", "holm": "Holm", "none": "unadjusted"}[s.correction]
+    test = f"{f.extra.get('test', 'test')} p={f.p_value:.3g} ({how} {p_adj:.3g})"
     if f.method in ("ks", "chi2"):
         drifted = significant
         detail = f"{f.method} {f.score:.4g}, p={f.p_value:.3g} ({how} {p_adj:.3g}) {'<' if drifted else '>='} {s.alpha}"
-    else:
+    elif f.method in (AUTO_CONTINUOUS, AUTO_DISCRETE):
         material = f.score >= f.threshold
         drifted = material and significant
         detail = (
-            f"{f.method} {f.score:.4f} {'>=' if material else '<'} {f.threshold:g}; "
-            f"test p={f.p_value:.3g} ({how} {p_adj:.3g})"
+            f"moved {f.score:.3g} sd ({'>=' if material else '<'} {f.threshold:g}); "
+            f"{_moved(f)}; {test} {'<' if significant else '>='} {s.alpha}"
         )
+        if material != significant:
+            detail += (
+                f": {'not significant' if material else 'under the minimum effect'}, so no drift"
+            )
+    else:
+        material = f.score >= f.threshold
+        drifted = material and significant
+        detail = f"{f.method} {f.score:.4f} {'>=' if material else '<'} {f.threshold:g}; {test}"
         if material and not significant:
             detail += f": not significant at {s.alpha}, so no drift"
     if f.extra.get("unseen"):
         detail += f"; unseen categories {f.extra['unseen']} ({f.extra['unseen_share']:.1%})"
+    if 0 < f.reference_n < f.n:
+        detail += (
+            f"; the reference's {f.reference_n:,} values limit this test, not the window's {f.n:,}"
+        )
     return replace(f, p_adjusted=float(p_adj), drifted=bool(drifted), detail=detail)
+
+
+def _moved(f: FeatureDrift) -> str:
+    if f.moved_share is None:
+        return ""
+    if f.method == AUTO_CONTINUOUS:
+        return f"distribution functions up to {f.moved_share:.1%} apart"
+    return f"{f.moved_share:.1%} of rows moved"
+
+
+def _tail_verdicts(results: list[FeatureDrift], s: DriftSettings) -> list[FeatureDrift]:
+    """Adjust the tail p-values across features (a family of their own) and give each a verdict:
+    significant AND material (a side's share at least doubled)."""
+    tested = [i for i, f in enumerate(results) if f.tail_p is not None]
+    adjusted = adjust(np.array([results[i].tail_p for i in tested], dtype=float), s.correction)
+    out = list(results)
+    for i, p_adj in zip(tested, adjusted, strict=True):
+        f = out[i]
+        tail = f.extra.get("tail", {})
+        hit = bool(p_adj < s.alpha and tail.get("material", False))
+        detail = f.detail + (f"; tail contamination: {tail['text']} (p={p_adj:.3g})" if hit else "")
+        out[i] = replace(f, tail_p_adjusted=float(p_adj), tail_drifted=hit, detail=detail)
+    return out
 
 
 def evaluate_drift(
@@ -553,6 +775,7 @@ def evaluate_drift(
     adjusted = adjust(np.array([results[i].p_value for i in tested], dtype=float), s.correction)
     for i, p_adj in zip(tested, adjusted, strict=True):
         results[i] = _verdict(results[i], float(p_adj), s)
+    results = _tail_verdicts(results, s)
     judged = [f for f in results if f.drifted is not None]
     drifted = tuple(f.feature for f in judged if f.drifted)
     share = len(drifted) / len(judged) if judged else None
@@ -612,7 +835,8 @@ def prediction_drift(
             else NumericPartial(partial.ok_rows, partial.ok_rows)
         )
         out.append(numeric_drift("predicted_value", pred.values, part_n, single))
-    return tuple(
+    judged = [
         _verdict(f, float(f.p_value), single) if f.status == "ok" and f.p_value is not None else f
         for f in out
-    )
+    ]
+    return tuple(_tail_verdicts(judged, single))

@@ -86,7 +86,7 @@ def render_drift_html(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
         f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1><p><b>{escape(summary)}</b></p>"
         f"<ul>{note_html}</ul><table><tr><th>feature</th><th>type</th><th>verdict</th><th>method</th>"
-        f"<th>score</th><th>threshold</th><th>p (adjusted)</th><th>n</th><th>missing</th><th>detail</th></tr>"
+        f"<th>effect (sd) or score</th><th>threshold</th><th>p (adjusted)</th><th>n</th><th>missing</th><th>detail</th></tr>"
         f"{rows}</table><p class='legend'><span style='background:#90a4ae'></span>reference"
         f"<span style='background:#e65100'></span>current</p>{plots}</body></html>"
     )

@@ -149,7 +149,7 @@ class Monitor:
                 .join(t.models, t.models.c.id == t.monitor_settings.c.model_id)
                 .where(t.models.c.name == model)
             ).first()
-        return DriftSettings.from_dict(row.settings) if row is not None else DriftSettings()
+        return DriftSettings.from_stored(row.settings) if row is not None else DriftSettings()
 
     def known_features(self, model: str) -> list[str]:
         """Names a per-feature threshold may use: every version's features and prediction checks."""

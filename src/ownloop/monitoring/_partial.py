@@ -37,6 +37,7 @@ __all__ = [
     "compute_partial",
     "merge",
     "merge_all",
+    "support_grid",
 ]
 
 ROW_SUM_TOLERANCE = 0.01  # a multiclass probability row must sum to 1 within this
@@ -150,12 +151,23 @@ class PartialSpec:
 
 
 def grid_of(feat: NumericProfile) -> np.ndarray:
-    """The fine grid of a numeric profile (format 2), or its quantile cuts (format 1)."""
+    """The grid a numeric column is binned on.
+
+    A discrete column (the profile keeps its ``support``) gets each value s as its own bin
+    [s, next float after s), with the values between two of them in a bin of their own, so a value
+    off the support is never counted as one on it; a constant column is the case of one value.
+    Otherwise the profile's fine grid (format 2), or its quantile cuts (format 1).
+    """
     if feat.std == 0.0 and feat.min is not None:
-        # a constant reference: bin on [c, next float after c) so "equal to c" is its own bin
-        c = float(feat.min)
-        return np.array([c, np.nextafter(c, np.inf)])
+        return support_grid(np.array([float(feat.min)]))
+    if feat.support:
+        return support_grid(np.asarray(feat.support, dtype=float))
     return np.asarray(feat.grid if feat.grid is not None else feat.cuts, dtype=float)
+
+
+def support_grid(support: np.ndarray) -> np.ndarray:
+    """Edges s0, s0+, s1, s1+, ... (s+ the next float after s): bin 2i+1 holds exactly s_i."""
+    return np.column_stack((support, np.nextafter(support, np.inf))).ravel()
 
 
 @dataclass
@@ -167,6 +179,8 @@ class NumericPartial:
     below: float = 0.0  # sum of (grid[0] - x) over finite x below the grid
     above: float = 0.0  # sum of (x - grid[-1]) over finite x at or above the grid's end
     total: float = 0.0  # sum of finite values
+    lo: float | None = None  # smallest finite value
+    hi: float | None = None  # largest finite value
 
     def merge(self, other: NumericPartial) -> NumericPartial:
         return NumericPartial(
@@ -177,6 +191,8 @@ class NumericPartial:
             self.below + other.below,
             self.above + other.above,
             self.total + other.total,
+            _opt(min, self.lo, other.lo),
+            _opt(max, self.hi, other.hi),
         )
 
 
@@ -372,6 +388,8 @@ def _part_json(p: NumericPartial | CategoricalPartial) -> dict[str, Any]:
             "below": p.below,
             "above": p.above,
             "total": p.total,
+            "lo": p.lo,
+            "hi": p.hi,
         }
     return {"kind": "categorical", "n": p.n, "nulls": p.nulls, "counts": p.counts}
 
@@ -386,6 +404,8 @@ def _part_from_json(d: Mapping[str, Any]) -> NumericPartial | CategoricalPartial
             float(d["below"]),
             float(d["above"]),
             float(d["total"]),
+            None if d.get("lo") is None else float(d["lo"]),
+            None if d.get("hi") is None else float(d["hi"]),
         )
     return CategoricalPartial(
         int(d["n"]), int(d["nulls"]), {k: int(v) for k, v in d["counts"].items()}
@@ -429,7 +449,12 @@ def numeric_partial(
         if counts[-1] > 0:
             hi = finite[finite >= grid[-1]]
             above = float((hi - grid[-1]).sum())
-    return NumericPartial(n, nan, posinf + neginf, counts, below, above, float(finite.sum()))
+    lo = hi = None
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+    return NumericPartial(
+        n, nan, posinf + neginf, counts, below, above, float(finite.sum()), lo, hi
+    )
 
 
 def categorical_partial(column: pa.Array | pa.ChunkedArray) -> CategoricalPartial:

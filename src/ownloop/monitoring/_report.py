@@ -334,6 +334,19 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
                 n=f.n,
                 detail=f.detail,
             )
+            if f.tail_share is not None:
+                add(
+                    "tail_share",
+                    f.feature,
+                    method="one-sided exceedance test per side, beyond the 0.5%-99.5% quantiles, "
+                    f"material when a side's share doubles ({d.correction} at alpha {d.alpha})",
+                    value=f.tail_share,
+                    threshold=f.tail_reference_share,
+                    p_value=f.tail_p_adjusted if f.tail_p_adjusted is not None else f.tail_p,
+                    alert=f.tail_drifted,
+                    n=f.n,
+                    detail=f.extra.get("tail", {}).get("text"),
+                )
             if f.missing_share is not None:
                 add(
                     "missing_share",
