@@ -167,3 +167,12 @@ def test_ordinary_numeric_columns_are_not_identifier_like() -> None:
     assert numeric_profile(rng.normal(size=5000)).identifier is False  # distinct, not whole
     assert numeric_profile(rng.integers(0, 1000, 5000).astype(float)).identifier is False
     assert numeric_profile(np.arange(30, dtype=float)).identifier is False  # too few to tell
+
+
+def test_show_says_a_column_is_identifier_like(
+    unique_ids: tuple[ReferenceProfile, PartialSpec],
+) -> None:
+    from ownloop.cli._registry import _profile_summary
+
+    profile, _ = unique_ids
+    assert _profile_summary(profile.features["user"]).endswith(", identifier-like")

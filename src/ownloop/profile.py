@@ -26,12 +26,14 @@ Versions:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # via scikit-learn
 
 from ownloop.errors import InvalidInputError
 from ownloop.signature import Signature
@@ -53,6 +55,7 @@ __all__ = [
     "bin_index",
     "categorical_profile",
     "compute_profile",
+    "feature_importance",
     "numeric_profile",
     "predict_frame",
 ]
@@ -69,6 +72,11 @@ MAX_SUPPORT = 20  # a numeric column with at most this many distinct values keep
 # product codes (21-50%) stay categorical; user ids, emails and order numbers (68-100%) do not.
 IDENTIFIER_MIN_DISTINCT = 50
 IDENTIFIER_MIN_RATIO = 0.5
+# Permutation importance: at most this many reference rows, this many repeats, and an estimated
+# cost (one scoring of the sample per feature and repeat) of at most this many seconds.
+IMPORTANCE_ROWS = 2000
+IMPORTANCE_REPEATS = 3
+IMPORTANCE_BUDGET_S = 10.0
 PROB_EDGES = np.linspace(0.0, 1.0, 21)
 
 
@@ -709,8 +717,156 @@ def compute_profile(model: Any, reference: pd.DataFrame, signature: Signature) -
             features[feat.name] = categorical_profile(col)
     pred, proba = predict_frame(model, X, signature)
     y = reference[signature.target] if signature.target and signature.target in reference else None
+    importance, method = feature_importance(model, X, y, signature)
     return ReferenceProfile(
         rows=len(reference),
         features=features,
         prediction=_prediction_profile(signature, pred, proba, y),
+        importance=importance,
+        importance_method=method,
     )
+
+
+# -- the model's reliance on each feature ------------------------------------------------------
+
+
+def feature_importance(
+    model: Any, X: pd.DataFrame, y: pd.Series | None, signature: Signature
+) -> tuple[dict[str, float] | None, str | None]:
+    """Each feature's share of the model's reliance on the features (shares sum to 1), and how
+    it was measured: the model's own importances when they map one to one onto the signature's
+    features, else permutation importance on a sample of the reference when it has the target,
+    else unknown (None, None)."""
+    names = list(signature.feature_names)
+    own = _own_importance(model, X, names)
+    if own is not None:
+        return own
+    if y is None:
+        return None, None
+    return _permutation_importance(model, X, y, signature)
+
+
+def _shares(names: list[str], raw: np.ndarray) -> dict[str, float] | None:
+    raw = np.where(np.isfinite(raw), np.maximum(raw, 0.0), 0.0)
+    total = float(raw.sum())
+    if total <= 0:
+        return None
+    return {n: float(v / total) for n, v in zip(names, raw, strict=True)}
+
+
+def _own_importance(
+    model: Any, X: pd.DataFrame, names: list[str]
+) -> tuple[dict[str, float] | None, str] | None:
+    """``feature_importances_`` or ``|coef_| x the feature's sd``, when the model itself (not a
+    pipeline whose last step sees encoded columns) was fitted on exactly the signature's features."""
+    fitted_on = getattr(model, "feature_names_in_", None)
+    if fitted_on is not None:
+        if [str(c) for c in fitted_on] != names:
+            return None
+    elif getattr(model, "n_features_in_", None) != len(names):
+        return None
+    try:
+        fi = getattr(model, "feature_importances_", None)
+        coef = getattr(model, "coef_", None)
+    except (AttributeError, ValueError, TypeError):  # unfitted or not defined for this model
+        return None
+    if fi is not None and np.ndim(fi) == 1 and np.size(fi) == len(names):
+        return _shares(names, np.abs(np.asarray(fi, dtype=float))), "feature_importances_"
+    if coef is not None and np.atleast_2d(coef).shape[-1] == len(names):
+        try:
+            sd = X.to_numpy(dtype=float, na_value=np.nan)
+        except (ValueError, TypeError):
+            return None
+        raw = (np.abs(np.atleast_2d(np.asarray(coef, dtype=float))) * np.nanstd(sd, axis=0)).sum(0)
+        return _shares(names, raw), "coef_ x feature sd"
+    return None
+
+
+def _scorer(
+    signature: Signature, has_proba: bool
+) -> tuple[Callable[[Any, pd.DataFrame, np.ndarray], float], str]:
+    """A higher-is-better score of the model on (X, y) and its name."""
+    if signature.task == "regression":
+
+        def neg_mse(m: Any, X: pd.DataFrame, y: np.ndarray) -> float:
+            return -float(np.mean((np.asarray(m.predict(X), dtype=float) - y) ** 2))
+
+        return neg_mse, "mean squared error"
+    classes = np.asarray(signature.classes or [])
+    if has_proba and classes.size:
+
+        def neg_log_loss(m: Any, X: pd.DataFrame, y: np.ndarray) -> float:
+            proba = np.asarray(m.predict_proba(X), dtype=float)
+            return float(np.mean(np.log(np.clip(proba[np.arange(y.size), y], 1e-15, 1.0))))
+
+        return neg_log_loss, "log loss"
+
+    def accuracy(m: Any, X: pd.DataFrame, y: np.ndarray) -> float:
+        return float(np.mean(np.asarray(m.predict(X)) == classes[y]))
+
+    return accuracy, "accuracy"
+
+
+def _permutation_importance(
+    model: Any, X: pd.DataFrame, y: pd.Series, signature: Signature
+) -> tuple[dict[str, float] | None, str | None]:
+    """Permutation importance (Breiman's, as ``sklearn.inspection.permutation_importance``
+    computes it, for any model with ``predict``: scikit-learn's refuses models without ``fit``) on
+    at most ``IMPORTANCE_ROWS`` reference rows, seeded; fewer repeats, or none, when scoring the
+    sample is too slow for ``IMPORTANCE_BUDGET_S``."""
+    labels = y.to_numpy()
+    keep = np.asarray(pd.notna(labels), dtype=bool)
+    if signature.task == "regression":
+        target = pd.to_numeric(y, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        keep &= np.isfinite(target)
+    else:
+        index = {c: i for i, c in enumerate(signature.classes or [])}
+        target = np.array(
+            [index.get(v, -1) if k else -1 for v, k in zip(labels, keep, strict=True)]
+        )
+        keep &= target >= 0
+    rows = np.flatnonzero(keep)
+    if rows.size < 2:
+        return None, None
+    rng = np.random.default_rng(0)
+    if rows.size > IMPORTANCE_ROWS:
+        rows = np.sort(rng.choice(rows, IMPORTANCE_ROWS, replace=False))
+    Xs, ys = X.iloc[rows].reset_index(drop=True), target[rows]
+    score, metric = _scorer(signature, hasattr(model, "predict_proba"))
+    # one native thread: 2,000 rows gain little from more, and a busy machine loses a lot
+    with threadpool_limits(limits=1):
+        return _permute(model, Xs, ys, score, metric, rng, list(signature.feature_names))
+
+
+def _permute(
+    model: Any,
+    Xs: pd.DataFrame,
+    ys: np.ndarray,
+    score: Callable[[Any, pd.DataFrame, np.ndarray], float],
+    metric: str,
+    rng: np.random.Generator,
+    names: list[str],
+) -> tuple[dict[str, float] | None, str | None]:
+    try:
+        base = score(model, Xs, ys)  # also warms the model up before the timed call
+        start = time.perf_counter()
+        score(model, Xs, ys)
+        once = time.perf_counter() - start
+        cost = once * (len(names) + 1)
+        repeats = min(IMPORTANCE_REPEATS, int(IMPORTANCE_BUDGET_S / max(cost, 1e-9)))
+        if repeats < 1:
+            return None, None
+        drops = np.zeros((len(names), repeats))
+        for j, name in enumerate(names):
+            if time.perf_counter() - start > 2 * IMPORTANCE_BUDGET_S:
+                return None, None  # far slower than timed (a loaded machine): give up, unknown
+            shuffled = Xs.copy()
+            for r in range(repeats):
+                shuffled[name] = Xs[name].iloc[rng.permutation(len(Xs))].set_axis(Xs.index)
+                drops[j, r] = base - score(model, shuffled, ys)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+        return None, None  # the model cannot score a shuffled sample: importance stays unknown
+    shares = _shares(names, drops.mean(axis=1))
+    if shares is None:
+        return None, None
+    return shares, f"permutation ({metric}, {repeats} repeats on {len(Xs)} reference rows)"

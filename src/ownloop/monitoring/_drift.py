@@ -598,7 +598,7 @@ def evaluate_drift(
         )
         for f in results
     }
-    reasons = {f.feature: _reasons(f, rows[f.feature], s.min_rows) for f in results}
+    reasons = {f.feature: _reasons(f, rows[f.feature], s) for f in results}
     judged = [f.feature for f in results if reasons[f.feature] is not None]
     drifted = tuple(n for n in judged if reasons[n])
     share = len(drifted) / len(judged) if judged else None
@@ -622,18 +622,19 @@ def evaluate_drift(
     )
 
 
-def _reasons(f: FeatureDrift, rows: int, min_rows: int) -> str | None:
+def _reasons(f: FeatureDrift, rows: int, s: DriftSettings) -> str | None:
     """Why a feature counts as drifted for the dataset ('' when judged and not drifted), or None
     when it cannot be judged: its values, its missing share (from ``min_rows`` rows in the window)
-    or all of it missing where the reference had values."""
+    or all of it missing where the reference had values (when its missing share drifted, or an
+    all-missing window had under ``alpha`` chance at the reference's missing share)."""
     why: list[str] = []
     judged = f.drifted is not None
     if f.drifted:
         why.append(_value_reason(f))
-    if f.missing_drifted is not None and rows >= min_rows:
+    if f.missing_drifted is not None and rows >= s.min_rows:
         judged = True
         ref = f.reference_missing_share or 0.0
-        if f.status == "all_missing":
+        if f.status == "all_missing" and (f.missing_drifted or ref**rows < s.alpha):
             why.append(f"all {rows:,} values missing; reference {ref:.1%}")
         elif f.missing_drifted:
             why.append(f"missing {f.missing_share or 0.0:.1%}; reference {ref:.1%}")
