@@ -468,6 +468,7 @@ def summary(rep: WindowReport) -> dict[str, Any]:
         "rows": rep.rows,
         "dataset_drift": None if rep.drift is None else rep.drift.dataset_drift,
         "drifted": [] if rep.drift is None else list(rep.drift.drifted_features),
+        "drift_reasons": {} if rep.drift is None else dict(rep.drift.reasons),
         "drift_share": None if rep.drift is None else rep.drift.share,
         "drift_weighted_share": None if rep.drift is None else _f(rep.drift.weighted_share),
         "drift_verdict_by": None if rep.drift is None else rep.drift.verdict_by,
