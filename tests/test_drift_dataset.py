@@ -144,6 +144,15 @@ def test_the_models_coefficients_give_its_reliance(logistic: ReferenceProfile) -
     assert again.importance == logistic.importance
 
 
+def test_a_tree_gives_its_own_importances() -> None:
+    from sklearn.tree import DecisionTreeClassifier
+
+    profile = _registered(DecisionTreeClassifier(max_depth=4, random_state=0))
+    assert profile.importance_method == "feature_importances_"
+    assert profile.importance is not None
+    assert profile.importance["x0"] + profile.importance["x1"] > 0.8
+
+
 def test_two_drifted_top_features_are_dataset_drift(logistic: ReferenceProfile) -> None:
     rep = _judge(logistic, _twelve(np.random.default_rng(11), 5000, {0: 0.5, 1: 0.5}))
     assert set(rep.drifted_features) == {"x0", "x1"}

@@ -77,6 +77,7 @@ IDENTIFIER_MIN_RATIO = 0.5
 IMPORTANCE_ROWS = 2000
 IMPORTANCE_REPEATS = 3
 IMPORTANCE_BUDGET_S = 10.0
+IMPORTANCE_BATCH_ROWS = 50_000  # shuffled rows scored in one call
 PROB_EDGES = np.linspace(0.0, 1.0, 21)
 
 
@@ -756,7 +757,7 @@ def _shares(names: list[str], raw: np.ndarray) -> dict[str, float] | None:
 
 def _own_importance(
     model: Any, X: pd.DataFrame, names: list[str]
-) -> tuple[dict[str, float] | None, str] | None:
+) -> tuple[dict[str, float], str] | None:
     """``feature_importances_`` or ``|coef_| x the feature's sd``, when the model itself (not a
     pipeline whose last step sees encoded columns) was fitted on exactly the signature's features."""
     fitted_on = getattr(model, "feature_names_in_", None)
@@ -771,40 +772,42 @@ def _own_importance(
     except (AttributeError, ValueError, TypeError):  # unfitted or not defined for this model
         return None
     if fi is not None and np.ndim(fi) == 1 and np.size(fi) == len(names):
-        return _shares(names, np.abs(np.asarray(fi, dtype=float))), "feature_importances_"
+        shares = _shares(names, np.abs(np.asarray(fi, dtype=float)))
+        return None if shares is None else (shares, "feature_importances_")
     if coef is not None and np.atleast_2d(coef).shape[-1] == len(names):
         try:
             sd = X.to_numpy(dtype=float, na_value=np.nan)
         except (ValueError, TypeError):
             return None
         raw = (np.abs(np.atleast_2d(np.asarray(coef, dtype=float))) * np.nanstd(sd, axis=0)).sum(0)
-        return _shares(names, raw), "coef_ x feature sd"
+        shares = _shares(names, raw)
+        return None if shares is None else (shares, "coef_ x feature sd")
     return None
 
 
 def _scorer(
-    signature: Signature, has_proba: bool
-) -> tuple[Callable[[Any, pd.DataFrame, np.ndarray], float], str]:
-    """A higher-is-better score of the model on (X, y) and its name."""
+    model: Any, signature: Signature
+) -> tuple[Callable[[pd.DataFrame], np.ndarray], Callable[[np.ndarray, np.ndarray], float], str]:
+    """The model's output on rows, a higher-is-better score of outputs against targets (class
+    indices for classifiers), and the score's name."""
     if signature.task == "regression":
 
-        def neg_mse(m: Any, X: pd.DataFrame, y: np.ndarray) -> float:
-            return -float(np.mean((np.asarray(m.predict(X), dtype=float) - y) ** 2))
+        def neg_mse(out: np.ndarray, y: np.ndarray) -> float:
+            return -float(np.mean((out.astype(float) - y) ** 2))
 
-        return neg_mse, "mean squared error"
+        return lambda X: np.asarray(model.predict(X)), neg_mse, "mean squared error"
     classes = np.asarray(signature.classes or [])
-    if has_proba and classes.size:
+    if hasattr(model, "predict_proba") and classes.size:
 
-        def neg_log_loss(m: Any, X: pd.DataFrame, y: np.ndarray) -> float:
-            proba = np.asarray(m.predict_proba(X), dtype=float)
+        def neg_log_loss(proba: np.ndarray, y: np.ndarray) -> float:
             return float(np.mean(np.log(np.clip(proba[np.arange(y.size), y], 1e-15, 1.0))))
 
-        return neg_log_loss, "log loss"
+        return lambda X: np.asarray(model.predict_proba(X), dtype=float), neg_log_loss, "log loss"
 
-    def accuracy(m: Any, X: pd.DataFrame, y: np.ndarray) -> float:
-        return float(np.mean(np.asarray(m.predict(X)) == classes[y]))
+    def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(pred == classes[y]))
 
-    return accuracy, "accuracy"
+    return lambda X: np.asarray(model.predict(X)), accuracy, "accuracy"
 
 
 def _permutation_importance(
@@ -832,41 +835,45 @@ def _permutation_importance(
     if rows.size > IMPORTANCE_ROWS:
         rows = np.sort(rng.choice(rows, IMPORTANCE_ROWS, replace=False))
     Xs, ys = X.iloc[rows].reset_index(drop=True), target[rows]
-    score, metric = _scorer(signature, hasattr(model, "predict_proba"))
     # one native thread: 2,000 rows gain little from more, and a busy machine loses a lot
     with threadpool_limits(limits=1):
-        return _permute(model, Xs, ys, score, metric, rng, list(signature.feature_names))
+        return _permute(model, Xs, ys, signature, rng)
 
 
 def _permute(
-    model: Any,
-    Xs: pd.DataFrame,
-    ys: np.ndarray,
-    score: Callable[[Any, pd.DataFrame, np.ndarray], float],
-    metric: str,
-    rng: np.random.Generator,
-    names: list[str],
+    model: Any, Xs: pd.DataFrame, ys: np.ndarray, signature: Signature, rng: np.random.Generator
 ) -> tuple[dict[str, float] | None, str | None]:
+    """The mean drop in score when each feature's values are shuffled, the shuffled copies scored
+    together in a few large calls (a call per copy costs a pipeline's overhead each time)."""
+    output, score, metric = _scorer(model, signature)
+    names = list(Xs.columns)
+    n = len(Xs)
+    per_call = max(1, IMPORTANCE_BATCH_ROWS // n)  # shuffled copies scored per call
     try:
-        base = score(model, Xs, ys)  # also warms the model up before the timed call
+        base = score(output(Xs), ys)  # also warms the model up before the timed call
         start = time.perf_counter()
-        score(model, Xs, ys)
-        once = time.perf_counter() - start
-        cost = once * (len(names) + 1)
-        repeats = min(IMPORTANCE_REPEATS, int(IMPORTANCE_BUDGET_S / max(cost, 1e-9)))
+        output(pd.concat([Xs] * min(per_call, len(names)), ignore_index=True))
+        once = (time.perf_counter() - start) / min(per_call, len(names))
+        repeats = min(IMPORTANCE_REPEATS, int(IMPORTANCE_BUDGET_S / max(once * len(names), 1e-9)))
         if repeats < 1:
             return None, None
+        jobs = [(j, r) for j in range(len(names)) for r in range(repeats)]
         drops = np.zeros((len(names), repeats))
-        for j, name in enumerate(names):
+        for k in range(0, len(jobs), per_call):
             if time.perf_counter() - start > 2 * IMPORTANCE_BUDGET_S:
                 return None, None  # far slower than timed (a loaded machine): give up, unknown
-            shuffled = Xs.copy()
-            for r in range(repeats):
-                shuffled[name] = Xs[name].iloc[rng.permutation(len(Xs))].set_axis(Xs.index)
-                drops[j, r] = base - score(model, shuffled, ys)
+            batch = jobs[k : k + per_call]
+            copies = []
+            for j, _ in batch:
+                copy = Xs.copy()
+                copy[names[j]] = Xs[names[j]].iloc[rng.permutation(n)].set_axis(Xs.index)
+                copies.append(copy)
+            out = output(pd.concat(copies, ignore_index=True))
+            for i, (j, r) in enumerate(batch):
+                drops[j, r] = base - score(out[i * n : (i + 1) * n], ys)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError):
         return None, None  # the model cannot score a shuffled sample: importance stays unknown
     shares = _shares(names, drops.mean(axis=1))
     if shares is None:
         return None, None
-    return shares, f"permutation ({metric}, {repeats} repeats on {len(Xs)} reference rows)"
+    return shares, f"permutation ({metric}, {repeats} repeats on {n} reference rows)"
