@@ -26,12 +26,14 @@ Versions:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # via scikit-learn
 
 from ownloop.errors import InvalidInputError
 from ownloop.signature import Signature
@@ -55,6 +57,7 @@ __all__ = [
     "calibration_bootstrap",
     "categorical_profile",
     "compute_profile",
+    "feature_importance",
     "numeric_profile",
     "predict_frame",
 ]
@@ -66,6 +69,17 @@ N_QUANTILE_BINS = 20
 N_HIST_BINS = 30
 MAX_CATEGORIES = 1000
 MAX_SUPPORT = 20  # a numeric column with at most this many distinct values keeps them (discrete)
+# Identifier-like columns: at least this many distinct values, and (categorical) at least this share
+# of the non-missing values distinct. Zip codes (1,000 values in 50,000 rows: 2%) and Zipf-like
+# product codes (21-50%) stay categorical; user ids, emails and order numbers (68-100%) do not.
+IDENTIFIER_MIN_DISTINCT = 50
+IDENTIFIER_MIN_RATIO = 0.5
+# Permutation importance: at most this many reference rows, this many repeats, and an estimated
+# cost (one scoring of the sample per feature and repeat) of at most this many seconds.
+IMPORTANCE_ROWS = 2000
+IMPORTANCE_REPEATS = 3
+IMPORTANCE_BUDGET_S = 10.0
+IMPORTANCE_BATCH_ROWS = 50_000  # shuffled rows scored in one call
 PROB_EDGES = np.linspace(0.0, 1.0, 21)
 CALIBRATION_DRAWS = 30  # bootstrap refits of the calibration map kept in the profile
 CALIBRATION_GRID = 51  # points (score quantiles) each refitted map is kept at
@@ -283,6 +297,12 @@ def numeric_profile(values: np.ndarray) -> NumericProfile:
     starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
     distinct = int(starts.size)
     few = distinct <= MAX_SUPPORT
+    # integer-valued and every value distinct: a running or hashed id, not a quantity
+    identifier = (
+        distinct == s.size >= IDENTIFIER_MIN_DISTINCT
+        and bool(np.all(s == np.round(s)))
+        and bool(nonfinite == 0)
+    )
     return NumericProfile(
         count=int(x.size),
         nulls=nulls,
@@ -301,6 +321,7 @@ def numeric_profile(values: np.ndarray) -> NumericProfile:
         distinct=distinct,
         support=_floats(s[starts]) if few else None,
         support_counts=_ints(np.diff(np.append(starts, s.size))) if few else None,
+        identifier=identifier,
     )
 
 
@@ -318,13 +339,16 @@ def categorical_profile(series: pd.Series) -> CategoricalProfile:
     nulls = int(series.isna().sum())
     counts = series.dropna().astype(str).value_counts(sort=True)
     top = counts.iloc[:MAX_CATEGORIES]
+    distinct = int(counts.size)
     return CategoricalProfile(
         count=int(series.size),
         nulls=nulls,
-        distinct=int(counts.size),
+        distinct=distinct,
         categories={str(k): int(v) for k, v in top.items()},
         other=int(counts.iloc[MAX_CATEGORIES:].sum()),
         singletons=int((counts == 1).sum()),
+        identifier=distinct >= IDENTIFIER_MIN_DISTINCT
+        and distinct >= IDENTIFIER_MIN_RATIO * (series.size - nulls),
     )
 
 
@@ -795,8 +819,162 @@ def compute_profile(model: Any, reference: pd.DataFrame, signature: Signature) -
             features[feat.name] = categorical_profile(col)
     pred, proba = predict_frame(model, X, signature)
     y = reference[signature.target] if signature.target and signature.target in reference else None
+    importance, method = feature_importance(model, X, y, signature)
     return ReferenceProfile(
         rows=len(reference),
         features=features,
         prediction=_prediction_profile(signature, pred, proba, y),
+        importance=importance,
+        importance_method=method,
     )
+
+
+# -- the model's reliance on each feature ------------------------------------------------------
+
+
+def feature_importance(
+    model: Any, X: pd.DataFrame, y: pd.Series | None, signature: Signature
+) -> tuple[dict[str, float] | None, str | None]:
+    """Each feature's share of the model's reliance on the features (shares sum to 1), and how
+    it was measured: the model's own importances when they map one to one onto the signature's
+    features, else permutation importance on a sample of the reference when it has the target,
+    else unknown (None, None)."""
+    names = list(signature.feature_names)
+    own = _own_importance(model, X, names)
+    if own is not None:
+        return own
+    if y is None:
+        return None, None
+    return _permutation_importance(model, X, y, signature)
+
+
+def _shares(names: list[str], raw: np.ndarray) -> dict[str, float] | None:
+    raw = np.where(np.isfinite(raw), np.maximum(raw, 0.0), 0.0)
+    total = float(raw.sum())
+    if total <= 0:
+        return None
+    return {n: float(v / total) for n, v in zip(names, raw, strict=True)}
+
+
+def _own_importance(
+    model: Any, X: pd.DataFrame, names: list[str]
+) -> tuple[dict[str, float], str] | None:
+    """``feature_importances_`` or ``|coef_| x the feature's sd``, when the model itself (not a
+    pipeline whose last step sees encoded columns) was fitted on exactly the signature's features."""
+    fitted_on = getattr(model, "feature_names_in_", None)
+    if fitted_on is not None:
+        if [str(c) for c in fitted_on] != names:
+            return None
+    elif getattr(model, "n_features_in_", None) != len(names):
+        return None
+    try:
+        fi = getattr(model, "feature_importances_", None)
+        coef = getattr(model, "coef_", None)
+    except (AttributeError, ValueError, TypeError):  # unfitted or not defined for this model
+        return None
+    if fi is not None and np.ndim(fi) == 1 and np.size(fi) == len(names):
+        shares = _shares(names, np.abs(np.asarray(fi, dtype=float)))
+        return None if shares is None else (shares, "feature_importances_")
+    if coef is not None and np.atleast_2d(coef).shape[-1] == len(names):
+        try:
+            sd = X.to_numpy(dtype=float, na_value=np.nan)
+        except (ValueError, TypeError):
+            return None
+        raw = (np.abs(np.atleast_2d(np.asarray(coef, dtype=float))) * np.nanstd(sd, axis=0)).sum(0)
+        shares = _shares(names, raw)
+        return None if shares is None else (shares, "coef_ x feature sd")
+    return None
+
+
+def _scorer(
+    model: Any, signature: Signature
+) -> tuple[Callable[[pd.DataFrame], np.ndarray], Callable[[np.ndarray, np.ndarray], float], str]:
+    """The model's output on rows, a higher-is-better score of outputs against targets (class
+    indices for classifiers), and the score's name."""
+    if signature.task == "regression":
+
+        def neg_mse(out: np.ndarray, y: np.ndarray) -> float:
+            return -float(np.mean((out.astype(float) - y) ** 2))
+
+        return lambda X: np.asarray(model.predict(X)), neg_mse, "mean squared error"
+    classes = np.asarray(signature.classes or [])
+    if hasattr(model, "predict_proba") and classes.size:
+
+        def neg_log_loss(proba: np.ndarray, y: np.ndarray) -> float:
+            return float(np.mean(np.log(np.clip(proba[np.arange(y.size), y], 1e-15, 1.0))))
+
+        return lambda X: np.asarray(model.predict_proba(X), dtype=float), neg_log_loss, "log loss"
+
+    def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(pred == classes[y]))
+
+    return lambda X: np.asarray(model.predict(X)), accuracy, "accuracy"
+
+
+def _permutation_importance(
+    model: Any, X: pd.DataFrame, y: pd.Series, signature: Signature
+) -> tuple[dict[str, float] | None, str | None]:
+    """Permutation importance (Breiman's, as ``sklearn.inspection.permutation_importance``
+    computes it, for any model with ``predict``: scikit-learn's refuses models without ``fit``) on
+    at most ``IMPORTANCE_ROWS`` reference rows, seeded; fewer repeats, or none, when scoring the
+    sample is too slow for ``IMPORTANCE_BUDGET_S``."""
+    labels = y.to_numpy()
+    keep = np.asarray(pd.notna(labels), dtype=bool)
+    if signature.task == "regression":
+        target = pd.to_numeric(y, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        keep &= np.isfinite(target)
+    else:
+        index = {c: i for i, c in enumerate(signature.classes or [])}
+        target = np.array(
+            [index.get(v, -1) if k else -1 for v, k in zip(labels, keep, strict=True)]
+        )
+        keep &= target >= 0
+    rows = np.flatnonzero(keep)
+    if rows.size < 2:
+        return None, None
+    rng = np.random.default_rng(0)
+    if rows.size > IMPORTANCE_ROWS:
+        rows = np.sort(rng.choice(rows, IMPORTANCE_ROWS, replace=False))
+    Xs, ys = X.iloc[rows].reset_index(drop=True), target[rows]
+    # one native thread: 2,000 rows gain little from more, and a busy machine loses a lot
+    with threadpool_limits(limits=1):
+        return _permute(model, Xs, ys, signature, rng)
+
+
+def _permute(
+    model: Any, Xs: pd.DataFrame, ys: np.ndarray, signature: Signature, rng: np.random.Generator
+) -> tuple[dict[str, float] | None, str | None]:
+    """The mean drop in score when each feature's values are shuffled, the shuffled copies scored
+    together in a few large calls (a call per copy costs a pipeline's overhead each time)."""
+    output, score, metric = _scorer(model, signature)
+    names = list(Xs.columns)
+    n = len(Xs)
+    per_call = max(1, IMPORTANCE_BATCH_ROWS // n)  # shuffled copies scored per call
+    try:
+        base = score(output(Xs), ys)  # also warms the model up before the timed call
+        start = time.perf_counter()
+        output(pd.concat([Xs] * min(per_call, len(names)), ignore_index=True))
+        once = (time.perf_counter() - start) / min(per_call, len(names))
+        repeats = min(IMPORTANCE_REPEATS, int(IMPORTANCE_BUDGET_S / max(once * len(names), 1e-9)))
+        if repeats < 1:
+            return None, None
+        jobs = [(j, r) for j in range(len(names)) for r in range(repeats)]
+        drops = np.zeros((len(names), repeats))
+        for k in range(0, len(jobs), per_call):
+            if time.perf_counter() - start > 2 * IMPORTANCE_BUDGET_S:
+                return None, None  # far slower than timed (a loaded machine): give up, unknown
+            batch = jobs[k : k + per_call]
+            copies = []
+            for j, _ in batch:
+                copy = Xs.copy()
+                copy[names[j]] = Xs[names[j]].iloc[rng.permutation(n)].set_axis(Xs.index)
+                copies.append(copy)
+            out = output(pd.concat(copies, ignore_index=True))
+            for i, (j, r) in enumerate(batch):
+                drops[j, r] = base - score(out[i * n : (i + 1) * n], ys)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+        return None, None  # the model cannot score a shuffled sample: importance stays unknown
+    shares = _shares(names, drops.mean(axis=1))
+    if shares is None:
+        return None, None
+    return shares, f"permutation ({metric}, {repeats} repeats on {n} reference rows)"

@@ -367,13 +367,20 @@ def show(ref: str, as_json: bool) -> None:
         markup=False,
     )
     rows = []
+    importance = profile.importance if profile else None
     for f in sig.features:
         p = profile.features.get(f.name) if profile else None
-        rows.append([f.name, f.type, "yes" if f.nullable else "no", _profile_summary(p)])
-    table(None, ["feature", "type", "nullable", "reference profile"], rows)
+        row = [f.name, f.type, "yes" if f.nullable else "no", _profile_summary(p)]
+        if importance is not None:
+            row.append(f"{importance.get(f.name, 0.0):.1%}")
+        rows.append(row)
+    header = ["feature", "type", "nullable", "reference profile"]
+    table(None, header + (["importance"] if importance is not None else []), rows)
     if profile:
         pred = profile.prediction
         line = f"reference: {profile.row_count:,} rows"
+        if profile.importance_method:
+            line += f"; importance by {profile.importance_method}"
         if isinstance(pred, ClassificationProfile):
             if pred.confidence.mean is not None:
                 line += f"; mean confidence {pred.confidence.mean:.3f}"

@@ -257,7 +257,14 @@ def _arrow(frame: pd.DataFrame, columns: Sequence[str], profile: ReferenceProfil
                 f"column '{c}' is in the reference but not in the current frame"
             )
         s = frame[c]
-        if isinstance(profile.features[c], NumericProfile):
+        feat = profile.features[c]
+        if (
+            isinstance(feat, NumericProfile)
+            and feat.identifier
+            and pd.api.types.is_integer_dtype(s)
+        ):
+            arrays["in." + str(c)] = pa.array(s)  # ids counted exactly, never through a float
+        elif isinstance(feat, NumericProfile):
             values = numbers(s, f"column '{c}' of the current frame (numeric in the reference)")
             arrays["in." + str(c)] = pa.array(values)
         else:

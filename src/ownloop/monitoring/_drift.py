@@ -183,6 +183,12 @@ class FeatureDrift:
 
 @dataclass(frozen=True)
 class DriftReport:
+    """One window's drift. A feature counts as drifted for the dataset verdict when its values
+    drifted, its missing share drifted, or it became all missing (``reasons`` says which);
+    ``share`` is the count share of such features among those judged and ``weighted_share`` the
+    share of the model's importance they carry (when the profile has importance). The verdict
+    (``verdict_by``) uses the weighted share when there is one."""
+
     rows: int
     features: tuple[FeatureDrift, ...]
     drifted_features: tuple[str, ...]
@@ -193,6 +199,10 @@ class DriftReport:
     correction: str
     alpha: float
     prediction: tuple[FeatureDrift, ...] = ()
+    weighted_share: float | None = None
+    verdict_by: str = "count"  # count | importance
+    importance_method: str | None = None
+    reasons: Mapping[str, str] = field(default_factory=dict)
 
     def feature(self, name: str) -> FeatureDrift:
         for f in self.features:
@@ -211,14 +221,28 @@ class DriftReport:
         return pd.DataFrame(rows, columns=["check", *columns])
 
     @property
+    def drifted_with_reasons(self) -> tuple[str, ...]:
+        """Each drifted feature with why it counts, e.g. ``income (all 5,000 values missing)``."""
+        return tuple(
+            f"{n} ({self.reasons[n]})" if n in self.reasons else n for n in self.drifted_features
+        )
+
+    @property
     def summary(self) -> str:
         if self.dataset_drift is None:
             return f"no drift verdict: no feature could be tested in {self.rows} rows"
         verdict = "DATASET DRIFT" if self.dataset_drift else "no dataset drift"
-        names = ", ".join(self.drifted_features) or "none"
+        names = ", ".join(self.drifted_with_reasons) or "none"
+        if self.weighted_share is not None:
+            shares = (
+                f"{self.share:.0%} by count; {self.weighted_share:.0%} of the model's importance "
+                f"({self.importance_method}), the verdict's share, threshold {self.share_threshold:.0%}"
+            )
+        else:
+            shares = f"{self.share:.0%}, threshold {self.share_threshold:.0%}"
         return (
             f"{verdict}: {len(self.drifted_features)} of {self.tested} features drifted "
-            f"({self.share:.0%}, threshold {self.share_threshold:.0%}); drifted: {names}"
+            f"({shares}); drifted: {names}"
         )
 
 
@@ -753,11 +777,24 @@ def evaluate_drift(
     partial: WindowPartial, profile: ReferenceProfile, settings: DriftSettings | None = None
 ) -> DriftReport:
     """Per-feature and dataset drift of one window against the reference profile."""
+    from ownloop.monitoring._identifier import (
+        IDENTIFIER_METHOD,
+        identifier_drift,
+        identifier_verdict,
+    )
+
     s = settings or DriftSettings()
     results: list[FeatureDrift] = []
     for name, ref in profile.features.items():
         part = partial.features.get(name)
-        if isinstance(ref, NumericProfile):
+        if ref.identifier:
+            c_part = (
+                part
+                if isinstance(part, CategoricalPartial)
+                else CategoricalPartial(partial.scored_rows, partial.scored_rows)
+            )
+            results.append(identifier_drift(name, ref, c_part, s))
+        elif isinstance(ref, NumericProfile):
             np_part = (
                 part
                 if isinstance(part, NumericPartial)
@@ -774,11 +811,22 @@ def evaluate_drift(
     tested = [i for i, f in enumerate(results) if f.status == "ok"]
     adjusted = adjust(np.array([results[i].p_value for i in tested], dtype=float), s.correction)
     for i, p_adj in zip(tested, adjusted, strict=True):
-        results[i] = _verdict(results[i], float(p_adj), s)
+        f = results[i]
+        verdict = identifier_verdict if f.method == IDENTIFIER_METHOD else _verdict
+        results[i] = verdict(f, float(p_adj), s)
     results = _tail_verdicts(results, s)
-    judged = [f for f in results if f.drifted is not None]
-    drifted = tuple(f.feature for f in judged if f.drifted)
+    rows = {
+        f.feature: (
+            partial.features[f.feature].n if f.feature in partial.features else partial.scored_rows
+        )
+        for f in results
+    }
+    reasons = {f.feature: _reasons(f, rows[f.feature], s) for f in results}
+    judged = [f.feature for f in results if reasons[f.feature] is not None]
+    drifted = tuple(n for n in judged if reasons[n])
     share = len(drifted) / len(judged) if judged else None
+    weighted = _weighted_share(profile.importance, judged, drifted)
+    by = share if weighted is None else weighted
     return DriftReport(
         rows=partial.scored_rows,
         features=tuple(results),
@@ -786,11 +834,65 @@ def evaluate_drift(
         tested=len(judged),
         share=share,
         share_threshold=s.drift_share,
-        dataset_drift=None if share is None else share >= s.drift_share,
+        dataset_drift=None if by is None else by >= s.drift_share,
         correction=s.correction,
         alpha=s.alpha,
         prediction=prediction_drift(partial, profile, s),
+        weighted_share=weighted,
+        verdict_by="count" if weighted is None else "importance",
+        importance_method=None if weighted is None else profile.importance_method,
+        reasons={n: str(reasons[n]) for n in drifted},
     )
+
+
+def _reasons(f: FeatureDrift, rows: int, s: DriftSettings) -> str | None:
+    """Why a feature counts as drifted for the dataset ('' when judged and not drifted), or None
+    when it cannot be judged: its values, its missing share (from ``min_rows`` rows in the window)
+    or all of it missing where the reference had values (when its missing share drifted, or an
+    all-missing window had under ``alpha`` chance at the reference's missing share)."""
+    why: list[str] = []
+    judged = f.drifted is not None
+    if f.drifted:
+        why.append(_value_reason(f))
+    if f.missing_drifted is not None and rows >= s.min_rows:
+        judged = True
+        ref = f.reference_missing_share or 0.0
+        if f.status == "all_missing" and (f.missing_drifted or ref**rows < s.alpha):
+            why.append(f"all {rows:,} values missing; reference {ref:.1%}")
+        elif f.missing_drifted:
+            why.append(f"missing {f.missing_share or 0.0:.1%}; reference {ref:.1%}")
+    return "; ".join(why) if judged else None
+
+
+def _value_reason(f: FeatureDrift) -> str:
+    e = f.extra
+    if e.get("identifier") and e.get("by") == "top":
+        return (
+            f"most common value {e['top_value']!r} {e['top_share']:.1%} of values; "
+            f"reference {_pct(e['reference_top_share'])}"
+        )
+    if e.get("identifier"):
+        return f"unseen values {e['unseen_share']:.1%}; expected {e['expected_unseen_share']:.1%}"
+    if f.effect is not None:
+        return f"distribution moved {f.effect:.2f} {f.effect_unit}"
+    return f"distribution, {f.method} {f.score:.3g}" if f.score is not None else "distribution"
+
+
+def _pct(x: float) -> str:
+    """A share as a percentage that stays readable when tiny (0.002%, not 0.00%)."""
+    return f"{x:.1%}" if x == 0 or x >= 0.001 else f"{100 * x:.2g}%"
+
+
+def _weighted_share(
+    importance: Mapping[str, float] | None, judged: list[str], drifted: tuple[str, ...]
+) -> float | None:
+    """The share of the judged features' importance carried by the drifted ones."""
+    if importance is None:
+        return None
+    total = sum(max(importance.get(n, 0.0), 0.0) for n in judged)
+    if total <= 0:
+        return None
+    return sum(max(importance.get(n, 0.0), 0.0) for n in drifted) / total
 
 
 def prediction_drift(

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ownloop.predlog import label_key
 from ownloop.profile import (
     PROB_EDGES,
     ClassificationProfile,
@@ -115,6 +116,7 @@ class PartialSpec:
     # multiclass: bootstrap calibration maps per class (points, draws x points), for pred_c_boot
     bootstrap: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None
     binners: dict[str, Binner] = field(init=False, repr=False, compare=False)
+    identifiers: tuple[str, ...] = ()  # identifier-like numeric features: their values counted
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "binners", {k: Binner(g) for k, g in self.numeric.items()})
@@ -127,8 +129,11 @@ class PartialSpec:
 
         numeric: dict[str, np.ndarray] = {}
         categorical: list[str] = []
+        identifiers: list[str] = []
         for name, feat in profile.features.items():
-            if isinstance(feat, NumericProfile):
+            if isinstance(feat, NumericProfile) and feat.identifier:
+                identifiers.append(name)
+            elif isinstance(feat, NumericProfile):
                 numeric[name] = grid_of(feat)
             else:
                 categorical.append(name)
@@ -147,6 +152,7 @@ class PartialSpec:
             input_prefix,
             np.zeros(0) if pgrid is None else pgrid,
             None if support is None else support.bootstrap,
+            identifiers=tuple(identifiers),
         )
 
 
@@ -482,6 +488,32 @@ def categorical_partial(column: pa.Array | pa.ChunkedArray) -> CategoricalPartia
     )
 
 
+def identifier_partial(column: pa.Array | pa.ChunkedArray) -> CategoricalPartial:
+    """Count the values of an identifier-like numeric column, keyed as :func:`label_key` keys them
+    (``7``, ``7.0`` and ``"7"`` are one value); integers are counted exactly, never through a float."""
+    n = len(column)
+    if pa.types.is_integer(column.type):
+        vc = pc.value_counts(pc.drop_null(column))
+        keys = vc.field("values").to_numpy(zero_copy_only=False).astype(str)
+        counts = vc.field("counts").to_numpy(zero_copy_only=False)
+        return CategoricalPartial(
+            n, column.null_count, dict(zip(keys.tolist(), counts.tolist(), strict=True))
+        )
+    col = column
+    if pa.types.is_boolean(col.type) or pa.types.is_string(col.type):
+        col = pc.cast(col, pa.float64(), safe=False)
+    x = np.asarray(col.to_numpy(zero_copy_only=False), dtype=float)
+    missing = np.isnan(x)
+    u, c = np.unique(x[~missing], return_counts=True)
+    whole = np.isfinite(u) & (u == np.round(u)) & (np.abs(u) < 2.0**63)
+    keys = np.empty(u.size, dtype=object)
+    keys[whole] = u[whole].astype(np.int64).astype(str)
+    keys[~whole] = [label_key(float(v)) for v in u[~whole]]
+    return CategoricalPartial(
+        n, int(missing.sum()), dict(zip(keys.tolist(), c.tolist(), strict=True))
+    )
+
+
 def _float_column(table: pa.Table, name: str) -> np.ndarray:
     col = table.column(name)
     if pa.types.is_boolean(col.type) or pa.types.is_string(col.type):
@@ -532,6 +564,11 @@ def _features(table: pa.Table, names: set[str], spec: PartialSpec, out: WindowPa
             numeric_partial(_float_column(table, col), grid, spec.binners.get(name))
             if col in names
             else NumericPartial(n, n, 0, np.zeros(0))
+        )
+    for name in spec.identifiers:
+        col = spec.input_prefix + name
+        out.features[name] = (
+            identifier_partial(table.column(col)) if col in names else CategoricalPartial(n, n, {})
         )
     for name in spec.categorical:
         col = spec.input_prefix + name

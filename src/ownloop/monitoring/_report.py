@@ -364,10 +364,21 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             method=f"share of drifted features ({d.correction} at alpha {d.alpha})",
             value=d.share,
             threshold=d.share_threshold,
-            alert=d.dataset_drift,
+            alert=d.dataset_drift if d.verdict_by == "count" else None,
             n=d.tested,
             detail=d.summary,
         )
+        if d.weighted_share is not None:
+            add(
+                "dataset_drift",
+                "weighted_share",
+                method=f"share of the model's importance on drifted features ({d.importance_method})",
+                value=d.weighted_share,
+                threshold=d.share_threshold,
+                alert=d.dataset_drift,
+                n=d.tested,
+                detail="the dataset verdict's share",
+            )
     c = rep.confidence
     if c is not None:
         add(
@@ -502,7 +513,10 @@ def summary(rep: WindowReport) -> dict[str, Any]:
         "rows": rep.rows,
         "dataset_drift": None if rep.drift is None else rep.drift.dataset_drift,
         "drifted": [] if rep.drift is None else list(rep.drift.drifted_features),
+        "drift_reasons": {} if rep.drift is None else dict(rep.drift.reasons),
         "drift_share": None if rep.drift is None else rep.drift.share,
+        "drift_weighted_share": None if rep.drift is None else _f(rep.drift.weighted_share),
+        "drift_verdict_by": None if rep.drift is None else rep.drift.verdict_by,
         "estimated_accuracy": None if acc is None else _f(acc.value),
         "realised_accuracy": None if real is None else _f(real.value),
         "accuracy": None if rep.headline is None else _f(rep.headline.value),
