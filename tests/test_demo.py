@@ -128,6 +128,35 @@ def test_demo_monitor_step_finds_the_drifted_windows(demo: tuple[Path, str]) -> 
         assert {"monitor.run"} <= {e.action for e in ws.registry.audit_log(limit=1000)}
 
 
+def test_demo_finds_the_unit_bug_apart_from_drift(demo: tuple[Path, str]) -> None:
+    """2% of monthly charges in cents in the third hour: a tail finding, not dataset drift."""
+    home, out = demo
+    with Workspace(Config(home=home)) as ws:
+        runs = sorted(ws.monitor.runs("churn"), key=lambda r: r.window_end)
+        tails = {
+            (r.run_id, r.name): r.alert for r in ws.monitor.results("churn", kind="tail_share")
+        }
+        charges = [tails.get((run.id, "monthly_charges")) for run in runs]
+        assert charges[:4] == [False, False, True, False]
+        assert runs[2].summary["dataset_drift"] is False
+        assert not any(tails.get((runs[2].id, f)) for f in ("age", "tenure_months"))
+        drift = {(r.run_id, r.name): r for r in ws.monitor.results("churn", kind="feature_drift")}
+        moved = drift[(runs[-1].id, "tenure_months")]
+        assert moved.alert is True and moved.value is not None and moved.value > 0.2  # sd moved
+        weighted = [
+            r
+            for r in ws.monitor.results("churn", kind="dataset_drift")
+            if r.name == "weighted_share"
+        ]
+        assert len(weighted) == 6 and weighted[-1].alert is True
+        profile = ws.registry.load_profile("churn@production")
+        assert profile.importance is not None and sum(profile.importance.values()) == pytest.approx(
+            1
+        )
+    assert "values beyond the reference's range: monthly_charges" in out
+    assert "carry" in out and "importance by permutation" in out
+
+
 def test_demo_label_free_estimate_agrees_with_the_realised_accuracy(demo: tuple[Path, str]) -> None:
     """With a held-out reference, CBPE's estimate and the realised accuracy agree in every window."""
     home, out = demo

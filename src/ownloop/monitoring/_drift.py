@@ -233,17 +233,14 @@ class DriftReport:
             return f"no drift verdict: no feature could be tested in {self.rows} rows"
         verdict = "DATASET DRIFT" if self.dataset_drift else "no dataset drift"
         names = ", ".join(self.drifted_with_reasons) or "none"
+        head = f"{verdict}: {len(self.drifted_features)} of {self.tested} features drifted"
         if self.weighted_share is not None:
-            shares = (
-                f"{self.share:.0%} by count; {self.weighted_share:.0%} of the model's importance "
-                f"({self.importance_method}), the verdict's share, threshold {self.share_threshold:.0%}"
+            return (
+                f"{head}, carrying {self.weighted_share:.0%} of the model's reliance "
+                f"(threshold {self.share_threshold:.0%}; {self.share:.0%} by count; importance: "
+                f"{self.importance_method}); drifted: {names}"
             )
-        else:
-            shares = f"{self.share:.0%}, threshold {self.share_threshold:.0%}"
-        return (
-            f"{verdict}: {len(self.drifted_features)} of {self.tested} features drifted "
-            f"({shares}); drifted: {names}"
-        )
+        return f"{head} ({self.share:.0%}, threshold {self.share_threshold:.0%}); drifted: {names}"
 
 
 # -- small helpers ---------------------------------------------------------------------------
