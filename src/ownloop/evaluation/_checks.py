@@ -351,6 +351,12 @@ def _plan_metric(spec: CheckSpec, ctx: Context) -> Finisher:
         if d.proportion:
             pending.append(partial(_wilson_finding, spec, out, bound, higher, label, ctx))
             continue
+        if metric.influence is not None:
+            reps = ctx.boot.request(group, f"cand:{d.name}:delong", out.n, _delong(metric))
+            pending.append(
+                partial(_auc_finding, spec, metric, reps, out.y, bound, higher, label, ctx)
+            )
+            continue
         reps = ctx.boot.request(group, f"cand:{d.name}", out.n, metric.value)
         pending.append(partial(_boot_finding, spec, metric, reps, out.n, bound, higher, label, ctx))
     return lambda: _judge_family([p() for p in pending], ctx)
@@ -401,6 +407,85 @@ def _boot_finding(
     )
 
 
+def _delong(metric: PreparedMetric) -> Callable[[np.ndarray], np.ndarray]:
+    """Per resample: the AUC and DeLong's variance of it, as two columns."""
+    assert metric.influence is not None
+    influence = metric.influence
+
+    def value(W: np.ndarray) -> np.ndarray:
+        auc, psi = influence(W)
+        return np.column_stack([auc, np.einsum("bn,bn->b", W * psi, psi, dtype=np.float64)])
+
+    return value
+
+
+def _delong_pair(cm: PreparedMetric, bm: PreparedMetric) -> Callable[[np.ndarray], np.ndarray]:
+    """Per resample: both AUCs, their DeLong variances and covariance, as five columns."""
+    assert cm.influence is not None and bm.influence is not None
+    c_inf, b_inf = cm.influence, bm.influence
+
+    def value(W: np.ndarray) -> np.ndarray:
+        (ca, cp), (ba, bp) = c_inf(W), b_inf(W)
+        wc = W * cp
+        return np.column_stack(
+            [
+                ca,
+                ba,
+                np.einsum("bn,bn->b", wc, cp, dtype=np.float64),
+                np.einsum("bn,bn->b", W * bp, bp, dtype=np.float64),
+                np.einsum("bn,bn->b", wc, bp, dtype=np.float64),
+            ]
+        )
+
+    return value
+
+
+def _auc_of(
+    metric: PreparedMetric, y: np.ndarray, point: np.ndarray, reps: np.ndarray, at: int, var_at: int
+) -> st.AucInterval:
+    assert metric.influence is not None
+    _, psi = metric.influence(np.ones((1, y.size)))
+    return st.auc_interval(
+        float(point[0, at]),
+        float(np.sqrt(max(point[0, var_at], 0.0))),
+        reps[:, at],
+        np.sqrt(np.maximum(reps[:, var_at], 0.0)),
+        metric.smallest_class,
+        st.satterthwaite_df(psi[0], y),
+    )
+
+
+AUC_METHOD = "studentised bootstrap of AUC on the logit scale with DeLong's standard error"
+
+
+def _auc_finding(
+    spec: CheckSpec,
+    metric: PreparedMetric,
+    replicates: Callable[[], np.ndarray],
+    y: np.ndarray,
+    bound: float,
+    higher: bool,
+    label: str | None,
+    ctx: Context,
+) -> _Finding:
+    n = y.size
+    point = _delong(metric)(np.ones((1, n)))
+    auc = _auc_of(metric, y, point, replicates(), 0, 1)
+    return _Finding(
+        spec,
+        metric.name,
+        auc.estimate,
+        auc.limits(ctx.alpha),
+        bound,
+        higher,
+        st.auc_pvalue(auc, bound, higher),
+        n,
+        f"{AUC_METHOD} ({ctx.suite.resamples:,} resamples)",
+        ctx.suite.min_rows,
+        label,
+    )
+
+
 # -- candidate vs baseline ---------------------------------------------------------------------
 
 
@@ -431,6 +516,22 @@ def _plan_comparison(spec: CheckSpec, ctx: Context) -> Finisher:
             continue
         group = f"{spec.dataset}|{label or ''}"
         cm, bm = prepare_metric(d.name, cand), prepare_metric(d.name, base)
+        if cm.influence is not None and bm.influence is not None:
+            reps = ctx.boot.request(group, f"pair:{d.name}:delong", cand.n, _delong_pair(cm, bm))
+            pending.append(
+                partial(
+                    _paired_auc_finding,
+                    spec,
+                    (cm, bm),
+                    reps,
+                    cand.y,
+                    bound,
+                    d.higher_is_better,
+                    label,
+                    ctx,
+                )
+            )
+            continue
         c_reps = ctx.boot.request(group, f"cand:{d.name}", cand.n, cm.value)
         b_reps = ctx.boot.request(group, f"base:{d.name}", cand.n, bm.value)
         pending.append(
@@ -476,6 +577,55 @@ def _mcnemar_finding(
                 "candidate_only_right": diff.candidate_only,
                 "baseline_only_right": diff.baseline_only,
             },
+        },
+    )
+
+
+def _paired_aucs(
+    cm: PreparedMetric, bm: PreparedMetric, y: np.ndarray, reps: np.ndarray
+) -> tuple[st.AucInterval, st.AucInterval, float]:
+    """Both models' AUC intervals and DeLong's correlation of the two AUCs (0 if undefined)."""
+    point = _delong_pair(cm, bm)(np.ones((1, y.size)))
+    cand = _auc_of(cm, y, point, reps, 0, 2)
+    base = _auc_of(bm, y, point, reps, 1, 3)
+    var_c, var_b, cov = point[0, 2:]
+    corr = float(cov / np.sqrt(var_c * var_b)) if var_c > 0 and var_b > 0 else 0.0
+    return cand, base, corr
+
+
+def _paired_auc_finding(
+    spec: CheckSpec,
+    metrics: tuple[PreparedMetric, PreparedMetric],
+    replicates: Callable[[], np.ndarray],
+    y: np.ndarray,
+    bound: float,
+    higher: bool,
+    label: str | None,
+    ctx: Context,
+) -> _Finding:
+    """Candidate - baseline AUC: MOVER from the two studentised intervals, DeLong's correlation."""
+    cm, bm = metrics
+    n = y.size
+    cand, base, corr = _paired_aucs(cm, bm, y, replicates())
+    alpha = ctx.alpha
+    return _Finding(
+        spec,
+        f"{cm.name} change (candidate - baseline)",
+        cand.estimate - base.estimate,
+        st.auc_difference_interval(cand, base, corr, alpha),
+        bound,
+        higher,
+        st.auc_difference_pvalue(cand, base, corr, bound, higher),
+        n,
+        f"MOVER for the paired difference (same rows for both; DeLong correlation {corr:.2f}) "
+        f"from each model's {AUC_METHOD} ({ctx.suite.resamples:,} resamples)",
+        ctx.suite.min_rows,
+        label,
+        extra={
+            "candidate": cand.estimate,
+            "candidate_interval": cand.limits(alpha),
+            "baseline": base.estimate,
+            "baseline_interval": base.limits(alpha),
         },
     )
 

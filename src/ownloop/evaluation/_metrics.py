@@ -93,10 +93,17 @@ class Outputs:
         return int(self.y.size)
 
 
+Influence = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
 @dataclass(frozen=True)
 class PreparedMetric:
     name: str
     value: Callable[[np.ndarray], np.ndarray]
+    # ROC AUC only: per weight row, the value and each row's DeLong influence (rows in the
+    # outputs' order), so that sum(W * psi**2) is DeLong's variance of that resample's AUC.
+    influence: Influence | None = None
+    smallest_class: int = 0  # ROC AUC: fewest rows on either side of any class (for 0 or 1)
 
     def point(self, n: int) -> float:
         return float(self.value(np.ones((1, n)))[0])
@@ -133,6 +140,9 @@ def prepare_metric(name: str, out: Outputs) -> PreparedMetric:
             f"metric '{d.name}' needs class probabilities but the model has no predict_proba; "
             "use accuracy, balanced_accuracy, precision, recall or f1"
         )
+    if d.name == "roc_auc":
+        value, influence, smallest = _roc_auc(out)
+        return PreparedMetric(d.name, value, influence, smallest)
     builder = _BUILDERS[d.name]
     return PreparedMetric(d.name, builder(out))
 
@@ -185,6 +195,35 @@ def _f1(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
     )
 
 
+class _SortedScores:
+    """One score column sorted once (positives first among equal scores), with its tie groups."""
+
+    def __init__(self, score: np.ndarray, positive: np.ndarray) -> None:
+        pos = positive.astype(bool)
+        self.order = np.lexsort((~pos, score))
+        self.in_order = bool(np.all(self.order[1:] > self.order[:-1]))  # no gather needed
+        s, pos_sorted = score[self.order], pos[self.order]
+        new_group = np.r_[True, s[1:] != s[:-1]]
+        group = np.cumsum(new_group) - 1
+        starts = np.flatnonzero(new_group)
+        self.group_start = starts[group]
+        self.group_end = np.r_[starts[1:] - 1, s.size - 1][group]
+        self.has_ties = bool(np.any(self.group_end != np.arange(s.size)))
+        self.tied_pos = np.flatnonzero(pos_sorted & (self.group_end != np.arange(s.size)))
+        self.tied_end = self.group_end[self.tied_pos]
+        self.pos_sorted = pos_sorted
+        self.weights = {
+            np.dtype(t): (pos_sorted.astype(t), (~pos_sorted).astype(t))
+            for t in (np.float32, np.float64)
+        }
+        self.unsort = np.empty_like(self.order)
+        self.unsort[self.order] = np.arange(self.order.size)
+        self.smallest = int(min(pos.sum(), (~pos).sum()))
+
+    def sorted_weights(self, W: np.ndarray) -> np.ndarray:
+        return W if self.in_order else W[:, self.order]
+
+
 def _auc_one(score: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Weighted Mann-Whitney: P(score of a positive > score of a negative), ties count half.
 
@@ -194,26 +233,15 @@ def _auc_one(score: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarray], 
     resample costs one gather, one cumulative sum and a matrix-vector product, plus small
     gathers for tied positives only.
     """
-    pos = positive.astype(bool)
-    order = np.lexsort((~pos, score))
-    in_order = bool(np.all(order[1:] > order[:-1]))  # rows already sorted: no gather needed
-    s, pos_sorted = score[order], pos[order]
-    new_group = np.r_[True, s[1:] != s[:-1]]
-    group_end = np.r_[np.flatnonzero(new_group)[1:] - 1, s.size - 1][np.cumsum(new_group) - 1]
-    tied_pos = np.flatnonzero(pos_sorted & (group_end != np.arange(s.size)))
-    tied_end = group_end[tied_pos]
-    weights = {
-        np.dtype(t): (pos_sorted.astype(t), (~pos_sorted).astype(t))
-        for t in (np.float32, np.float64)
-    }
+    sc = _SortedScores(score, positive)
 
     def value(W: np.ndarray) -> np.ndarray:
-        p, q = weights[W.dtype]
-        ws = W if in_order else W[:, order]
+        p, q = sc.weights[W.dtype]
+        ws = sc.sorted_weights(W)
         below = np.cumsum(ws * q, axis=1)
         num = ((ws * below) @ p).astype(np.float64)
-        if tied_pos.size:
-            ties = ws[:, tied_pos] * (below[:, tied_end] - below[:, tied_pos])
+        if sc.tied_pos.size:
+            ties = ws[:, sc.tied_pos] * (below[:, sc.tied_end] - below[:, sc.tied_pos])
             num += 0.5 * ties.sum(axis=1, dtype=np.float64)
         w_pos = (ws @ p).astype(np.float64)
         den = w_pos * (ws.sum(axis=1, dtype=np.float64) - w_pos)
@@ -224,12 +252,60 @@ def _auc_one(score: np.ndarray, positive: np.ndarray) -> Callable[[np.ndarray], 
     return value
 
 
-def _roc_auc(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
+def _auc_influence(score: np.ndarray, positive: np.ndarray) -> Influence:
+    """DeLong's placement values per weight row (Sun & Xu's midrank form, with weights).
+
+    A positive's placement V10 is the weighted share of negatives below it (ties half), a
+    negative's V01 the share of positives above it. AUC is the weighted mean of V10 over the
+    positives, and with psi = (V10 - AUC) / sqrt(P (P - 1)) on positives and
+    (V01 - AUC) / sqrt(N (N - 1)) on negatives (P, N the weighted class counts),
+    sum(W * psi**2) is DeLong's variance S10 / P + S01 / N; for two scores of the same rows,
+    sum(W * psi_a * psi_b) is their DeLong covariance. Costs two cumulative sums per row of W.
+    """
+    sc = _SortedScores(score, positive)
+
+    def influence(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p, q = sc.weights[W.dtype]
+        ws = sc.sorted_weights(W)
+        wp, wq = ws * p, ws * q
+        neg_upto, pos_upto = np.cumsum(wq, axis=1), np.cumsum(wp, axis=1)
+        if sc.has_ties:
+            first, last = sc.group_start, sc.group_end
+            neg_before = neg_upto[:, first] - wq[:, first]
+            pos_before = pos_upto[:, first] - wp[:, first]
+            neg_tied = neg_upto[:, last] - neg_before
+            pos_tied = pos_upto[:, last] - pos_before
+            pos_through = pos_upto[:, last]
+        else:
+            neg_before, pos_before = neg_upto - wq, pos_upto - wp
+            neg_tied, pos_tied = wq, wp
+            pos_through = pos_upto
+        n_pos = pos_upto[:, -1:].astype(np.float64)
+        n_neg = neg_upto[:, -1:].astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v10 = (neg_before + 0.5 * neg_tied) / n_neg.astype(W.dtype)
+            v01 = (n_pos.astype(W.dtype) - pos_through + 0.5 * pos_tied) / n_pos.astype(W.dtype)
+            auc = (wp * v10).sum(axis=1, dtype=np.float64)[:, None] / n_pos
+            scale_pos = (1 / np.sqrt(n_pos * (n_pos - 1))).astype(W.dtype)
+            scale_neg = (1 / np.sqrt(n_neg * (n_neg - 1))).astype(W.dtype)
+            a = auc.astype(W.dtype)
+            psi = np.where(sc.pos_sorted, (v10 - a) * scale_pos, (v01 - a) * scale_neg)
+        if not sc.in_order:
+            psi = psi[:, sc.unsort]
+        return auc[:, 0], psi
+
+    return influence
+
+
+def _roc_auc(out: Outputs) -> tuple[Callable[[np.ndarray], np.ndarray], Influence, int]:
     assert out.proba is not None
     k = len(out.classes)
+    columns = [out.positive] if k == 2 else list(range(k))
+    parts = [_auc_one(out.proba[:, c], out.y == c) for c in columns]
+    influences = [_auc_influence(out.proba[:, c], out.y == c) for c in columns]
+    smallest = min(int(min(np.sum(out.y == c), np.sum(out.y != c))) for c in columns)
     if k == 2:
-        return _auc_one(out.proba[:, out.positive], out.y == out.positive)
-    parts = [_auc_one(out.proba[:, c], out.y == c) for c in range(k)]
+        return parts[0], influences[0], smallest
 
     def value(W: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
@@ -237,7 +313,16 @@ def _roc_auc(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
             result: np.ndarray = np.nanmean(np.vstack([p(W) for p in parts]), axis=0)
         return result
 
-    return value
+    def influence(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Macro one-vs-rest: the mean of the classes' AUCs and of their influences."""
+        found = [f(W) for f in influences]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            auc: np.ndarray = np.nanmean(np.vstack([a for a, _ in found]), axis=0)
+        psi: np.ndarray = np.mean([np.nan_to_num(p) for _, p in found], axis=0)
+        return auc, psi
+
+    return value, influence, smallest
 
 
 def _log_loss(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
@@ -308,7 +393,6 @@ _BUILDERS: dict[str, Callable[[Outputs], Callable[[np.ndarray], np.ndarray]]] = 
     "precision": _precision,
     "recall": _recall,
     "f1": _f1,
-    "roc_auc": _roc_auc,
     "log_loss": _log_loss,
     "brier": _brier,
     "ece": _ece,
