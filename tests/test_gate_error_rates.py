@@ -156,3 +156,70 @@ def test_paired_auc_check_reports_mover_and_both_models() -> None:
     assert result.status == PASS
     assert result.candidate is not None and result.baseline is not None
     assert result.candidate > result.baseline
+
+
+# -- the other metrics -----------------------------------------------------------------------------
+
+
+def _classifier(rng: np.random.Generator, n: int, auc: float) -> Outputs:
+    """Binormal scores, threshold half-way between the class means (as in the bench)."""
+    y = rng.random(n) < PREVALENCE
+    return _outputs(y, rng.normal(size=n) + _mu(auc) * y - _mu(auc) / 2)
+
+
+def _truth(name: str, auc: float) -> float:
+    big = _classifier(np.random.default_rng(99), 1_000_000, auc)
+    return prepare_metric(name, big).point(big.n)
+
+
+@pytest.mark.parametrize(
+    ("name", "n"), [("recall", 100), ("precision", 100), ("balanced_accuracy", 200)]
+)
+def test_share_metrics_near_1_pass_at_most_alpha(name: str, n: int) -> None:
+    """Recall, precision and balanced accuracy near 0.95 (the percentile bootstrap passed 12-15%
+    at n=100 in the bench): Wilson per class, MOVER across classes. 2,000 runs: sd of a 2.5%
+    rate 0.35 points, so the rate must stay under 3.4%."""
+    rng = np.random.default_rng(31)
+    truth, runs = _truth(name, 0.99), 2000
+    passed = 0
+    for _ in range(runs):
+        metric = prepare_metric(name, _classifier(rng, n, 0.99))
+        assert metric.shares is not None
+        passed += st.mean_of_shares_interval(*metric.shares, ALPHA)[0] >= truth
+    assert passed / runs <= _allowed(runs), passed / runs
+
+
+@pytest.mark.parametrize("name", ["brier", "log_loss"])
+def test_mean_metrics_bound_at_the_truth_pass_at_most_alpha(name: str) -> None:
+    """Brier and log loss (at_most) at n=200: the studentised bootstrap of the mean. 400 runs:
+    sd of a 2.5% rate 0.78 points, so the rate must stay under 4.45%."""
+    rng = np.random.default_rng(32)
+    truth, runs, n = _truth(name, 0.8), 400, 200
+    passed = 0
+    for r in range(runs):
+        metric = prepare_metric(name, _classifier(rng, n, 0.8))
+        assert metric.moments is not None and metric.from_mean is not None
+        mean, se = metric.moments(np.ones((1, n)))[0]
+        boot = st.studentised_mean(mean, se, _blocks(metric.moments, n, 400, r), metric.from_mean)
+        passed += boot.limits(ALPHA)[1] <= truth
+    assert passed / runs <= _allowed(runs), passed / runs
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("recall", "Wilson score interval"),
+        ("balanced_accuracy", "combined by MOVER"),
+        ("brier", "studentised bootstrap of the mean"),
+        ("f1", "BCa bootstrap"),
+        ("ece", "percentile bootstrap"),
+    ],
+)
+def test_each_metric_is_judged_by_its_interval(name: str, words: str) -> None:
+    out = _classifier(np.random.default_rng(33), 500, 0.9)
+    spec = CheckSpec(type="metric", name=name, dataset="d", metric=name, at_most=0.99, sliced=False)
+    result = judge_outputs(spec, Suite(datasets={}, checks=(spec,), resamples=200), out)[0]
+    assert words in result.method
+    assert result.interval is not None and result.pvalue is not None
+    assert result.interval[0] <= result.estimate <= result.interval[1]
+    assert (result.interval[1] <= 0.99) == (result.pvalue <= ALPHA)

@@ -104,24 +104,76 @@ class PreparedMetric:
     # outputs' order), so that sum(W * psi**2) is DeLong's variance of that resample's AUC.
     influence: Influence | None = None
     smallest_class: int = 0  # ROC AUC: fewest rows on either side of any class (for 0 or 1)
+    # Sum-based metrics: the value with each row left out in turn (for BCa's acceleration).
+    leave_one_out: Callable[[], np.ndarray] | None = None
+    # Precision, recall, balanced accuracy: the mean of shares k / m over classes, each share
+    # a binomial count on its own rows (hits, rows), so each gets a Wilson interval.
+    shares: tuple[np.ndarray, np.ndarray] | None = None
+    # Means of per-row terms (log loss, Brier, MAE, RMSE via the MSE, MAPE): per weight row
+    # the mean and its standard error, and the map from the mean to the metric.
+    moments: Callable[[np.ndarray], np.ndarray] | None = None
+    from_mean: Callable[[float], float] | None = None
 
     def point(self, n: int) -> float:
         return float(self.value(np.ones((1, n)))[0])
 
 
-def _ratio(
-    columns: np.ndarray, finish: Callable[[np.ndarray], np.ndarray]
-) -> Callable[..., np.ndarray]:
-    by_dtype = {np.dtype(np.float64): columns, np.dtype(np.float32): columns.astype(np.float32)}
+class _Ratio:
+    """A metric that is a function of weighted column sums: one matrix product per block."""
 
-    def value(W: np.ndarray) -> np.ndarray:
-        sums = (W @ by_dtype[W.dtype]).astype(np.float64)
+    def __init__(self, columns: np.ndarray, finish: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.columns = columns
+        self.finish = finish
+        self.by_dtype = {
+            np.dtype(np.float64): columns,
+            np.dtype(np.float32): columns.astype(np.float32),
+        }
+
+    def _finish(self, sums: np.ndarray) -> np.ndarray:
         # A resample can leave a class out: that replicate is NaN and dropped later.
         with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return finish(sums)
+            return self.finish(sums)
 
-    return value
+    def __call__(self, W: np.ndarray) -> np.ndarray:
+        return self._finish((W @ self.by_dtype[W.dtype]).astype(np.float64))
+
+    def leave_one_out(self) -> np.ndarray:
+        """The metric with each row left out in turn (the jackknife), from the total sums."""
+        return self._finish(self.columns.sum(axis=0)[None, :] - self.columns)
+
+
+def _ratio(columns: np.ndarray, finish: Callable[[np.ndarray], np.ndarray]) -> _Ratio:
+    return _Ratio(columns, finish)
+
+
+class _Mean(_Ratio):
+    """A metric that is a monotone function of a mean of per-row terms (sqrt for RMSE).
+
+    Columns [x, x**2, 1]: per weight row, ``moments`` gives the mean and its standard error,
+    which a studentised bootstrap needs.
+    """
+
+    def __init__(self, terms: np.ndarray, root: bool = False) -> None:
+        self.root = root
+        columns = np.column_stack([terms, terms**2, np.ones(terms.size)])
+        super().__init__(columns, self._of_sums)
+
+    def _of_sums(self, s: np.ndarray) -> np.ndarray:
+        mean: np.ndarray = s[:, 0] / s[:, 2]
+        return np.sqrt(mean) if self.root else mean
+
+    def moments(self, W: np.ndarray) -> np.ndarray:
+        """(mean, standard error of the mean) per weight row, as two columns."""
+        s = (W @ self.by_dtype[W.dtype]).astype(np.float64)
+        n = s[:, 2]
+        mean = s[:, 0] / n
+        var = np.maximum(s[:, 1] / n - mean**2, 0.0) * n / np.maximum(n - 1, 1)
+        return np.column_stack([mean, np.sqrt(var / n)])
+
+    def back(self, x: float) -> float:
+        """The metric from the mean (RMSE: the root of the mean squared error)."""
+        return float(np.sqrt(max(x, 0.0))) if self.root else x
 
 
 def prepare_metric(name: str, out: Outputs) -> PreparedMetric:
@@ -143,8 +195,33 @@ def prepare_metric(name: str, out: Outputs) -> PreparedMetric:
     if d.name == "roc_auc":
         value, influence, smallest = _roc_auc(out)
         return PreparedMetric(d.name, value, influence, smallest)
-    builder = _BUILDERS[d.name]
-    return PreparedMetric(d.name, builder(out))
+    value = _BUILDERS[d.name](out)
+    loo = value.leave_one_out if isinstance(value, _Ratio) else None
+    mean = value if isinstance(value, _Mean) else None
+    return PreparedMetric(
+        d.name,
+        value,
+        leave_one_out=loo,
+        shares=_shares(d.name, out),
+        moments=None if mean is None else mean.moments,
+        from_mean=None if mean is None else mean.back,
+    )
+
+
+def _shares(name: str, out: Outputs) -> tuple[np.ndarray, np.ndarray] | None:
+    """Hits and rows per class for the metrics that are a mean of per-class shares."""
+    if name not in ("precision", "recall", "balanced_accuracy"):
+        return None
+    k = len(out.classes)
+    actual, predicted = _onehot(out.y, k), _onehot(out.pred, k)
+    hits = (actual * predicted).sum(axis=0)
+    rows = (predicted if name == "precision" else actual).sum(axis=0)
+    if name != "balanced_accuracy":
+        pick = _classes_scored(out, k)
+        hits, rows = hits[pick], rows[pick]
+    if np.any(rows == 0):
+        return None  # a share with no rows: undefined, judged by the bootstrap
+    return hits, rows
 
 
 def _onehot(idx: np.ndarray, k: int) -> np.ndarray:
@@ -328,8 +405,7 @@ def _roc_auc(out: Outputs) -> tuple[Callable[[np.ndarray], np.ndarray], Influenc
 def _log_loss(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
     assert out.proba is not None
     p_true = np.clip(out.proba[np.arange(out.n), out.y], 1e-15, 1.0)
-    cols = np.column_stack([-np.log(p_true), np.ones(out.n)])
-    return _ratio(cols, lambda s: s[:, 0] / s[:, 1])
+    return _Mean(-np.log(p_true))
 
 
 def _brier(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
@@ -339,8 +415,7 @@ def _brier(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
         sq = (out.proba[:, out.positive] - (out.y == out.positive)) ** 2
     else:
         sq = ((out.proba - _onehot(out.y, k)) ** 2).sum(axis=1)
-    cols = np.column_stack([sq, np.ones(out.n)])
-    return _ratio(cols, lambda s: s[:, 0] / s[:, 1])
+    return _Mean(sq)
 
 
 def _ece(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
@@ -357,13 +432,11 @@ def _ece(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _mae(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
-    cols = np.column_stack([np.abs(out.pred - out.y), np.ones(out.n)])
-    return _ratio(cols, lambda s: s[:, 0] / s[:, 1])
+    return _Mean(np.abs(out.pred - out.y))
 
 
 def _rmse(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
-    cols = np.column_stack([(out.pred - out.y) ** 2, np.ones(out.n)])
-    return _ratio(cols, lambda s: np.sqrt(s[:, 0] / s[:, 1]))
+    return _Mean((out.pred - out.y) ** 2, root=True)
 
 
 def _r2(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
@@ -383,8 +456,7 @@ def _mape(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
             f"metric 'mape' divides by the label, and {int(np.sum(out.y == 0))} labels are 0; "
             "use mae or rmse, or drop those rows"
         )
-    cols = np.column_stack([np.abs((out.pred - out.y) / out.y), np.ones(out.n)])
-    return _ratio(cols, lambda s: s[:, 0] / s[:, 1])
+    return _Mean(np.abs((out.pred - out.y) / out.y))
 
 
 _BUILDERS: dict[str, Callable[[Outputs], Callable[[np.ndarray], np.ndarray]]] = {
