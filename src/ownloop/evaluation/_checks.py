@@ -496,19 +496,13 @@ def _bca(
 def _boot_words(name: str) -> str:
     if name in PERCENTILE_ONLY:
         return "percentile bootstrap"
-    return "BCa bootstrap (jackknife acceleration)"
+    return "BCa bootstrap with jackknife acceleration"
 
 
 def _delong(metric: PreparedMetric) -> Callable[[np.ndarray], np.ndarray]:
     """Per resample: the AUC and DeLong's variance of it, as two columns."""
-    assert metric.influence is not None
-    influence = metric.influence
-
-    def value(W: np.ndarray) -> np.ndarray:
-        auc, psi = influence(W)
-        return np.column_stack([auc, np.einsum("bn,bn->b", W * psi, psi, dtype=np.float64)])
-
-    return value
+    assert metric.auc_variance is not None
+    return metric.auc_variance
 
 
 def _delong_pair(cm: PreparedMetric, bm: PreparedMetric) -> Callable[[np.ndarray], np.ndarray]:
