@@ -400,7 +400,10 @@ class _AucParts:
         with np.errstate(invalid="ignore"):
             d10 *= sp.astype(W.dtype)
             d01 *= sn.astype(W.dtype)
-        return auc[:, 0], np.hstack([d10, d01])[:, self.row_index]
+        if self.sc.has_ties:
+            return auc[:, 0], np.hstack([d10, d01])[:, self.row_index]
+        psi = np.where(self.sc.pos_sorted, d10, d01)  # one group per row: already per row
+        return auc[:, 0], psi if self.sc.in_order else psi[:, self.sc.unsort]
 
 
 def _roc_auc(
