@@ -153,8 +153,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,200,1000,10000")
     parser.add_argument("--only", default="", help="auc, paired or other (default: all)")
     parser.add_argument("--big-reps", type=int, default=0, help="runs per cell at n > 1000")
+    parser.add_argument("--aucs", default=",".join(map(str, AUCS)), help="true AUCs")
+    parser.add_argument("--seed", type=int, default=0, help="another seed: other data sets")
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    aucs = [float(x) for x in args.aucs.split(",")]
+    extra = [args.seed] if args.seed else []  # seed 0: the data sets quoted in the docs
 
     def reps_for(n: int) -> int:
         return args.reps if n <= 1000 else args.big_reps or max(args.reps // 2, 50)
@@ -174,11 +178,11 @@ def main() -> None:
                 else f"AUC non-inferiority, candidate exactly {MARGIN} worse"
             )
             print(f"{what}: before (percentile) / after (new)")
-            print(f"{'n':>7} " + " ".join(f"{'AUC ' + str(a):>15}" for a in AUCS))
+            print(f"{'n':>7} " + " ".join(f"{'AUC ' + str(a):>15}" for a in aucs))
             for n in sizes:
                 cells = []
-                for auc in AUCS:
-                    rng = np.random.default_rng([n, int(auc * 1000), kind == "auc"])
+                for auc in aucs:
+                    rng = np.random.default_rng([n, int(auc * 1000), kind == "auc", *extra])
                     runs = [fn(rng, n, auc, args.resamples, r) for r in range(reps_for(n))]
                     b, a = zip(*runs, strict=True)
                     cells.append(f"{_rate(list(b))} /{_rate(list(a))}")
@@ -204,7 +208,7 @@ def main() -> None:
                 truth = prepare_metric(name, big).point(big.n)
                 cells = []
                 for n in sizes:
-                    rng = np.random.default_rng([n, len(name), len(model)])
+                    rng = np.random.default_rng([n, len(name), len(model), *extra])
                     runs = [
                         other_metric(name, model, rng, n, truth, args.resamples, r)
                         for r in range(reps_for(n))
