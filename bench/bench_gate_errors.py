@@ -12,7 +12,8 @@ and as candidate - baseline with the candidate exactly the margin worse (old: pa
 percentile bootstrap of the difference; new: MOVER). Other metrics use the gate's own
 intervals: Wilson for accuracy; before (percentile bootstrap) and after (Wilson per class for
 precision, recall and balanced accuracy, studentised bootstrap of the mean for log loss, Brier,
-MAE, RMSE and MAPE, percentile for ECE, BCa for F1 and R2).
+MAE, RMSE and MAPE and of R2 with its delta-method standard error, percentile for ECE, BCa for
+F1).
 
 Everything runs through the functions the gate's checks call, on the gate's resample blocks.
 The Monte-Carlo sd of a rate near 2.5% with R runs is sqrt(0.025 * 0.975 / R) (0.8 points at
@@ -115,7 +116,7 @@ def other_metric(
 ) -> tuple[bool, bool]:
     """(before, after): percentile, then the gate's interval now (Wilson per class for
     precision, recall and balanced accuracy; studentised bootstrap of the mean for log loss,
-    Brier, MAE, RMSE and MAPE; percentile for ECE; BCa for F1 and R2); Wilson for accuracy."""
+    Brier, MAE, RMSE and MAPE and of R2; percentile for ECE; BCa for F1); Wilson for accuracy."""
     out = MODELS[model](rng, n)
     d = METRICS[name]
     m = prepare_metric(name, out)
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--big-reps", type=int, default=0, help="runs per cell at n > 1000")
     parser.add_argument("--aucs", default=",".join(map(str, AUCS)), help="true AUCs")
     parser.add_argument("--seed", type=int, default=0, help="another seed: other data sets")
+    parser.add_argument("--metrics", default="", help="only these metrics (comma-separated)")
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     aucs = [float(x) for x in args.aucs.split(",")]
@@ -191,7 +193,9 @@ def main() -> None:
     if args.only in ("", "other"):
         print("other metrics, bound at the true value: before (percentile) / after (now)")
         print("after: Wilson per class (precision, recall, balanced accuracy), studentised mean")
-        print("(log loss, Brier, MAE, RMSE, MAPE), percentile (ECE), BCa (F1, R2);")
+        print(
+            "(log loss, Brier, MAE, RMSE, MAPE; R2 with its delta-method se), percentile (ECE), BCa (F1);"
+        )
         print("accuracy: the Wilson interval both times")
         print(
             f"{'metric':<18}{'model':<20}{'true':>9} "
@@ -203,7 +207,7 @@ def main() -> None:
                 m for m in METRICS if (METRICS[m].task == "classification") == bool(big.classes)
             ]
             for name in names:
-                if name == "roc_auc":
+                if name == "roc_auc" or (args.metrics and name not in args.metrics.split(",")):
                     continue
                 truth = prepare_metric(name, big).point(big.n)
                 cells = []

@@ -223,3 +223,19 @@ def test_each_metric_is_judged_by_its_interval(name: str, words: str) -> None:
     assert result.interval is not None and result.pvalue is not None
     assert result.interval[0] <= result.estimate <= result.interval[1]
     assert (result.interval[1] <= 0.99) == (result.pvalue <= ALPHA)
+
+
+def test_r2_is_studentised_with_its_delta_method_standard_error() -> None:
+    """R2's delta-method standard error matches the bootstrap's spread, and the check uses it."""
+    rng = np.random.default_rng(34)
+    y = rng.uniform(5, 15, 500)
+    out = Outputs(y, y + rng.standard_t(5, 500), None, ())
+    metric = prepare_metric("r2", out)
+    assert metric.moments is not None
+    replicates = _blocks(metric.value, 500, 1000, 1)
+    assert metric.moments(np.ones((1, 500)))[0, 1] == pytest.approx(np.std(replicates), rel=0.1)
+    spec = CheckSpec(type="metric", name="r2", dataset="d", metric="r2", at_least=0.7, sliced=False)
+    result = judge_outputs(spec, Suite(datasets={}, checks=(spec,), resamples=300), out)[0]
+    assert "delta-method standard error" in result.method
+    assert result.interval is not None
+    assert result.interval[0] < result.estimate < result.interval[1]

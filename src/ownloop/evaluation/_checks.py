@@ -420,6 +420,9 @@ def _shares_finding(
     )
 
 
+_STUDENTISED = {"r2": "with the delta-method standard error", "rmse": "of the mean squared error"}
+
+
 def _mean_finding(
     spec: CheckSpec,
     metric: PreparedMetric,
@@ -442,7 +445,8 @@ def _mean_finding(
         higher,
         boot.pvalue(bound, higher),
         n,
-        f"studentised bootstrap of the mean ({ctx.suite.resamples:,} resamples)",
+        f"studentised bootstrap {_STUDENTISED.get(metric.name, 'of the mean')} "
+        f"({ctx.suite.resamples:,} resamples)",
         ctx.suite.min_rows,
         label,
     )

@@ -111,8 +111,8 @@ class PreparedMetric:
     # Precision, recall, balanced accuracy: the mean of shares k / m over classes, each share
     # a binomial count on its own rows (hits, rows), so each gets a Wilson interval.
     shares: tuple[np.ndarray, np.ndarray] | None = None
-    # Means of per-row terms (log loss, Brier, MAE, RMSE via the MSE, MAPE): per weight row
-    # the mean and its standard error, and the map from the mean to the metric.
+    # Means of per-row terms (log loss, Brier, MAE, RMSE via the MSE, MAPE) and R2: per weight
+    # row the mean (R2 itself) and its standard error, and the map from the mean to the metric.
     moments: Callable[[np.ndarray], np.ndarray] | None = None
     from_mean: Callable[[float], float] | None = None
 
@@ -199,14 +199,19 @@ def prepare_metric(name: str, out: Outputs) -> PreparedMetric:
         return PreparedMetric(d.name, auc, influence, smallest, auc_variance=variance)
     value = _BUILDERS[d.name](out)
     loo = value.leave_one_out if isinstance(value, _Ratio) else None
-    mean = value if isinstance(value, _Mean) else None
+    moments: Callable[[np.ndarray], np.ndarray] | None = None
+    from_mean: Callable[[float], float] | None = None
+    if isinstance(value, _Mean):
+        moments, from_mean = value.moments, value.back
+    elif isinstance(value, _R2):
+        moments, from_mean = value.moments, float
     return PreparedMetric(
         d.name,
         value,
         leave_one_out=loo,
         shares=_shares(d.name, out),
-        moments=None if mean is None else mean.moments,
-        from_mean=None if mean is None else mean.back,
+        moments=moments,
+        from_mean=from_mean,
     )
 
 
@@ -477,15 +482,51 @@ def _rmse(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
     return _Mean((out.pred - out.y) ** 2, root=True)
 
 
-def _r2(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
-    cols = np.column_stack([(out.pred - out.y) ** 2, out.y, out.y**2, np.ones(out.n)])
+class _R2(_Ratio):
+    """R2 = 1 - A / B (A the mean squared error, B the labels' variance) from weighted sums,
+    with its delta-method standard error per weight row for a studentised bootstrap.
 
-    def finish(s: np.ndarray) -> np.ndarray:
-        sst = s[:, 2] - s[:, 1] ** 2 / s[:, 3]
-        result: np.ndarray = 1 - s[:, 0] / sst
+    Labels are centred on their overall mean first, so the fourth-moment sums do not cancel.
+    Row i's influence is -(u_i - A) / B + (A / B**2) (v_i - B), u = e**2, v = (y - mean)**2;
+    its sum of squares expands into sums of e**2, e**4, y**k and e**2 y**k (k <= 4).
+    """
+
+    def __init__(self, out: Outputs) -> None:
+        e2 = (out.pred - out.y) ** 2
+        y = out.y - out.y.mean()
+        columns = np.column_stack(
+            [e2, e2 * e2, y, y**2, y**3, y**4, e2 * y, e2 * y**2, np.ones(out.n)]
+        )
+        super().__init__(columns, self._of_sums)
+
+    @staticmethod
+    def _of_sums(s: np.ndarray) -> np.ndarray:
+        n = s[:, 8]
+        m1 = s[:, 2] / n
+        sst = s[:, 3] / n - m1**2
+        result: np.ndarray = 1 - (s[:, 0] / n) / sst
         return result
 
-    return _ratio(cols, finish)
+    def moments(self, W: np.ndarray) -> np.ndarray:
+        """(R2, its delta-method standard error) per weight row, as two columns."""
+        s = (W @ self.by_dtype[W.dtype]).astype(np.float64)
+        n = s[:, 8]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e2, e4, y1, y2, y3, y4, e2y, e2y2 = (s[:, k] / n for k in range(8))
+            c = y1  # the resample's label mean (labels already centred on the overall mean)
+            b = y2 - c**2
+            a = e2
+            v2 = y4 - 4 * c * y3 + 6 * c**2 * y2 - 4 * c**3 * y1 + c**4  # mean of v**2
+            uv = e2y2 - 2 * c * e2y + c**2 * e2  # mean of u v
+            var_u, var_v, cov_uv = e4 - a**2, v2 - b**2, uv - a * b
+            c1, c2 = -1 / b, a / b**2
+            var = (c1**2 * var_u + c2**2 * var_v + 2 * c1 * c2 * cov_uv) / (n - 1)
+            r2 = 1 - a / b
+        return np.column_stack([r2, np.sqrt(np.maximum(var, 0.0))])
+
+
+def _r2(out: Outputs) -> _R2:
+    return _R2(out)
 
 
 def _mape(out: Outputs) -> Callable[[np.ndarray], np.ndarray]:
