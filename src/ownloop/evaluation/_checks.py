@@ -355,7 +355,7 @@ def _plan_metric(spec: CheckSpec, ctx: Context) -> Finisher:
             pending.append(partial(_shares_finding, spec, metric, out.n, bound, higher, label, ctx))
             continue
         if metric.influence is not None:
-            reps = ctx.boot.request(group, f"cand:{d.name}:delong", out.n, _delong(metric))
+            reps = _auc_replicates(spec, ctx, label, mask, group, metric)
             pending.append(
                 partial(_auc_finding, spec, metric, reps, out.y, bound, higher, label, ctx)
             )
@@ -369,6 +369,32 @@ def _plan_metric(spec: CheckSpec, ctx: Context) -> Finisher:
         reps = ctx.boot.request(group, f"cand:{d.name}", out.n, metric.value)
         pending.append(partial(_boot_finding, spec, metric, reps, out.n, bound, higher, label, ctx))
     return lambda: _judge_family([p() for p in pending], ctx)
+
+
+def _auc_replicates(
+    spec: CheckSpec,
+    ctx: Context,
+    label: str | None,
+    mask: np.ndarray | None,
+    group: str,
+    metric: PreparedMetric,
+) -> Callable[[], np.ndarray]:
+    """The AUC and its DeLong variance per resample. When the suite also compares ROC AUC with
+    the baseline on this dataset, they are read from that comparison's resamples (computed
+    once for both checks)."""
+    compared = any(
+        c.type in ("non_inferiority", "superiority")
+        and c.dataset == spec.dataset
+        and METRICS[str(c.metric)].name == "roc_auc"
+        for c in ctx.suite.checks
+    )
+    base_full = ctx.base_outputs.get(str(spec.dataset))
+    cand, base = _group_outputs(spec, ctx, label, mask)
+    if not compared or ctx.baseline is None or base_full is None:
+        return ctx.boot.request(group, f"cand:{metric.name}:delong", cand.n, _delong(metric))
+    bm = prepare_metric(metric.name, base_full if base is None else base)
+    pair = ctx.boot.request(group, f"pair:{metric.name}:delong", cand.n, _delong_pair(metric, bm))
+    return lambda: pair()[:, [0, 2]]
 
 
 def _wilson_finding(
