@@ -479,7 +479,7 @@ def _mean_finding(
 
 
 # ECE's estimate is biased upward (an absolute value per bin); BCa's bias correction pulls its
-# limits down past the truth (an upper bound at the true ECE passed 4-7% of runs), while the
+# limits down past the truth (an upper bound at the true ECE passed 3-7% of runs), while the
 # percentile interval keeps the bias and is conservative for the usual "at_most" bound.
 PERCENTILE_ONLY = ("ece",)
 
