@@ -2,7 +2,9 @@
 
 No assertion here depends on how fast or how busy the machine is: the timing loop is checked
 with an injected clock; on real clocks a verdict is asserted only where the models differ by
-10x or more in CPU work (a Python loop of known length), or where load can only push the
+100x in CPU work (a Python loop of known length: a busy machine was seen to inflate one call's CPU
+time of a fast model tenfold, enough to hide a 10x gap in a p99 of 30 calls), or where load can
+only push the
 figure further the asserted way (a model that sleeps uses wall time but almost no CPU time).
 """
 
@@ -25,7 +27,7 @@ from ownloop.evaluation import FAIL, INCONCLUSIVE, PASS, parse_suite, to_junit, 
 from ownloop.evaluation._html import to_html
 from ownloop.evaluation._latency import judge_budget, judge_ratio, time_calls
 
-FAST, SLOW = 20_000, 200_000  # loop iterations per call: 10x apart in CPU work
+FAST, SLOW = 20_000, 2_000_000  # loop iterations per call: 100x apart in CPU work
 
 
 class Burner:
@@ -177,7 +179,7 @@ checks:
 
 @pytest.fixture
 def burners(ws: Workspace, team: str, tmp_path: Path) -> Path:
-    """burn@1 fast, burn@2 slow (10x the CPU work), burn@3 sleeps 30 ms (no CPU); production = 1."""
+    """burn@1 fast, burn@2 slow (100x the CPU work), burn@3 sleeps 30 ms (no CPU); production = 1."""
     reference = pd.DataFrame({"x": np.linspace(0, 1, 50), "y": np.linspace(0, 1, 50)})
     for model in (Burner(FAST), Burner(SLOW), Burner(sleep_s=0.03)):
         ws.registry.register(model, name="burn", owner=team, reference=reference, target="y")
@@ -197,7 +199,7 @@ def _gate(ws: Workspace, folder: Path, ref: str, checks: str, baseline: str | No
 RATIO = "  - {type: latency, at_most_ratio: 1.5, rows: 30}\n"
 
 
-def test_ratio_check_fails_a_candidate_ten_times_slower_than_the_baseline(
+def test_ratio_check_fails_a_candidate_a_hundred_times_slower_than_the_baseline(
     ws: Workspace, burners: Path
 ) -> None:
     result, check = _gate(ws, burners, "burn@2", RATIO)
@@ -211,7 +213,7 @@ def test_ratio_check_fails_a_candidate_ten_times_slower_than_the_baseline(
     assert result.verdict == FAIL
 
 
-def test_ratio_check_passes_a_candidate_ten_times_faster_than_the_baseline(
+def test_ratio_check_passes_a_candidate_a_hundred_times_faster_than_the_baseline(
     ws: Workspace, burners: Path
 ) -> None:
     _, check = _gate(ws, burners, "burn@1", RATIO, baseline="2")
@@ -224,7 +226,7 @@ def test_absolute_budget_is_judged_on_cpu_time_by_default_and_says_so(
     ws: Workspace, burners: Path
 ) -> None:
     _, slow = _gate(ws, burners, "burn@2", "  - {type: latency, at_most: 0.05, rows: 20}\n")
-    assert slow.status == FAIL, slow.message  # 200,000 loop steps take far more than 0.05 ms
+    assert slow.status == FAIL, slow.message  # 2,000,000 loop steps take far more than 0.05 ms
     assert "CPU time" in slow.message
     assert slow.details["clock"] == "cpu"
     _, fast = _gate(ws, burners, "burn@1", "  - {type: latency, at_most: 100, rows: 20}\n")
