@@ -186,6 +186,13 @@ def test_a_fine_but_finite_resolution_is_not_read_as_repeats() -> None:
     assert len(np.unique(x)) < 0.8 * x.size  # without the reference's ties this looks repeated
     rep = evaluate_drift(compute_partial(pa.table({"in.x": x}), spec), profile)
     assert rep.effective_rows is None
+    for n in (5000, 50_000):  # fresh windows the column can judge (fresh values would not tie)
+        fresh = evaluate_drift(compute_partial(pa.table({"in.x": rounded(n)}), spec), profile)
+        assert fresh.effective_rows is None
+    pool = rounded(300)  # ... and repeats in them are still seen
+    window = pool[rng.integers(0, 300, 5000)]
+    rep = evaluate_drift(compute_partial(pa.table({"in.x": window}), spec), profile)
+    assert rep.distinct_rows == pytest.approx(300, rel=0.06)
 
 
 def test_only_categories_and_discrete_values_get_no_correction() -> None:

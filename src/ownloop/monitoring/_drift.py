@@ -391,8 +391,10 @@ def repeated_rows(partial: WindowPartial, profile: ReferenceProfile, min_rows: i
 
     Read from the columns that never repeat by themselves (continuous, not identifiers, their
     reference values at least 99% distinct; the partial sketches their distinct values): per
-    column, the sketched distinct count over the count its own resolution predicts for the
-    window's values (the reference's ties, read as K equally likely values: K (1 - exp(-n / K))).
+    column, the distinct rows its sketched distinct count D implies: D itself when the reference
+    never tied, else -K log(1 - D / K), its reference's ties read as draws from K equally likely
+    values (what that many distinct rows show); a column is left out when so many fresh rows
+    would tie too often (under ``REPEAT_SHARE`` distinct) to tell repeats from resolution.
     A window holds at least as many distinct rows as any one column holds distinct values, so the
     largest share over the columns is taken: a column stuck at one value (drift, not repeated
     rows) cannot shrink the others' tests. Under ``REPEAT_SHARE`` the window's n rows are read as
@@ -410,19 +412,25 @@ def repeated_rows(partial: WindowPartial, profile: ReferenceProfile, min_rows: i
         n = int(part.counts.sum()) if part.counts.size else 0
         if part.hll.size == 0 or n < 30 or ref.distinct is None or ref.finite <= 0:
             continue
-        m, ties = ref.finite, ref.finite - ref.distinct
-        expected = float(n)
-        if ties > 0:
-            k = m * m / (2.0 * ties)
-            expected = min(expected, -k * float(np.expm1(-n / k)))
-        col = min(hll_count(part.hll), float(n)) / expected
+        found = min(hll_count(part.hll), float(n))
+        if ref.distinct < ref.finite:  # K = m / x values, x from the reference's m and distinct
+            k = ref.finite / _draws(ref.distinct / ref.finite)
+            if -k * float(np.expm1(-n / k)) < REPEAT_SHARE * n:
+                continue  # fresh values would tie this often: the column cannot tell repeats
+            found = float(n) if found >= k else min(-k * float(np.log1p(-found / k)), float(n))
+        col = found / n
         share = col if share is None else max(share, col)
         rows = max(rows, n)
     if share is None or share >= REPEAT_SHARE or rows == 0:
         return Repeats()
-    # x = n / N solves (1 - exp(-x)) / x = share, decreasing in x from 1 at 0
-    x = float(optimize.brentq(lambda t: -np.expm1(-t) / t - share, 1e-9, 2.0 / share + 10.0))
+    x = _draws(share)
     return Repeats(min(1.0, max(1.0 / (1.0 + x), min_rows / rows)), round(share * rows))
+
+
+def _draws(share: float) -> float:
+    """x = draws / values when draws at random from that many equally likely values see
+    ``share`` of the draws as distinct values: (1 - exp(-x)) / x = share, for share in (0, 1)."""
+    return float(optimize.brentq(lambda t: -np.expm1(-t) / t - share, 1e-12, 2.0 / share + 10.0))
 
 
 def _effective(n: int, dup: float) -> dict[str, Any]:
