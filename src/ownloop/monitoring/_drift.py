@@ -390,18 +390,19 @@ def repeated_rows(partial: WindowPartial, profile: ReferenceProfile, min_rows: i
     """How far the window's rows repeat, and the size its tests should use.
 
     Read from the columns that never repeat by themselves (continuous, not identifiers, their
-    reference values at least 99% distinct; the partial sketches their distinct values): per
-    column, the distinct rows its sketched distinct count D implies: D itself when the reference
-    never tied, else -K log(1 - D / K), its reference's ties read as draws from K equally likely
-    values (what that many distinct rows show); a column is left out when so many fresh rows
-    would tie too often (under ``REPEAT_SHARE`` distinct) to tell repeats from resolution.
-    A window holds at least as many distinct rows as any one column holds distinct values, so the
-    largest share over the columns is taken: a column stuck at one value (drift, not repeated
-    rows) cannot shrink the others' tests. Under ``REPEAT_SHARE`` the window's n rows are read as
-    drawn at random, with replacement, from N distinct inputs (D = N (1 - exp(-n / N)) of them
-    seen): its empirical distribution then varies like that of n N / (n + N) independent rows
-    (Kish's effective size for such draws), which the tests use, never under ``min_rows``.
-    Otherwise (and with no sketched column) the rows are taken as independent.
+    reference values at least 99% distinct; the partial sketches their distinct values). Per
+    column, its sketched distinct count D stands for -K log(1 - D / K) distinct rows, the
+    reference's ties read as draws from K equally likely values; K is the fewest values those
+    ties allow (their count read high), so fresh values that tie by chance in a window large
+    against K are never read as repeats (repeats may be read a little low). A window holds at
+    least as many distinct rows as any one column shows, so the largest over the columns is
+    taken: a column stuck at one value (drift, not repeats) cannot shrink the others' tests.
+
+    Under ``REPEAT_SHARE`` of the rows, the window's n rows are read as drawn at random, with
+    replacement, from N distinct inputs (N (1 - exp(-n / N)) of them seen): its empirical
+    distribution then varies like that of n N / (n + N) independent rows (Kish's effective size
+    for such draws), which the tests use, never under ``min_rows``. Otherwise (and with no
+    sketched column) the rows are taken as independent.
     """
     share: float | None = None
     rows = 0
@@ -413,11 +414,11 @@ def repeated_rows(partial: WindowPartial, profile: ReferenceProfile, min_rows: i
         if part.hll.size == 0 or n < 30 or ref.distinct is None or ref.finite <= 0:
             continue
         found = min(hll_count(part.hll), float(n))
-        if ref.distinct < ref.finite:  # K = m / x values, x from the reference's m and distinct
-            k = ref.finite / _draws(ref.distinct / ref.finite)
-            if -k * float(np.expm1(-n / k)) < REPEAT_SHARE * n:
-                continue  # fresh values would tie this often: the column cannot tell repeats
-            found = float(n) if found >= k else min(-k * float(np.log1p(-found / k)), float(n))
+        # the fewest values K the reference's ties allow: ties read high (Poisson, about 97.5%)
+        m, ties = ref.finite, ref.finite - ref.distinct
+        high = ties + 2.0 * np.sqrt(ties) + 2.0
+        k = m / _draws(min(max(1.0 - high / m, 1e-6), 1.0 - 1e-9))
+        found = float(n) if found >= k else min(-k * float(np.log1p(-found / k)), float(n))
         col = found / n
         share = col if share is None else max(share, col)
         rows = max(rows, n)
