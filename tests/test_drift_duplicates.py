@@ -225,3 +225,23 @@ def test_a_half_sd_shift_in_a_window_of_repeated_rows_is_still_found(
     assert rep is not None and rep.effective_rows is not None
     assert "distinct inputs (repeated rows); tests use" in rep.summary
     assert "repeated rows: tests use" in rep.feature("x").detail
+
+
+def test_the_monitor_results_keep_the_effective_size(
+    reference: tuple[ReferenceProfile, PartialSpec],
+) -> None:
+    from datetime import UTC, datetime
+
+    from ownloop.monitoring._report import WindowReport, result_rows, system_figures
+
+    profile, spec = reference
+    rng = np.random.default_rng(12)
+    part = _partial(_boot(rng, _population(rng, 300)), spec)
+    rep = evaluate_drift(part, profile)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    window = WindowReport("m", 1, now, now, part.rows, rep, None, (), (), system_figures(part, 0.0))
+    rows = [r for r in result_rows(window) if r["name"] == "effective_rows"]
+    assert len(rows) == 1 and rows[0]["kind"] == "dataset_drift"
+    assert rows[0]["value"] == rep.effective_rows
+    assert rows[0]["n"] == WINDOW
+    assert "distinct inputs (repeated rows)" in rows[0]["detail"]
