@@ -25,6 +25,11 @@ features as a family of its own, and material when a side's share at least doubl
 Categories expected under 5 times in the smaller of the two samples are pooled with 'other or
 unseen', so a small reference's rare and missed categories are not taken for new ones.
 
+Repeated rows (the same inputs scored again, retries, a replayed batch): the partial sketches the
+distinct values of the columns that never repeat in the reference; when they hold clearly fewer
+distinct values than rows, every test (not the effects) takes the window's effective size, that of
+rows drawn at random from its distinct inputs (:func:`repeated_rows`), and the report says so.
+
 P-values are adjusted across the features of one window (Benjamini-Hochberg by default, which
 under no drift at all also bounds the chance of any false alarm by ``alpha``; Holm or none on
 request). Dataset drift: the share of drifted features, among those with a verdict, reaches
@@ -39,11 +44,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 from scipy.spatial.distance import jensenshannon
 
 from ownloop.errors import InvalidInputError
-from ownloop.monitoring._partial import CategoricalPartial, NumericPartial, WindowPartial, grid_of
+from ownloop.monitoring._partial import (
+    CategoricalPartial,
+    NumericPartial,
+    WindowPartial,
+    grid_of,
+    hll_count,
+)
 from ownloop.profile import (
     MAX_SUPPORT,
     N_QUANTILES,
@@ -70,6 +81,9 @@ AUTO_CONTINUOUS = "ks+effect"
 AUTO_DISCRETE = "chi2+effect"
 EFFECT_UNIT = "sd"
 TAIL_RATIO = 2.0  # a side's tail share must at least double to count as contamination
+# repeated rows: a window whose never-repeating columns hold under this share of distinct values
+# (well beyond the sketch's ~2.3% error) is judged by its distinct rows
+REPEAT_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -203,6 +217,8 @@ class DriftReport:
     verdict_by: str = "count"  # count | importance
     importance_method: str | None = None
     reasons: Mapping[str, str] = field(default_factory=dict)
+    distinct_rows: int | None = None  # about how many distinct inputs, when rows repeat
+    effective_rows: int | None = None  # the window size its tests used, when rows repeat
 
     def feature(self, name: str) -> FeatureDrift:
         for f in self.features:
@@ -228,9 +244,20 @@ class DriftReport:
         )
 
     @property
+    def repeats_note(self) -> str:
+        """What repeated rows did to the tests ('' when the rows did not repeat)."""
+        if self.effective_rows is None:
+            return ""
+        return (
+            f"the window's {self.rows:,} rows hold about {self.distinct_rows or 0:,} distinct "
+            f"inputs (repeated rows); tests use {self.effective_rows:,}"
+        )
+
+    @property
     def summary(self) -> str:
+        note = f"; {self.repeats_note}" if self.repeats_note else ""
         if self.dataset_drift is None:
-            return f"no drift verdict: no feature could be tested in {self.rows} rows"
+            return f"no drift verdict: no feature could be tested in {self.rows} rows{note}"
         verdict = "DATASET DRIFT" if self.dataset_drift else "no dataset drift"
         names = ", ".join(self.drifted_with_reasons) or "none"
         head = f"{verdict}: {len(self.drifted_features)} of {self.tested} features drifted"
@@ -238,9 +265,12 @@ class DriftReport:
             return (
                 f"{head}, carrying {self.weighted_share:.0%} of the model's reliance "
                 f"(threshold {self.share_threshold:.0%}; {self.share:.0%} by count; importance: "
-                f"{self.importance_method}); drifted: {names}"
+                f"{self.importance_method}); drifted: {names}{note}"
             )
-        return f"{head} ({self.share:.0%}, threshold {self.share_threshold:.0%}); drifted: {names}"
+        return (
+            f"{head} ({self.share:.0%}, threshold {self.share_threshold:.0%}); "
+            f"drifted: {names}{note}"
+        )
 
 
 # -- small helpers ---------------------------------------------------------------------------
@@ -275,14 +305,16 @@ def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
 
 
 def _missing(
-    nulls: int, n: int, ref_nulls: int, ref_n: int, s: DriftSettings
+    nulls: int, n: int, ref_nulls: int, ref_n: int, s: DriftSettings, dup: float = 1.0
 ) -> tuple[float | None, float | None, bool | None]:
+    """Missing shares and their verdict; ``dup`` scales the window's counts to its distinct rows."""
     cur = _share(nulls, n)
     ref = _share(ref_nulls, ref_n)
     if cur is None or ref is None:
         return cur, ref, None
-    pooled = (nulls + ref_nulls) / (n + ref_n)
-    se = np.sqrt(pooled * (1 - pooled) * (1 / n + 1 / ref_n))
+    n_w = n * dup
+    pooled = (nulls * dup + ref_nulls) / (n_w + ref_n)
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n_w + 1 / ref_n))
     p = 1.0 if se == 0 else float(2 * stats.norm.sf(abs(cur - ref) / se))
     return cur, ref, bool(abs(cur - ref) >= s.missing_delta and p < s.alpha)
 
@@ -342,6 +374,70 @@ def _no_verdict(
     )
 
 
+# -- repeated rows ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Repeated rows in a window: ``share`` of its size the tests use (1.0: none) and about how
+    many distinct inputs its rows hold (None when the rows do not clearly repeat)."""
+
+    share: float = 1.0
+    distinct: int | None = None
+
+
+def repeated_rows(partial: WindowPartial, profile: ReferenceProfile, min_rows: int = 30) -> Repeats:
+    """How far the window's rows repeat, and the size its tests should use.
+
+    Read from the columns that never repeat by themselves (continuous, not identifiers, their
+    reference values at least 99% distinct; the partial sketches their distinct values). Per
+    column, its sketched distinct count D stands for -K log(1 - D / K) distinct rows, the
+    reference's ties read as draws from K equally likely values; K is the fewest values those
+    ties allow (their count read high), so fresh values that tie by chance in a window large
+    against K are never read as repeats (repeats may be read a little low). A window holds at
+    least as many distinct rows as any one column shows, so the largest over the columns is
+    taken: a column stuck at one value (drift, not repeats) cannot shrink the others' tests.
+
+    Under ``REPEAT_SHARE`` of the rows, the window's n rows are read as drawn at random, with
+    replacement, from N distinct inputs (N (1 - exp(-n / N)) of them seen): its empirical
+    distribution then varies like that of n N / (n + N) independent rows (Kish's effective size
+    for such draws), which the tests use, never under ``min_rows``. Otherwise (and with no
+    sketched column) the rows are taken as independent.
+    """
+    share: float | None = None
+    rows = 0
+    for name, ref in profile.features.items():
+        part = partial.features.get(name)
+        if not isinstance(ref, NumericProfile) or not isinstance(part, NumericPartial):
+            continue
+        n = int(part.counts.sum()) if part.counts.size else 0
+        if part.hll.size == 0 or n < 30 or ref.distinct is None or ref.finite <= 0:
+            continue
+        found = min(hll_count(part.hll), float(n))
+        # the fewest values K the reference's ties allow: ties read high (Poisson, about 97.5%)
+        m, ties = ref.finite, ref.finite - ref.distinct
+        high = ties + 2.0 * np.sqrt(ties) + 2.0
+        k = m / _draws(min(max(1.0 - high / m, 1e-6), 1.0 - 1e-9))
+        found = float(n) if found >= k else min(-k * float(np.log1p(-found / k)), float(n))
+        col = found / n
+        share = col if share is None else max(share, col)
+        rows = max(rows, n)
+    if share is None or share >= REPEAT_SHARE or rows == 0:
+        return Repeats()
+    x = _draws(share)
+    return Repeats(min(1.0, max(1.0 / (1.0 + x), min_rows / rows)), round(share * rows))
+
+
+def _draws(share: float) -> float:
+    """x = draws / values when draws at random from that many equally likely values see
+    ``share`` of the draws as distinct values: (1 - exp(-x)) / x = share, for share in (0, 1)."""
+    return float(optimize.brentq(lambda t: -np.expm1(-t) / t - share, 1e-12, 2.0 / share + 10.0))
+
+
+def _effective(n: int, dup: float) -> dict[str, Any]:
+    return {"effective_n": max(round(n * dup), 1)} if dup < 1.0 else {}
+
+
 # -- numeric ---------------------------------------------------------------------------------
 
 
@@ -394,15 +490,17 @@ def _coarse(grid: np.ndarray, counts: np.ndarray, cuts: np.ndarray) -> np.ndarra
 
 
 def numeric_drift(
-    name: str, ref: NumericProfile, part: NumericPartial, s: DriftSettings
+    name: str, ref: NumericProfile, part: NumericPartial, s: DriftSettings, dup: float = 1.0
 ) -> FeatureDrift:
+    """One numeric feature's test and effect; ``dup`` (the window's distinct rows over its rows,
+    1 when rows do not repeat) scales the window's size in every test, never the effect."""
     ref_count = ref.count
     ref_bad = ref.nulls + ref.nonfinite
     ref_n = ref_count - ref_bad
     grid = grid_of(ref)
     counts = part.counts.astype(float)
     n_vals = int(counts.sum()) if counts.size else 0
-    miss = _missing(part.nulls + part.nonfinite, part.n, ref_bad, ref_count, s)
+    miss = _missing(part.nulls + part.nonfinite, part.n, ref_bad, ref_count, s, dup)
     args = (n_vals, ref_n, miss, part.nonfinite)
     unjudged = _unjudgeable(name, "numeric", part.n, ref_n, n_vals, s.min_rows, args)
     if unjudged is not None:
@@ -424,7 +522,7 @@ def numeric_drift(
     g_ref = np.cumsum(ref_counts)[:-1] / ref_counts.sum()
     g_cur = np.cumsum(counts)[:-1] / n_vals
     d = float(np.abs(g_cur - g_ref).max())
-    p_ks = _ks_p(d, n_vals, ref_n)
+    p_ks = _ks_p(d, n_vals * dup, ref_n)
     w = _wasserstein(grid, g_ref, g_cur, part, n_vals, discrete) / float(std)
     cuts = np.asarray(ref.cuts, dtype=float)
     ref_coarse = np.asarray(ref.bin_counts, float)
@@ -442,6 +540,7 @@ def numeric_drift(
         "mean": part.total / n_vals,
         "reference_mean": ref.mean,
         "discrete": discrete,
+        **_effective(n_vals, dup),
     }
     method = s.numeric_method
     if discrete:  # the support values, then every value off them as one "other" category
@@ -452,7 +551,7 @@ def numeric_drift(
         else:  # an older profile: each grid bin is one value
             keys = [f"< {grid[0]:g}", *(f"{g:g}" for g in grid)]
             ref_vec, cur_vec = np.append(ref_counts, 0.0), np.append(counts, 0.0)
-        found = _categories(ref_vec, cur_vec)
+        found = _categories(ref_vec, cur_vec, dup)
         extra["bins"] = _bins([*keys, "(other)"], ref_vec, cur_vec)
         extra.update(found)
         effect, moved = found["effect"], found["moved"]
@@ -469,7 +568,7 @@ def numeric_drift(
     threshold = s.alpha if method == "ks" else s.threshold(name, method)
     tail: dict[str, Any] = {}
     if not discrete:
-        tail = _tails(ref, grid, ref_counts, counts, part, n_vals, ref_n)
+        tail = _tails(ref, grid, ref_counts, counts, part, n_vals, ref_n, dup)
         extra["tail"] = tail
     return FeatureDrift(
         name,
@@ -505,6 +604,7 @@ def _tails(
     part: NumericPartial,
     n: int,
     m: int,
+    dup: float = 1.0,
 ) -> dict[str, Any]:
     """Values beyond the reference's 0.5% and 99.5% quantiles, per side, against the reference's
     own share there; Bonferroni over the two sides. Both sides are counted on the grid the same
@@ -525,8 +625,10 @@ def _tails(
         "below": (float(ref_counts[: j + 1].sum()), float(counts[: j + 1].sum())),
         "above": (float(ref_counts[k + 1 :].sum()), float(counts[k + 1 :].sum())),
     }
+    n_eff = max(round(n * dup), 1)  # repeated rows: the counts scaled to the distinct rows
     p_side = {
-        side: float(stats.betabinom.sf(c - 1, n, r + 1, m - r)) for side, (r, c) in sides.items()
+        side: float(stats.betabinom.sf(round(c * n_eff / n) - 1, n_eff, r + 1, m - r))
+        for side, (r, c) in sides.items()
     }
     side = min(p_side, key=lambda x: p_side[x])
     r, c = sides[side]
@@ -618,13 +720,14 @@ def _pool(ref: np.ndarray, cur: np.ndarray, least: float = 5.0) -> tuple[np.ndar
     return r[keep], c[keep]
 
 
-def _categories(ref_vec: np.ndarray, cur_vec: np.ndarray) -> dict[str, float]:
+def _categories(ref_vec: np.ndarray, cur_vec: np.ndarray, dup: float = 1.0) -> dict[str, float]:
     """Test and effect over category counts (the last is 'other or unseen'), sparse ones pooled.
+    ``dup`` < 1 scales the window's counts to its distinct rows before the test (repeated rows).
 
     ``effect``: 2 * sqrt(sum (sqrt(c) - sqrt(r))^2) over the shares, standard deviations moved;
     ``moved``: total variation, the share of rows that changed category.
     """
-    ref_vec, cur_vec = _pool(ref_vec, cur_vec)
+    ref_vec, cur_vec = _pool(ref_vec, cur_vec * dup)
     if ref_vec.size < 2:
         p, chi = 1.0, 0.0
     else:
@@ -636,19 +739,30 @@ def _categories(ref_vec: np.ndarray, cur_vec: np.ndarray) -> dict[str, float]:
         "p": p,
         "effect": float(2 * np.sqrt(((np.sqrt(c) - np.sqrt(r)) ** 2).sum())),
         "moved": float(np.abs(c - r).sum() / 2),
-        "jensenshannon": float(jensenshannon(r, c, base=2)),
+        "jensenshannon": _js(r, c),
         "psi": _psi(ref_vec, cur_vec),
     }
 
 
+def _js(r: np.ndarray, c: np.ndarray) -> float:
+    """Jensen-Shannon distance (base 2); 0 where rounding leaves equal shares a hair negative."""
+    with np.errstate(invalid="ignore"):
+        d = float(jensenshannon(r, c, base=2))
+    return 0.0 if np.isnan(d) else d
+
+
 def categorical_drift(
-    name: str, ref: CategoricalProfile, part: CategoricalPartial, s: DriftSettings
+    name: str,
+    ref: CategoricalProfile,
+    part: CategoricalPartial,
+    s: DriftSettings,
+    dup: float = 1.0,
 ) -> FeatureDrift:
     ref_cats = ref.categories
     ref_count, ref_nulls = ref.count, ref.nulls
     ref_n = ref_count - ref_nulls
     n_vals = int(sum(part.counts.values()))
-    miss = _missing(part.nulls, part.n, ref_nulls, ref_count, s)
+    miss = _missing(part.nulls, part.n, ref_nulls, ref_count, s, dup)
     args = (n_vals, ref_n, miss, 0)
     unjudged = _unjudgeable(name, "categorical", part.n, ref_n, n_vals, s.min_rows, args)
     if unjudged is not None:
@@ -659,7 +773,7 @@ def categorical_drift(
     cur_vec = np.array(
         [part.counts.get(k, 0) for k in keys] + [sum(part.counts[k] for k in unseen)], dtype=float
     )
-    found = _categories(ref_vec, cur_vec)
+    found = _categories(ref_vec, cur_vec, dup)
     method = AUTO_DISCRETE if s.categorical_method == "auto" else s.categorical_method
     score = {AUTO_DISCRETE: found["effect"], "chi2": found["chi2"]}.get(method, found.get(method))
     threshold = s.alpha if method == "chi2" else s.threshold(name, method)
@@ -669,6 +783,7 @@ def categorical_drift(
         "test": "chi-square",
         "unseen": unseen[:10],
         "unseen_share": sum(part.counts[k] for k in unseen) / n_vals,
+        **_effective(n_vals, dup),
     }
     return FeatureDrift(
         name,
@@ -740,6 +855,10 @@ def _verdict(f: FeatureDrift, p_adj: float, s: DriftSettings) -> FeatureDrift:
             detail += f": not significant at {s.alpha}, so no drift"
     if f.extra.get("unseen"):
         detail += f"; unseen categories {f.extra['unseen']} ({f.extra['unseen_share']:.1%})"
+    if "effective_n" in f.extra:
+        detail += (
+            f"; repeated rows: tests use {f.extra['effective_n']:,} of the window's {f.n:,} values"
+        )
     if 0 < f.reference_n < f.n:
         detail += (
             f"; the reference's {f.reference_n:,} values limit this test, not the window's {f.n:,}"
@@ -781,6 +900,8 @@ def evaluate_drift(
     )
 
     s = settings or DriftSettings()
+    repeats = repeated_rows(partial, profile, s.min_rows)
+    dup = repeats.share
     results: list[FeatureDrift] = []
     for name, ref in profile.features.items():
         part = partial.features.get(name)
@@ -797,14 +918,14 @@ def evaluate_drift(
                 if isinstance(part, NumericPartial)
                 else NumericPartial(partial.scored_rows, partial.scored_rows)
             )
-            results.append(numeric_drift(name, ref, np_part, s))
+            results.append(numeric_drift(name, ref, np_part, s, dup))
         else:
             c_part = (
                 part
                 if isinstance(part, CategoricalPartial)
                 else CategoricalPartial(partial.scored_rows, partial.scored_rows)
             )
-            results.append(categorical_drift(name, ref, c_part, s))
+            results.append(categorical_drift(name, ref, c_part, s, dup))
     tested = [i for i, f in enumerate(results) if f.status == "ok"]
     adjusted = adjust(np.array([results[i].p_value for i in tested], dtype=float), s.correction)
     for i, p_adj in zip(tested, adjusted, strict=True):
@@ -834,11 +955,13 @@ def evaluate_drift(
         dataset_drift=None if by is None else by >= s.drift_share,
         correction=s.correction,
         alpha=s.alpha,
-        prediction=prediction_drift(partial, profile, s),
+        prediction=prediction_drift(partial, profile, s, dup),
         weighted_share=weighted,
         verdict_by="count" if weighted is None else "importance",
         importance_method=None if weighted is None else profile.importance_method,
         reasons={n: str(reasons[n]) for n in drifted},
+        distinct_rows=repeats.distinct,
+        effective_rows=max(round(partial.scored_rows * dup), 1) if dup < 1.0 else None,
     )
 
 
@@ -893,9 +1016,10 @@ def _weighted_share(
 
 
 def prediction_drift(
-    partial: WindowPartial, profile: ReferenceProfile, s: DriftSettings
+    partial: WindowPartial, profile: ReferenceProfile, s: DriftSettings, dup: float = 1.0
 ) -> tuple[FeatureDrift, ...]:
-    """Predicted classes (or values) and, for binary classifiers, the score distribution."""
+    """Predicted classes (or values) and, for binary classifiers, the score distribution; ``dup``
+    as for the features (a repeated row repeats its prediction)."""
     pred = profile.prediction
     out: list[FeatureDrift] = []
     single = replace(s, correction="none")
@@ -911,7 +1035,7 @@ def prediction_drift(
             if isinstance(partial.prediction, CategoricalPartial)
             else CategoricalPartial(partial.ok_rows, partial.ok_rows)
         )
-        out.append(categorical_drift("predicted_class", ref, part, single))
+        out.append(categorical_drift("predicted_class", ref, part, single, dup))
         probs = list(pred.probability.values())
         if len(pred.classes) == 2 and len(probs) == 2 and partial.score_counts.sum() > 0:
             ref_hist = probs[1]
@@ -926,14 +1050,14 @@ def prediction_drift(
             cur2 = CategoricalPartial(
                 int(cur_hist.sum()), 0, {str(i): int(c) for i, c in enumerate(cur_hist) if c}
             )
-            out.append(categorical_drift(f"score_{pred.classes[1]}", ref2, cur2, single))
+            out.append(categorical_drift(f"score_{pred.classes[1]}", ref2, cur2, single, dup))
     elif isinstance(pred, RegressionProfile):
         part_n = (
             partial.prediction
             if isinstance(partial.prediction, NumericPartial)
             else NumericPartial(partial.ok_rows, partial.ok_rows)
         )
-        out.append(numeric_drift("predicted_value", pred.values, part_n, single))
+        out.append(numeric_drift("predicted_value", pred.values, part_n, single, dup))
     judged = [
         _verdict(f, float(f.p_value), single) if f.status == "ok" and f.p_value is not None else f
         for f in out

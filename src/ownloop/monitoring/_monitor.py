@@ -66,7 +66,7 @@ from ownloop.store import tables as t
 __all__ = ["Monitor"]
 
 LOW_CONFIDENCE = 0.6
-PARTIAL_CACHE_FORMAT = 4  # bump when the partial's content changes, so old caches are recomputed
+PARTIAL_CACHE_FORMAT = 5  # bump when the partial's content changes, so old caches are recomputed
 TREND_WINDOWS = 24  # a trend is fitted over at most this many recent windows
 TREND_MIN_WINDOWS = 3  # ... and at least this many
 TREND_MIN_SPAN = timedelta(hours=1)  # ... spanning at least this long (slopes are per hour)

@@ -36,6 +36,9 @@ __all__ = [
     "PartialSpec",
     "WindowPartial",
     "compute_partial",
+    "distinct_eligible",
+    "hll_count",
+    "hll_sketch",
     "merge",
     "merge_all",
     "support_grid",
@@ -47,6 +50,8 @@ SCORE_BINS = 1000  # positive-class score histogram for label-free estimates (ed
 CONF_BINS = 100  # max-probability histogram (low-confidence share at any 0.01 threshold)
 # log-spaced latency sketch: 1 microsecond to 1,000 s, about 2.3% relative resolution
 LATENCY_EDGES = np.logspace(-6, 3, 901)
+HLL_BITS = 11  # 2^11 HyperLogLog registers: about 2.3% relative error on a distinct count
+DISTINCT_SHARE = 0.99  # a column whose reference values are this distinct never repeats by itself
 
 
 class Binner:
@@ -117,6 +122,7 @@ class PartialSpec:
     bootstrap: tuple[tuple[np.ndarray, np.ndarray], ...] | None = None
     binners: dict[str, Binner] = field(init=False, repr=False, compare=False)
     identifiers: tuple[str, ...] = ()  # identifier-like numeric features: their values counted
+    distinct: tuple[str, ...] = ()  # continuous features whose distinct values are sketched
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "binners", {k: Binner(g) for k, g in self.numeric.items()})
@@ -130,11 +136,14 @@ class PartialSpec:
         numeric: dict[str, np.ndarray] = {}
         categorical: list[str] = []
         identifiers: list[str] = []
+        distinct: list[str] = []
         for name, feat in profile.features.items():
             if isinstance(feat, NumericProfile) and feat.identifier:
                 identifiers.append(name)
             elif isinstance(feat, NumericProfile):
                 numeric[name] = grid_of(feat)
+                if distinct_eligible(feat):
+                    distinct.append(name)
             else:
                 categorical.append(name)
         pred = profile.prediction
@@ -153,7 +162,84 @@ class PartialSpec:
             np.zeros(0) if pgrid is None else pgrid,
             None if support is None else support.bootstrap,
             identifiers=tuple(identifiers),
+            distinct=tuple(distinct),
         )
+
+
+def distinct_eligible(feat: NumericProfile) -> bool:
+    """A continuous, non-identifier column whose reference values (nearly) never repeat, so a
+    window's repeats of it are repeated rows: its distinct values are worth sketching."""
+    return (
+        not feat.identifier
+        and feat.support is None
+        and feat.distinct is not None
+        and feat.finite > 0
+        and feat.distinct >= DISTINCT_SHARE * feat.finite
+    )
+
+
+def hll_sketch(values: np.ndarray) -> np.ndarray:
+    """HyperLogLog registers (2^11, uint8) of the distinct finite values of a float column.
+
+    Each value's float64 bit pattern (-0.0 read as 0.0) is mixed by splitmix64's finaliser; the top
+    11 bits pick a register, which keeps the largest rank (leading zeros + 1) of the other 53.
+    Two sketches merge by the elementwise maximum, which equals the sketch of the union.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)] + 0.0  # -0.0 + 0.0 is 0.0
+    z = x.view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    q = 64 - HLL_BITS
+    idx = (z >> np.uint64(q)).astype(np.intp)
+    rest = (z & np.uint64((1 << q) - 1)).astype(np.float64)  # exact: below 2^53
+    _, bit_length = np.frexp(rest)  # 0 for 0
+    rank = (q + 1 - bit_length).astype(np.uint8)
+    registers = np.zeros(1 << HLL_BITS, dtype=np.uint8)
+    np.maximum.at(registers, idx, rank)
+    return registers
+
+
+def hll_count(registers: np.ndarray) -> float:
+    """The distinct count a HyperLogLog sketch holds: Ertl's improved estimator (2017), unbiased
+    from a handful of values to billions without bias tables."""
+    m = registers.size
+    q = 64 - HLL_BITS
+    c = np.bincount(registers.astype(np.intp), minlength=q + 2).astype(float)
+    z = m * _hll_tau(1.0 - c[q + 1] / m)
+    for k in range(q, 0, -1):
+        z = 0.5 * (z + c[k])
+    z += m * _hll_sigma(c[0] / m)
+    if not np.isfinite(z) or z <= 0:
+        return 0.0
+    return float(m * m / (2.0 * np.log(2.0)) / z)
+
+
+def _hll_sigma(x: float) -> float:
+    if x == 1.0:
+        return float("inf")
+    y, z = 1.0, x
+    while True:
+        x *= x
+        z_old = z
+        z += x * y
+        y += y
+        if z == z_old:
+            return z
+
+
+def _hll_tau(x: float) -> float:
+    if x == 0.0 or x == 1.0:
+        return 0.0
+    y, z = 1.0, 1.0 - x
+    while True:
+        x = float(np.sqrt(x))
+        z_old = z
+        y *= 0.5
+        z -= (1.0 - x) ** 2 * y
+        if z == z_old:
+            return z / 3.0
 
 
 def grid_of(feat: NumericProfile) -> np.ndarray:
@@ -187,6 +273,8 @@ class NumericPartial:
     total: float = 0.0  # sum of finite values
     lo: float | None = None  # smallest finite value
     hi: float | None = None  # largest finite value
+    # HyperLogLog registers of the finite values (sketched columns only, else empty)
+    hll: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))
 
     def merge(self, other: NumericPartial) -> NumericPartial:
         return NumericPartial(
@@ -199,6 +287,7 @@ class NumericPartial:
             self.total + other.total,
             _opt(min, self.lo, other.lo),
             _opt(max, self.hi, other.hi),
+            _hll_merge(self.hll, other.hll),
         )
 
 
@@ -373,6 +462,15 @@ def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return total
 
 
+def _hll_merge(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.size == 0:
+        return b.copy()
+    if b.size == 0:
+        return a.copy()
+    out: np.ndarray = np.maximum(a, b)
+    return out
+
+
 def _merge_part(
     a: NumericPartial | CategoricalPartial, b: NumericPartial | CategoricalPartial
 ) -> NumericPartial | CategoricalPartial:
@@ -396,6 +494,7 @@ def _part_json(p: NumericPartial | CategoricalPartial) -> dict[str, Any]:
             "total": p.total,
             "lo": p.lo,
             "hi": p.hi,
+            **({"hll": p.hll.tolist()} if p.hll.size else {}),
         }
     return {"kind": "categorical", "n": p.n, "nulls": p.nulls, "counts": p.counts}
 
@@ -412,6 +511,7 @@ def _part_from_json(d: Mapping[str, Any]) -> NumericPartial | CategoricalPartial
             float(d["total"]),
             None if d.get("lo") is None else float(d["lo"]),
             None if d.get("hi") is None else float(d["hi"]),
+            np.asarray(d.get("hll", ()), dtype=np.uint8),
         )
     return CategoricalPartial(
         int(d["n"]), int(d["nulls"]), {k: int(v) for k, v in d["counts"].items()}
@@ -433,9 +533,10 @@ def merge_all(parts: Iterable[WindowPartial]) -> WindowPartial:
 
 
 def numeric_partial(
-    values: np.ndarray, grid: np.ndarray, binner: Binner | None = None
+    values: np.ndarray, grid: np.ndarray, binner: Binner | None = None, *, sketch: bool = False
 ) -> NumericPartial:
-    """Bin one numeric column on ``grid`` (NaN = missing; +-inf counted apart, never binned)."""
+    """Bin one numeric column on ``grid`` (NaN = missing; +-inf counted apart, never binned);
+    with ``sketch``, also sketch its distinct finite values (:func:`hll_sketch`)."""
     x = np.asarray(values, dtype=float)
     n = int(x.size)
     idx = binner(x) if binner is not None else np.searchsorted(grid, x, side="right")
@@ -458,8 +559,9 @@ def numeric_partial(
     lo = hi = None
     if finite.size:
         lo, hi = float(finite.min()), float(finite.max())
+    hll = hll_sketch(finite) if sketch else np.zeros(0, dtype=np.uint8)
     return NumericPartial(
-        n, nan, posinf + neginf, counts, below, above, float(finite.sum()), lo, hi
+        n, nan, posinf + neginf, counts, below, above, float(finite.sum()), lo, hi, hll
     )
 
 
@@ -561,7 +663,12 @@ def _features(table: pa.Table, names: set[str], spec: PartialSpec, out: WindowPa
     for name, grid in spec.numeric.items():
         col = spec.input_prefix + name
         out.features[name] = (
-            numeric_partial(_float_column(table, col), grid, spec.binners.get(name))
+            numeric_partial(
+                _float_column(table, col),
+                grid,
+                spec.binners.get(name),
+                sketch=name in spec.distinct,
+            )
             if col in names
             else NumericPartial(n, n, 0, np.zeros(0))
         )

@@ -379,6 +379,15 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
                 n=d.tested,
                 detail="the dataset verdict's share",
             )
+        if d.effective_rows is not None:
+            add(
+                "dataset_drift",
+                "effective_rows",
+                method="distinct rows, sketched on the columns that never repeat (HyperLogLog)",
+                value=d.effective_rows,
+                n=d.rows,
+                detail=d.repeats_note,
+            )
     c = rep.confidence
     if c is not None:
         add(
