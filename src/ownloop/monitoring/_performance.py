@@ -548,7 +548,7 @@ def choose_headline(
         return _realised_headline(real, f"{why}; showing realised")
     assert est is not None and est.value is not None
     if not has_real:
-        return _estimated_headline(est, "no labels yet; estimated (assumes no concept drift)")
+        return _estimated_headline(est, "no labels yet (the estimate assumes no concept drift)")
     assert real is not None and real.value is not None
     if real.coverage is not None and real.coverage >= 0.99:
         return _realised_headline(real, "every row of the window is labelled; showing realised")
@@ -556,7 +556,7 @@ def choose_headline(
     if real.n_labelled < MIN_LABELS or est.sampling_sd is None:
         return _estimated_headline(
             est,
-            f"estimated; {real.n_labelled:,} labelled rows are too few to test it against "
+            f"{real.n_labelled:,} labelled rows are too few to test it against "
             f"(at least {MIN_LABELS} needed)",
         )
     row_var = est.sampling_sd**2 * est.n  # the window's mean p(1 - p)
@@ -572,7 +572,7 @@ def choose_headline(
             p,
         )
     return _estimated_headline(
-        est, f"estimated; agrees with {real.value:.2f} realised on {rows} (p = {p:.2g})", p
+        est, f"agrees with {real.value:.2f} realised on {rows} (p = {p:.2g})", p
     )
 
 
