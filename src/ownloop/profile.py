@@ -759,6 +759,8 @@ def calibration_bootstrap(
     reference's size. Returns the points (score quantiles, with 0 and 1) and each map's values
     there.
     """
+    from sklearn.isotonic import isotonic_regression
+
     s = np.asarray(scores, dtype=float)
     o = np.asarray(outcomes, dtype=float)
     n = int(s.size)
@@ -780,27 +782,9 @@ def calibration_bootstrap(
     for b in range(draws):
         p_b, w_b = cells[b, :k], cells[b, :k] + cells[b, k:]
         keep = w_b > 0
-        fitted = _pava(p_b[keep] / w_b[keep], w_b[keep])
+        fitted = isotonic_regression(p_b[keep] / w_b[keep], sample_weight=w_b[keep])
         maps.append(_floats(np.round(np.interp(grid, x_bin[keep], fitted), 6)))
     return _floats(grid), tuple(maps)
-
-
-def _pava(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted isotonic (non-decreasing) regression of ``y`` in its order: pool adjacent violators."""
-    values: list[float] = []
-    weights: list[float] = []
-    sizes: list[int] = []
-    for yi, wi in zip(y.tolist(), w.tolist(), strict=True):
-        values.append(yi)
-        weights.append(wi)
-        sizes.append(1)
-        while len(values) > 1 and values[-2] > values[-1]:
-            v, wt, size = values.pop(), weights.pop(), sizes.pop()
-            total = weights[-1] + wt
-            values[-1] = (values[-1] * weights[-1] + v * wt) / total
-            weights[-1] = total
-            sizes[-1] += size
-    return np.repeat(np.asarray(values), sizes)
 
 
 def compute_profile(model: Any, reference: pd.DataFrame, signature: Signature) -> ReferenceProfile:

@@ -529,11 +529,6 @@ def numeric_drift(
     cur_coarse = _coarse(grid, counts, cuts)
     psi = _psi(ref_coarse, cur_coarse)
     extra: dict[str, Any] = {
-        "bins": _bins(
-            [f"< {c:.4g}" for c in cuts] + [f">= {cuts[-1]:.4g}" if cuts.size else "all"],
-            ref_coarse,
-            cur_coarse,
-        ),
         "ks": d,
         "wasserstein": w,
         "psi": psi,
@@ -556,6 +551,11 @@ def numeric_drift(
         extra.update(found)
         effect, moved = found["effect"], found["moved"]
     else:
+        extra["bins"] = _bins(
+            [f"< {c:.4g}" for c in cuts] + [f">= {cuts[-1]:.4g}" if cuts.size else "all"],
+            ref_coarse,
+            cur_coarse,
+        )
         effect, moved = w, d
     if method == "auto" and discrete:
         method, score, p = AUTO_DISCRETE, effect, extra["p"]
