@@ -72,7 +72,7 @@ def _setup(folder: Path, rows: int, resamples: int) -> Workspace:
             reference=train.head(5000),
             target="churned",
         )
-    ws.registry.set_alias("churn", "production", 1)
+    ws.deploy.set_production("churn", 1, force=True, reason="set up")
     make_churn_data(rows, seed=2).to_parquet(folder / "holdout.parquet")
     (folder / "suite.yaml").write_text(SUITE.format(resamples=resamples, margin=MARGIN))
     return ws

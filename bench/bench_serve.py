@@ -185,7 +185,7 @@ def register_ownloop(home: Path) -> None:
             target="target",
             trust=["sklearn.tree._tree.Tree"],
         )
-        ws.registry.set_alias("gbc", "production", v.version)
+        ws.deploy.set_production("gbc", v.version, force=True, reason="set up")
         v = ws.registry.register(
             make_frame_model(),
             name="hgbdf",
@@ -194,7 +194,7 @@ def register_ownloop(home: Path) -> None:
             target="target",
             trust=TRUSTED,
         )
-        ws.registry.set_alias("hgbdf", "production", v.version)
+        ws.deploy.set_production("hgbdf", v.version, force=True, reason="set up")
 
 
 def fmt(r: dict[str, float] | None) -> str:

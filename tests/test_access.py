@@ -35,8 +35,10 @@ def test_registry_checks_the_actor(
             churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
     with Workspace(config, actor=Actor("bob", teams=frozenset({"growth"}))) as outsider:
-        with pytest.raises(PermissionDeniedError, match="alias.set"):
-            outsider.registry.set_alias("churn", "production", 1)
+        with pytest.raises(PermissionDeniedError, match="deploy.promote"):
+            outsider.deploy.set_production("churn", 1, force=True, reason="set up")
         assert outsider.registry.get_version("churn@1").version == 1  # viewers may read
     with Workspace(config, actor=Actor("ana", teams=frozenset({"risk"}))) as owner:
-        assert owner.registry.set_alias("churn", "production", 1).aliases == ("production",)
+        assert owner.deploy.set_production("churn", 1, force=True, reason="set up").aliases == (
+            "production",
+        )

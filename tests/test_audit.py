@@ -68,8 +68,12 @@ CALLS: dict[str, tuple[Callable[[Workspace, Path], object], list[str]]] = {
         ["model.create", "version.register"],
     ),
     "set_alias (new)": (
-        lambda ws, _: ws.registry.set_alias("m", "production", 2),
+        lambda ws, _: ws.registry.set_alias("m", "champion", 2),
         ["alias.set"],
+    ),
+    "set_production (forced)": (
+        lambda ws, _: ws.deploy.set_production("m", 2, force=True, reason="hotfix"),
+        ["deploy.direct"],
     ),
     "set_alias (move)": (
         lambda ws, _: ws.registry.set_alias("m", "candidate", 2),

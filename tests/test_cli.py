@@ -62,7 +62,11 @@ def test_the_tour(run: object, files: tuple[Path, Path], ws: Workspace) -> None:
         )
         assert r.exit_code == 0, r.output
     assert "registered churn@2" in r.output
-    assert run("alias", "set", "churn", "production", "1").exit_code == 0  # type: ignore[operator]
+    refused = run("alias", "set", "churn", "production", "1")  # type: ignore[operator]
+    assert refused.exit_code == 1 and "churn@1 has no gate run" in refused.stderr
+    assert "ownloop deploy" not in refused.stderr or "--force --reason" in refused.stderr
+    forced = run("alias", "set", "churn", "production", "1", "--force", "--reason", "first")  # type: ignore[operator]
+    assert forced.exit_code == 0, forced.output
     models = json.loads(run("models", "--json").output)  # type: ignore[operator]
     assert [(m["name"], m["owner"], m["latest_version"], m["aliases"]) for m in models] == [
         ("churn", "risk", 2, {"production": 1})
@@ -88,7 +92,7 @@ def test_the_tour(run: object, files: tuple[Path, Path], ws: Workspace) -> None:
     assert detail["version"]["metrics"] == {"auc": 0.81}
     audit = json.loads(run("audit", "--model", "churn", "--json").output)  # type: ignore[operator]
     assert [a["action"] for a in audit] == [
-        "alias.set",
+        "deploy.direct",
         "version.register",
         "version.register",
         "model.create",

@@ -117,7 +117,7 @@ def churn(ws: Workspace, team: str, models: tuple[Any, Any, pd.DataFrame], tmp_p
     good, weak, train = models
     for m in (good, weak):
         ws.registry.register(m, name="churn", owner=team, reference=train, target="churned")
-    ws.registry.set_alias("churn", "production", 1)
+    ws.deploy.set_production("churn", 1, force=True, reason="set up")
     make_churn_data(1200, seed=22).to_parquet(tmp_path / "holdout.parquet")
     return tmp_path
 
@@ -468,7 +468,7 @@ def test_regressor_gate_with_ranges_and_numeric_perturbations(
         reference=train,
         target="price",
     )
-    ws.registry.set_alias("price", "production", 1)
+    ws.deploy.set_production("price", 1, force=True, reason="set up")
     _house_prices(800, seed=2).to_csv(tmp_path / "holdout.csv", index=False)
     pd.DataFrame(
         {

@@ -183,7 +183,7 @@ def burners(ws: Workspace, team: str, tmp_path: Path) -> Path:
     reference = pd.DataFrame({"x": np.linspace(0, 1, 50), "y": np.linspace(0, 1, 50)})
     for model in (Burner(FAST), Burner(SLOW), Burner(sleep_s=0.03)):
         ws.registry.register(model, name="burn", owner=team, reference=reference, target="y")
-    ws.registry.set_alias("burn", "production", 1)
+    ws.deploy.set_production("burn", 1, force=True, reason="set up")
     reference.to_parquet(tmp_path / "holdout.parquet")
     return tmp_path
 

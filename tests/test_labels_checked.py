@@ -168,7 +168,7 @@ def test_http_labels_outside_the_classes_are_400_and_not_stored(
     v = ws.registry.register(
         churn_model, name="churn", owner=team, reference=churn_data, target="churned"
     )
-    ws.registry.set_alias("churn", "production", v.version)
+    ws.deploy.set_production("churn", v.version, force=True, reason="set up")
     rows = churn_data.drop(columns="churned").head(2).to_dict("records")
     with running(ws) as url, httpx.Client(base_url=url, timeout=30) as client:
         ids = client.post("/models/churn/predict", json={"instances": rows}).json()[

@@ -76,7 +76,10 @@ def test_long_description_text_columns_are_not_limited(ws: Workspace, team: str)
         (lambda ws: ws.registry.add_team("ok", webhook_url="http://x.example/\n"), "webhook"),
         (lambda ws: ws.registry.set_alias("m", "production\n", 1), "alias name"),
         (lambda ws: ws.registry.get_version("m@1\n"), "alias name"),
-        (lambda ws: ws.registry.set_alias("m", "production", "1\n"), "positive whole number"),
+        (
+            lambda ws: ws.deploy.set_production("m", "1\n", force=True, reason="set up"),
+            "positive whole number",
+        ),
         (lambda ws: ws.registry.register(_model(), name="nl\n", owner="risk"), "model name"),
     ],
 )
@@ -175,8 +178,8 @@ def test_racing_set_alias_both_succeed_in_some_order(pg_ws: Workspace) -> None:
         pg_ws,
         "aliases",
         [
-            lambda: pg_ws.registry.set_alias("m", "production", 1),
-            lambda: pg_ws.registry.set_alias("m", "production", 2),
+            lambda: pg_ws.deploy.set_production("m", 1, force=True, reason="set up"),
+            lambda: pg_ws.deploy.set_production("m", 2, force=True, reason="set up"),
         ],
     )
     assert outcomes == [None, None]

@@ -31,7 +31,7 @@ def logged(ws: Workspace, team: str, churn_model: object, churn_data: pd.DataFra
     ws.registry.register(
         churn_model, name="churn", owner=team, reference=churn_data, target="churned"
     )
-    ws.registry.set_alias("churn", "production", 1)
+    ws.deploy.set_production("churn", 1, force=True, reason="set up")
     ws.clock = FrozenClock(T0 + timedelta(hours=2))
     ws.monitor.clock = ws.clock
     X0 = make_churn_data(1200, seed=21).drop(columns="churned")

@@ -310,9 +310,9 @@ def test_aliases_move_and_keep_history(
 ) -> None:
     _register(ws, churn_model, churn_data)
     _register(ws, churn_model, churn_data)
-    ws.registry.set_alias("churn", "production", 1)
+    ws.deploy.set_production("churn", 1, force=True, reason="set up")
     ws.registry.set_alias("churn", "candidate", "2")
-    ws.registry.set_alias("churn", "production", 2)
+    ws.deploy.set_production("churn", 2, force=True, reason="set up")
     assert ws.registry.get_model("churn").aliases == {"candidate": 2, "production": 2}
     assert ws.registry.get_version("churn@production").version == 2
     assert ws.registry.get_version("churn@2").aliases == ("candidate", "production")
@@ -335,9 +335,9 @@ def test_alias_to_missing_version(
     with pytest.raises(
         NotFoundError, match=r"has no version 7 \(latest is 1\); see 'ownloop versions churn'"
     ):
-        ws.registry.set_alias("churn", "production", 7)
+        ws.deploy.set_production("churn", 7, force=True, reason="set up")
     with pytest.raises(InvalidInputError, match="positive whole number"):
-        ws.registry.set_alias("churn", "production", "-1")
+        ws.deploy.set_production("churn", "-1", force=True, reason="set up")
     assert ws.registry.alias_history("churn") == []
 
 
@@ -369,7 +369,7 @@ def test_every_state_change_is_audited(
     ws: Workspace, team: str, churn_model: object, churn_data: pd.DataFrame
 ) -> None:
     _register(ws, churn_model, churn_data)
-    ws.registry.set_alias("churn", "production", 1)
+    ws.registry.set_alias("churn", "candidate", 1)
     log = ws.registry.audit_log(model="churn")
     assert [e.action for e in log] == ["alias.set", "version.register", "model.create"]
     assert all(e.actor == "tester" and e.at.tzinfo is not None for e in log)
@@ -380,14 +380,14 @@ def test_entities_have_short_reprs(
     ws: Workspace, team: str, churn_model: object, churn_data: pd.DataFrame
 ) -> None:
     _register(ws, churn_model, churn_data)
-    ws.registry.set_alias("churn", "production", 1)
+    ws.registry.set_alias("churn", "candidate", 1)
     v = ws.registry.get_version("churn@1")
     assert repr(v) == (
         "ModelVersion(name='churn', version=1, format='skops', gate='not_evaluated', "
-        "aliases=['production'])"
+        "aliases=['candidate'])"
     )
     assert repr(ws.registry.get_model("churn")) == (
-        "Model(name='churn', owner='risk', latest_version=1, aliases={'production': 1})"
+        "Model(name='churn', owner='risk', latest_version=1, aliases={'candidate': 1})"
     )
     assert repr(ws.registry.get_team("risk")) == (
         "Team(name='risk', members=['tester'], email='risk@example.com')"

@@ -39,13 +39,13 @@ def served(
         v = ws.registry.register(
             churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
-        ws.registry.set_alias("churn", "production", v.version)
+        ws.deploy.set_production("churn", v.version, force=True, reason="set up")
         X, y = churn_data.drop(columns="churned"), churn_data["churned"]
         other = make_model(max_iter=3).fit(X, y)
         b = ws.registry.register(
             other, name="broken", owner="risk", reference=churn_data, target="churned"
         )
-        ws.registry.set_alias("broken", "production", b.version)
+        ws.deploy.set_production("broken", b.version, force=True, reason="set up")
         path = ws.artifacts.path(b.artifact_digest)
         path.write_bytes(path.read_bytes() + b"tampered")
         with running(ws) as url:
@@ -554,7 +554,7 @@ def test_model_errors_are_400_for_input_and_500_for_bugs(tmp_path: Path) -> None
     with Workspace(Config(home=tmp_path / "home", user="tester")) as ws:
         ws.registry.add_team("risk", members=["tester"])
         ws.registry.register(Moody(), name="moody", owner="risk", reference=reference, target="y")
-        ws.registry.set_alias("moody", "production", 1)
+        ws.deploy.set_production("moody", 1, force=True, reason="set up")
         with running(ws) as url, httpx.Client(base_url=url) as c:
             assert (
                 c.post("/models/moody/predict", json={"instances": [{"x": 1}]}).status_code == 200
@@ -582,7 +582,7 @@ def test_serves_and_labels_on_each_store(
     v = ws.registry.register(
         churn_model, name="churn", owner=team, reference=churn_data, target="churned"
     )
-    ws.registry.set_alias("churn", "production", v.version)
+    ws.deploy.set_production("churn", v.version, force=True, reason="set up")
     with running(ws) as url, httpx.Client(base_url=url) as c:
         ids = c.post("/models/churn/predict", json={"instances": records(churn_data, 2)}).json()[
             "prediction_ids"
@@ -602,7 +602,7 @@ def test_server_is_ready_when_every_model_is(
         ws.registry.register(
             churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
-        ws.registry.set_alias("churn", "production", 1)
+        ws.deploy.set_production("churn", 1, force=True, reason="set up")
         with running(ws) as url:
             ready = httpx.get(f"{url}/v2/health/ready", timeout=30)
             assert (ready.status_code, ready.json()) == (

@@ -53,7 +53,7 @@ def home(tmp_path: Path, churn_model: Any, churn_data: pd.DataFrame) -> Config:
         v = ws.registry.register(
             churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
-        ws.registry.set_alias("churn", "production", v.version)
+        ws.deploy.set_production("churn", v.version, force=True, reason="set up")
     return config
 
 

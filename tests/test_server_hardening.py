@@ -51,7 +51,7 @@ def home(tmp_path: Path, churn_model: Any, churn_data: pd.DataFrame) -> Config:
         v = ws.registry.register(
             churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
-        ws.registry.set_alias("churn", "production", v.version)
+        ws.deploy.set_production("churn", v.version, force=True, reason="set up")
     return config
 
 
@@ -368,7 +368,7 @@ def test_a_model_that_cannot_be_loaded_is_not_ready_and_the_others_serve(
         finally:
             sys.path.remove(str(path.parent / "code"))
             sys.modules.pop(GONE, None)
-        ws.registry.set_alias("constant", "production", v.version)
+        ws.deploy.set_production("constant", v.version, force=True, reason="set up")
         with running(ws) as url, httpx.Client(base_url=url, timeout=60) as c:
             listed = {m["name"]: m for m in c.get("/models").json()["models"]}
             assert listed["constant"]["ready"] is False
@@ -451,7 +451,7 @@ def test_a_large_batch_does_not_block_health_checks(tmp_path: Path) -> None:
     with Workspace(Config(home=tmp_path / "home", user="tester")) as ws:
         ws.registry.add_team("risk", members=["tester"])
         ws.registry.register(Blocking(), name="slow", owner="risk", reference=reference, target="y")
-        ws.registry.set_alias("slow", "production", 1)
+        ws.deploy.set_production("slow", 1, force=True, reason="set up")
         big = {"instances": [{"x": float(i)} for i in range(20_000)]}
         answer: list[httpx.Response] = []
         with running(ws) as url:

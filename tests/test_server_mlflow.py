@@ -39,7 +39,7 @@ def home(
         v = ws.registry.register(
             churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
-        ws.registry.set_alias("churn", "production", v.version)
+        ws.deploy.set_production("churn", v.version, force=True, reason="set up")
     return config
 
 
@@ -169,7 +169,7 @@ def test_invocations_with_several_models_names_them_and_the_per_model_route(
             ws.registry.register(
                 churn_model, name=name, owner="risk", reference=churn_data, target="churned"
             )
-            ws.registry.set_alias(name, "production", 1)
+            ws.deploy.set_production(name, 1, force=True, reason="set up")
         with running(ws) as base, httpx.Client(base_url=base, timeout=60) as c:
             body = mlflow_bodies(frame)["dataframe_split"]
             r = c.post("/invocations", content=body, headers=JSON)

@@ -40,6 +40,12 @@ POLICY: dict[str, Role] = {
     "version.evaluate": Role.OWNER,
     "label.write": Role.OWNER,
     "monitor.configure": Role.OWNER,
+    "deploy.read": Role.VIEWER,
+    "deploy.start": Role.OWNER,
+    "deploy.promote": Role.OWNER,
+    "deploy.abort": Role.OWNER,
+    "deploy.rollback": Role.OWNER,
+    "deploy.policy": Role.OWNER,
     "store.upgrade": Role.ADMIN,
 }
 

@@ -157,7 +157,7 @@ def _step_register(
             f"reference profile is the {len(valid):,} held-out rows"
         )
         result.versions[f"v{v.version}"] = v.version
-    ws.registry.set_alias("churn", "production", 1)
+    ws.deploy.set_production("churn", 1, force=True, reason="set up")
     ws.registry.set_alias("churn", "candidate", 2)
     say("3. aliases: churn@production -> 1, churn@candidate -> 2")
     loaded = ws.registry.load("churn@production")

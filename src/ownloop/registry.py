@@ -42,7 +42,15 @@ from ownloop.signature import Signature, infer_signature
 from ownloop.store import Store, aware
 from ownloop.store import tables as t
 
-__all__ = ["AliasEvent", "AuditEntry", "Model", "ModelVersion", "Registry", "Team"]
+__all__ = [
+    "PRODUCTION",
+    "AliasEvent",
+    "AuditEntry",
+    "Model",
+    "ModelVersion",
+    "Registry",
+    "Team",
+]
 
 # Matched with fullmatch: "$" would let a trailing newline through.
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -50,6 +58,7 @@ _URL = re.compile(r"https?://[^\s/?#]+([/?#]\S*)?")
 _UNSET: Any = object()
 DEFAULT_MAX_MODEL_BYTES = 2 << 30
 _RETRIES = 5
+PRODUCTION = "production"  # deploy's record of the stable version; nothing else moves it
 
 
 @dataclass(frozen=True, repr=False)
@@ -104,6 +113,7 @@ class ModelVersion:
     aliases: tuple[str, ...]
     created_at: datetime
     created_by: str
+    needs: dict[str, Any] | None = None  # what it needs to run: library versions, requirements
 
     @property
     def ref(self) -> str:
@@ -682,6 +692,10 @@ class Registry:
             .where(t.models.c.name == name)
         ).first()
 
+    def require_model_row(self, conn: sa.Connection, name: str) -> sa.Row[Any]:
+        """The model's row (with its ``owner`` team) in the caller's transaction, or NotFoundError."""
+        return self._require_model(conn, validate_name("model", name))
+
     def _require_model(self, conn: sa.Connection, name: str) -> sa.Row[Any]:
         row = self._model_row(conn, name)
         if row is None:
@@ -798,6 +812,7 @@ class Registry:
             aliases=tuple(a for a, v in aliases.items() if v == row.version),
             created_at=aware(row.created_at),
             created_by=row.created_by,
+            needs=None if row.needs is None else dict(row.needs),
         )
 
     def load(self, ref: str | VersionRef) -> Any:
@@ -852,8 +867,12 @@ class Registry:
     # -- aliases ------------------------------------------------------------------------
 
     def set_alias(self, name: str, alias: str, version: int | str) -> ModelVersion:
-        """Point ``alias`` at a version; the move is kept in the alias history and the audit log."""
+        """Point ``alias`` at a version; the move is kept in the alias history and the audit log.
+
+        ``production`` is deploy's record of what is live, moved only through ``ws.deploy``.
+        """
         validate_alias(alias)
+        _refuse_reserved(name, alias, version)
         target = self.get_version(
             VersionRef(validate_name("model", name), version=_version_number(version))
         )
@@ -869,32 +888,55 @@ class Registry:
         with self.store.write() as conn:
             model = self._require_model(conn, name)
             authorize(self.actor, "alias.set", model.owner)
-            version_id = conn.execute(
-                sa.select(t.versions.c.id).where(
-                    t.versions.c.model_id == model.id, t.versions.c.version == number
+            self.move_alias(conn, model, alias, number, now)
+
+    def move_alias(
+        self,
+        conn: sa.Connection,
+        model: sa.Row[Any],
+        alias: str,
+        number: int,
+        now: datetime,
+        *,
+        audit: bool = True,
+    ) -> int | None:
+        """Point ``alias`` at version ``number`` inside the caller's transaction; the previous one.
+
+        The caller has checked permission; deploy moves ``production`` through here, writing its
+        own audit row (``audit=False``) that carries the evidence.
+        """
+        version_id = conn.execute(
+            sa.select(t.versions.c.id).where(
+                t.versions.c.model_id == model.id, t.versions.c.version == number
+            )
+        ).scalar_one()
+        previous = self._aliases(conn, model.id).get(alias)
+        if previous is None:
+            conn.execute(
+                t.aliases.insert().values(
+                    model_id=model.id,
+                    alias=alias,
+                    version_id=version_id,
+                    updated_at=now,
+                    updated_by=self.actor.name,
                 )
-            ).scalar_one()
-            previous = self._aliases(conn, model.id).get(alias)
-            if previous is None:
-                conn.execute(
-                    t.aliases.insert().values(
-                        model_id=model.id,
-                        alias=alias,
-                        version_id=version_id,
-                        updated_at=now,
-                        updated_by=self.actor.name,
-                    )
-                )
-            else:
-                conn.execute(
-                    t.aliases.update()
-                    .where(t.aliases.c.model_id == model.id, t.aliases.c.alias == alias)
-                    .values(version_id=version_id, updated_at=now, updated_by=self.actor.name)
-                )
-            self._record_alias(conn, model.id, name, alias, number, previous, now)
+            )
+        else:
+            conn.execute(
+                t.aliases.update()
+                .where(t.aliases.c.model_id == model.id, t.aliases.c.alias == alias)
+                .values(version_id=version_id, updated_at=now, updated_by=self.actor.name)
+            )
+        self._record_alias(conn, model.id, model.name, alias, number, previous, now, audit=audit)
+        return previous
 
     def delete_alias(self, name: str, alias: str) -> None:
         validate_name("alias", alias)
+        if alias == PRODUCTION:
+            raise ConflictError(
+                f"'{PRODUCTION}' is what model '{name}' serves and only deploy moves it; "
+                f"to stop a rollout run 'ownloop abort {name}', to go back 'ownloop rollback {name}'"
+            )
         now = self.clock.now()
         with self.store.write() as conn:
             model = self._require_model(conn, validate_name("model", name))
@@ -918,6 +960,8 @@ class Registry:
         version: int | None,
         previous: int | None,
         now: datetime,
+        *,
+        audit: bool = True,
     ) -> None:
         conn.execute(
             t.alias_history.insert().values(
@@ -929,6 +973,8 @@ class Registry:
                 by=self.actor.name,
             )
         )
+        if not audit:
+            return
         self.store.audit(
             conn,
             at=now,
@@ -964,6 +1010,15 @@ class Registry:
             AuditEntry(aware(r.at), r.actor, r.action, r.target, r.model, r.before, r.after)
             for r in rows
         ]
+
+
+def _refuse_reserved(name: str, alias: str, version: int | str) -> None:
+    if alias == PRODUCTION:
+        raise ConflictError(
+            f"'{PRODUCTION}' is what model '{name}' serves and only deploy moves it, after "
+            f"checking the gate: run 'ownloop deploy {name}@{version}' (or 'ownloop alias set "
+            f"{name} {PRODUCTION} {version} --force --reason TEXT' to override, audited)"
+        )
 
 
 def _version_number(version: int | str) -> int:

@@ -8,6 +8,7 @@ from ownloop.access import Actor
 from ownloop.artifacts import ArtifactStore
 from ownloop.clock import Clock, SystemClock
 from ownloop.config import Config
+from ownloop.deploy import Deployments
 from ownloop.evaluation import Evaluations
 from ownloop.monitoring import Monitor
 from ownloop.registry import Registry
@@ -46,6 +47,15 @@ class Workspace:
         )
         self.evaluations = Evaluations(self.registry)
         self.monitor = Monitor(self.store, self.registry, self.config, self.clock, self.actor)
+        self.deploy = Deployments(
+            self.store,
+            self.registry,
+            self.evaluations,
+            self.monitor,
+            self.config,
+            self.clock,
+            self.actor,
+        )
 
     def close(self) -> None:
         self.store.close()

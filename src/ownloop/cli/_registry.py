@@ -13,7 +13,7 @@ import click
 from ownloop.cli._app import cli, console, echo_json, esc, table, when, workspace
 from ownloop.errors import NotFoundError, OwnloopError
 from ownloop.profile import ClassificationProfile, FeatureProfile, NumericProfile
-from ownloop.registry import ModelVersion, Team
+from ownloop.registry import PRODUCTION, ModelVersion, Team
 from ownloop.store.migrations import latest_version
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -425,9 +425,21 @@ def alias() -> None:
 @click.argument("name")
 @click.argument("alias_name")
 @click.argument("version")
-def alias_set(name: str, alias_name: str, version: str) -> None:
-    """Point ALIAS_NAME of model NAME at VERSION."""
-    v = workspace().registry.set_alias(name, alias_name, version)
+@click.option("--force", is_flag=True, help="production only: skip the gate check (audited).")
+@click.option("--reason", help="Why the gate is skipped; required with --force.")
+def alias_set(name: str, alias_name: str, version: str, force: bool, reason: str | None) -> None:
+    """Point ALIAS_NAME of model NAME at VERSION.
+
+    `production` is what `ownloop serve` answers with, and only deploy moves it: setting it here
+    goes through the same gate check as `ownloop deploy NAME@VERSION --strategy direct`.
+    """
+    ws = workspace()
+    if alias_name == PRODUCTION:
+        v = ws.deploy.set_production(name, version, force=force, reason=reason)
+    elif force:
+        raise click.UsageError("--force only applies to the production alias")
+    else:
+        v = ws.registry.set_alias(name, alias_name, version)
     console.print(f"{name}@{alias_name} -> version {v.version}", markup=False)
 
 

@@ -8,12 +8,18 @@ __all__ = [
     "alias_history",
     "aliases",
     "audit",
+    "deploy_policies",
+    "deployments",
     "evaluations",
+    "leases",
     "metadata",
     "models",
     "monitor_results",
     "monitor_runs",
     "monitor_settings",
+    "rollback_checks",
+    "rollout_events",
+    "rollouts",
     "schema_versions",
     "team_members",
     "teams",
@@ -84,6 +90,7 @@ versions = sa.Table(
     sa.Column("gate_status", sa.String(20), nullable=False),
     sa.Column("created_at", _ts, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("needs", sa.JSON),
     sa.UniqueConstraint("model_id", "version", name="uq_versions_model_version"),
 )
 
@@ -186,6 +193,94 @@ monitor_results = sa.Table(
     sa.Column("detail", sa.Text),
 )
 
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("stable_version", sa.Integer),
+    sa.Column("candidate_version", sa.Integer),
+    sa.Column("candidate_arm", sa.String(16)),
+    sa.Column("weight", sa.Float, nullable=False),
+    sa.Column("routing_key", sa.String(200)),
+    sa.Column("rollout_id", sa.Integer),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("active_model_id", sa.Integer, unique=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("candidate_version", sa.Integer, nullable=False),
+    sa.Column("stable_version", sa.Integer),
+    sa.Column("strategy", sa.String(16), nullable=False),
+    sa.Column("plan", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+    sa.Column("analysis", sa.JSON),
+    sa.Column("reason", sa.Text),
+    sa.Column("gate_evaluation_id", sa.Integer),
+    sa.Column("started_at", _ts, nullable=False),
+    sa.Column("step_started_at", _ts, nullable=False),
+    sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("finished_at", _ts),
+    sa.Column("created_by", sa.String(200), nullable=False),
+)
+
+rollout_events = sa.Table(
+    "rollout_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("rollout_id", sa.Integer, sa.ForeignKey("rollouts.id"), nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("at", _ts, nullable=False),
+    sa.Column("from_state", sa.String(16)),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("evidence", sa.JSON),
+    sa.Column("by", sa.String(200), nullable=False),
+)
+
+deploy_policies = sa.Table(
+    "deploy_policies",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("policy", sa.JSON, nullable=False),
+    sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("acquired_at", _ts, nullable=False),
+    sa.Column("expires_at", _ts, nullable=False),
+)
+
+rollback_checks = sa.Table(
+    "rollback_checks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("current_version", sa.Integer, nullable=False),
+    sa.Column("target_version", sa.Integer, nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),
+    sa.Column("acted", sa.Boolean, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("at", _ts, nullable=False),
+    sa.Column("by", sa.String(200), nullable=False),
+)
+
 # Indexes the migrations create; declared here too, so the declared schema is the whole schema.
 sa.Index("ix_alias_history_model_alias", alias_history.c.model_id, alias_history.c.alias)
 sa.Index("ix_audit_model_at", audit.c.model, audit.c.at)
@@ -199,3 +294,6 @@ sa.Index(
     monitor_results.c.window_end,
 )
 sa.Index("ix_monitor_results_run", monitor_results.c.run_id)
+sa.Index("ix_rollouts_model", rollouts.c.model, rollouts.c.id)
+sa.Index("ix_rollout_events_rollout", rollout_events.c.rollout_id, rollout_events.c.id)
+sa.Index("ix_rollback_checks_model", rollback_checks.c.model, rollback_checks.c.id)

@@ -1,0 +1,38 @@
+"""Deploy: what is live per model and arm (stable, canary, shadow), rollouts, rollback checks.
+
+The one place that decides what a server routes; the ``production`` alias is its record.
+
+>>> ws.deploy.set_production("churn", 4)  # doctest: +SKIP  (the gate must have passed)
+"""
+
+from ownloop.deploy._model import (
+    ACTIVE_STATES,
+    Guardrail,
+    Outcome,
+    Plan,
+    Rollout,
+    RolloutEvent,
+    Route,
+    State,
+    StepAnalysis,
+    Strategy,
+)
+from ownloop.deploy._routing import MAX_KEY_CHARS, arm_for, bucket
+from ownloop.deploy._service import Deployments
+
+__all__ = [
+    "ACTIVE_STATES",
+    "MAX_KEY_CHARS",
+    "Deployments",
+    "Guardrail",
+    "Outcome",
+    "Plan",
+    "Rollout",
+    "RolloutEvent",
+    "Route",
+    "State",
+    "StepAnalysis",
+    "Strategy",
+    "arm_for",
+    "bucket",
+]
