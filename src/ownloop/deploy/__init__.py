@@ -17,12 +17,15 @@ from ownloop.deploy._model import (
     StepAnalysis,
     Strategy,
 )
+from ownloop.deploy._rollout import DeployStatus
 from ownloop.deploy._routing import MAX_KEY_CHARS, arm_for, bucket
-from ownloop.deploy._service import Deployments
+from ownloop.deploy._service import Analyser, Deployments
 
 __all__ = [
     "ACTIVE_STATES",
     "MAX_KEY_CHARS",
+    "Analyser",
+    "DeployStatus",
     "Deployments",
     "Guardrail",
     "Outcome",
