@@ -17,7 +17,7 @@ from ownloop.deploy._model import (
     StepAnalysis,
     Strategy,
 )
-from ownloop.deploy._rollout import DeployStatus
+from ownloop.deploy._rollout import DeployStatus, merge_plan, placed, position, span
 from ownloop.deploy._routing import MAX_KEY_CHARS, arm_for, bucket
 from ownloop.deploy._service import Analyser, Deployments
 
@@ -38,4 +38,8 @@ __all__ = [
     "Strategy",
     "arm_for",
     "bucket",
+    "merge_plan",
+    "placed",
+    "position",
+    "span",
 ]

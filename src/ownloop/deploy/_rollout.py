@@ -36,11 +36,12 @@ __all__ = [
     "event_from_row",
     "first_move",
     "merge_plan",
+    "placed",
+    "position",
     "rollout_from_row",
     "span",
     "stored_analysis",
     "stored_error",
-    "where",
 ]
 
 INCONCLUSIVE_ACTIONS = ("abort", "pause")
@@ -193,7 +194,7 @@ def _canary_step(plan: Plan, step: int, why: str) -> Move:
 
 def decide(rollout: Rollout, analysis: StepAnalysis, now: datetime) -> Move | None:
     """The move ``analysis`` calls for in ``rollout``'s current state; None to keep waiting."""
-    label = where(rollout)
+    label = position(rollout)
     if analysis.outcome == Outcome.FAIL:
         decided = ", ".join(analysis.decided_by) or "the analysis"
         return Move(State.ABORTED, rollout.step, 0.0, f"{label} FAILED on {decided}")
@@ -211,15 +212,21 @@ def decide(rollout: Rollout, analysis: StepAnalysis, now: datetime) -> Move | No
     return Move(State.ABORTED, rollout.step, 0.0, why)
 
 
-def where(rollout: Rollout) -> str:
-    """The rollout's place in words: 'shadow', 'step 2 of 4 (25%)', 'pending'."""
+def position(rollout: Rollout) -> str:
+    """The rollout's place in words: 'shadow', 'step 2 of 4 (25%)', 'before the first step'."""
     if rollout.step < 0:
         shadow = rollout.state == State.SHADOWING or (
             rollout.state == State.PAUSED and rollout.plan.strategy == Strategy.SHADOW
         )
-        return "shadow" if shadow else str(rollout.state)
+        return "shadow" if shadow else "before the first step"
     steps = rollout.plan.steps
     return f"step {rollout.step + 1} of {len(steps)} ({steps[rollout.step]:g}%)"
+
+
+def placed(rollout: Rollout) -> str:
+    """``position`` for a sentence: 'at step 2 of 4 (25%)', 'in shadow', 'before the first step'."""
+    where = position(rollout)
+    return {"shadow": "in shadow", "before the first step": where}.get(where, f"at {where}")
 
 
 # -- in words -----------------------------------------------------------------------------
@@ -251,7 +258,7 @@ def describe_next(
     m = rollout.model
     if rollout.state == State.PAUSED:
         return (
-            f"paused at {where(rollout)}: {rollout.reason or 'no reason given'}; "
+            f"paused {placed(rollout)}: {rollout.reason or 'no reason given'}; "
             f"'ownloop resume {m}' goes on, 'ownloop promote {m}' or 'ownloop abort {m} "
             "--reason TEXT' ends it"
         )
@@ -283,7 +290,7 @@ def _waiting_words(rollout: Rollout, analysis: StepAnalysis | None) -> str:
     outcome = "INCONCLUSIVE" if analysis is None else str(analysis.outcome)
     verb = "aborts" if plan.on_inconclusive == "abort" else "pauses"
     return (
-        f"{where(rollout)}: needs {plan.min_samples:,} rows per arm ({counts}); {outcome} "
+        f"{position(rollout)}: needs {plan.min_samples:,} rows per arm ({counts}); {outcome} "
         f"until then; {verb} at {deadline:%H:%M} UTC (max wait {span(plan.max_wait_s)}) if "
         "still inconclusive"
     )

@@ -24,9 +24,9 @@ from ownloop.deploy._rollout import (
     event_from_row,
     first_move,
     merge_plan,
+    placed,
     rollout_from_row,
     stored_error,
-    where,
 )
 from ownloop.errors import (
     ConcurrentChangeError,
@@ -415,7 +415,7 @@ class Deployments:
                 "nothing to resume"
             )
         before = self._state_before_pause(rollout)
-        why = f"resumed by {self.actor.name} at {where(rollout)}"
+        why = f"resumed by {self.actor.name} {placed(rollout)}"
         return self._by_person(rollout, Move(before, rollout.step, rollout.weight, why))
 
     def _state_before_pause(self, rollout: Rollout) -> State:
