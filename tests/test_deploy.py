@@ -341,8 +341,9 @@ def test_promote_abort_pause_resume_by_a_person(dws: Workspace, churn: str) -> N
     assert promoted.state == State.PROMOTED
     assert dws.registry.get_version("churn@production").version == 2
     assert second.id != first.id
-    assert [a.action for a in dws.registry.audit_log(model="churn", limit=8)][:3] == [
-        "deploy.promote", "deploy.start", "deploy.abort",
+    assert [a.action for a in dws.registry.audit_log(model="churn", limit=6)][:6] == [
+        "deploy.promote", "deploy.start", "deploy.abort", "deploy.resume", "deploy.pause",
+        "deploy.step",
     ]  # fmt: skip
     assert [r.id for r in dws.deploy.rollouts("churn")] == [second.id, first.id]
 
@@ -423,7 +424,9 @@ def test_a_version_that_does_not_exist_is_refused(
 
 def test_the_production_version_is_not_deployed_again(dws: Workspace, churn: str) -> None:
     with pytest.raises(ConflictError, match="churn@1 is already production"):
-        dws.deploy.deploy("churn@1", force=True, reason="again")
+        dws.deploy.deploy("churn@1")
+    with pytest.raises(ConflictError, match="churn@1 is already production"):
+        dws.deploy.deploy("churn@production", force=True, reason="again")
 
 
 def test_a_second_deploy_is_refused_naming_the_active_one(dws: Workspace, churn: str) -> None:
@@ -495,3 +498,40 @@ def test_two_processes_ticking_at_once_apply_one_transition(
         ).scalar_one()
     assert steps == 1
     assert len(_audit(dws, "deploy.step")) == 2  # start to step 1, then step 1 to 2 once
+
+
+def test_two_deploys_at_once_start_one_rollout(
+    dws: Workspace, churn: str, config: Config, clock: FrozenClock
+) -> None:
+    barrier = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def run(ref: str) -> None:
+        with Workspace(config, clock=clock) as other:
+            barrier.wait(timeout=60)
+            try:
+                outcomes.append(other.deploy.deploy(ref, force=True, reason="race"))
+            except ConflictError as exc:
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=run, args=(ref,)) for ref in ("churn@2", "churn@3")]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    (won,) = [o for o in outcomes if isinstance(o, Rollout)]
+    (lost,) = [o for o in outcomes if isinstance(o, ConflictError)]
+    assert f"active rollout (#{won.id}: version {won.candidate}, pending)" in str(lost)
+    assert [r.id for r in dws.deploy.rollouts("churn")] == [won.id]
+    assert dws.deploy.route("churn").candidate == won.candidate
+
+
+def test_status_after_an_abort_says_why(dws: Workspace, churn: str) -> None:
+    dws.deploy.deploy("churn@2")
+    dws.deploy.abort("churn", reason="wrong features")
+    status = dws.deploy.status("churn")
+    assert not status.active
+    assert status.next == (
+        "nothing is rolling out; the last rollout (churn@2) was aborted at 11:00 UTC: "
+        "aborted by tester: wrong features"
+    )

@@ -256,7 +256,7 @@ def _print_analysis(a: StepAnalysis) -> None:
         return
     table(
         f"{a.arm} vs stable",
-        ["guardrail", "stable", a.arm, "difference", "bound", "n", "outcome"],
+        ["guardrail", "stable", "candidate", "difference", "bound", "n", "outcome"],
         [
             [
                 g.name,
@@ -270,6 +270,9 @@ def _print_analysis(a: StepAnalysis) -> None:
             for g in a.guardrails
         ],
     )
+    for g in a.guardrails:
+        if g.name in a.decided_by:
+            console.print(f"  {g.name}: {g.text}", markup=False)
 
 
 def _num(value: float | None, spec: str = ".4g") -> str:

@@ -252,8 +252,10 @@ def describe_next(
         return "nothing is rolling out; start one with 'ownloop deploy MODEL@VERSION'"
     if not rollout.active:
         ended = "" if rollout.finished_at is None else f" at {rollout.finished_at:%H:%M} UTC"
+        why = f": {rollout.reason}" if rollout.reason else ""
         return (
-            f"nothing is rolling out; the last rollout ({rollout.ref}) was {rollout.state}{ended}"
+            f"nothing is rolling out; the last rollout ({rollout.ref}) was "
+            f"{rollout.state}{ended}{why}"
         )
     m = rollout.model
     if rollout.state == State.PAUSED:

@@ -131,6 +131,8 @@ class Deployments:
         >>> ws.deploy.deploy("churn@4", steps=(5, 25, 50, 100))  # doctest: +SKIP
         """
         target = self.registry.get_version(ref)
+        if PRODUCTION in target.aliases:  # checked again in the transaction, against a race
+            raise _already_production(target)
         plan = merge_plan(
             self.policy(target.model),
             strategy=strategy,
@@ -175,10 +177,7 @@ class Deployments:
             self.refuse_if_rolling_out(conn, row)
             stable = _production(conn, row.id)
             if stable == target.version:
-                raise ConflictError(
-                    f"{target.ref} is already production; nothing to deploy "
-                    f"(see 'ownloop status {row.name}')"
-                )
+                raise _already_production(target)
             direct = stable is None or plan.strategy == Strategy.DIRECT
             state = State.PROMOTED if direct else State.PENDING
             rollout_id = self._insert_rollout(
@@ -343,7 +342,7 @@ class Deployments:
                 rollout_id=rollout.id,
             )  # fmt: skip
         action = {State.ABORTED: "deploy.abort", State.PAUSED: "deploy.pause"}.get(
-            move.to, "deploy.step"
+            move.to, "deploy.resume" if rollout.state == State.PAUSED else "deploy.step"
         )
         self.store.audit(
             conn, at=now, actor=self.actor.name, action=action, target=rollout.ref,
@@ -483,6 +482,7 @@ class Deployments:
 
     def rollout(self, rollout_id: int) -> Rollout:
         """One rollout by id; NotFoundError when there is none."""
+        authorize(self.actor, "deploy.read")
         with self.store.read() as conn:
             found = conn.execute(sa.select(t.rollouts).where(t.rollouts.c.id == rollout_id)).first()
         if found is None:
@@ -504,6 +504,7 @@ class Deployments:
 
     def events(self, rollout_id: int) -> list[RolloutEvent]:
         """A rollout's transitions, oldest first, each with the evidence that drove it."""
+        authorize(self.actor, "deploy.read")
         with self.store.read() as conn:
             rows = conn.execute(
                 sa.select(t.rollout_events)
@@ -743,6 +744,13 @@ def _production(conn: sa.Connection, model_id: int) -> int | None:
         .where(t.aliases.c.model_id == model_id, t.aliases.c.alias == PRODUCTION)
     ).scalar()
     return None if found is None else int(found)
+
+
+def _already_production(target: ModelVersion) -> ConflictError:
+    return ConflictError(
+        f"{target.ref} is already production; nothing to deploy "
+        f"(see 'ownloop status {target.model}')"
+    )
 
 
 def _unchanged(rollout: Rollout) -> sa.Update:
