@@ -125,9 +125,17 @@ def test_status_shows_the_analysis_table(run: Run, churn: str, ws: Workspace) ->
     assert "needs 500 rows per arm (canary 212, stable 1,890)" in out
 
 
-def test_status_with_nothing_deployed(run: Run, ws: Workspace) -> None:
+def test_status_with_nothing_deployed(
+    run: Run, ws: Workspace, train: pd.DataFrame, fitted: Any
+) -> None:
     r = run("status")
     assert r.exit_code == 0 and "nothing is deployed yet" in r.output
+    ws.registry.add_team("risk", members=["tester"])
+    ws.registry.register(fitted, name="new", owner="risk", reference=train, target="churned")
+    one = run("status", "new")
+    assert one.exit_code == 0, one.output
+    assert "new: not deployed (no production version)" in one.output
+    assert run("status", "nope").exit_code == 1
 
 
 # -- a person decides ----------------------------------------------------------------------

@@ -213,8 +213,12 @@ def _weights(route: Route | None) -> str:
 
 
 def _print_status(s: DeployStatus, events: list[RolloutEvent]) -> None:
-    stable = "none" if s.route is None or s.route.stable is None else f"v{s.route.stable}"
-    console.print(f"[bold]{esc(s.model)}[/]: production {stable}; {esc(_weights(s.route))}")
+    if s.route is None or s.route.stable is None:
+        console.print(f"[bold]{esc(s.model)}[/]: not deployed (no production version)")
+    else:
+        console.print(
+            f"[bold]{esc(s.model)}[/]: production v{s.route.stable}; {esc(_weights(s.route))}"
+        )
     r = s.rollout
     if r is not None:
         console.print(
