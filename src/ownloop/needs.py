@@ -129,7 +129,8 @@ def parse_requirements(lines: Sequence[str], source: str) -> list[str]:
         except InvalidRequirement as exc:
             raise InvalidInputError(
                 f"{source}, line {number}: '{raw.strip()}' is not a requirement "
-                f"specifier ({exc}); write it like 'xgboost>=2.0' or 'lightgbm==4.3.0'"
+                f"specifier ({str(exc).splitlines()[0]}); write it like 'xgboost>=2.0' or "
+                "'lightgbm==4.3.0'"
             ) from exc
     return out
 

@@ -424,7 +424,8 @@ def _print_needs(v: ModelVersion) -> None:
         console.print("needs: not recorded (registered before ownloop recorded them)")
         return
     found = {m.library: m for m in needs.check_runnable(v.needs)}
-    rows = [["python", v.needs.get("python") or "-", "", "", _here(found.get("python"))]]
+    python = v.needs.get("python") or "-"
+    rows = [["python", python, "interpreter", "registration", _here(found.get("python"))]]
     for name, info in v.needs.get("libraries", {}).items():
         source = info.get("source", "")
         rows.append(
