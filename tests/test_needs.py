@@ -120,6 +120,33 @@ def test_the_library_of_a_model_class_is_recorded_as_a_model_library() -> None:
     ]
 
 
+def test_an_onnx_version_needs_onnxruntime_and_no_scikit_learn_minor(
+    ws: Workspace, team: str, tmp_path: Path
+) -> None:
+    """An ONNX graph runs in onnxruntime: scikit-learn is recorded but not a model library."""
+    import onnxruntime
+    from skl2onnx import to_onnx
+
+    data = pd.DataFrame({"a": [0.0, 1.0] * 10, "b": [1.0, 0.0] * 10, "y": [0, 1] * 10})
+    model = LogisticRegression().fit(data[["a", "b"]], data["y"])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(to_onnx(model, data[["a", "b"]].to_numpy(np.float32)[:1]).SerializeToString())
+    v = ws.registry.register(name="lr", path=path, owner=team, reference=data, target="y")
+    assert v.needs is not None
+    libs = v.needs["libraries"]
+    assert libs["onnxruntime"] == {
+        "version": onnxruntime.__version__,
+        "role": "format",
+        "source": "environment at registration",
+    }
+    assert libs["scikit-learn"]["role"] == "runtime"
+    assert v.needs["modules"] == []
+    env = _environment(v.needs, scikit_learn=_other_minor(sklearn.__version__))
+    assert not any(m.blocking for m in needs.require_runnable(v, environment=env))
+    with pytest.raises(EnvironmentMismatchError, match="needs onnxruntime"):
+        needs.require_runnable(v, environment=_environment(v.needs, onnxruntime=None))
+
+
 def test_requirements_are_recorded_from_a_file(
     ws: Workspace, team: str, churn_model: object, tmp_path: Path
 ) -> None:
