@@ -12,9 +12,9 @@ from ownloop.cli import cli
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring import DriftSettings, parse_duration
 from tests.conftest import env_for
-from tests.test_monitor import logged
+from tests.test_monitor import armed, logged
 
-__all__ = ["logged"]  # churn@1: one quiet hour, then one drifted hour
+__all__ = ["armed", "logged"]  # churn@1: one quiet hour, then one drifted hour (+ arms)
 
 
 def _run(ws: Workspace, *args: str) -> Result:
@@ -106,3 +106,36 @@ def test_monitor_prints_the_headline_and_why_it_is_realised(logged: Workspace) -
     assert "realised on 400 labelled rows" in res.output and "showing realised" in res.output
     assert res.exit_code == 1  # the realised figure lies below the reference's accuracy
     assert "found: estimated-drop: churn@1: realised accuracy" in res.output
+
+
+def test_monitor_arm_counts_that_arm_s_rows(armed: Workspace) -> None:
+    import json
+
+    res = CliRunner().invoke(
+        cli,
+        ["monitor", "churn", "--window", "1000d", "--arm", "shadow", "--json"],
+        env=env_for(armed.config),
+    )
+    assert res.exit_code == 0, res.output
+    [shadow] = json.loads(res.stdout)
+    assert (shadow["rows"], shadow["arms"]) == (600, ["shadow"])
+    plain = _run(armed, "monitor", "churn", "--window", "1000d")
+    assert "2,700 predictions (arms stable and canary)" in plain.output  # 2,400 + 300
+    canary = _run(armed, "monitor", "churn", "--window", "1000d", "--arm", "canary")
+    assert "300 predictions (arm canary)" in canary.output
+    assert [r.summary["arms"] for r in armed.monitor.runs("churn")[:3]] == [
+        ["canary"],
+        ["stable", "canary"],
+        ["shadow"],
+    ]
+
+
+def test_monitor_help_says_shadow_is_left_out_by_default(logged: Workspace) -> None:
+    out = _run(logged, "monitor", "--help").output
+    assert "shadow rows are never returned to clients" in " ".join(out.split())
+
+
+def test_an_unknown_arm_is_a_usage_error(logged: Workspace) -> None:
+    res = _run(logged, "monitor", "churn", "--arm", "blue")
+    assert res.exit_code == 2
+    assert "'blue' is not one of 'stable', 'canary', 'shadow'" in res.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ownloop import Config, InvalidInputError, Workspace
+from ownloop import Config, InvalidInputError, Workspace, predlog
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data
 from ownloop.monitoring import DriftSettings, _monitor, parse_duration
@@ -399,3 +400,116 @@ def test_bad_rows_in_the_log_give_statuses_not_crashes(logged: Workspace) -> Non
     assert rep.confidence.mean == pytest.approx(0.7)
     stored = ws.monitor.results("churn", kind="feature_drift", run_id=rep.run_id)
     assert {r.name: r.status for r in stored}["age"] == "all_missing"
+
+
+# -- arms: stable, canary, shadow -------------------------------------------------------------
+
+
+def _log_arm(ws: Workspace, frame: pd.DataFrame, start: datetime, arm: str, seed: int) -> pa.Table:
+    """churn@1's rows of ``frame`` from ``start``, every 3 s, logged by ``arm``."""
+    from ownloop.predlog import new_ids, write_segment
+
+    scratch = start - timedelta(days=40)  # scored there, then moved to ``start`` under ``arm``
+    table = log_predictions(ws, "churn@1", frame, scratch, step=timedelta(seconds=3), seed=seed)
+    for day in ws.config.predictions_dir.glob(f"churn/*{scratch.date().isoformat()}"):
+        shutil.rmtree(day)
+    n = table.num_rows
+    changed = {
+        "prediction_id": pa.array(new_ids(n)),
+        "ts": pa.array([start + timedelta(seconds=3 * i) for i in range(n)], predlog.TS),
+        "arm": pa.array([arm] * n),
+    }
+    for name, column in changed.items():
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, table.schema.field(i), column)
+    write_segment(ws.config.predictions_dir, "churn", table)
+    return table
+
+
+@pytest.fixture
+def armed(logged: Workspace) -> Workspace:
+    """The quiet first hour also has 300 canary rows (quiet) and 600 shadow rows (drifted)."""
+    _log_arm(logged, make_churn_data(300, seed=31).drop(columns="churned"), T0, "canary", 31)
+    shadow = make_churn_data(600, seed=32, shift=2.0).drop(columns="churned")
+    _log_arm(logged, shadow, T0 + timedelta(seconds=1), "shadow", 32)
+    return logged
+
+
+def _first_hour(ws: Workspace, **kw: Any) -> Any:
+    return ws.monitor.run("churn", window=timedelta(hours=1), end=T0 + timedelta(hours=1), **kw)[0]
+
+
+def test_by_default_stable_and_canary_count_and_shadow_does_not(armed: Workspace) -> None:
+    for _ in range(2):  # the second run reads the cached partials
+        rep = _first_hour(armed)
+        assert rep.rows == 1500
+        assert rep.arms == ("stable", "canary")
+        assert rep.drift is not None
+        assert rep.drift.dataset_drift is False  # the drifted shadow rows are not counted
+    assert armed.monitor.runs("churn")[0].summary["arms"] == ["stable", "canary"]
+
+
+@pytest.mark.parametrize(
+    ("arm", "rows", "drifted"),
+    [("stable", 1200, False), ("canary", 300, False), ("shadow", 600, True)],
+)
+def test_one_arm_counts_its_rows_only(armed: Workspace, arm: str, rows: int, drifted: bool) -> None:
+    _first_hour(armed)  # the default's cached partials never stand in for one arm's
+    rep = _first_hour(armed, arm=arm)
+    assert rep.rows == rows
+    assert rep.arms == (arm,)
+    assert rep.drift is not None
+    assert rep.drift.dataset_drift is drifted
+    assert armed.monitor.runs("churn")[0].summary["arms"] == [arm]
+
+
+def test_a_row_count_window_counts_the_arm_s_rows(armed: Workspace) -> None:
+    end = T0 + timedelta(hours=1)
+    rep = armed.monitor.run("churn", rows=100, end=end, arm="canary", store=False)[0]
+    assert rep.rows == 100
+    assert rep.start == T0 + timedelta(seconds=3 * 200)  # the last 100 of 300 canary rows
+    every = armed.monitor.run("churn", rows=10**6, end=end, arm="shadow", store=False)[0]
+    assert every.rows == 600
+
+
+def test_realised_performance_pairs_labels_with_the_arm_s_rows(armed: Workspace) -> None:
+    ws = armed
+    canary = predlog.read_window(
+        ws.config.predictions_dir, "churn", arm="canary", columns=["prediction_id", "prediction"]
+    )
+    n = canary.num_rows
+    table = pa.table(
+        {
+            "prediction_id": canary.column("prediction_id"),
+            "label": canary.column("prediction"),  # every canary answer right
+            "label_value": [None] * n,
+            "labeled_at": [T0 + timedelta(hours=2)] * n,
+            "source": ["test"] * n,
+            "weight": [None] * n,
+        },
+        schema=LABEL_SCHEMA,
+    )
+    write_labels(ws.config.predictions_dir, "churn", table)
+    acc = _first_hour(ws, arm="canary").realised_figure("accuracy")
+    assert acc is not None
+    assert (acc.n_labelled, acc.value) == (300, 1.0)
+    stable = _first_hour(ws, arm="stable").realised_figure("accuracy")
+    assert stable is not None
+    assert stable.n_labelled == 0  # the labels are the canary's rows
+    assert _first_hour(ws).realised_figure("accuracy").n_labelled == 300  # type: ignore[union-attr]
+
+
+def test_the_confidence_trend_of_one_arm_ignores_the_others_windows(armed: Workspace) -> None:
+    ws = armed
+    for minutes in (20, 40, 60):
+        ws.monitor.run("churn", window=timedelta(minutes=20), end=T0 + timedelta(minutes=minutes))
+    canary = ws.monitor.run(
+        "churn", window=timedelta(minutes=20), end=T0 + timedelta(minutes=80), arm="canary"
+    )[0]
+    assert canary.confidence is not None
+    assert canary.confidence.trend_per_hour is None  # the default arms' windows are not its own
+
+
+def test_an_unknown_arm_is_refused(logged: Workspace) -> None:
+    with pytest.raises(InvalidInputError, match="arm 'blue' is not one of stable, canary, shadow"):
+        logged.monitor.run("churn", arm="blue")

@@ -19,6 +19,7 @@ from ownloop.config import Config
 from ownloop.errors import (
     AlreadyExistsError,
     ConflictError,
+    EnvironmentMismatchError,
     GateFailedError,
     IntegrityError,
     InvalidInputError,
@@ -48,6 +49,7 @@ __all__ = [
     "ConflictError",
     "DriftReport",
     "DriftSettings",
+    "EnvironmentMismatchError",
     "EvalResult",
     "Feature",
     "FrozenClock",
@@ -95,6 +97,7 @@ def register(
     metrics: Mapping[str, Any] | None = None,
     description: str | None = None,
     code_commit: str | None = None,
+    requirements: str | Path | Sequence[str] | None = None,
     workspace: Workspace | None = None,
 ) -> ModelVersion:
     """Register a fitted model (or a model file) as the next version of ``name``.
@@ -114,6 +117,7 @@ def register(
             metrics=metrics,
             description=description,
             code_commit=code_commit,
+            requirements=requirements,
             trust=trust,
             allow_unsafe_pickle=allow_unsafe_pickle,
         )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AlreadyExistsError",
     "ConcurrentChangeError",
     "ConflictError",
+    "EnvironmentMismatchError",
     "GateFailedError",
     "IntegrityError",
     "InvalidInputError",
@@ -81,6 +84,19 @@ class ConcurrentChangeError(ConflictError):
 
 class GateFailedError(ConflictError):
     code = "gate_failed"
+
+
+class EnvironmentMismatchError(ConflictError):
+    """A version needs a library (or library version) this environment does not have.
+
+    ``mismatches`` holds every difference found (``ownloop.needs.Mismatch``), refused or not.
+    """
+
+    code = "environment_mismatch"
+
+    def __init__(self, message: str, *, mismatches: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.mismatches = mismatches
 
 
 class PermissionDeniedError(OwnloopError):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from ownloop import progress
+from ownloop import needs, progress
 from ownloop.access import Actor, authorize
 from ownloop.artifacts import ArtifactStore, Staged
 from ownloop.clock import Clock
@@ -430,12 +430,14 @@ class Registry:
         metrics: Mapping[str, Any] | None = None,
         description: str | None = None,
         code_commit: str | None = None,
+        requirements: str | Path | Sequence[str] | None = None,
     ) -> ModelVersion:
         """Store a model (a live object or a file) as the next version of ``name``.
 
         The feature names and types come from ``signature`` (a Signature, a dict or a JSON/YAML
         file), from ``reference`` data, or from the model itself when it records them; ownloop
-        never guesses them.
+        never guesses them. What the version needs to run is recorded as its ``needs``: library
+        versions at training time, and ``requirements`` (a pip requirements file, or specifiers).
 
         >>> reg.register(clf, name="churn", owner="risk", reference=train_df, target="churned")  # doctest: +SKIP
         """
@@ -443,6 +445,7 @@ class Registry:
         if owner is not None:
             validate_name("team", owner)
         self._check_owner(name, owner)
+        required = _requirements(requirements)
         if (model is None) == (path is None):
             raise InvalidInputError(
                 "pass exactly one of a model object or a model file path (path=)"
@@ -461,6 +464,7 @@ class Registry:
                 target=target,
                 signature=signature,
                 params=params,
+                required=required,
                 lineage={
                     "metrics": _json_safe(dict(metrics or {})),
                     "description": description,
@@ -483,6 +487,7 @@ class Registry:
         target: str | None,
         signature: Signature | Mapping[str, Any] | str | Path | None,
         params: Mapping[str, Any] | None,
+        required: list[str],
         lineage: dict[str, Any],
     ) -> ModelVersion:
         # Load the staged bytes back (for a live object too): a version that cannot be loaded
@@ -508,12 +513,14 @@ class Registry:
                 profile = compute_profile(live, ref_frame, sig)
                 t.advance(len(ref_frame))
             profile_digest = self.artifacts.put_bytes(profile.to_bytes()).digest
+        recorded = needs.record(live, fmt, artifact=staged.path, requirements=required)
         # The artifact is complete on disk before any row points at it: a crash here leaves at
         # most an unreferenced file, never a version without its artifact.
         with progress.task(f"{name}: storing the artifact"):
             artifact = self.artifacts.commit(staged)
         model_params = params if params is not None else _get_params(live)
         values = {
+            "needs": recorded,
             "artifact_digest": artifact.digest,
             "artifact_format": fmt,
             "artifact_size": artifact.size,
@@ -1010,6 +1017,15 @@ class Registry:
             AuditEntry(aware(r.at), r.actor, r.action, r.target, r.model, r.before, r.after)
             for r in rows
         ]
+
+
+def _requirements(requirements: str | Path | Sequence[str] | None) -> list[str]:
+    """Requirement specifiers from a requirements file (a path) or given as strings."""
+    if requirements is None:
+        return []
+    if isinstance(requirements, str | Path):
+        return needs.read_requirements(requirements)
+    return needs.parse_requirements(requirements, "requirements=")
 
 
 def _refuse_reserved(name: str, alias: str, version: int | str) -> None:

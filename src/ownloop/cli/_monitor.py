@@ -50,6 +50,7 @@ def _print_report(rep: WindowReport) -> None:
     head = (
         f"[bold]{escape(rep.model)}@{rep.version}[/] {rep.start:%Y-%m-%d %H:%M} to "
         f"{rep.end:%H:%M} UTC: {s.predictions:,} predictions{refused}"
+        f" ({'arm' if len(rep.arms) == 1 else 'arms'} {escape(' and '.join(rep.arms))})"
     )
     console.print(head + (f" (run {rep.run_id})" if rep.run_id else ""))
     for note in rep.notes:
@@ -186,6 +187,13 @@ def _found(reports: list[WindowReport], kinds: set[str], as_json: bool) -> list[
 )
 @click.option("--version", "version", type=int, default=None, help="Only this version.")
 @click.option(
+    "--arm",
+    type=click.Choice(["stable", "canary", "shadow"]),
+    default=None,
+    help="Only the rows this arm answered. Default: stable and canary; shadow rows are never "
+    "returned to clients, so they count only when asked for.",
+)
+@click.option(
     "--alpha",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=None,
@@ -222,6 +230,7 @@ def monitor(
     every: timedelta | None,
     runs: int | None,
     version: int | None,
+    arm: str | None,
     alpha: float | None,
     drift_share: float | None,
     thresholds: tuple[str, ...],
@@ -230,6 +239,9 @@ def monitor(
     as_json: bool,
 ) -> None:
     """Monitor MODEL (default: every model with a production alias) over the last window; store the results.
+
+    The window counts the stable and canary arms' rows; shadow rows (scored, never answered to
+    clients) count only with --arm shadow. --arm picks one arm; each stored run records its arms.
 
     \b
     Exit codes:
@@ -247,6 +259,7 @@ def monitor(
             every,
             runs,
             version,
+            arm,
             alpha,
             drift_share,
             thresholds,
@@ -269,6 +282,7 @@ def _monitor(
     every: timedelta | None,
     runs: int | None,
     version: int | None,
+    arm: str | None,
     alpha: float | None,
     drift_share: float | None,
     thresholds: tuple[str, ...],
@@ -290,7 +304,7 @@ def _monitor(
     done = 0
     while True:
         reports = ws.monitor.run(
-            model, window=window, version=version, settings=settings, rows=last_rows
+            model, window=window, version=version, settings=settings, rows=last_rows, arm=arm
         )
         if as_json:
             echo_json(reports)

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ownloop import needs
 from ownloop.cli._app import cli, console, echo_json, esc, table, when, workspace
 from ownloop.errors import NotFoundError, OwnloopError
 from ownloop.profile import ClassificationProfile, FeatureProfile, NumericProfile
@@ -175,6 +176,12 @@ def _print_team(t: Team) -> None:
     help="A parameter to record (repeatable).",
 )
 @click.option("--description")
+@click.option(
+    "--requirements",
+    "requirements_file",
+    type=click.Path(path_type=Path),
+    help="A pip requirements file of what the model needs to run (recorded; checked at deploy).",
+)
 @_json
 def register(
     name: str,
@@ -188,12 +195,15 @@ def register(
     metrics: tuple[str, ...],
     params: tuple[str, ...],
     description: str | None,
+    requirements_file: Path | None,
     as_json: bool,
 ) -> None:
     """Register MODEL_FILE (skops, ONNX; pickle only with opt-in) as the next version of NAME.
 
     Feature types come from --signature, from --reference, or from the model when it records
-    them (a pipeline's ColumnTransformer, ONNX inputs).
+    them (a pipeline's ColumnTransformer, ONNX inputs). What the model needs to run (library
+    versions at training time, --requirements) is recorded and checked at deploy; see
+    'ownloop show NAME@N'.
     """
     with _flags():
         v = workspace().registry.register(
@@ -208,6 +218,7 @@ def register(
             metrics=_pairs(metrics, numeric=True),
             params=_pairs(params) if params else None,
             description=description,
+            requirements=requirements_file,
         )
     if as_json:
         echo_json(v)
@@ -339,7 +350,14 @@ def show(ref: str, as_json: bool) -> None:
     except NotFoundError:
         profile = None
     if as_json:
-        echo_json({"version": v, "profile": None if profile is None else profile.to_dict()})
+        here = [m.to_dict() for m in needs.check_runnable(v.needs)]
+        echo_json(
+            {
+                "version": v,
+                "profile": None if profile is None else profile.to_dict(),
+                "environment": None if v.needs is None else here,
+            }
+        )
         return
     table(
         f"{v.ref} (owner {v.owner})",
@@ -393,10 +411,39 @@ def show(ref: str, as_json: bool) -> None:
                 f"{k} {val:.4f}" for k, val in pred.performance.metrics.items() if val is not None
             )
         console.print(line, markup=False)
+    _print_needs(v)
     if v.metrics:
         table(None, ["metric", "value"], [[k, m] for k, m in v.metrics.items()])
     if v.params:
         table(None, ["param", "value"], [[k, p] for k, p in sorted(v.params.items())])
+
+
+def _print_needs(v: ModelVersion) -> None:
+    """What the version needs to run, and how this environment compares."""
+    if v.needs is None:
+        console.print("needs: not recorded (registered before ownloop recorded them)")
+        return
+    found = {m.library: m for m in needs.check_runnable(v.needs)}
+    python = v.needs.get("python") or "-"
+    rows = [["python", python, "interpreter", "registration", _here(found.get("python"))]]
+    for name, info in v.needs.get("libraries", {}).items():
+        source = info.get("source", "")
+        rows.append(
+            [name, info.get("version") or "-", info.get("role", ""), source, _here(found.get(name))]
+        )
+    for module in v.needs.get("modules", []):
+        rows.append([module, "importable", "model", "module", _here(found.get(module))])
+    for spec in v.needs.get("requirements", []):
+        name = needs.requirement_name(spec)
+        rows.append([spec, "", "requirement", "--requirements", _here(found.get(name))])
+    table(f"needs of {v.ref}", ["needs", "version", "role", "recorded from", "here"], rows)
+
+
+def _here(m: needs.Mismatch | None) -> str:
+    if m is None:
+        return "ok"
+    has = "missing" if m.found is None else m.found
+    return f"{has}: {'REFUSED' if m.blocking else 'note'} ({m.reason})"
 
 
 def _profile_summary(p: FeatureProfile | None) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ownloop import needs
 from ownloop.access import Actor, authorize
 from ownloop.clock import Clock
 from ownloop.config import Config
@@ -607,9 +608,11 @@ class Deployments:
     def set_production(
         self, model: str, version: int | str, *, force: bool = False, reason: str | None = None
     ) -> ModelVersion:
-        """Make ``version`` production at once (no rollout): the gate must have passed.
+        """Make ``version`` production at once (no rollout): the gate must have passed, and this
+        environment must have what the version needs to run (``needs.require_runnable``).
 
-        ``force`` skips the gate and needs a ``reason``, kept in the audit row.
+        ``force`` skips both checks and needs a ``reason``, kept in the audit row with every
+        environment mismatch it overrode.
         """
         target = self.registry.get_version(
             VersionRef(validate_name("model", model), version=_number(version))
@@ -623,6 +626,9 @@ class Deployments:
             evidence.update(forced=True, gate=target.gate_status)
         else:
             evidence["gate_evaluation_id"] = self.check_gate(target).id
+        mismatches = needs.require_runnable(target, force=force)
+        if mismatches:
+            evidence["environment"] = [m.to_dict() for m in mismatches]
         try:
             self._direct(model, target.version, reason, evidence)
         except ConcurrentChangeError:

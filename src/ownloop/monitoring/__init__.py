@@ -15,6 +15,7 @@ from ownloop.monitoring._monitor import Monitor
 from ownloop.monitoring._partial import PartialSpec, WindowPartial, compute_partial, merge_all
 from ownloop.monitoring._performance import Estimate, Realised
 from ownloop.monitoring._report import (
+    DEFAULT_ARMS,
     FINDINGS,
     ConfidenceFigures,
     MonitorRun,
@@ -22,10 +23,12 @@ from ownloop.monitoring._report import (
     SystemFigures,
     WindowReport,
     parse_duration,
+    select_arms,
 )
 from ownloop.monitoring._sampler import ReviewSample, sample_rows, write_sample
 
 __all__ = [
+    "DEFAULT_ARMS",
     "FINDINGS",
     "ChunkDrift",
     "ChunkPerformance",
@@ -52,5 +55,6 @@ __all__ = [
     "merge_all",
     "parse_duration",
     "sample_rows",
+    "select_arms",
     "write_sample",
 ]

@@ -47,12 +47,14 @@ from ownloop.monitoring._performance import (
     support_from_profile,
 )
 from ownloop.monitoring._report import (
+    DEFAULT_ARMS,
     ConfidenceFigures,
     MonitorRun,
     StoredResult,
     WindowReport,
     confidence_figures,
     result_rows,
+    select_arms,
     summary,
     system_figures,
 )
@@ -66,7 +68,7 @@ from ownloop.store import tables as t
 __all__ = ["Monitor"]
 
 LOW_CONFIDENCE = 0.6
-PARTIAL_CACHE_FORMAT = 5  # bump when the partial's content changes, so old caches are recomputed
+PARTIAL_CACHE_FORMAT = 6  # bump when the partial's content changes, so old caches are recomputed
 TREND_WINDOWS = 24  # a trend is fitted over at most this many recent windows
 TREND_MIN_WINDOWS = 3  # ... and at least this many
 TREND_MIN_SPAN = timedelta(hours=1)  # ... spanning at least this long (slopes are per hour)
@@ -85,17 +87,31 @@ class _VersionContext:
 
 @dataclass(frozen=True)
 class _Window:
-    """``[start, end)``; with ``first_id``, rows at exactly ``start`` count from that id on."""
+    """``[start, end)`` of ``arms``; with ``first_id``, rows at exactly ``start`` count from that id on."""
 
     start: datetime
     end: datetime
     first_id: str | None = None
+    arms: tuple[str, ...] = DEFAULT_ARMS
+
+    def of_arms(self, table: pa.Table) -> pa.Table:
+        return _of_arms(table, self.arms)
 
     def conditions(self) -> dict[str, Any]:
         out: dict[str, Any] = {"start": self.start, "end": self.end}
         if self.first_id is not None:
             out["first"] = (self.start, self.first_id)
         return out
+
+
+def _of_arms(table: pa.Table, arms: Sequence[str]) -> pa.Table:
+    """The rows of ``table`` logged by ``arms`` (a row without an arm is stable)."""
+    if "arm" not in table.column_names:
+        return table if "stable" in arms else table.slice(0, 0)
+    if set(arms) >= set(predlog.ARMS):
+        return table
+    arm = pc.fill_null(table.column("arm").cast(pa.string()), "stable")
+    return table.filter(pc.fill_null(pc.is_in(arm, pa.array(list(arms), pa.string())), False))
 
 
 def _version_schema(v: ModelVersion) -> pa.Schema | None:
@@ -227,11 +243,15 @@ class Monitor:
         settings: DriftSettings | None = None,
         store: bool = True,
         rows: int | None = None,
+        arm: str | None = None,
     ) -> list[WindowReport]:
         """Monitor the window ending at ``end`` (now) for every version seen in it; store each report.
 
         With ``rows``, the window is the model's last ``rows`` predictions before ``end`` instead.
+        ``arm`` (``stable``, ``canary`` or ``shadow``) counts that arm's rows only; by default
+        every arm but ``shadow`` counts, since shadow answers are never returned to clients.
         """
+        select_arms(arm)
         names = [model] if model is not None else self.monitored_models()
         end = end or self.clock.now()
         reports: list[WindowReport] = []
@@ -240,20 +260,25 @@ class Monitor:
             if rows is None:
                 start = end - window
             else:
-                start, first_id = self.row_window(name, rows, end)
+                start, first_id = self.row_window(name, rows, end, arm=arm)
             for rep in self.window_reports(
-                name, start, end, version=version, settings=settings, first_id=first_id
+                name, start, end, version=version, settings=settings, first_id=first_id, arm=arm
             ):
                 reports.append(self._store(rep) if store else rep)
         return reports
 
-    def row_window_start(self, model: str, rows: int, end: datetime) -> datetime:
+    def row_window_start(
+        self, model: str, rows: int, end: datetime, *, arm: str | None = None
+    ) -> datetime:
         """The start of the window holding the last ``rows`` log rows of ``model`` before ``end``."""
-        return self.row_window(model, rows, end)[0]
+        return self.row_window(model, rows, end, arm=arm)[0]
 
-    def row_window(self, model: str, rows: int, end: datetime) -> tuple[datetime, str | None]:
-        """Where the last ``rows`` log rows before ``end`` start: a time and the first prediction id.
+    def row_window(
+        self, model: str, rows: int, end: datetime, *, arm: str | None = None
+    ) -> tuple[datetime, str | None]:
+        """Where the last ``rows`` log rows (of ``arm``, see :meth:`run`) before ``end`` start.
 
+        The start is a time and the first prediction id.
         Rows logged at one instant (a batch request) are ordered by prediction id, so the window
         holds exactly ``rows`` rows even when it starts inside such a batch.
         """
@@ -267,7 +292,7 @@ class Monitor:
         ids: list[np.ndarray] = []
         for day in sorted(by_day, reverse=True):
             for seg in by_day[day]:
-                ts, pid = _stamps(seg)
+                ts, pid = _stamps(seg, select_arms(arm))
                 stamps.append(ts[ts < end_us])
                 ids.append(pid[ts < end_us])
             if sum(a.size for a in stamps) >= rows:
@@ -290,10 +315,12 @@ class Monitor:
         version: int | None = None,
         settings: DriftSettings | None = None,
         first_id: str | None = None,
+        arm: str | None = None,
     ) -> list[WindowReport]:
         """Compute (without storing) one report per version with rows in ``[start, end)``.
 
         With ``first_id``, rows at exactly ``start`` count only from that prediction id on.
+        ``arm`` counts that arm's rows only (default: every arm but ``shadow``).
         Log segments that cannot be read (or cast to the version's types) are left out and
         named in each report's ``skipped_segments`` and notes.
         """
@@ -301,7 +328,7 @@ class Monitor:
         authorize(self.actor, "model.read", m.owner)
         s = settings or self.settings(model)
         root = self.config.predictions_dir
-        window = _Window(start, end, first_id)
+        window = _Window(start, end, first_id, select_arms(arm))
         segments = predlog.list_segments(root, model, start=start, end=end)
         contexts: dict[int, _VersionContext] = {}
         merged: dict[int, WindowPartial] = {}
@@ -384,7 +411,7 @@ class Monitor:
             and (lo > window.start or (lo == window.start and window.first_id is None))
             and hi < window.end
         )
-        cached = self._cache_read(seg, model) if inside else None
+        cached = self._cache_read(seg, model, window.arms) if inside else None
         if cached is not None and all(
             self._context(model, v, contexts).digest == d for v, (d, _) in cached.items()
         ):
@@ -393,13 +420,15 @@ class Monitor:
             table = pq.read_table(seg)
             if not inside:
                 table = predlog.select_rows(table, window.conditions())
+            table = window.of_arms(table)
         except (*_READ_ERRORS, predlog.SegmentReadError) as exc:
             skipped.append(predlog.SkippedSegment(seg, str(exc).splitlines()[0]))
             return {}
         before = len(skipped)
         out = self._version_partials(seg, model, table, version, inside, contexts, skipped)
         if inside and len(skipped) == before:  # a segment read in part is not cached
-            self._cache_write(seg, model, {v: (contexts[v].digest, p) for v, p in out.items()})
+            parts = {v: (contexts[v].digest, p) for v, p in out.items()}
+            self._cache_write(seg, model, window.arms, parts)
         return {v: p for v, p in out.items() if version is None or v == version}
 
     def _version_partials(
@@ -430,19 +459,21 @@ class Monitor:
                 skipped.append(predlog.SkippedSegment(seg, reason))
         return out
 
-    # per-segment partial cache: <home>/monitoring/partials/<model>/<day>/<segment>.json
-    def _cache_path(self, seg: Path, model: str) -> Path:
+    # per-segment partial cache: <home>/monitoring/partials/<model>/<day>/<segment>.<arms>.json
+    def _cache_path(self, seg: Path, model: str, arms: Sequence[str]) -> Path:
         return (
             self.config.home
             / "monitoring"
             / "partials"
             / model
             / seg.parent.name
-            / (seg.stem + ".json")
+            / f"{seg.stem}.{'+'.join(arms)}.json"
         )
 
-    def _cache_read(self, seg: Path, model: str) -> dict[int, tuple[str, WindowPartial]] | None:
-        path = self._cache_path(seg, model)
+    def _cache_read(
+        self, seg: Path, model: str, arms: Sequence[str]
+    ) -> dict[int, tuple[str, WindowPartial]] | None:
+        path = self._cache_path(seg, model, arms)
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -455,9 +486,13 @@ class Monitor:
         }
 
     def _cache_write(
-        self, seg: Path, model: str, parts: dict[int, tuple[str, WindowPartial]]
+        self,
+        seg: Path,
+        model: str,
+        arms: Sequence[str],
+        parts: dict[int, tuple[str, WindowPartial]],
     ) -> None:
-        path = self._cache_path(seg, model)
+        path = self._cache_path(seg, model, arms)
         path.parent.mkdir(parents=True, exist_ok=True)
         body = {
             "size": seg.stat().st_size,
@@ -490,7 +525,7 @@ class Monitor:
         drift = evaluate_drift(part, profile, s) if profile is not None else None
         conf = confidence_figures(part, profile, LOW_CONFIDENCE)
         if conf is not None:
-            conf = self._with_trend(model, version, end, conf)
+            conf = self._with_trend(model, version, end, conf, window.arms)
         estimated: list[Estimate] = []
         classes = ctx.spec.classes if ctx.spec is not None else ()
         if ctx.spec is not None and ctx.spec.task == "classification" and classes:
@@ -540,6 +575,7 @@ class Monitor:
             tuple(notes),
             reference_accuracy=_reference_accuracy(profile),
             headline=headline,
+            arms=window.arms,
         )
 
     def _realised(
@@ -587,13 +623,20 @@ class Monitor:
         return regression_performance(y[keep], p[keep], weights=weights, total_rows=total)
 
     def _with_trend(
-        self, model: str, version: int, end: datetime, conf: ConfidenceFigures
+        self,
+        model: str,
+        version: int,
+        end: datetime,
+        conf: ConfidenceFigures,
+        arms: tuple[str, ...],
     ) -> ConfidenceFigures:
-        """Slopes of the mean confidence and of the low-confidence share over recent windows."""
+        """Slopes of the mean confidence and of the low-confidence share over recent windows
+        of the same ``arms`` (a canary's windows never bend the stable arm's trend)."""
         r = t.monitor_results.c
         with self.store.read() as conn:
-            rows = conn.execute(
-                sa.select(r.name, r.window_end, r.value)
+            found = conn.execute(
+                sa.select(r.name, r.window_end, r.value, t.monitor_runs.c.summary)
+                .join(t.monitor_runs, t.monitor_runs.c.id == r.run_id)
                 .where(
                     r.model == model,
                     r.version == version,
@@ -603,8 +646,11 @@ class Monitor:
                     r.value.is_not(None),
                 )
                 .order_by(r.window_end.desc())
-                .limit(2 * (TREND_WINDOWS - 1))  # both figures of the latest windows
+                .limit(8 * (TREND_WINDOWS - 1))  # both figures of the latest windows, any arms
             ).all()
+        # Runs stored before arms were recorded counted every arm, then all stable.
+        same = [x for x in found if tuple(x.summary.get("arms", DEFAULT_ARMS)) == arms]
+        rows = [(x.name, x.window_end, x.value) for x in same][: 2 * (TREND_WINDOWS - 1)]
         fields: dict[str, Any] = {}
         for name, current, prefix in (
             ("mean", conf.mean, ""),
@@ -817,10 +863,12 @@ def _span_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _stamps(seg: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``ts`` (microseconds) and prediction ids of one segment ('' for a missing id)."""
+def _stamps(seg: Path, arms: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``ts`` (microseconds) and prediction ids of one segment's ``arms`` ('' for a missing id)."""
     try:
-        table = pq.read_table(seg, columns=["ts", "prediction_id"])
+        has_arm = "arm" in pq.read_schema(seg).names
+        table = pq.read_table(seg, columns=["ts", "prediction_id", *(["arm"] if has_arm else [])])
+        table = _of_arms(table, arms)
         ts = table.column("ts").cast(predlog.TS).cast(pa.int64()).to_numpy()
     except _READ_ERRORS:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
@@ -860,12 +908,12 @@ class _LogReader:
             version=self.version,
             start=self.window.start,
             end=self.window.end,
-            columns=columns,
+            columns=list(dict.fromkeys([*columns, "arm"])),
             schema=self.schema,
             first_id=self.window.first_id,
         )
         self.skipped.extend(read.skipped)
-        return read.table
+        return self.window.of_arms(read.table).select(list(columns))
 
 
 def _ts_range(meta: pq.FileMetaData) -> tuple[datetime | None, datetime | None]:

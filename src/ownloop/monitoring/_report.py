@@ -14,9 +14,11 @@ from ownloop.errors import InvalidInputError
 from ownloop.monitoring._drift import DriftReport
 from ownloop.monitoring._partial import CONF_BINS, LATENCY_EDGES, WindowPartial
 from ownloop.monitoring._performance import Estimate, Headline, Realised
+from ownloop.predlog import ARMS
 from ownloop.profile import ClassificationProfile, ReferenceProfile
 
 __all__ = [
+    "DEFAULT_ARMS",
     "FINDINGS",
     "ConfidenceFigures",
     "MonitorRun",
@@ -26,6 +28,7 @@ __all__ = [
     "confidence_figures",
     "parse_duration",
     "result_rows",
+    "select_arms",
     "summary",
     "system_figures",
 ]
@@ -34,6 +37,17 @@ __all__ = [
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 FINDINGS = ("drift", "estimated-drop")
 ERROR_RATE_INCLUDES = "refused inputs (400) and model errors"
+# Shadow answers are never returned to clients: by default they do not count in production figures.
+DEFAULT_ARMS = ("stable", "canary")
+
+
+def select_arms(arm: str | None) -> tuple[str, ...]:
+    """The arms a window counts: ``arm`` alone, or every arm but ``shadow`` when None."""
+    if arm is None:
+        return DEFAULT_ARMS
+    if arm not in ARMS:
+        raise InvalidInputError(f"arm '{arm}' is not one of {', '.join(ARMS)}")
+    return (arm,)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -121,6 +135,7 @@ class WindowReport:
     skipped_segments: tuple[str, ...] = ()  # log segments left out (unreadable or of another type)
     reference_accuracy: float | None = None  # the reference profile's accuracy, when it has one
     headline: Headline | None = None  # the accuracy to lead with: estimated, or realised and why
+    arms: tuple[str, ...] = DEFAULT_ARMS  # the arms whose rows the window counts
 
     @property
     def estimate_warnings(self) -> tuple[str, ...]:
@@ -538,4 +553,5 @@ def summary(rep: WindowReport) -> dict[str, Any]:
         "error_requests": rep.system.error_requests,
         "skipped_segments": len(rep.skipped_segments),
         "notes": list(rep.notes),
+        "arms": list(rep.arms),
     }
