@@ -17,6 +17,7 @@ from ownloop.deploy._model import (
     StepAnalysis,
     Strategy,
 )
+from ownloop.deploy._rollback import Paired, RollbackCheck, RollbackVerdict
 from ownloop.deploy._routing import MAX_KEY_CHARS, arm_for, bucket
 from ownloop.deploy._service import Deployments
 
@@ -26,7 +27,10 @@ __all__ = [
     "Deployments",
     "Guardrail",
     "Outcome",
+    "Paired",
     "Plan",
+    "RollbackCheck",
+    "RollbackVerdict",
     "Rollout",
     "RolloutEvent",
     "Route",
