@@ -3,6 +3,7 @@ bug-only regression, a target worse than current, and every refused input."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,8 +12,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner, Result
 
 from ownloop import Workspace
+from ownloop.cli import cli
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data, make_model
 from ownloop.deploy import RollbackVerdict
@@ -25,6 +28,7 @@ from ownloop.errors import (
 )
 from ownloop.predlog import LABEL_SCHEMA, write_labels
 from ownloop.store import tables as t
+from tests.conftest import env_for
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 WINDOW = 3000
@@ -289,3 +293,47 @@ def _rollout_row(model_id: int, now: datetime) -> dict[str, Any]:
         "updated_at": now,
         "created_by": "tester",
     }
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def _cli(ws: Workspace, *args: str) -> Result:
+    return CliRunner().invoke(cli, ["rollback", *args], env=env_for(ws.config))
+
+
+def test_cli_check_only_shows_the_figures_that_decided(
+    ws: Workspace, team: str, reference: pd.DataFrame, good: Any, good2: Any
+) -> None:
+    _deploy(ws, team, reference, good, good2)
+    _log(ws, "churn@2", make_churn_data(WINDOW, seed=41, shift=0.75), labelled=1500)
+    out = _cli(ws, "churn", "--check-only")
+    assert out.exit_code == 1, out.output  # INSUFFICIENT: not a go
+    assert "verdict: INSUFFICIENT" in out.output
+    assert "DATASET DRIFT" in out.output
+    assert "realised accuracy on the same 1,500 labelled rows" in out.output
+    assert "retrain on recent data" in out.output
+    assert _production(ws) == 2
+    as_json = _cli(ws, "churn", "--check-only", "--json")
+    report = json.loads(as_json.output)
+    assert report["verdict"] == "INSUFFICIENT" and report["paired"]["n"] == 1500
+
+
+def test_cli_rolls_back_on_safe_and_refuses_worse_with_its_figures(
+    ws: Workspace, team: str, reference: pd.DataFrame, good: Any, broken: Any
+) -> None:
+    _deploy(ws, team, reference, broken, good)
+    _log(ws, "churn@2", make_churn_data(WINDOW, seed=43), labelled=1500)
+    refused = _cli(ws, "churn")
+    assert refused.exit_code == 1
+    assert "verdict: WORSE" in refused.output
+    assert "refused: the check says WORSE" in refused.output
+    assert _production(ws) == 2
+    forced = _cli(ws, "churn", "--force", "--reason", "incident 12")
+    assert forced.exit_code == 0, forced.output
+    assert "rolled back: production churn@2 -> @1 (forced, audited)" in forced.output
+    assert _production(ws) == 1
+    again = _cli(ws, "churn", "--to", "2")  # churn@1 has served nothing yet: no data to judge on
+    assert again.exit_code == 1
+    assert "churn@1 has 0 answered logged row(s)" in again.output
+    assert _production(ws) == 1

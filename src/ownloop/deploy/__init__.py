@@ -17,7 +17,12 @@ from ownloop.deploy._model import (
     StepAnalysis,
     Strategy,
 )
-from ownloop.deploy._rollback import Paired, RollbackCheck, RollbackVerdict
+from ownloop.deploy._rollback import (
+    Paired,
+    RollbackCheck,
+    RollbackRefusedError,
+    RollbackVerdict,
+)
 from ownloop.deploy._routing import MAX_KEY_CHARS, arm_for, bucket
 from ownloop.deploy._service import Deployments
 
@@ -30,6 +35,7 @@ __all__ = [
     "Paired",
     "Plan",
     "RollbackCheck",
+    "RollbackRefusedError",
     "RollbackVerdict",
     "Rollout",
     "RolloutEvent",

@@ -56,6 +56,7 @@ __all__ = [
     "TOLERANCE",
     "Paired",
     "RollbackCheck",
+    "RollbackRefusedError",
     "RollbackVerdict",
     "check_rollback",
     "rollback",
@@ -136,6 +137,14 @@ class RollbackCheck:
             value = getattr(self, k)
             out[k] = None if value is None else value.isoformat()
         return out
+
+
+class RollbackRefusedError(ConflictError):
+    """A rollback the check refused (WORSE without force); ``check`` holds the figures."""
+
+    def __init__(self, message: str, check: RollbackCheck) -> None:
+        super().__init__(message)
+        self.check = check
 
 
 # -- the target ----------------------------------------------------------------------------
@@ -716,10 +725,11 @@ def rollback(
     if check.verdict is RollbackVerdict.WORSE and not force:
         with deploy.store.write() as conn:
             check_id = _store_check(deploy, conn, check, False, "deploy.rollback_refused")
-        raise ConflictError(
+        raise RollbackRefusedError(
             f"rollback of '{model}' from version {check.current} to {check.target} refused: the "
             f"check says WORSE ({check.reasons[0]}); check {check_id} is stored. "
-            f"{check.next_step}"
+            f"{check.next_step}",
+            _with(check, check_id=check_id),
         )
     return _act(deploy, check)
 
