@@ -21,13 +21,18 @@ def _band(e: dict[str, Any] | None) -> str:
     return f"{e['value']:.3f} [{e['lower']:.3f}, {e['upper']:.3f}] on {e['n']:,} rows"
 
 
+def _by(by: str | None) -> str:
+    return "of the model's reliance (importance)" if by == "importance" else "of the features"
+
+
 def _print_figures(c: RollbackCheck) -> None:
     console.print(f"  window: {esc(c.window)}")
     if c.drift_share is not None:
         verdict = "DATASET DRIFT" if c.dataset_drift else "no dataset drift"
         console.print(
             f"  drift against {esc(c.model)}@{c.target}'s own reference: {verdict}, "
-            f"{c.drift_share:.0%} of features drifted (threshold {c.drift_threshold:.0%})"
+            f"{c.drift_share:.0%} {_by(c.drift_share_by)} drifted "
+            f"(threshold {c.drift_threshold:.0%})"
         )
         for f in c.top_drifted:
             effect = "-" if f["effect_sd"] is None else f"{f['effect_sd']:.2f} sd"

@@ -110,7 +110,8 @@ class RollbackCheck:
     rows: int
     window_start: datetime | None
     window_end: datetime
-    drift_share: float | None
+    drift_share: float | None  # share of drifted features, weighted by importance when known
+    drift_share_by: str | None  # "importance" or "count": what the dataset verdict used
     drift_threshold: float | None
     dataset_drift: bool | None
     drift_summary: str
@@ -495,6 +496,10 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
+def _share(d: DriftReport) -> float | None:
+    return d.weighted_share if d.verdict_by == "importance" else d.share
+
+
 def _top_drifted(d: DriftReport | None) -> tuple[dict[str, Any], ...]:
     if d is None:
         return ()
@@ -624,7 +629,8 @@ def _assemble(
         rows=table.num_rows,
         window_start=start,
         window_end=now,
-        drift_share=None if d is None else d.share,
+        drift_share=None if d is None else _share(d),
+        drift_share_by=None if d is None else d.verdict_by,
         drift_threshold=None if d is None else d.share_threshold,
         dataset_drift=None if d is None else d.dataset_drift,
         drift_summary="" if d is None else d.summary,
