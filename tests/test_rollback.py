@@ -165,6 +165,54 @@ def test_a_target_worse_than_current_is_refused_without_force(
     assert ws.registry.audit_log("churn", limit=1)[0].action == "deploy.rollback_refused"
 
 
+def test_without_labels_a_target_estimated_worse_is_worse(
+    ws: Workspace, team: str, reference: pd.DataFrame, good: Any, broken: Any
+) -> None:
+    _deploy(ws, team, reference, broken, good)
+    _log(ws, "churn@2", make_churn_data(WINDOW, seed=43), labelled=0)
+    check = ws.deploy.check_rollback("churn")
+    assert check.paired is None
+    assert check.verdict is RollbackVerdict.WORSE
+    assert check.reasons[0].startswith("without labels: the target's estimated accuracy")
+    assert check.estimate is not None and check.current_estimate is not None
+    assert check.estimate["upper"] < check.current_estimate["lower"]
+
+
+def test_a_regression_target_is_compared_on_paired_absolute_errors(
+    ws: Workspace, team: str
+) -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    data = make_churn_data(3000, seed=51).drop(columns=["churned", "plan", "region"])
+    X, y = data.drop(columns="monthly_charges"), data["monthly_charges"]
+    sound = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X, y)
+    noisy = y + np.random.default_rng(3).normal(0, 40, len(y))  # a bug in the label join
+    bugged = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X, noisy)
+    for i, m in enumerate((sound, bugged), start=1):
+        ws.registry.register(
+            m, name="charges", owner=team, reference=data, target="monthly_charges"
+        )
+        ws.deploy.set_production("charges", i, force=True, reason="set up")
+    frame = make_churn_data(WINDOW, seed=52).drop(columns=["churned", "plan", "region"])
+    logged = log_predictions(ws, "charges@2", frame, T0, step=timedelta(seconds=1))
+    labels = pa.table(
+        {
+            "prediction_id": logged.column("prediction_id"),
+            "label": [str(v) for v in frame["monthly_charges"]],
+            "label_value": frame["monthly_charges"].to_numpy(),
+            "labeled_at": [T0] * WINDOW,
+            "source": ["test"] * WINDOW,
+            "weight": pa.nulls(WINDOW, pa.float64()),
+        },
+        schema=LABEL_SCHEMA,
+    )
+    write_labels(ws.config.predictions_dir, "charges", labels)
+    check = ws.deploy.check_rollback("charges")
+    assert check.estimate is None and check.paired is not None
+    assert check.paired.metric == "mae" and check.paired.difference < 0  # the target errs less
+    assert check.verdict is RollbackVerdict.SAFE, check.reasons
+
+
 def test_force_rolls_back_to_a_worse_target_and_audits_it(
     ws: Workspace, team: str, reference: pd.DataFrame, good: Any, broken: Any
 ) -> None:

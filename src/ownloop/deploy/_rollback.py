@@ -380,12 +380,24 @@ class _Evidence:
     paired: Paired | None
 
 
-def _band(e: Estimate) -> str:
-    return f"{e.value:.3f} [{e.lower:.3f}, {e.upper:.3f}]"
+@dataclass(frozen=True)
+class _Band:
+    value: float
+    lower: float
+    upper: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.lower:.3f}, {self.upper:.3f}]"
 
 
-def _usable(e: Estimate | None) -> bool:
-    return e is not None and e.status == "ok" and e.value is not None and e.upper is not None
+def _band(e: Estimate | None) -> _Band | None:
+    """The estimate's figure and band, or None when it has none (too few rows, empty)."""
+    if e is None or e.status != "ok":
+        return None
+    value, lower, upper = e.value, e.lower, e.upper
+    if value is None or lower is None or upper is None:
+        return None
+    return _Band(value, lower, upper)
 
 
 def _worse(ev: _Evidence) -> str | None:
@@ -400,11 +412,11 @@ def _worse(ev: _Evidence) -> str | None:
             f"the current version's {p.current:.3f}: difference {p.difference:+.3f} "
             f"[{lo:+.3f}, {hi:+.3f}] ({LEVEL:.0%}), wholly on the target's losing side"
         )
-    e, c = ev.estimate, ev.current_estimate
-    if _usable(e) and _usable(c) and e.upper < c.lower:  # type: ignore[union-attr,operator]
+    e, c = _band(ev.estimate), _band(ev.current_estimate)
+    if e is not None and c is not None and e.upper < c.lower:
         return (
-            f"without labels: the target's estimated accuracy {_band(e)} lies wholly below the "  # type: ignore[arg-type]
-            f"current version's {_band(c)} (each against its own reference)"  # type: ignore[arg-type]
+            f"without labels: the target's estimated accuracy {e} lies wholly below the "
+            f"current version's {c} (each against its own reference)"
         )
     return None
 
@@ -425,9 +437,10 @@ def _degraded(ev: _Evidence) -> list[str]:
             f"the target's realised accuracy {p.target:.3f} [{lo:.3f}, {hi:.3f}] on {p.n:,} "
             f"labelled rows is below its reference accuracy {ref:.3f} less {TOLERANCE}"
         )
-    if _usable(e) and e.upper < floor:  # type: ignore[union-attr,operator]
+    band = _band(e)
+    if band is not None and band.upper < floor:
         out.append(
-            f"the target's estimated accuracy {_band(e)} is below its reference accuracy "  # type: ignore[arg-type]
+            f"the target's estimated accuracy {band} is below its reference accuracy "
             f"{ref:.3f} less {TOLERANCE}"
         )
     return out
@@ -437,10 +450,11 @@ def _healthy(ev: _Evidence) -> list[str]:
     out: list[str] = []
     if ev.drift is not None:
         out.append(f"against the target's own reference: {ev.drift.summary}")
-    if _usable(ev.estimate) and ev.reference_accuracy is not None:
+    band = _band(ev.estimate)
+    if band is not None and ev.reference_accuracy is not None:
         out.append(
-            f"the target's estimated accuracy {_band(ev.estimate)} is within {TOLERANCE} of its "  # type: ignore[arg-type]
-            f"reference accuracy {ev.reference_accuracy:.3f}"
+            f"the target's estimated accuracy {band} is not below its reference accuracy "
+            f"{ev.reference_accuracy:.3f} less {TOLERANCE}"
         )
     if ev.paired is not None:
         p = ev.paired
