@@ -17,6 +17,12 @@ from ownloop.deploy._model import (
     StepAnalysis,
     Strategy,
 )
+from ownloop.deploy._rollback import (
+    Paired,
+    RollbackCheck,
+    RollbackRefusedError,
+    RollbackVerdict,
+)
 from ownloop.deploy._rollout import DeployStatus, merge_plan, placed, position, span
 from ownloop.deploy._routing import MAX_KEY_CHARS, arm_for, bucket
 from ownloop.deploy._service import Analyser, Deployments
@@ -29,7 +35,11 @@ __all__ = [
     "Deployments",
     "Guardrail",
     "Outcome",
+    "Paired",
     "Plan",
+    "RollbackCheck",
+    "RollbackRefusedError",
+    "RollbackVerdict",
     "Rollout",
     "RolloutEvent",
     "Route",

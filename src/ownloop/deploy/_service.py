@@ -29,6 +29,8 @@ from ownloop.deploy._rollout import (
     rollout_from_row,
     stored_error,
 )
+from ownloop.deploy import _rollback
+from ownloop.deploy._rollback import ROLLBACK_ROWS, RollbackCheck
 from ownloop.errors import (
     ConcurrentChangeError,
     ConflictError,
@@ -721,6 +723,39 @@ class Deployments:
                     model_id=model.id, model=model.name, generation=1, **values
                 )
             )
+
+    # -- drift-aware rollback (logic in _rollback.py) -----------------------------------------
+
+    def check_rollback(
+        self, model: str, *, to: int | str | None = None, rows: int = ROLLBACK_ROWS
+    ) -> RollbackCheck:
+        """Check the rollback target (``to`` or the previous production version) on today's data.
+
+        >>> ws.deploy.check_rollback("churn").verdict  # doctest: +SKIP
+        <RollbackVerdict.SAFE: 'SAFE'>
+        """
+        return _rollback.check_rollback(self, model, to=to, rows=rows)
+
+    def rollback(
+        self,
+        model: str,
+        *,
+        to: int | str | None = None,
+        force: bool = False,
+        check_only: bool = False,
+        reason: str | None = None,
+        rows: int = ROLLBACK_ROWS,
+    ) -> RollbackCheck:
+        """Check the target, store the check and (unless ``check_only``) move production to it.
+
+        A WORSE verdict is refused (ConflictError naming the figures) unless ``force``, which
+        needs a ``reason``; the move and the check commit in one transaction, audited.
+
+        >>> ws.deploy.rollback("churn", to=3)  # doctest: +SKIP
+        """
+        return _rollback.rollback(
+            self, model, to=to, force=force, check_only=check_only, reason=reason, rows=rows
+        )
 
 
 def _route(r: Any) -> Route:
