@@ -162,13 +162,20 @@ class Deployments:
     def _gate_evidence(
         self, target: ModelVersion, force: bool, reason: str | None
     ) -> dict[str, Any]:
+        """The gate and the environment checks (``force`` skips both and needs a reason)."""
+        evidence: dict[str, Any]
         if not force:
-            return {"gate_evaluation_id": self.check_gate(target).id}
-        if not reason or not reason.strip():
+            evidence = {"gate_evaluation_id": self.check_gate(target).id}
+        elif not reason or not reason.strip():
             raise InvalidInputError(
                 "--force needs --reason TEXT: say why the gate is skipped (kept in the audit log)"
             )
-        return {"forced": True, "gate": target.gate_status}
+        else:
+            evidence = {"forced": True, "gate": target.gate_status}
+        mismatches = needs.require_runnable(target, force=force)
+        if mismatches:
+            evidence["environment"] = [m.to_dict() for m in mismatches]
+        return evidence
 
     def _start(
         self, target: ModelVersion, plan: Plan, reason: str | None, evidence: dict[str, Any]
@@ -619,18 +626,7 @@ class Deployments:
         target = self.registry.get_version(
             VersionRef(validate_name("model", model), version=_number(version))
         )
-        evidence: dict[str, Any] = {"strategy": "direct"}
-        if force:
-            if not reason or not reason.strip():
-                raise InvalidInputError(
-                    "--force needs --reason TEXT: say why the gate is skipped (kept in the audit log)"
-                )
-            evidence.update(forced=True, gate=target.gate_status)
-        else:
-            evidence["gate_evaluation_id"] = self.check_gate(target).id
-        mismatches = needs.require_runnable(target, force=force)
-        if mismatches:
-            evidence["environment"] = [m.to_dict() for m in mismatches]
+        evidence = {"strategy": "direct", **self._gate_evidence(target, force, reason)}
         try:
             self._direct(model, target.version, reason, evidence)
         except ConcurrentChangeError:
