@@ -143,7 +143,8 @@ def _mean_harm(
         d = sign * (c[both] - s[both])
         n, mean, var = sq.moments(d)
         if binary and n:
-            var = max(var, float((np.count_nonzero(d) + 1) / (n + 2)))
+            m = sq.paired_binary_moments(np.sum(d > 0), np.sum(d < 0), n)
+            n, mean, var = n, float(m[1]), float(m[2])
         b = sq.one_sample((n, mean, var), rho=fam.rho, alpha=fam.alpha)
         return b, n, n, _mean(s[both]), _mean(c[both])
     s, c = s[np.isfinite(s)], c[np.isfinite(c)]
@@ -191,7 +192,15 @@ def _estimated(s: Arm, c: Arm, lim: Limits, fam: Family) -> _Figure:
         nan = sq.Bound(math.nan, -math.inf, math.inf, math.inf, 0.0)
         ns, nc = es.n if es else 0, ec.n if ec else 0
         return _Figure(
-            "estimated_accuracy", None, None, nan, lim.estimated_accuracy, ns, nc, 0, "pt"
+            "estimated_accuracy",
+            None,
+            None,
+            nan,
+            lim.estimated_accuracy,
+            ns,
+            nc,
+            lim.min_rows,
+            "pt",
         )
     # each estimate comes with its own standard error: an unpaired comparison of two means
     v = float(sq.effective_size(es.n, ec.n))
@@ -349,31 +358,50 @@ def _harm(x: float, unit: str) -> str:
     return f"{x:+.0%}" if unit == "x" else f"{x * 100:+.1f} pt"
 
 
-def _guardrail(f: _Figure, arm: str, fam: Family) -> Guardrail:
-    label, h = _LABELS[f.name], f.harm
-    figures = (
-        f"{label} {arm} {_value(f.candidate, f.unit)} vs stable {_value(f.stable, f.unit)}"
-        if f.stable is not None or f.candidate is not None
-        else label
-    )
+def _figures(f: _Figure, arm: str) -> str:
+    label = _LABELS[f.name]
+    if f.stable is None and f.candidate is None:
+        return label
+    if f.stable is None:
+        return f"{label} {_value(f.candidate, f.unit)}"
+    return f"{label} {arm} {_value(f.candidate, f.unit)} vs stable {_value(f.stable, f.unit)}"
+
+
+def _decide(f: _Figure, arm: str) -> tuple[Outcome, str]:
+    """The guardrail's outcome and its text with the numbers and the bound in words."""
+    h, figures = f.harm, _figures(f, arm)
     sizes = f"n {f.n_candidate:,} {arm} / {f.n_stable:,} stable"
-    if min(f.n_stable, f.n_candidate) < max(f.min_samples, 1) or not math.isfinite(h.estimate):
-        outcome = Outcome.INCONCLUSIVE
-        text = f"{figures}: too few rows to decide ({sizes}; needs {f.min_samples:,} each)"
-    elif h.lower > f.bound:
-        outcome = Outcome.FAIL
-        text = (
+    allowed = _harm(f.bound, f.unit)
+    if f.name == "estimated_accuracy" and not math.isfinite(h.estimate):
+        return (
+            Outcome.INCONCLUSIVE,
+            f"{figures}: no label-free estimate for both versions ({sizes})",
+        )
+    if min(f.n_stable, f.n_candidate) < f.min_samples or not math.isfinite(h.estimate):
+        return (
+            Outcome.INCONCLUSIVE,
+            f"{figures}: too few rows to decide ({sizes}; needs {f.min_samples:,} each)",
+        )
+    if math.isinf(h.lower) and math.isinf(h.upper):
+        return (
+            Outcome.INCONCLUSIVE,
+            f"{figures} ({sizes}): too few rows in the tail to bound it at the family level",
+        )
+    if h.lower > f.bound:
+        return Outcome.FAIL, (
             f"{figures} ({sizes}): harm {_harm(h.estimate, f.unit)}, at least "
-            f"{_harm(h.lower, f.unit)} by the sequential bound, above the allowed "
-            f"{_harm(f.bound, f.unit)}"
+            f"{_harm(h.lower, f.unit)} by the sequential bound, above the allowed {allowed}"
         )
-    else:
-        outcome = Outcome.PASS
-        text = (
-            f"{figures} ({sizes}): harm {_harm(h.estimate, f.unit)} (sequential bounds "
-            f"{_harm(h.lower, f.unit)} to {_harm(h.upper, f.unit)}), not shown above the allowed "
-            f"{_harm(f.bound, f.unit)}"
-        )
+    return Outcome.PASS, (
+        f"{figures} ({sizes}): harm {_harm(h.estimate, f.unit)} (sequential bounds "
+        f"{_harm(h.lower, f.unit)} to {_harm(h.upper, f.unit)}), not shown above the allowed "
+        f"{allowed}"
+    )
+
+
+def _guardrail(f: _Figure, arm: str, fam: Family) -> Guardrail:
+    h = f.harm
+    outcome, text = _decide(f, arm)
     paired = "paired on the same requests" if fam.paired else "unpaired arms"
     return Guardrail(
         name=f.name,

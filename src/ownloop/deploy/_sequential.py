@@ -28,12 +28,14 @@ from scipy import stats
 
 __all__ = [
     "Bound",
+    "bernoulli_moments",
     "difference_bound",
     "effective_size",
     "fixed_factor",
     "mixture_factor",
     "moments",
     "one_sample",
+    "paired_binary_moments",
     "proportion_bound",
     "quantile_bounds",
     "rho_for",
@@ -83,6 +85,30 @@ def _bernoulli_var(mean: Any, n: Any) -> Any:
     """Variance of a 0/1 figure with a Laplace-smoothed share, so 0 of n still has spread."""
     p = (np.asarray(mean, dtype=float) * n + 1) / (np.asarray(n, dtype=float) + 2)
     return p * (1 - p)
+
+
+def bernoulli_moments(k: Any, n: Any) -> tuple[Any, Any, Any]:
+    """Count, share and smoothed variance of ``k`` ones in ``n`` 0/1 values (arrays allowed)."""
+    n = np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.asarray(k, dtype=float) / n
+    return n, mean, _bernoulli_var(mean, n)
+
+
+def paired_binary_moments(plus: Any, minus: Any, n: Any) -> tuple[Any, Any, Any]:
+    """Count, mean and variance of paired differences of 0/1 values (each -1, 0 or +1).
+
+    ``plus`` rows are 1 for the first arm only, ``minus`` for the second only. The variance is at
+    least the smoothed share of discordant rows, so no discordance still leaves a width.
+    """
+    n = np.asarray(n, dtype=float)
+    plus = np.asarray(plus, dtype=float)
+    minus = np.asarray(minus, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = (plus - minus) / n
+        var = (plus + minus) / n - mean**2
+        var = np.maximum(var * n / np.maximum(n - 1, 1), (plus + minus + 1) / (n + 2))
+    return n, mean, var
 
 
 def moments(x: np.ndarray, *, binary: bool = False) -> tuple[int, float, float]:
