@@ -253,10 +253,10 @@ def _categories(s: Arm, c: Arm) -> tuple[np.ndarray, np.ndarray, list[str]]:
         code_s = np.where(np.isfinite(vs), np.searchsorted(edges, vs), -1)
         code_c = np.where(np.isfinite(vc), np.searchsorted(edges, vc), -1)
         return code_s, code_c, [f"bin {i + 1}" for i in range(edges.size + 1)]
-    names = sorted({str(v) for v in [*ps.dropna(), *pc_.dropna()]})
-    index = {n: i for i, n in enumerate(names)}
-    code_s = np.array([index.get(str(v), -1) if v is not None else -1 for v in ps], dtype=int)
-    code_c = np.array([index.get(str(v), -1) if v is not None else -1 for v in pc_], dtype=int)
+    names = sorted(set(ps.dropna().astype(str)) | set(pc_.dropna().astype(str)))
+    kinds = pd.CategoricalDtype(names)
+    code_s = ps.where(ps.isna(), ps.astype(str)).astype(kinds).cat.codes.to_numpy()
+    code_c = pc_.where(pc_.isna(), pc_.astype(str)).astype(kinds).cat.codes.to_numpy()
     return code_s, code_c, names
 
 
@@ -281,20 +281,15 @@ def _divergence(s: Arm, c: Arm, lim: Limits, fam: Family) -> _Figure:
 
 def _agreement(s: Arm, c: Arm, lim: Limits, fam: Family) -> _Figure:
     """Shadow only: the share of requests where the candidate's answer differs from stable's."""
-    both = np.array(
-        [a is not None and b is not None for a, b in zip(s.prediction, c.prediction, strict=True)],
-        dtype=bool,
-    )
-    differ = int(
-        sum(str(a) != str(b) for a, b in zip(s.prediction[both], c.prediction[both], strict=True))
-    )
+    ps, pc_ = pd.Series(s.prediction, dtype=object), pd.Series(c.prediction, dtype=object)
+    both = (ps.notna() & pc_.notna()).to_numpy()
+    differ = int((ps[both].astype(str).to_numpy() != pc_[both].astype(str).to_numpy()).sum())
     n = int(both.sum())
     b = sq.proportion_bound(differ, n, rho=fam.rho, alpha=fam.alpha)
-    agree = 1 - differ / n if n else None
     return _Figure(
         "shadow_disagreement",
         None,
-        None if agree is None else 1 - agree,
+        differ / n if n else None,
         b,
         lim.disagreement,
         n,
@@ -481,11 +476,10 @@ def _correct(frame: pd.DataFrame, labels: pa.Table, ids: pd.Series) -> np.ndarra
     joined = predlog.join_labels(
         pa.table({"prediction_id": pa.array(ids.astype(str).tolist())}), labels
     )
-    label = joined.column("label").to_pylist()
-    ok = (frame["status"] == "ok").to_numpy()
-    for i, (lab, pred) in enumerate(zip(label, frame["prediction"].tolist(), strict=True)):
-        if lab is not None and ok[i] and pred is not None:
-            out[i] = float(predlog.label_key(lab) == predlog.label_key(pred))
+    label = predlog.label_keys(joined.column("label").to_pylist())
+    pred = predlog.label_keys(frame["prediction"].tolist())
+    has = (label != None) & (pred != None) & (frame["status"] == "ok").to_numpy()  # noqa: E711
+    out[has] = (label[has] == pred[has]).astype(float)
     return out
 
 
