@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class Metric:
     two_sided: bool = False  # divergence: |difference of the class share|
     shadow_only: bool = False
     labelled: float = 1.0
+    never_paired: bool = False  # the estimate: each version's own figure, compared unpaired
 
 
 LIM = Limits()
@@ -61,7 +62,18 @@ METRICS = (
     Metric("error_rate", "binary", 0.01, 0, LIM.error_rate, 1, 0.03),
     Metric("low_confidence_share", "binary", 0.20, 0, LIM.low_confidence, 1, 0.10),
     Metric("mean_confidence", "normal", 0.80, 0.12, LIM.mean_confidence, -1, 0.07),
-    Metric("estimated_accuracy", "normal", 0.85, 0.12, LIM.estimated_accuracy, -1, 0.04),
+    # the estimate's standard error in analyse_rollout is the monitor's sampling sd of the
+    # realised accuracy, sqrt(p (1 - p) / n) per version, so it is simulated with that spread
+    Metric(
+        "estimated_accuracy",
+        "normal",
+        0.85,
+        0.36,
+        LIM.estimated_accuracy,
+        -1,
+        0.06,
+        never_paired=True,
+    ),
     Metric(
         "realised_accuracy", "binary", 0.85, 0, LIM.realised_accuracy, -1, 0.12, labelled=LABELLED
     ),
@@ -124,6 +136,9 @@ def _draw(
         arm.n_c += n_c
         arm.sum_c += k
         return
+    if st.paired and m.never_paired:
+        st = replace(st, paired=False)
+        n_s = n_c
     if st.paired and m.kind == "binary":
         # independent 0/1 per arm on the same request: the discordant cells
         p_plus, p_minus = cand * (1 - m.base), m.base * (1 - cand)
@@ -152,6 +167,8 @@ def _lower_harm(m: Metric, st: Stage, arm: _Arm, method: str) -> tuple[np.ndarra
     fam = st.family
     scale = 0.5 if m.two_sided else 1.0  # two classes: Bonferroni over both class shares
     least = LIM.min_labels if m.labelled < 1 else LIM.min_rows
+    if m.never_paired:
+        st = replace(st, paired=False)
     if m.shadow_only:
         n, mean, var = sq.bernoulli_moments(arm.sum_c, arm.n_c)
         r = np.sqrt(var / n) * _factor(method, n, fam, scale)
@@ -191,7 +208,7 @@ def simulate(
         n_c = round(per_look * st.weight / 100)
         n_s = 0 if st.paired else round(per_look) - n_c
         arms = {m.name: _Arm(rollouts) for m in METRICS}
-        looks = int(np.ceil(MIN_SAMPLES / min(n_c, n_s) if n_s else MIN_SAMPLES / n_c))
+        looks = _looks(st, per_look)
         looks_total += looks
         for _ in range(looks):
             for m in METRICS:
@@ -203,6 +220,13 @@ def simulate(
                     lower, enough = _lower_harm(m, st, arms[m.name], method)
                     aborted[method] |= enough & (lower > m.bound)
     return {method: (float(a.mean()), looks_total) for method, a in aborted.items()}
+
+
+def _looks(st: Stage, per_look: float) -> int:
+    """Looks until both arms hold the minimum sample (the stage's PASS)."""
+    n_c = round(per_look * st.weight / 100)
+    n_s = 0 if st.paired else round(per_look) - n_c
+    return int(np.ceil(MIN_SAMPLES / (min(n_c, n_s) if n_s else n_c)))
 
 
 def _labelled(rng: np.random.Generator, n_s: int, n_c: int, m: Metric) -> tuple[int, int]:
@@ -218,18 +242,15 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
-    plan = ", ".join(
-        f"{st.name}: {MIN_SAMPLES / (round(args.rate * args.tick * st.weight / 100)):.0f} looks"
-        if st.paired
-        else st.name
-        for st in stages(LIM)
-    )
+    per_look = args.rate * args.tick
+    plan = ", ".join(f"{st.name} {_looks(st, per_look)} looks" for st in stages(LIM))
+    shadow, canary = stages(LIM)[0].family, stages(LIM)[1].family
     print(
-        f"{args.rollouts:,} rollouts; {args.rate:g} requests/s, a look every {args.tick:g} s; "
-        f"minimum sample {MIN_SAMPLES:,} per arm per stage; stages {plan}; family 5% over "
-        f"{stages(LIM)[1].family.guardrails}-{stages(LIM)[0].family.guardrails} guardrails x "
-        f"{stages(LIM)[0].family.stages} stages (level per guardrail "
-        f"{stages(LIM)[0].family.alpha:.2g} in shadow, {stages(LIM)[1].family.alpha:.2g} in canary)"
+        f"{args.rollouts:,} rollouts; {args.rate:g} requests/s, a look every {args.tick:g} s "
+        f"({per_look:g} requests); minimum sample {MIN_SAMPLES:,} per arm per stage; {plan}; "
+        f"family 5% over {canary.guardrails} guardrails ({shadow.guardrails} in shadow) x "
+        f"{shadow.stages} stages: level per guardrail {shadow.alpha:.2g} in shadow, "
+        f"{canary.alpha:.2g} in canary"
     )
     scenarios: list[tuple[str, dict[str, float]]] = [
         ("equal to stable (shadow disagreement 5%)", {}),
