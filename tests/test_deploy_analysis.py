@@ -222,3 +222,20 @@ def test_a_worse_model_in_shadow_fails_on_its_answers_and_on_labels(models: Work
     assert g["shadow_disagreement"].outcome is Outcome.FAIL
     assert g["estimated_accuracy"].outcome is Outcome.FAIL  # each against its own reference
     assert {"realised_accuracy", "shadow_disagreement"} <= set(a.decided_by)
+
+
+@pytest.mark.parametrize("state", [State.CANARY, State.SHADOWING])
+def test_an_empty_window_is_inconclusive(models: Workspace, state: State) -> None:
+    a = _analyse(models, _rollout(2, state))
+    assert a.outcome is Outcome.INCONCLUSIVE
+    assert (a.n_stable, a.n_candidate) == (0, 0)
+    assert all(g.outcome is Outcome.INCONCLUSIVE for g in a.guardrails)
+
+
+def test_an_unreadable_segment_is_named_and_left_out(models: Workspace) -> None:
+    _canary(models, 2)
+    day = models.config.predictions_dir / "churn" / f"date={STEP.date().isoformat()}"
+    (day / "broken.parquet").write_bytes(b"not parquet")
+    a = _analyse(models, _rollout(2, State.CANARY))
+    assert a.outcome is Outcome.PASS
+    assert any("broken.parquet" in note for note in a.notes)

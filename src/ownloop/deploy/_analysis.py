@@ -453,18 +453,25 @@ def step_outcome(
 
 
 def _read(
-    config: Config, model: str, version: int, arm: str, start: datetime, end: datetime
-) -> pa.Table:
-    """Only the rows of one arm and version since the step started, and only the columns used."""
+    config: Config,
+    model: str,
+    version: int,
+    arm: str,
+    window: tuple[datetime, datetime],
+    notes: list[str],
+) -> pd.DataFrame:
+    """Only the rows of one arm and version since the step started, and only the columns used;
+    segments that cannot be read are left out and named in ``notes``."""
     read = predlog.read_log(
         config.predictions_dir,
         model,
         version=version,
         arm=arm,
-        start=start,
-        end=end,
+        start=window[0],
+        end=window[1],
         columns=_COLUMNS,
     )
+    notes.extend(f"log segment left out: {skipped}" for skipped in read.skipped)
     return read.table.to_pandas() if read.table.num_rows else pd.DataFrame(columns=_COLUMNS)
 
 
@@ -559,8 +566,8 @@ def analyse_rollout(
         return _nothing(
             rollout, arm, start, now, looks, "there is no stable version to compare with"
         )
-    stable_rows = _read(config, rollout.model, rollout.stable, "stable", start, now)
-    cand_rows = _read(config, rollout.model, rollout.candidate, arm, start, now)
+    stable_rows = _read(config, rollout.model, rollout.stable, "stable", (start, now), notes)
+    cand_rows = _read(config, rollout.model, rollout.candidate, arm, (start, now), notes)
     has_rows = not (stable_rows.empty and cand_rows.empty)
     labels = (
         predlog.read_labels(config.predictions_dir, rollout.model) if has_rows else pa.table({})
