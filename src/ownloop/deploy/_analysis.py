@@ -544,6 +544,40 @@ def _arm_of(rollout: Rollout) -> str:
     return "canary"
 
 
+def _window_arms(
+    monitor: Monitor,
+    config: Config,
+    rollout: Rollout,
+    stable: int,
+    arm: str,
+    window: tuple[datetime, datetime],
+    notes: list[str],
+) -> tuple[Arm, Arm]:
+    """Stable's and the candidate's rows in the window (paired by request in shadow), with
+    labels where they have arrived and each version's label-free estimate."""
+    stable_rows = _read(config, rollout.model, stable, "stable", window, notes)
+    cand_rows = _read(config, rollout.model, rollout.candidate, arm, window, notes)
+    if stable_rows.empty and cand_rows.empty:
+        empty = _arm(stable_rows, pa.table({}))
+        return empty, empty
+    labels = predlog.read_labels(config.predictions_dir, rollout.model)
+    if arm == "shadow":
+        unpaired = len(stable_rows)
+        stable_rows, cand_rows = _paired(stable_rows, cand_rows)
+        if unpaired > len(stable_rows):
+            left = unpaired - len(stable_rows)
+            notes.append(f"{left:,} stable row(s) without a shadow score yet are left out")
+        # a label names the prediction the client got: the stable row's
+        s, c = _arm(stable_rows, labels), _arm(cand_rows, labels, stable_rows["prediction_id"])
+    else:
+        s, c = _arm(stable_rows, labels), _arm(cand_rows, labels)
+    start, end = window
+    return (
+        replace(s, estimate=_estimate(monitor, rollout.model, stable, start, end)),
+        replace(c, estimate=_estimate(monitor, rollout.model, rollout.candidate, start, end)),
+    )
+
+
 def analyse_rollout(
     registry: Registry,
     monitor: Monitor,
@@ -566,26 +600,7 @@ def analyse_rollout(
         return _nothing(
             rollout, arm, start, now, looks, "there is no stable version to compare with"
         )
-    stable_rows = _read(config, rollout.model, rollout.stable, "stable", (start, now), notes)
-    cand_rows = _read(config, rollout.model, rollout.candidate, arm, (start, now), notes)
-    has_rows = not (stable_rows.empty and cand_rows.empty)
-    labels = (
-        predlog.read_labels(config.predictions_dir, rollout.model) if has_rows else pa.table({})
-    )
-    if arm == "shadow":
-        unpaired = len(stable_rows)
-        stable_rows, cand_rows = _paired(stable_rows, cand_rows)
-        if unpaired > len(stable_rows):
-            notes.append(
-                f"{unpaired - len(stable_rows):,} stable row(s) without a shadow score yet are left out"
-            )
-        # a label names the prediction the client got: the stable row's
-        s, c = _arm(stable_rows, labels), _arm(cand_rows, labels, stable_rows["prediction_id"])
-    else:
-        s, c = _arm(stable_rows, labels), _arm(cand_rows, labels)
-    if has_rows:
-        s = replace(s, estimate=_estimate(monitor, rollout.model, rollout.stable, start, now))
-        c = replace(c, estimate=_estimate(monitor, rollout.model, rollout.candidate, start, now))
+    s, c = _window_arms(monitor, config, rollout, rollout.stable, arm, (start, now), notes)
     fam = family_for(
         lim,
         steps=plan.steps,
