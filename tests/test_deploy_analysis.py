@@ -239,3 +239,11 @@ def test_an_unreadable_segment_is_named_and_left_out(models: Workspace) -> None:
     a = _analyse(models, _rollout(2, State.CANARY))
     assert a.outcome is Outcome.PASS
     assert any("broken.parquet" in note for note in a.notes)
+
+
+def test_with_a_small_plan_minimum_the_guardrails_still_decide(models: Workspace) -> None:
+    _canary(models, 2, n=80, errors=0.5)
+    a = _analyse(models, _rollout(2, State.CANARY, min_samples=60))
+    assert a.outcome is Outcome.FAIL
+    g = _by_name(a)["error_rate"]
+    assert g.min_samples == 60

@@ -68,7 +68,7 @@ class Limits:
 class Family:
     """How the family error is shared: level per guardrail and the mixture's tuning."""
 
-    alpha: float  # one-sided level of each guardrail's bound
+    alpha: float  # level of each guardrail's bounds (both sides together)
     rho: float
     guardrails: int
     stages: int
@@ -435,11 +435,13 @@ def step_outcome(
     short = min(n_stable, n_candidate)
     if short >= min_samples:
         checked = tuple(g.name for g in guardrails if g.outcome is Outcome.PASS)
+        waiting = [g.name for g in guardrails if g.outcome is Outcome.INCONCLUSIVE]
+        rest = f" ({', '.join(waiting)}: not enough rows yet)" if waiting else ""
         return (
             Outcome.PASS,
             checked,
             f"PASS: {short:,} rows per arm (minimum {min_samples:,}); none of "
-            f"{len(checked)} guardrail(s) shows harm beyond its allowance",
+            f"{len(checked)} guardrail(s) shows harm beyond its allowance{rest}",
         )
     return (
         Outcome.INCONCLUSIVE,
@@ -538,6 +540,21 @@ def _estimate(
     return None
 
 
+MIN_ROWS_FLOOR = 30  # below this the normal approximation behind the bounds is not trusted
+
+
+def _within_plan(limits: Limits, min_samples: int) -> Limits:
+    """Guardrail minimums no larger than the step's own (at least 30 rows), so a plan with a
+    small minimum sample still has its guardrails decide before the step can PASS."""
+    cap = max(min_samples, MIN_ROWS_FLOOR)
+    return replace(
+        limits,
+        min_rows=min(limits.min_rows, cap),
+        min_latency_rows=min(limits.min_latency_rows, cap),
+        min_labels=min(limits.min_labels, cap),
+    )
+
+
 def _arm_of(rollout: Rollout) -> str:
     if rollout.state is State.SHADOWING or (rollout.state is State.PAUSED and rollout.step < 0):
         return "shadow"
@@ -593,8 +610,8 @@ def analyse_rollout(
     ``looks`` is this analysis's number in the rollout (1 for the first), for the sequential bound.
     Reads only the rows logged since the step (or the shadow stage) started.
     """
-    lim = limits or Limits()
     arm, start, plan = _arm_of(rollout), rollout.step_started_at, rollout.plan
+    lim = _within_plan(limits or Limits(), plan.min_samples)
     notes: list[str] = []
     if rollout.stable is None:
         return _nothing(

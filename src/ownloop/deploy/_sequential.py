@@ -4,15 +4,18 @@ A fixed-sample interval holds at one pre-planned look; checked at every tick of 
 error rate grows with the number of looks (a canary equal to stable is aborted far more often
 than the nominal 5%). These bounds are *confidence sequences*: with probability at least
 ``1 - alpha`` they hold at every look at once, however many looks are made and whenever one
-stops. The boundary is the one-sided normal mixture (Robbins 1970; Howard, Ramdas, McAuliffe and
-Sekhon 2021, "Time-uniform, nonparametric, nonasymptotic confidence sequences", eq. 3.7) applied
-to the standardised estimate, i.e. an asymptotic confidence sequence (Waudby-Smith et al. 2023):
-with intrinsic time ``v`` (the effective sample size) the estimate lies within
+stops. The boundary is Robbins' normal mixture (Howard, Ramdas, McAuliffe and Sekhon,
+"Time-uniform, nonparametric, nonasymptotic confidence sequences", Annals of Statistics 2021)
+applied to the standardised estimate, i.e. an asymptotic confidence sequence (Waudby-Smith,
+Arbour, Sinha, Kennedy and Ramdas, "Time-uniform central limit theory and asymptotic confidence
+sequences"): with intrinsic time ``v`` (the effective sample size) the estimate lies within
 
     se * sqrt((v + rho) / v * log((v + rho) / (rho * alpha**2)))
 
-of the truth at every ``v``, where ``rho`` sets the sample size at which the boundary is
-tightest (chosen once from the plan's minimum sample, never from the data).
+of the truth at every ``v``, both sides together with probability ``1 - alpha`` (the mixture is
+symmetric, so each side alone holds with at least ``1 - alpha``: conservative when only one side
+decides). ``rho`` sets the sample size at which the boundary is tightest; it is chosen once from
+the plan's minimum sample, never from the data.
 
 Functions take plain numbers or numpy arrays (the bench evaluates thousands of rollouts at once).
 """
@@ -46,7 +49,7 @@ __all__ = [
 def rho_for(v_star: float, alpha: float) -> float:
     """The mixture parameter whose boundary is (nearly) tightest at intrinsic time ``v_star``.
 
-    Howard et al. (2021), eq. 3.10: ``rho = v* / (2 log(1/alpha) + log(1 + 2 log(1/alpha)))``.
+    Howard et al. (2021): ``rho = v* / (2 log(1/alpha) + log(1 + 2 log(1/alpha)))``.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
@@ -57,7 +60,7 @@ def rho_for(v_star: float, alpha: float) -> float:
 def mixture_factor(v: Any, rho: float, alpha: float) -> Any:
     """How many standard errors the sequential bound lies from the estimate at intrinsic time ``v``.
 
-    One-sided at level ``alpha``, valid over all ``v`` at once; ``inf`` where ``v`` is 0.
+    Both sides together at level ``alpha``, valid over all ``v`` at once; ``inf`` where ``v`` is 0.
     """
     v = np.asarray(v, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -72,7 +75,7 @@ def fixed_factor(alpha: float) -> float:
 
 @dataclass(frozen=True)
 class Bound:
-    """An estimate with its sequential bounds (each one-sided at the stated level)."""
+    """An estimate with its sequential bounds (together at the stated level)."""
 
     estimate: float
     lower: float
@@ -186,9 +189,9 @@ def quantile_bounds(x: np.ndarray, p: float, *, rho: float, alpha: float) -> tup
 
     The share of values at or below the true quantile is a mean of 0/1 values with mean ``p``;
     its sequential radius ``r`` turns into order statistics at ``p - r`` and ``p + r``
-    (Howard and Ramdas 2022, "Sequential estimation of quantiles with applications to A/B
-    testing and best-arm identification"). Each side holds with ``1 - alpha``. Outside the data:
-    ``-inf`` / ``inf`` (too few values to bound that side).
+    (Howard and Ramdas, "Sequential estimation of quantiles with applications to A/B testing and
+    best-arm identification", Bernoulli 2022). Both hold together with ``1 - alpha``. Outside the
+    data: ``-inf`` / ``inf`` (too few values to bound that side).
     """
     n = int(x.size)
     if n == 0:
