@@ -14,8 +14,10 @@ from ownloop import needs
 from ownloop.access import Actor, authorize
 from ownloop.clock import Clock
 from ownloop.config import Config
+from ownloop.deploy import _rollback
 from ownloop.deploy._analysis import analyse_rollout
 from ownloop.deploy._model import Plan, Rollout, RolloutEvent, Route, State, StepAnalysis, Strategy
+from ownloop.deploy._rollback import ROLLBACK_ROWS, RollbackCheck
 from ownloop.deploy._rollout import (
     DeployStatus,
     Move,
@@ -29,8 +31,6 @@ from ownloop.deploy._rollout import (
     rollout_from_row,
     stored_error,
 )
-from ownloop.deploy import _rollback
-from ownloop.deploy._rollback import ROLLBACK_ROWS, RollbackCheck
 from ownloop.errors import (
     ConcurrentChangeError,
     ConflictError,
