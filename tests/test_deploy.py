@@ -304,19 +304,6 @@ def test_a_failing_analysis_is_recorded_and_other_rollouts_go_on(
     assert dws.deploy.status("churn").error is None
 
 
-def test_the_real_analysis_not_being_there_leaves_the_rollout_where_it_is(
-    config: Config, churn: str, clock: FrozenClock
-) -> None:
-    with Workspace(config, clock=clock) as plain:
-        rollout = plain.deploy.deploy("churn@2")
-        plain.deploy.tick()
-        assert plain.deploy.tick() == []
-        status = plain.deploy.status("churn")
-    assert status.rollout is not None and status.rollout.id == rollout.id
-    assert status.rollout.state == State.CANARY
-    assert status.error is not None and status.error.startswith("NotImplementedError")
-
-
 # -- a person decides ----------------------------------------------------------------------
 
 

@@ -523,11 +523,11 @@ def _paired(stable: pd.DataFrame, shadow: pd.DataFrame) -> tuple[pd.DataFrame, p
 
 
 def _estimate(
-    monitor: Monitor, model: str, version: int, start: datetime, end: datetime
+    monitor: Monitor, model: str, version: int, arm: str, start: datetime, end: datetime
 ) -> EstimateFigure | None:
     """The monitor's label-free accuracy estimate of ``version`` on the window, against its own
     reference; its standard error joins the sampling and the calibration map's error."""
-    for report in monitor.window_reports(model, start, end, version=version):
+    for report in monitor.window_reports(model, start, end, version=version, arm=arm):
         for e in report.estimated:
             if (
                 report.version == version
@@ -590,8 +590,8 @@ def _window_arms(
         s, c = _arm(stable_rows, labels), _arm(cand_rows, labels)
     start, end = window
     return (
-        replace(s, estimate=_estimate(monitor, rollout.model, stable, start, end)),
-        replace(c, estimate=_estimate(monitor, rollout.model, rollout.candidate, start, end)),
+        replace(s, estimate=_estimate(monitor, rollout.model, stable, "stable", start, end)),
+        replace(c, estimate=_estimate(monitor, rollout.model, rollout.candidate, arm, start, end)),
     )
 
 
