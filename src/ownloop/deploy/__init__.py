@@ -5,6 +5,7 @@ The one place that decides what a server routes; the ``production`` alias is its
 >>> ws.deploy.set_production("churn", 4)  # doctest: +SKIP  (the gate must have passed)
 """
 
+from ownloop.deploy._lease import CONTROLLER_LEASE, Lease, LeaseHolder, holder_id
 from ownloop.deploy._model import (
     ACTIVE_STATES,
     Guardrail,
@@ -22,9 +23,12 @@ from ownloop.deploy._service import Deployments
 
 __all__ = [
     "ACTIVE_STATES",
+    "CONTROLLER_LEASE",
     "MAX_KEY_CHARS",
     "Deployments",
     "Guardrail",
+    "Lease",
+    "LeaseHolder",
     "Outcome",
     "Plan",
     "Rollout",
@@ -35,4 +39,5 @@ __all__ = [
     "Strategy",
     "arm_for",
     "bucket",
+    "holder_id",
 ]
