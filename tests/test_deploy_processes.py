@@ -23,7 +23,7 @@ from ownloop import Config, Workspace
 from ownloop.deploy import CONTROLLER_LEASE, Lease, arm_for
 from tests.conftest import env_for
 from tests.servers import free_port, start_process
-from tests.test_server_live import rows, route, two_versions
+from tests.test_server_live import route, rows, two_versions
 
 pytestmark = pytest.mark.slow
 

@@ -2,9 +2,11 @@
 
 A request hands its decoded rows to a bounded queue and returns; one worker thread scores them
 with the shadow version and logs the rows with arm ``shadow``, the stable answer's request id and
-the rows in the same order (the analysis pairs them by request id and position). When the queue
-is full the rows are dropped and counted (``ownloop_shadow_dropped``): a shadow never blocks or
-slows an answer, and its errors never reach the client.
+the rows in the same order (the analysis pairs them by request id and position). What is queued
+when the worker comes round is scored in one model call, so the candidate costs far less CPU than
+the stable answers it mirrors. When the queue is full the rows are dropped and counted
+(``ownloop_shadow_dropped``): a shadow never blocks or slows an answer, and its errors never
+reach the client.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ownloop import predlog
 from ownloop.errors import OwnloopError
@@ -80,47 +84,128 @@ class Shadow:
 
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
+            jobs, stop = self._take()
             try:
-                if job is None:
-                    return
-                self.score(job)
+                for group in _groups(jobs):
+                    self.score(group)
             except Exception:  # the thread boundary: a bug is logged, never the client's problem
                 log.exception("shadow scoring failed")
             finally:
-                self._queue.task_done()
+                for _ in range(len(jobs) + stop):
+                    self._queue.task_done()
+            if stop:
+                return
+            # let requests gather: one model call for many rows, and fewer thread switches that
+            # would take the interpreter from the request path
+            time.sleep(GATHER_S)
 
-    def score(self, job: ShadowJob) -> None:
-        entry, start, cpu0 = job.entry, time.perf_counter(), time.thread_time()
+    def _take(self) -> tuple[list[ShadowJob], bool]:
+        """What is queued, up to ``MAX_BATCH`` jobs (waits for the first); True at the end marker."""
+        jobs: list[ShadowJob] = []
+        job = self._queue.get()
+        while job is not None:
+            jobs.append(job)
+            if len(jobs) >= MAX_BATCH:
+                return jobs, False
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return jobs, False
+        return jobs, True
+
+    def score(self, jobs: list[ShadowJob]) -> None:
+        """Score queued requests of one version as one batch (a model call costs the same for
+        one row or a hundred), then log each request's rows under its own request id."""
+        entry, start, cpu0 = jobs[0].entry, time.perf_counter(), time.thread_time()
         key = entry.key("shadow")
-        try:
-            same = entry.signature == job.stable.signature
-            cols = job.cols if same else job.decode(entry, job.payload)
-        except OwnloopError as exc:  # the candidate takes other inputs and these do not fit it
-            self.metrics.request(key, "error")
-            log.warning("shadow version %s could not read a request: %s", entry.version, exc)
+        ready = [(job, cols) for job in jobs if (cols := self._decode(job)) is not None]
+        if not ready:
             return
-        ids = predlog.new_ids(cols.n)
+        merged = _merge([cols for _, cols in ready])
         out: Prediction | None
         try:
-            out = entry.predict(cols)
-        except Exception:  # logged as error rows, as on the request path; never answered
+            out = entry.predict(merged)
+        except Exception:  # one bad request must not lose the others' rows: score them alone
+            if len(ready) > 1:
+                for job, _ in ready:
+                    self.score([job])
+                return
             out = None
-        seconds = time.perf_counter() - start
-        self.metrics.request(key, "ok" if out is not None else "error", seconds)
-        cpu = time.thread_time() - cpu0
-        if out is not None:
-            self.metrics.predicted(key, entry.class_text, out.picked, out.confidence, cpu, cols.n)
+        seconds, cpu = time.perf_counter() - start, time.thread_time() - cpu0
+        at = 0
+        for job, cols in ready:
+            share = cols.n / merged.n
+            part = None if out is None else _slice(out, at, at + cols.n)
+            at += cols.n
+            self.metrics.request(key, "ok" if part is not None else "error", seconds * share)
+            if part is not None:
+                self.metrics.predicted(
+                    key, entry.class_text, part.picked, part.confidence, cpu * share, cols.n
+                )
+            self._log(job, cols, part, seconds * share, cpu * share)
+
+    def _decode(self, job: ShadowJob) -> Columns | None:
+        if job.entry.signature == job.stable.signature:
+            return job.cols
+        try:
+            return job.decode(job.entry, job.payload)
+        except OwnloopError as exc:  # the candidate takes other inputs and these do not fit it
+            self.metrics.request(job.entry.key("shadow"), "error")
+            log.warning("shadow version %s could not read a request: %s", job.entry.version, exc)
+            return None
+
+    def _log(
+        self, job: ShadowJob, cols: Columns, out: Prediction | None, seconds: float, cpu: float
+    ) -> None:
         if self.logger is None:
             return
-        block = entry.log_block(
+        block = job.entry.log_block(
             cols,
             out,
-            ids,
+            predlog.new_ids(cols.n),
             ts_us=job.ts_us,
             request_id=job.request_id,
             arm="shadow",
             latency_s=seconds,
             cpu_s=cpu,
         )
-        self.logger.submit(entry.name, block)
+        self.logger.submit(job.entry.name, block)
+
+
+MAX_BATCH = 256  # requests scored in one model call; bounds the delay before a row is logged
+GATHER_S = 0.05
+
+
+def _groups(jobs: list[ShadowJob]) -> list[list[ShadowJob]]:
+    """Runs of jobs for the same loaded version (a routing change starts a new run)."""
+    groups: list[list[ShadowJob]] = []
+    for job in jobs:
+        if groups and groups[-1][0].entry is job.entry:
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
+
+
+def _merge(parts: list[Columns]) -> Columns:
+    if len(parts) == 1:
+        return parts[0]
+    data = {name: np.concatenate([p.data[name] for p in parts]) for name in parts[0].data}
+    matrices = [p.matrix for p in parts]
+    matrix = None
+    if all(m is not None for m in matrices):
+        matrix = np.concatenate([m for m in matrices if m is not None])
+    return Columns(sum(p.n for p in parts), data, matrix)
+
+
+def _slice(out: Prediction, a: int, b: int) -> Prediction:
+    def part(arr: np.ndarray | None) -> np.ndarray | None:
+        return None if arr is None else arr[a:b]
+
+    return Prediction(
+        out.values[a:b],
+        part(out.probabilities),
+        part(out.picked),
+        part(out.confidence),
+        part(out.numeric),
+    )
