@@ -101,7 +101,16 @@ def wrk(port: int, body: bytes, connections: int, seconds: int) -> dict[str, flo
         script = f.name
     try:
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, f"http://127.0.0.1:{port}/models/{MODEL}/predict"],
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                script,
+                f"http://127.0.0.1:{port}/models/{MODEL}/predict",
+            ],
             capture_output=True,
             text=True,
             check=True,
