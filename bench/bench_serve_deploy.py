@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _frame_model import TRUSTED, make_frame  # noqa: E402
 from _model import FEATURES, make_data  # noqa: E402
-from bench_serve import _get, _seconds, free_port, median, post, server  # noqa: E402
+from bench_serve import _get, _seconds, cpu_seconds, free_port, median, post, server  # noqa: E402
 
 MODEL = "hgbdf"
 ROUTINGS = ("plain", "canary", "shadow")
@@ -145,15 +145,19 @@ def measure(home: Path, routing: str, body: bytes, seconds: int) -> dict[str, fl
     env.update(OWNLOOP_HOME=str(home), OWNLOOP_USER="bench")
     port = free_port()
     cmd = [str(Path(sys.executable).parent / "ownloop"), "serve", "--port", str(port)]
-    with server(cmd, port, env):
+    with server(cmd, port, env) as proc:
         listed = json.loads(_get(port, "/models"))["models"][0]
         want = None if routing == "plain" else routing
         got = listed["candidate"]["arm"] if listed["candidate"] else None
         if got != want or listed["problem"]:
             raise RuntimeError(f"server does not route {routing}: {listed}")
         post(port, f"/models/{MODEL}/predict", body)
+        before = cpu_seconds(proc.pid)
         figures = wrk(port, body, 8, seconds)
         metrics = _get(port, "/metrics")
+        # CPU per answered request, shadow scoring included: steadier than wall time on a
+        # machine shared with other work
+        figures["cpu_ms"] = (cpu_seconds(proc.pid) - before) / figures["requests"] * 1e3
     figures["shadow_rows"] = _counter(metrics, "ownloop_requests_total", 'arm="shadow"')
     figures["shadow_dropped"] = _counter(metrics, "ownloop_shadow_dropped_total", "")
     return figures
@@ -168,12 +172,12 @@ def _counter(text: str, name: str, label: str) -> float:
 
 
 def report(results: dict[str, dict[str, float]]) -> None:
-    print("\n| routing | p50 | p99 | req/s | shadow scored | shadow dropped |")
-    print("|---|---|---|---|---|---|")
+    print("\n| routing | p50 | p99 | req/s | CPU/request | shadow scored | shadow dropped |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(
             f"| {name} | {r['p50'] * 1e3:.2f} ms | {r['p99'] * 1e3:.2f} ms | {r['rps']:.0f} | "
-            f"{r['shadow_rows']:.0f} | {r['shadow_dropped']:.0f} |"
+            f"{r['cpu_ms']:.3f} ms | {r['shadow_rows']:.0f} | {r['shadow_dropped']:.0f} |"
         )
     plain, canary, shadow = (results[n] for n in ROUTINGS)
     cost = (1 - canary["rps"] / plain["rps"]) * 100
@@ -181,7 +185,9 @@ def report(results: dict[str, dict[str, float]]) -> None:
     print(
         f"\ncanary routing costs {cost:+.1f}% of throughput (target < 5%); "
         f"shadow adds {added:+.1f}% to the p50 (target < 5%), "
-        f"{(1 - shadow['rps'] / plain['rps']) * 100:+.1f}% of throughput"
+        f"{(1 - shadow['rps'] / plain['rps']) * 100:+.1f}% of throughput; server CPU per "
+        f"request: canary {(canary['cpu_ms'] / plain['cpu_ms'] - 1) * 100:+.1f}%, "
+        f"shadow {(shadow['cpu_ms'] / plain['cpu_ms'] - 1) * 100:+.1f}% (both arms scored)"
     )
 
 
@@ -211,7 +217,8 @@ def main() -> None:
                 rounds[routing].append(r)
                 print(
                     f"round {i + 1}: {routing:7s} p50 {r['p50'] * 1e3:6.2f} ms  "
-                    f"p99 {r['p99'] * 1e3:6.2f} ms  {r['rps']:8.1f} req/s",
+                    f"p99 {r['p99'] * 1e3:6.2f} ms  {r['rps']:8.1f} req/s  "
+                    f"CPU {r['cpu_ms']:.3f} ms/request",
                     flush=True,
                 )
     finally:
