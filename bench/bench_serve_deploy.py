@@ -13,7 +13,7 @@ as version 1; version 2 is the same model fitted with another seed. Three routin
 Every request carries the same random ``x-customer`` header in all three, so the only difference
 is the routing. Single-row requests, 8 concurrent keep-alive connections (wrk), prediction log on.
 Each routing gets a fresh ``ownloop serve`` process, measured in turn within each round (a noisy
-moment hits all alike); the figure shown is the round with the median throughput. Targets: canary
+moment hits all alike); each figure shown is its median over the rounds. Targets: canary
 routing costs < 5% of throughput; shadow adds < 5% to the p50 answered to clients.
 """
 
@@ -24,9 +24,11 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _frame_model import TRUSTED, make_frame  # noqa: E402
 from _model import FEATURES, make_data  # noqa: E402
-from bench_serve import _get, _seconds, cpu_seconds, free_port, median, post, server  # noqa: E402
+from bench_serve import _get, _seconds, cpu_seconds, free_port, post, server  # noqa: E402
 
 MODEL = "hgbdf"
 ROUTINGS = ("plain", "canary", "shadow")
@@ -163,12 +165,49 @@ def measure(home: Path, routing: str, body: bytes, seconds: int) -> dict[str, fl
     return figures
 
 
+def propagation(home: Path, changes: int = 10) -> list[float]:
+    """Seconds from a routing change's commit until two running servers both route by it."""
+    from contextlib import ExitStack
+
+    from ownloop import Config, Workspace
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
+    env.update(OWNLOOP_HOME=str(home), OWNLOOP_USER="bench")
+    ownloop = str(Path(sys.executable).parent / "ownloop")
+    seen: list[float] = []
+    with ExitStack() as stack, Workspace(Config(home=home, user="bench")) as ws:
+        ports = [free_port(), free_port()]
+        for port in ports:
+            stack.enter_context(server([ownloop, "serve", "--port", str(port)], port, env))
+        for i in range(changes):
+            with ws.store.write() as conn:
+                row = ws.registry.require_model_row(conn, MODEL)
+                ws.deploy.write_route(conn, row, ws.clock.now(), stable=1 + i % 2)
+            start = time.perf_counter()
+            want = ws.deploy.generations()[MODEL]
+            pending = set(ports)
+            while pending:
+                pending = {p for p in pending if _generation(p) < want}
+                time.sleep(0.005)
+            seen.append(time.perf_counter() - start)
+    return seen
+
+
+def _generation(port: int) -> int:
+    return int(json.loads(_get(port, "/models"))["models"][0]["generation"])
+
+
 def _counter(text: str, name: str, label: str) -> float:
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name) and label in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds (a round's noise moves its figures unevenly)."""
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
 def report(results: dict[str, dict[str, float]]) -> None:
@@ -221,9 +260,15 @@ def main() -> None:
                     f"CPU {r['cpu_ms']:.3f} ms/request",
                     flush=True,
                 )
+        seen = propagation(home)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report({name: median(runs) for name, runs in rounds.items()})
+    report({name: medians(runs) for name, runs in rounds.items()})
+    print(
+        f"a routing change reached both of two running servers in median "
+        f"{statistics.median(seen) * 1e3:.0f} ms, at most {max(seen) * 1e3:.0f} ms "
+        f"({len(seen)} changes, OWNLOOP_RELOAD_POLL_S 0.5; target < 2 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ import pandas as pd
 import pytest
 
 from ownloop import Config, Workspace
+from ownloop.access import Actor
 from ownloop.clock import FrozenClock
 from ownloop.demo import make_model
-from ownloop.deploy import MAX_KEY_CHARS, Lease, arm_for
+from ownloop.deploy import MAX_KEY_CHARS, Deployments, Lease, arm_for
 from ownloop.predlog import read_window
+from ownloop.server._controller import Controller
 from tests.servers import running
 
 DEADLINE_S = 60.0
@@ -318,3 +320,67 @@ def test_the_metrics_count_requests_per_arm(
     predict(client, rows(churn_data, 1))
     text = client.get("/metrics").text
     assert 'arm="canary"' in text and 'version="2"' in text
+
+
+def test_only_the_controller_holding_the_lease_ticks(ws: Workspace) -> None:
+    ticks: list[str] = []
+
+    class Counting(Deployments):
+        def tick(self) -> list[Any]:
+            ticks.append(self.actor.name)
+            return []
+
+    def controller(name: str) -> Controller:
+        deploy = Counting(
+            ws.store, ws.registry, ws.evaluations, ws.monitor, ws.config, ws.clock, Actor(name)
+        )
+        return Controller(deploy, tick_s=60)
+
+    a, b = controller("a"), controller("b")
+    for _ in range(3):
+        a.step()
+        b.step()
+    assert ticks == ["a", "a", "a"] and a.holding and not b.holding
+    a.stop()  # a graceful stop lets the lease go at once
+    b.step()
+    assert b.holding and ticks[-1] == "b"
+    b.stop()
+
+
+def test_a_shadow_error_never_reaches_the_client(config: Config) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.test_server import Moody
+
+    reference = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 0, 1]})
+    fast = replace(config, reload_poll_s=0.05, predlog_flush_s=0.05)
+    with Workspace(fast) as ws:
+        ws.registry.add_team("risk", members=["tester"])
+        stable = LogisticRegression().fit(reference[["x"]], reference["y"])
+        ws.registry.register(stable, name="moody", owner="risk", reference=reference, target="y")
+        ws.registry.register(Moody(), name="moody", owner="risk", reference=reference, target="y")
+        ws.deploy.set_production("moody", 1, force=True, reason="set up")
+        with ws.store.write() as conn:
+            row = ws.registry.require_model_row(conn, "moody")
+            ws.deploy.write_route(
+                conn, row, ws.clock.now(), stable=1, candidate=2, candidate_arm="shadow"
+            )
+        sent = [1.0, 666.0, 2.0, 13.0, 3.0]
+        with running(ws) as url, httpx.Client(base_url=url, timeout=30) as c:
+            for i, x in enumerate(sent):
+                r = c.post(
+                    "/models/moody/predict",
+                    json={"instances": [{"x": x}]},
+                    headers={"x-request-id": f"r{i}"},
+                )
+                assert r.status_code == 200 and r.json()["version"] == 1, r.text
+
+            def shadow_rows() -> list[dict[str, Any]]:
+                table = read_window(ws.config.predictions_dir, "moody")
+                if table is None:
+                    return []
+                return [row for row in table.to_pylist() if row["arm"] == "shadow"]
+
+            wait_for(lambda: len(shadow_rows()) == len(sent), "a shadow row per request")
+        status = {r["request_id"]: r["status"] for r in shadow_rows()}
+        assert status == {"r0": "ok", "r1": "error", "r2": "ok", "r3": "error", "r4": "ok"}

@@ -132,17 +132,12 @@ class Shadow:
                 return
             out = None
         seconds, cpu = time.perf_counter() - start, time.thread_time() - cpu0
-        at = 0
-        for job, cols in ready:
-            share = cols.n / merged.n
-            part = None if out is None else _slice(out, at, at + cols.n)
-            at += cols.n
-            self.metrics.request(key, "ok" if part is not None else "error", seconds * share)
-            if part is not None:
-                self.metrics.predicted(
-                    key, entry.class_text, part.picked, part.confidence, cpu * share, cols.n
-                )
-            self._log(job, cols, part, seconds * share, cpu * share)
+        for _, cols in ready:
+            share = seconds * cols.n / merged.n
+            self.metrics.request(key, "ok" if out is not None else "error", share)
+        if out is not None:
+            self.metrics.predicted(key, entry.class_text, out.picked, out.confidence, cpu, merged.n)
+        self._log(ready, merged, out, seconds, cpu)
 
     def _decode(self, job: ShadowJob) -> Columns | None:
         if job.entry.signature == job.stable.signature:
@@ -155,21 +150,31 @@ class Shadow:
             return None
 
     def _log(
-        self, job: ShadowJob, cols: Columns, out: Prediction | None, seconds: float, cpu: float
+        self,
+        ready: list[tuple[ShadowJob, Columns]],
+        merged: Columns,
+        out: Prediction | None,
+        seconds: float,
+        cpu: float,
     ) -> None:
+        """One log block for the batch, each row under its own request's id, in request order."""
         if self.logger is None:
             return
-        block = job.entry.log_block(
-            cols,
+        first = ready[0][0]
+        block = first.entry.log_block(
+            merged,
             out,
-            predlog.new_ids(cols.n),
-            ts_us=job.ts_us,
-            request_id=job.request_id,
+            predlog.new_ids(merged.n),
+            ts_us=first.ts_us,  # the batch's rows are stamped alike: they pair by request id
+            request_id=first.request_id,
             arm="shadow",
             latency_s=seconds,
             cpu_s=cpu,
         )
-        self.logger.submit(job.entry.name, block)
+        if len(ready) > 1:
+            ids = np.array([job.request_id for job, _ in ready], dtype=object)
+            block.columns["request_id"] = np.repeat(ids, [cols.n for _, cols in ready])
+        self.logger.submit(first.entry.name, block)
 
 
 MAX_BATCH = 256  # requests scored in one model call; bounds the delay before a row is logged
@@ -196,16 +201,3 @@ def _merge(parts: list[Columns]) -> Columns:
     if all(m is not None for m in matrices):
         matrix = np.concatenate([m for m in matrices if m is not None])
     return Columns(sum(p.n for p in parts), data, matrix)
-
-
-def _slice(out: Prediction, a: int, b: int) -> Prediction:
-    def part(arr: np.ndarray | None) -> np.ndarray | None:
-        return None if arr is None else arr[a:b]
-
-    return Prediction(
-        out.values[a:b],
-        part(out.probabilities),
-        part(out.picked),
-        part(out.confidence),
-        part(out.numeric),
-    )
