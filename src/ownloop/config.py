@@ -58,6 +58,9 @@ class Config:
     max_body_bytes: int = 8 * 1024 * 1024
     max_json_depth: int = 32
     max_model_bytes: int = 2 << 30
+    reload_poll_s: float = 0.5
+    deploy_tick_s: float = 5.0
+    shadow_queue: int = 1000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -73,6 +76,9 @@ class Config:
             max_body_bytes=_number(env, "OWNLOOP_MAX_BODY_BYTES", 8 << 20, int, 1024, 1 << 34),
             max_json_depth=_number(env, "OWNLOOP_MAX_JSON_DEPTH", 32, int, 2, 1000),
             max_model_bytes=_number(env, "OWNLOOP_MAX_MODEL_BYTES", 2 << 30, int, 1024, 1 << 40),
+            reload_poll_s=_number(env, "OWNLOOP_RELOAD_POLL_S", 0.5, float, 0.05, 60.0),
+            deploy_tick_s=_number(env, "OWNLOOP_DEPLOY_TICK_S", 5.0, float, 0.1, 3600.0),
+            shadow_queue=_number(env, "OWNLOOP_SHADOW_QUEUE", 1000, int, 1, 10**6),
         )
 
     def with_home(self, home: Path | str) -> Config:

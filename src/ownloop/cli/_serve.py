@@ -30,7 +30,12 @@ def _loopback(host: str) -> bool:
     "--no-log", is_flag=True, help="Do not write the prediction log (for benchmarks only)."
 )
 def serve(host: str, port: int, no_log: bool) -> None:
-    """Serve every model that has a `production` alias (v2 + simple JSON, labels, /metrics)."""
+    """Serve what deploy routes (v2 + simple JSON, labels, /metrics), following every change.
+
+    Routing changes (deploy, promote, abort) are picked up within a second, no restart; SIGHUP
+    reloads every model at once. Each serve process also takes its turn running the rollout
+    controller (one at a time, under a lease in the store).
+    """
     from ownloop.server import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")

@@ -5,6 +5,7 @@ The one place that decides what a server routes; the ``production`` alias is its
 >>> ws.deploy.set_production("churn", 4)  # doctest: +SKIP  (the gate must have passed)
 """
 
+from ownloop.deploy._lease import CONTROLLER_LEASE, Lease, LeaseHolder, holder_id
 from ownloop.deploy._model import (
     ACTIVE_STATES,
     Guardrail,
@@ -29,11 +30,14 @@ from ownloop.deploy._service import Analyser, Deployments
 
 __all__ = [
     "ACTIVE_STATES",
+    "CONTROLLER_LEASE",
     "MAX_KEY_CHARS",
     "Analyser",
     "DeployStatus",
     "Deployments",
     "Guardrail",
+    "Lease",
+    "LeaseHolder",
     "Outcome",
     "Paired",
     "Plan",
@@ -48,6 +52,7 @@ __all__ = [
     "Strategy",
     "arm_for",
     "bucket",
+    "holder_id",
     "merge_plan",
     "placed",
     "position",

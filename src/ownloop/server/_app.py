@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import signal
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,16 +30,12 @@ from ownloop.access import Actor, authorize
 from ownloop.errors import InvalidInputError, NotReadyError, OwnloopError, PayloadTooLargeError
 from ownloop.predlog import PredictionLogger
 from ownloop.server import _decode
+from ownloop.server._controller import Controller
+from ownloop.server._live import Live, LiveModel, feature_key, find, routing_key
 from ownloop.server._metrics import Metrics
 from ownloop.server._openapi import openapi
-from ownloop.server._served import (
-    Prediction,
-    ServedModel,
-    find,
-    load_served,
-    redact_paths,
-    refused_block,
-)
+from ownloop.server._served import Prediction, ServedModel, redact_paths, refused_block
+from ownloop.server._shadow import Shadow, ShadowJob
 from ownloop.workspace import Workspace
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
@@ -140,9 +139,15 @@ def _json(data: Any, status: int = 200) -> Response:
 
 @dataclass(frozen=True)
 class _Job:
-    """One inference request once its body is read: what ``_Server._run`` needs to answer it."""
+    """One inference request once its body is read: what ``_Server._run`` needs to answer it.
 
-    entry: ServedModel
+    ``entry`` and ``arm`` are set when the request picked its arm before decoding (a header key,
+    a version in the path); a key taken from a feature is read once the rows are decoded.
+    """
+
+    live: LiveModel
+    entry: ServedModel | None
+    arm: str
     shape: _Shape
     body: bytes
     headers: Headers
@@ -164,8 +169,15 @@ class _Server:
         self.ws = ws
         self.config = ws.config
         self.actor: Actor = ws.actor
-        self.served: dict[str, ServedModel] = load_served(ws.registry)
         self.metrics = Metrics(ws.config.cpu_hour_price)
+        self.routing = Live(
+            ws.deploy,
+            ws.registry,
+            poll_s=ws.config.reload_poll_s,
+            on_change=self._routing_changed,
+            on_failure=lambda e: self.metrics.load_failed(e.name, e.version),
+        )
+        self.controller = Controller(ws.deploy, tick_s=ws.config.deploy_tick_s)
         self.offload_bytes = OFFLOAD_BYTES
         self.logger: PredictionLogger | None = None
         if log_predictions:
@@ -175,12 +187,44 @@ class _Server:
                 max_buffer=ws.config.predlog_max_buffer,
             )
             self.metrics.log.stats = self.logger.stats
-        for m in self.served.values():
-            self.metrics.ready.models[(m.name, str(m.version), m.owner)] = m.ready
-        if not self.served:
+        self.shadow = Shadow(self.metrics, self.logger, capacity=ws.config.shadow_queue)
+        self.routing.reload()
+        if not self.routing.models:
             log.warning(
-                "no model has a 'production' alias, so none is served; set one with "
-                "'ownloop alias set MODEL production VERSION' and restart"
+                "no model is deployed, so none is served yet; deploy one with "
+                "'ownloop deploy MODEL@VERSION' (this server picks it up, no restart)"
+            )
+
+    def _routing_changed(self, table: dict[str, LiveModel]) -> None:
+        ready: dict[tuple[str, str, str], bool] = {}
+        for live in table.values():
+            for entry in (live.stable, live.candidate):
+                if entry is not None:
+                    ready[(entry.name, str(entry.version), entry.owner)] = entry.ready
+        self.metrics.ready.models = ready
+
+    @property
+    def served(self) -> dict[str, LiveModel]:
+        return self.routing.models
+
+    def start(self) -> None:
+        """Background work: the log writer, the shadow worker, the reload poller, the controller."""
+        if self.logger is not None:
+            self.logger.start()
+        self.shadow.start()
+        self.routing.start()
+        self.controller.start()
+
+    def stop(self) -> None:
+        """Stop in order: no new routing or ticks, score queued shadow rows, then flush the log."""
+        self.controller.stop()
+        self.routing.stop()
+        self.shadow.stop()
+        if self.logger is not None:
+            self.logger.close()
+            stats = self.logger.stats
+            log.info(
+                "prediction log closed: %d rows written, %d dropped", stats.flushed, stats.dropped
             )
 
     def guard(self, spec: RouteSpec) -> Handler:
@@ -188,8 +232,8 @@ class _Server:
 
         async def endpoint(request: Request) -> Response:
             name = request.path_params.get("name")
-            entry = self.served.get(name) if name is not None else None
-            authorize(self.actor, spec.action, entry.owner if entry is not None else None)
+            live = self.served.get(name) if name is not None else None
+            authorize(self.actor, spec.action, live.stable.owner if live is not None else None)
             try:
                 return await handler(request)
             except OwnloopError:
@@ -268,8 +312,12 @@ class _Server:
         # Open Inference Protocol: "server ready" means every model is ready; 200 is true and a
         # 4xx is false. The body names the models, and the ready ones keep serving either way.
         # A failing prediction log writer makes the server not ready too: it answers but loses rows.
-        models = {m.name: m.ready for m in self.served.values()}
+        table = self.served
+        models = {m.name: m.stable.ready for m in table.values()}
         body: dict[str, Any] = {"ready": all(models.values()), "models": models}
+        problems = {m.name: m.problem for m in table.values() if m.problem is not None}
+        if problems:  # a version that failed to load while the previous one serves
+            body["problems"] = problems
         if self.logger is not None:
             error = self.logger.last_error
             body["prediction_log"] = {
@@ -279,12 +327,16 @@ class _Server:
             body["ready"] = body["ready"] and error is None
         return _json(body, status=200 if body["ready"] else 400)
 
+    def _entry(self, request: Request) -> ServedModel:
+        live = find(self.served, request.path_params["name"])
+        version = request.path_params.get("version")
+        return live.stable if version is None else live.version(version)[0]
+
     async def model_metadata(self, request: Request) -> Response:
-        entry = find(self.served, request.path_params["name"], request.path_params.get("version"))
-        return _json(entry.metadata())
+        return _json(self._entry(request).metadata())
 
     async def model_ready(self, request: Request) -> Response:
-        entry = find(self.served, request.path_params["name"], request.path_params.get("version"))
+        entry = self._entry(request)
         try:
             entry.require_ready()
         except NotReadyError as exc:  # a health answer, so 4xx means "false" (v2 protocol)
@@ -292,20 +344,7 @@ class _Server:
         return _json({"name": entry.name, "version": str(entry.version), "ready": True})
 
     async def list_models(self, request: Request) -> Response:
-        return _json(
-            {
-                "models": [
-                    {
-                        "name": m.name,
-                        "version": m.version,
-                        "owner": m.owner,
-                        "ready": m.ready,
-                        "reason": m.reason,
-                    }
-                    for m in self.served.values()
-                ]
-            }
-        )
+        return _json({"models": [m.describe() for m in self.served.values()]})
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -316,73 +355,117 @@ class _Server:
     # -- inference ---------------------------------------------------------------------------
 
     async def predict(self, request: Request) -> Response:
-        entry = find(self.served, request.path_params["name"])
-        return await self._score(request, entry, _simple)
+        return await self._score(request, find(self.served, request.path_params["name"]), _simple)
 
     async def model_invocations(self, request: Request) -> Response:
-        entry = find(self.served, request.path_params["name"])
-        return await self._score(request, entry, _mlflow)
+        return await self._score(request, find(self.served, request.path_params["name"]), _mlflow)
 
     async def invocations(self, request: Request) -> Response:
-        if len(self.served) != 1:
-            names = ", ".join(f"'{n}'" for n in sorted(self.served)) or "none"
-            example = min(self.served, default="NAME")
+        table = self.served
+        if len(table) != 1:
+            names = ", ".join(f"'{n}'" for n in sorted(table)) or "none"
+            example = min(table, default="NAME")
             raise InvalidInputError(
                 f"/invocations answers when exactly one model is served, and this server serves "
-                f"{len(self.served)} ({names}); post to /models/{{name}}/invocations instead, "
+                f"{len(table)} ({names}); post to /models/{{name}}/invocations instead, "
                 f"e.g. /models/{example}/invocations"
             )
-        return await self._score(request, next(iter(self.served.values())), _mlflow)
+        return await self._score(request, next(iter(table.values())), _mlflow)
 
     async def infer(self, request: Request) -> Response:
-        entry = find(self.served, request.path_params["name"], request.path_params.get("version"))
-        return await self._score(request, entry, _v2)
+        live = find(self.served, request.path_params["name"])
+        version = request.path_params.get("version")
+        return await self._score(request, live, _v2, None if version is None else version)
 
-    async def _score(self, request: Request, entry: ServedModel, shape: _Shape) -> Response:
+    async def _score(
+        self, request: Request, live: LiveModel, shape: _Shape, version: str | None = None
+    ) -> Response:
         start = time.perf_counter()
         request_id = request.headers.get("x-request-id")
+        entry, arm = live.stable, "stable"
         try:
+            picked = self._pick_early(request, live, version)
+            if picked is not None:
+                entry, arm = picked
             entry.require_ready()
             body = await self._body(request)
         except OwnloopError:
-            self._refused(entry, request_id, start, 0.0)
+            self._refused(entry, request_id, start, 0.0, arm)
             raise
-        job = _Job(entry, shape, body, request.headers, request_id, start)
+        early = picked is not None or not live.canary
+        job = _Job(
+            live, entry if early else None, arm, shape, body, request.headers, request_id, start
+        )
         if len(body) < self.offload_bytes:
             return self._run(job)  # small requests inline: a thread hop costs more than they do
         # a large batch is decoded and scored in a worker thread, so health checks and other
         # requests are answered meanwhile
         return await run_in_threadpool(self._run, job)
 
+    def _pick_early(
+        self, request: Request, live: LiveModel, version: str | None
+    ) -> tuple[ServedModel, str] | None:
+        """The arm known before the body is read: a version in the path, or a header key."""
+        if version is not None:
+            return live.version(version)
+        header = live.key_header
+        if header is None:
+            return live.pick(None) if live.canary and live.key_feature is None else None
+        # checked whenever the route names a header, so a client learns the limit before a rollout
+        key = routing_key(request.headers.get(header), f"header '{header}'")
+        return live.pick(key) if live.canary else None
+
     def _run(self, job: _Job) -> Response:
-        entry, shape, cpu0 = job.entry, job.shape, time.thread_time()
-        key = entry.key()
+        entry, arm = job.entry or job.live.stable, job.arm
+        shape, cpu0 = job.shape, time.thread_time()
         try:
             payload = self._parse(job.body, job.headers, csv=shape.csv)
             cols = shape.decode(entry, payload)
+            if job.entry is None:  # canary keyed by a feature: the first row decides the arm
+                entry, arm = self._pick_by_feature(job.live, cols)
+                if entry is not job.live.stable and entry.signature != job.live.stable.signature:
+                    cols = shape.decode(entry, payload)
         except OwnloopError:
-            self._refused(entry, job.request_id, job.start, time.thread_time() - cpu0)
+            self._refused(entry, job.request_id, job.start, time.thread_time() - cpu0, arm)
             raise
         ids = predlog.new_ids(cols.n)
         request_id = (job.request_id or ids[0])[:200]
+        key = entry.key(arm)
         try:
             out = entry.predict(cols)
         except Exception:  # logged as error rows with their inputs, then answered as 400 / 500
             self.metrics.request(key, "error")
-            self._log(entry, cols, None, ids, request_id, job.start, cpu0)
+            self._log(entry, arm, cols, None, ids, request_id, job.start, cpu0)
             raise
         response = shape.respond(entry, payload, out, ids)
-        self._log(entry, cols, out, ids, request_id, job.start, cpu0)
+        response.headers["x-ownloop-arm"] = arm
+        self._log(entry, arm, cols, out, ids, request_id, job.start, cpu0)
         cpu = time.thread_time() - cpu0
         self.metrics.request(key, "ok", time.perf_counter() - job.start)
         self.metrics.predicted(key, entry.class_text, out.picked, out.confidence, cpu, cols.n)
+        shadow = job.live.shadow
+        if shadow is not None and arm == "stable":
+            self.shadow.submit(
+                ShadowJob(
+                    shadow, entry, cols, payload, shape.decode, request_id, time.time_ns() // 1000
+                )
+            )
         return response
 
+    def _pick_by_feature(self, live: LiveModel, cols: _decode.Columns) -> tuple[ServedModel, str]:
+        feature = live.key_feature
+        return live.pick(None if feature is None else feature_key(cols, feature))
+
     def _refused(
-        self, entry: ServedModel, request_id: str | None, start: float, cpu_s: float
+        self,
+        entry: ServedModel,
+        request_id: str | None,
+        start: float,
+        cpu_s: float,
+        arm: str = "stable",
     ) -> None:
         """Count a refused request and log it as one ``refused`` row, so error rates see it."""
-        self.metrics.request(entry.key(), "error")
+        self.metrics.request(entry.key(arm), "error")
         if self.logger is None:
             return
         pid = predlog.new_ids(1)
@@ -393,12 +476,14 @@ class _Server:
             request_id=(request_id or pid[0])[:200],
             latency_s=time.perf_counter() - start,
             cpu_s=cpu_s,
+            arm=arm,
         )
         self.logger.submit(entry.name, block)
 
     def _log(
         self,
         entry: ServedModel,
+        arm: str,
         cols: _decode.Columns,
         out: Prediction | None,
         ids: list[str],
@@ -414,7 +499,7 @@ class _Server:
             ids,
             ts_us=time.time_ns() // 1000,
             request_id=request_id,
-            arm="stable",
+            arm=arm,
             latency_s=time.perf_counter() - start,
             cpu_s=time.thread_time() - cpu0,
         )
@@ -437,6 +522,7 @@ class _Server:
 
     def _record_labels(self, name: str, table: Any) -> labels.LabelReport:
         if self.logger is not None:
+            self.shadow.drain()
             self.logger.flush()  # a label may arrive before its prediction's segment is written
         return labels.record_labels(self.ws.registry, self.config.predictions_dir, name, table)
 
@@ -660,8 +746,29 @@ def _internal(request: Request) -> Response:
     )
 
 
+def _on_hangup(reload: Callable[[], None]) -> Callable[[], None]:
+    """SIGHUP reloads every model instead of ending the process; returns how to undo it.
+
+    Signals reach only the main thread, so a server run in another thread (tests) skips this.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        return lambda: None
+    loop = asyncio.get_running_loop()
+
+    def hangup() -> None:
+        log.info("SIGHUP: reloading every model")
+        reload()
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo
+
+
 def create_app(ws: Workspace, *, log_predictions: bool = True) -> Starlette:
-    """The ASGI app serving every model with a ``production`` alias in ``ws``.
+    """The ASGI app serving what ``ws.deploy`` routes, kept current while it runs.
 
     >>> app = create_app(Workspace())  # doctest: +SKIP
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
@@ -674,19 +781,13 @@ def create_app(ws: Workspace, *, log_predictions: bool = True) -> Starlette:
         # which would otherwise pause serving for tens of milliseconds
         gc.collect()
         gc.freeze()
-        if server.logger is not None:
-            server.logger.start()
+        server.start()
+        hangup = _on_hangup(server.routing.request_reload)
         try:
             yield
         finally:
-            if server.logger is not None:
-                server.logger.close()
-                stats = server.logger.stats
-                log.info(
-                    "prediction log closed: %d rows written, %d dropped",
-                    stats.flushed,
-                    stats.dropped,
-                )
+            hangup()
+            server.stop()
 
     routes = [Route(s.path, server.guard(s), methods=[s.method]) for s in ROUTES]
     app = Starlette(

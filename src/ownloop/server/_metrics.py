@@ -158,6 +158,18 @@ class Metrics:
             [*LABELS, "class"],
             registry=self.registry,
         )
+        self.shadow_drops = Counter(
+            "ownloop_shadow_dropped",
+            "Rows not scored by the shadow version because its queue was full.",
+            LABELS,
+            registry=self.registry,
+        )
+        self.load_failures = Counter(
+            "ownloop_model_load_failures",
+            "Model versions that failed to load (digest, missing file, error); the previous serves.",
+            ("model", "version"),
+            registry=self.registry,
+        )
         self.batched = _Batched(price_per_cpu_hour)
         self.log = _LogStats()
         self.ready = _Ready()
@@ -177,6 +189,12 @@ class Metrics:
         self._child(self.requests, *key, status).inc()
         if seconds is not None:
             self._child(self.latency, *key).observe(seconds)
+
+    def shadow_dropped(self, key: Key, n: int) -> None:
+        self._child(self.shadow_drops, *key).inc(n)
+
+    def load_failed(self, model: str, version: int) -> None:
+        self._child(self.load_failures, model, str(version)).inc()
 
     def predicted(
         self,

@@ -1,4 +1,4 @@
-"""The models a server holds: loaded (digest checked) at start, predicted on numpy columns."""
+"""One loaded model version (digest checked), predicted on numpy columns."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ownloop.errors import (
     NotFoundError,
     NotReadyError,
 )
+from ownloop.names import VersionRef
 from ownloop.registry import ModelVersion, Registry
 from ownloop.server._decode import V2_TYPE, Columns
 from ownloop.signature import Feature, Signature
@@ -27,15 +28,13 @@ from ownloop.signature import Feature, Signature
 __all__ = [
     "Prediction",
     "ServedModel",
-    "find",
-    "load_served",
+    "load_version",
     "public_reason",
     "redact_paths",
     "refused_block",
 ]
 
 log = logging.getLogger("ownloop.server")
-SERVED_ALIAS = "production"
 
 
 @dataclass
@@ -297,28 +296,21 @@ def _without_names(model: Any) -> Any:
     return bare
 
 
-def load_served(registry: Registry) -> dict[str, ServedModel]:
-    """Every model with a ``production`` alias; one that fails to load is not ready, with why."""
-    served: dict[str, ServedModel] = {}
-    for model in registry.list_models():
-        if SERVED_ALIAS not in model.aliases:
-            continue
-        version = registry.get_version(f"{model.name}@{SERVED_ALIAS}")
-        entry = ServedModel(model.name, version.version, version.owner, version.signature)
-        try:
-            entry.model = registry.load(version.ref)
-            entry.__post_init__()
-        except Exception as exc:  # one model's failure (any kind) must not stop the others
-            entry.model = None
-            entry.reason = public_reason(version, exc)
-            # the full error (paths, traceback) stays in the server's own log
-            log.error(
-                "model %s is not ready and will not serve: %s", version.ref, exc, exc_info=exc
-            )
-        else:
-            log.info("serving %s (owner %s)", version.ref, version.owner)
-        served[model.name] = entry
-    return served
+def load_version(registry: Registry, name: str, version: int) -> ServedModel:
+    """``name`` at ``version``, digest checked; one that fails to load is not ready, with why."""
+    found = registry.get_version(VersionRef(name, version=version))
+    entry = ServedModel(found.model, found.version, found.owner, found.signature)
+    try:
+        entry.model = registry.load(found.ref)
+        entry.__post_init__()
+    except Exception as exc:  # one model's failure (any kind) must not stop the others
+        entry.model = None
+        entry.reason = public_reason(found, exc)
+        # the full error (paths, traceback) stays in the server's own log
+        log.error("model %s is not ready and will not serve: %s", found.ref, exc, exc_info=exc)
+    else:
+        log.info("loaded %s (owner %s)", found.ref, found.owner)
+    return entry
 
 
 _DIGEST = re.compile(r"\b[0-9a-f]{64}\b")
@@ -361,6 +353,7 @@ def refused_block(
     request_id: str,
     latency_s: float,
     cpu_s: float,
+    arm: str = "stable",
 ) -> predlog.Block:
     """The one log row of a refused request: who and when, no inputs and no outputs."""
     columns: dict[str, Any] = dict.fromkeys(entry.schema.names)
@@ -369,27 +362,10 @@ def refused_block(
         ts=ts_us,
         model=entry.name,
         version=entry.version,
-        arm="stable",
+        arm=arm,
         request_id=request_id,
         status="refused",
         latency_s=latency_s,
         cpu_s=cpu_s,
     )
     return predlog.Block(entry.schema, len(ids), columns)
-
-
-def find(served: dict[str, ServedModel], name: str, version: str | None = None) -> ServedModel:
-    """The served model ``name`` (at ``version`` if given), or a 404 that says what is served."""
-    entry = served.get(name)
-    if entry is None:
-        have = ", ".join(sorted(served)) or "none"
-        raise NotFoundError(
-            f"model '{name}' is not served (served: {have}); a model is served when it has a "
-            f"'{SERVED_ALIAS}' alias: 'ownloop alias set {name} {SERVED_ALIAS} VERSION', then restart"
-        )
-    if version is not None and version != str(entry.version):
-        raise NotFoundError(
-            f"model '{name}' version {version} is not served; version {entry.version} is "
-            f"'{SERVED_ALIAS}'"
-        )
-    return entry
