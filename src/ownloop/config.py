@@ -61,6 +61,7 @@ class Config:
     reload_poll_s: float = 0.5
     deploy_tick_s: float = 5.0
     shadow_queue: int = 1000
+    allow_env_mismatch: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -79,6 +80,8 @@ class Config:
             reload_poll_s=_number(env, "OWNLOOP_RELOAD_POLL_S", 0.5, float, 0.05, 60.0),
             deploy_tick_s=_number(env, "OWNLOOP_DEPLOY_TICK_S", 5.0, float, 0.1, 3600.0),
             shadow_queue=_number(env, "OWNLOOP_SHADOW_QUEUE", 1000, int, 1, 10**6),
+            allow_env_mismatch=env.get("OWNLOOP_ALLOW_ENV_MISMATCH", "").lower()
+            in ("1", "true", "yes"),
         )
 
     def with_home(self, home: Path | str) -> Config:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -29,7 +30,13 @@ def _loopback(host: str) -> bool:
 @click.option(
     "--no-log", is_flag=True, help="Do not write the prediction log (for benchmarks only)."
 )
-def serve(host: str, port: int, no_log: bool) -> None:
+@click.option(
+    "--allow-env-mismatch",
+    is_flag=True,
+    help="Serve versions whose recorded needs this environment does not meet (logged, audited). "
+    "Also OWNLOOP_ALLOW_ENV_MISMATCH=1.",
+)
+def serve(host: str, port: int, no_log: bool, allow_env_mismatch: bool) -> None:
     """Serve what deploy routes (v2 + simple JSON, labels, /metrics), following every change.
 
     Routing changes (deploy, promote, abort) are picked up within a second, no restart; SIGHUP
@@ -43,7 +50,10 @@ def serve(host: str, port: int, no_log: bool) -> None:
         console.print(
             f"[yellow]warning:[/] binding {esc(host)}: inference is open to anyone who can reach it"
         )
-    run(workspace(), host, port, log_predictions=not no_log)
+    ws = workspace()
+    if allow_env_mismatch:
+        ws.config = replace(ws.config, allow_env_mismatch=True)
+    run(ws, host, port, log_predictions=not no_log)
 
 
 def _import_labels(file: Path, model: str | None, source: str) -> list[LabelReport]:

@@ -174,6 +174,7 @@ class _Server:
             ws.deploy,
             ws.registry,
             poll_s=ws.config.reload_poll_s,
+            allow_env_mismatch=ws.config.allow_env_mismatch,
             on_change=self._routing_changed,
             on_failure=lambda e: self.metrics.load_failed(e.name, e.version),
         )

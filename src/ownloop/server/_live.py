@@ -172,12 +172,14 @@ class Live:
         registry: Registry,
         *,
         poll_s: float,
+        allow_env_mismatch: bool = False,
         on_change: Callable[[dict[str, LiveModel]], None] | None = None,
         on_failure: Callable[[ServedModel], None] | None = None,
     ) -> None:
         self.deploy = deploy
         self.registry = registry
         self.poll_s = poll_s
+        self.allow_env_mismatch = allow_env_mismatch
         self.models: dict[str, LiveModel] = {}
         self._on_change = on_change
         self._on_failure = on_failure
@@ -246,7 +248,9 @@ class Live:
             if entry is not None and entry.version == version and entry.ready:
                 return entry
         try:
-            entry = load_version(self.registry, name, version)
+            entry = load_version(
+                self.registry, name, version, allow_mismatch=self.allow_env_mismatch
+            )
         except OwnloopError as exc:  # the version row itself is gone or unreadable
             log.error("model %s version %s cannot be loaded: %s", name, version, exc)
             entry = _missing(name, version, exc)

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ownloop import predlog
+from ownloop import needs, predlog
 from ownloop.errors import (
+    EnvironmentMismatchError,
     IntegrityError,
     InvalidInputError,
     NotFoundError,
@@ -296,11 +297,21 @@ def _without_names(model: Any) -> Any:
     return bare
 
 
-def load_version(registry: Registry, name: str, version: int) -> ServedModel:
-    """``name`` at ``version``, digest checked; one that fails to load is not ready, with why."""
+def load_version(
+    registry: Registry, name: str, version: int, *, allow_mismatch: bool = False
+) -> ServedModel:
+    """``name`` at ``version``, digest checked; one that fails to load is not ready, with why.
+
+    A version whose needs this environment does not meet (a different scikit-learn minor, a
+    missing library) is not ready either, unless ``allow_mismatch``: then it loads, and the
+    mismatch is logged and audited.
+    """
     found = registry.get_version(VersionRef(name, version=version))
     entry = ServedModel(found.model, found.version, found.owner, found.signature)
     try:
+        mismatches = needs.require_runnable(found, force=allow_mismatch)
+        if any(m.blocking for m in mismatches):
+            _allowed_mismatch(registry, found, mismatches)
         entry.model = registry.load(found.ref)
         entry.__post_init__()
     except Exception as exc:  # one model's failure (any kind) must not stop the others
@@ -311,6 +322,23 @@ def load_version(registry: Registry, name: str, version: int) -> ServedModel:
     else:
         log.info("loaded %s (owner %s)", found.ref, found.owner)
     return entry
+
+
+def _allowed_mismatch(
+    registry: Registry, version: ModelVersion, mismatches: list[needs.Mismatch]
+) -> None:
+    texts = [m.text(version.ref) for m in mismatches if m.blocking]
+    log.warning("serving %s despite its needs (allowed): %s", version.ref, "; ".join(texts))
+    with registry.store.write() as conn:
+        registry.store.audit(
+            conn,
+            at=registry.clock.now(),
+            actor=registry.actor.name,
+            action="serve.env_mismatch",
+            target=version.ref,
+            model=version.model,
+            after={"mismatches": [m.to_dict() for m in mismatches]},
+        )
 
 
 _DIGEST = re.compile(r"\b[0-9a-f]{64}\b")
@@ -327,6 +355,12 @@ def public_reason(version: ModelVersion, exc: BaseException) -> str:
             f"{what}: its artifact was altered on disk (registered sha256 {recorded}, found "
             f"{'sha256 ' + found if found else 'a different digest'}); it will not be loaded. "
             "Restore the artifact from backup or register the model again"
+        )
+    if isinstance(exc, EnvironmentMismatchError):
+        texts = [m.text(version.ref) for m in exc.mismatches if m.blocking]
+        return (
+            f"{what} cannot run in this server's environment: {'; '.join(texts)}; or start the "
+            "server with --allow-env-mismatch (logged and audited)"
         )
     if isinstance(exc, NotFoundError):
         return (
