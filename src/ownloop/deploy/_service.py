@@ -197,20 +197,36 @@ class Deployments:
             if direct:
                 why = "first production version" if stable is None else "strategy direct"
                 self.move_production(
-                    conn, row, target.version, now, action="deploy.direct", reason=reason,
+                    conn,
+                    row,
+                    target.version,
+                    now,
+                    action="deploy.direct",
+                    reason=reason,
                     evidence=evidence,
-                )  # fmt: skip
+                )
             else:
                 why = f"deploy started ({plan.strategy}); candidate preloaded at 0%"
                 self.write_route(
-                    conn, row, now, stable=stable, candidate=target.version,
-                    candidate_arm="canary", routing_key=plan.routing_key, rollout_id=rollout_id,
-                )  # fmt: skip
+                    conn,
+                    row,
+                    now,
+                    stable=stable,
+                    candidate=target.version,
+                    candidate_arm="canary",
+                    routing_key=plan.routing_key,
+                    rollout_id=rollout_id,
+                )
                 self.store.audit(
-                    conn, at=now, actor=self.actor.name, action="deploy.start", target=target.ref,
-                    model=row.name, before={"production": stable},
+                    conn,
+                    at=now,
+                    actor=self.actor.name,
+                    action="deploy.start",
+                    target=target.ref,
+                    model=row.name,
+                    before={"production": stable},
                     after={"rollout": rollout_id, "reason": reason, "evidence": evidence},
-                )  # fmt: skip
+                )
             move = Move(state, -1, 100.0 if direct else 0.0, reason or why)
             self._event(conn, rollout_id, row.name, now, None, move, evidence)
         return rollout_id
@@ -339,27 +355,42 @@ class Deployments:
         audited = {"rollout": rollout.id, "reason": move.reason, "evidence": evidence}
         if move.to == State.PROMOTED:
             self.move_production(
-                conn, row, rollout.candidate, now, action="deploy.promote", reason=move.reason,
+                conn,
+                row,
+                rollout.candidate,
+                now,
+                action="deploy.promote",
+                reason=move.reason,
                 evidence={**(evidence or {}), "rollout_id": rollout.id},
-            )  # fmt: skip
+            )
             return
         if move.to == State.ABORTED:
             self.write_route(conn, row, now, stable=rollout.stable)
         elif move.to != State.PAUSED:  # paused holds the split where it is
             self.write_route(
-                conn, row, now, stable=rollout.stable, candidate=rollout.candidate,
-                candidate_arm=move.arm, weight=move.weight, routing_key=rollout.plan.routing_key,
+                conn,
+                row,
+                now,
+                stable=rollout.stable,
+                candidate=rollout.candidate,
+                candidate_arm=move.arm,
+                weight=move.weight,
+                routing_key=rollout.plan.routing_key,
                 rollout_id=rollout.id,
-            )  # fmt: skip
+            )
         action = {State.ABORTED: "deploy.abort", State.PAUSED: "deploy.pause"}.get(
             move.to, "deploy.resume" if rollout.state == State.PAUSED else "deploy.step"
         )
         self.store.audit(
-            conn, at=now, actor=self.actor.name, action=action, target=rollout.ref,
-            model=rollout.model, before={"state": str(rollout.state), "step": rollout.step,
-            "weight": rollout.weight}, after={"state": str(move.to), "step": move.step,
-            "weight": move.weight, **audited},
-        )  # fmt: skip
+            conn,
+            at=now,
+            actor=self.actor.name,
+            action=action,
+            target=rollout.ref,
+            model=rollout.model,
+            before={"state": str(rollout.state), "step": rollout.step, "weight": rollout.weight},
+            after={"state": str(move.to), "step": move.step, "weight": move.weight, **audited},
+        )
 
     def _event(
         self,
@@ -372,18 +403,31 @@ class Deployments:
         evidence: dict[str, Any] | None,
     ) -> RolloutEvent:
         event = RolloutEvent(
-            rollout_id=rollout_id, model=model, at=now, from_state=before, to_state=move.to,
-            step=move.step, weight=move.weight, reason=move.reason, evidence=evidence,
+            rollout_id=rollout_id,
+            model=model,
+            at=now,
+            from_state=before,
+            to_state=move.to,
+            step=move.step,
+            weight=move.weight,
+            reason=move.reason,
+            evidence=evidence,
             by=self.actor.name,
-        )  # fmt: skip
+        )
         conn.execute(
             t.rollout_events.insert().values(
-                rollout_id=rollout_id, model=model, at=now,
-                from_state=None if before is None else str(before), to_state=str(move.to),
-                step=move.step, weight=move.weight, reason=move.reason, evidence=evidence,
+                rollout_id=rollout_id,
+                model=model,
+                at=now,
+                from_state=None if before is None else str(before),
+                to_state=str(move.to),
+                step=move.step,
+                weight=move.weight,
+                reason=move.reason,
+                evidence=evidence,
                 by=self.actor.name,
             )
-        )  # fmt: skip
+        )
         return event
 
     # -- a person ends, holds or goes on with the active rollout ----------------------------
@@ -589,9 +633,15 @@ class Deployments:
                     .values(**values)
                 )
             self.store.audit(
-                conn, at=now, actor=self.actor.name, action="deploy.policy", target=row.name,
-                model=row.name, before=before, after=plan.to_dict(),
-            )  # fmt: skip
+                conn,
+                at=now,
+                actor=self.actor.name,
+                action="deploy.policy",
+                target=row.name,
+                model=row.name,
+                before=before,
+                after=plan.to_dict(),
+            )
         return plan
 
     # -- production, moved only here -------------------------------------------------------
