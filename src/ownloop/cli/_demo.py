@@ -36,7 +36,7 @@ def demo(home: Path) -> None:
         "versions churn",
         "status churn",
         "rollouts churn",
-        "rollback churn --check-only",
+        "rollback churn --check-only --rows 3000",
         "audit",
     ):
         _say(f"  OWNLOOP_HOME={home} {exe} {args}")
