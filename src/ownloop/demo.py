@@ -281,10 +281,13 @@ checks:
     feature: support_calls
     delta: 1
     at_most: 0.10
-  - type: latency           # CPU time, timed alternately with production: load cannot decide it
-    name: latency within 1.5x production
-    at_most_ratio: 1.5
-    rows: 100
+  # CPU time, timed alternately with production, so load on the machine shifts both alike; still,
+  # on a busy machine the upper limit of a p99 ratio of two equally fast models reached 1.6
+  # (200 calls each), so the demo allows 2x: a model twice as slow per row is caught
+  - type: latency
+    name: latency within 2x production
+    at_most_ratio: 2.0
+    rows: 200
   - type: model_size
     at_most: 5
 """
