@@ -236,7 +236,7 @@ def test_demo_rolls_v3_out_through_shadow_and_canary_steps(demo: tuple[Path, str
         assert [(e.from_state, e.to_state, e.step, e.weight) for e in events] == [
             (None, State.PENDING, -1, 0.0),
             (State.PENDING, State.SHADOWING, -1, 0.0),
-            (State.SHADOWING, State.CANARY, 0, 20.0),
+            (State.SHADOWING, State.CANARY, 0, 25.0),
             (State.CANARY, State.CANARY, 1, 50.0),
             (State.CANARY, State.PROMOTED, 2, 100.0),
         ]
@@ -244,7 +244,7 @@ def test_demo_rolls_v3_out_through_shadow_and_canary_steps(demo: tuple[Path, str
         for event, arm in zip(events[2:], ("shadow", "canary", "canary"), strict=True):
             assert event.evidence is not None and event.evidence["outcome"] == "PASS"
             assert event.evidence["arm"] == arm
-            assert min(event.evidence["n_stable"], event.evidence["n_candidate"]) >= 300
+            assert min(event.evidence["n_stable"], event.evidence["n_candidate"]) >= 200
             assert not [g for g in event.evidence["guardrails"] if g["outcome"] == "FAIL"]
         assert ws.registry.get_model("churn").aliases["production"] == 3
         assert ws.deploy.route("churn").stable == 3 and ws.deploy.route("churn").candidate is None

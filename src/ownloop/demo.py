@@ -659,8 +659,8 @@ def _wait_for_rows(read: Callable[[], pa.Table], rows: int) -> pa.Table:
 
 # -- v3 rolls out under live traffic --------------------------------------------------------
 
-ROLLOUT_STEPS = (20.0, 50.0, 100.0)
-ROLLOUT_MIN_SAMPLES = 300  # rows per arm before a stage is judged (the default plan asks 500)
+ROLLOUT_STEPS = (25.0, 50.0, 100.0)
+ROLLOUT_MIN_SAMPLES = 200  # rows per arm before a stage is judged (the default plan asks 500)
 ROLLOUT_MAX_WAIT_S = 120.0
 ROWS_PER_REQUEST = 10
 ROLLOUT_DEADLINE_S = 240.0  # the demo gives up (and aborts) past this; a rollout takes seconds
