@@ -5,12 +5,15 @@ The data is generated here (seeded), so the demo needs no download and its numbe
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +26,12 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # v
 
 from ownloop import predlog
 from ownloop.config import Config
-from ownloop.errors import InvalidInputError
+from ownloop.deploy import DeployStatus, RollbackCheck, Rollout, RolloutEvent, State
+from ownloop.errors import ConflictError, GateFailedError, InvalidInputError
 from ownloop.profile import predict_frame
 from ownloop.workspace import Workspace
 
-__all__ = ["DemoResult", "log_predictions", "make_churn_data", "run_demo"]
+__all__ = ["DemoResult", "Views", "log_predictions", "make_churn_data", "run_demo"]
 
 PLANS = np.array(["basic", "pro", "enterprise"])
 REGIONS = np.array(["north", "south", "east", "west"])
@@ -84,6 +88,16 @@ class DemoResult:
     versions: dict[str, int] = field(default_factory=dict)
     steps: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    rollout: int | None = None
+
+
+@dataclass(frozen=True)
+class Views:
+    """How the demo shows a deploy status and a rollback check; the CLI passes the renderers of
+    ``ownloop status`` and ``ownloop rollback``, so the demo prints what those commands print."""
+
+    status: Callable[[DeployStatus, list[RolloutEvent]], None] | None = None
+    rollback: Callable[[RollbackCheck], None] | None = None
 
 
 def prepare_home(home: Path) -> None:
@@ -98,29 +112,73 @@ def prepare_home(home: Path) -> None:
     (home / MARKER).write_text("created by `ownloop demo`; safe to delete\n")
 
 
-def run_demo(home: Path, say: Callable[[str], None] = print) -> DemoResult:
+def demo_config(home: Path) -> Config:
+    """The demo's settings: its own home and store, and short intervals so a rollout under live
+    traffic takes seconds (a tick a second, changes polled every 0.2 s, the log flushed twice a
+    second) rather than the minutes a production plan waits."""
+    user = Config.from_env().user
+    return Config(
+        home=home.expanduser().absolute(),
+        user=user,
+        predlog_flush_s=0.5,
+        reload_poll_s=0.2,
+        deploy_tick_s=1.0,
+    )
+
+
+def run_demo(
+    home: Path, say: Callable[[str], None] = print, views: Views | None = None
+) -> DemoResult:
     """Run every step of the loop that exists, in a fresh workspace at ``home``."""
     prepare_home(home)
     result = DemoResult(home=home)
-    config = Config.from_env().with_home(home)
-    config = Config(home=config.home, db_url_override=None, user=config.user)
+    shown = views or Views()
     # The demo's data are small: one native thread fits and scores them about as fast as several
     # on a quiet machine, and on a busy one threads spinning at OpenMP barriers made fitting 15x
     # slower. make_model() first loads scikit-learn's OpenMP runtime, so the limit applies to it.
     make_model()
-    with threadpool_limits(limits=1), Workspace(config) as ws:
+    with threadpool_limits(limits=1), Workspace(demo_config(home)) as ws:
         _step_register(ws, home, result, say)
-        _step_eval(ws, home, result, say)
-        _step_serve(ws, home, result, say)
+        _step_first_release(ws, home, result, say)
+        _step_regression(ws, home, result, say)
+        with _serving(ws) as port:
+            _step_serve(ws, port, result, say)
+            _step_rollout(ws, port, result, say, shown)
         _step_monitor(ws, home, result, say)
+        _step_rollback(ws, result, say, shown)
     return result
+
+
+def _register(
+    ws: Workspace,
+    home: Path,
+    train: pd.DataFrame,
+    params: dict[str, Any],
+    description: str,
+) -> tuple[Any, float]:
+    """Fit the demo's pipeline on ``train`` and register it with the held-out reference."""
+    from sklearn.metrics import accuracy_score
+
+    valid = pd.read_parquet(home / "data" / "valid.parquet")
+    model = make_model(**params).fit(train.drop(columns="churned"), train["churned"])
+    acc = float(accuracy_score(valid["churned"], model.predict(valid.drop(columns="churned"))))
+    # The reference is held-out data, never the rows the model was fitted on: on those its
+    # probabilities are over-confident, and a label-free estimate calibrated there runs high.
+    version = ws.registry.register(
+        model,
+        name="churn",
+        owner="risk",
+        reference=valid,
+        target="churned",
+        metrics={"valid_accuracy": round(acc, 4)},
+        description=f"HistGradientBoosting {params}: {description}",
+    )
+    return version, acc
 
 
 def _step_register(
     ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]
 ) -> None:
-    from sklearn.metrics import accuracy_score
-
     say("1. a team owns every model: creating team 'risk'")
     ws.registry.add_team(
         "risk",
@@ -133,41 +191,56 @@ def _step_register(
     train, valid = make_churn_data(8000, seed=1), make_churn_data(3000, seed=2)
     train.to_parquet(data_dir / "train.parquet")
     valid.to_parquet(data_dir / "valid.parquet")
-    X, y = train.drop(columns="churned"), train["churned"]
-    for params in (
-        {"max_iter": 60, "learning_rate": 0.1},
-        {"max_iter": 150, "learning_rate": 0.05},
-    ):
-        model = make_model(**params).fit(X, y)
-        acc = accuracy_score(valid["churned"], model.predict(valid.drop(columns="churned")))
-        # The reference is held-out data, never the rows the model was fitted on: on those its
-        # probabilities are over-confident, and a label-free estimate calibrated there runs high.
-        v = ws.registry.register(
-            model,
-            name="churn",
-            owner="risk",
-            reference=valid,
-            target="churned",
-            metrics={"valid_accuracy": round(float(acc), 4)},
-            description=f"HistGradientBoosting {params}",
-        )
-        say(
-            f"2. registered {v.ref} (fitted on {len(train):,} rows): {len(v.signature.features)} "
-            f"features, sha256 {v.artifact_digest[:12]}, held-out accuracy {acc:.3f}; its "
-            f"reference profile is the {len(valid):,} held-out rows"
-        )
-        result.versions[f"v{v.version}"] = v.version
-    ws.deploy.set_production("churn", 1, force=True, reason="set up")
-    ws.registry.set_alias("churn", "candidate", 2)
-    say("3. aliases: churn@production -> 1, churn@candidate -> 2")
-    loaded = ws.registry.load("churn@production")
-    sample = valid.drop(columns="churned").head(3)
+    v, acc = _register(ws, home, train, V1_PARAMS, "the first release")
     say(
-        f"4. loaded churn@production after checking its digest; churn probability of 3 customers: "
-        f"{np.round(loaded.predict_proba(sample)[:, 1], 3).tolist()}"
+        f"2. registered {v.ref} (fitted on {len(train):,} rows): {len(v.signature.features)} "
+        f"features, sha256 {v.artifact_digest[:12]}, held-out accuracy {acc:.3f}; its "
+        f"reference profile is the {len(valid):,} held-out rows"
     )
+    result.versions[f"v{v.version}"] = v.version
     result.steps.append("register")
 
+
+V1_PARAMS: dict[str, Any] = {"max_iter": 60, "learning_rate": 0.1}
+# v3 is a sound retrain: v1's boosting rounds (so no slower: the gate times it against v1)
+# with L2 regularisation
+V3_PARAMS: dict[str, Any] = {**V1_PARAMS, "l2_regularization": 1.0}
+LOST_CHURN = 0.4  # v2's training extract: the share of churn events a join dropped
+
+FIRST_SUITE = """\
+# The gate of a model's first release: there is no production version to compare with, so every
+# check is an absolute bound, judged on its 95% confidence limit (format: docs/eval-suite.md).
+level: 0.95
+min_slice_rows: 200
+datasets:
+  holdout: {path: ../data/valid.parquet, label: churned}
+slices:
+  - column: plan
+checks:
+  - metric: accuracy
+    at_least: 0.70
+  - metric: roc_auc
+    at_least: 0.70
+  - metric: ece
+    at_most: 0.05
+    slices: false
+  - type: invariance
+    name: region does not decide churn
+    feature: region
+    values: [north, south, east, west]
+    at_most: 0.10
+  - type: directional
+    name: more support calls never lower the churn risk
+    feature: support_calls
+    delta: 1
+    at_most: 0.10
+  - type: latency           # CPU time per single-row call: load on the machine cannot decide it
+    name: latency p99 within 50 ms
+    at_most: 50
+    rows: 100
+  - type: model_size
+    at_most: 5
+"""
 
 DEMO_SUITE = """\
 # The gate a churn candidate must pass before it may ship (format: docs/eval-suite.md).
@@ -185,9 +258,12 @@ checks:
     at_least: 0.70
   - metric: roc_auc
     at_least: 0.70
+  # against production on the whole held-out set: a plan's slice (459 enterprise rows) is too
+  # small to show non-inferiority within 0.01; slices are held to the absolute bounds above
   - type: non_inferiority
     metric: roc_auc
     margin: 0.01
+    slices: false
   - type: non_inferiority
     metric: accuracy
     margin: 0.01
@@ -205,22 +281,87 @@ checks:
     feature: support_calls
     delta: 1
     at_most: 0.10
-  - type: latency           # CPU time, timed alternately with production: load cannot decide it
-    name: latency within 1.5x production
-    at_most_ratio: 1.5
-    rows: 100
+  # CPU time, timed alternately with production, so load on the machine shifts both alike; still,
+  # on a busy machine the upper limit of a p99 ratio of two equally fast models reached 1.6
+  # (200 calls each), so the demo allows 2x: a model twice as slow per row is caught
+  - type: latency
+    name: latency within 2x production
+    at_most_ratio: 2.0
+    rows: 200
   - type: model_size
     at_most: 5
 """
 
 
-def _step_eval(ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]) -> None:
+def _gate_line(gate: Any) -> str:
+    counts = gate.counts()
+    against = f" against {gate.baseline_ref}" if gate.baseline_ref else ""
+    return (
+        f"eval gate for {gate.ref}{against} on {gate.dataset_rows['holdout']:,} held-out rows "
+        f"({len(gate.checks)} checks incl. slices, {gate.seconds:.1f} s): {gate.verdict} "
+        f"({counts['PASS']} passed, {counts['FAIL']} failed, {counts['INCONCLUSIVE']} "
+        f"inconclusive, {counts['SKIPPED']} slices too small)"
+    )
+
+
+def _say_checks(gate: Any, say: Callable[[str], None]) -> None:
+    """The checks that did not pass, and the comparisons with production."""
+    for check in gate.checks:
+        shown = check.slice is None and check.type in ("non_inferiority", "latency")
+        if check.status != "PASS" or shown:
+            say(f"   {check.status:<12} {check.name}: {check.message}")
+
+
+def _suite(home: Path, name: str, text: str) -> Path:
+    path = home / "evals" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _step_first_release(
+    ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]
+) -> None:
+    """v1 through its gate and the deploy path: the first production version goes live at once."""
+    suite = _suite(home, "churn-first-release.yaml", FIRST_SUITE)
+    gate = ws.evaluations.evaluate("churn@1", suite)
+    say(f"3. {_gate_line(gate)}; no production version yet, so absolute bounds only")
+    _say_checks(gate, say)
+    rollout = ws.deploy.deploy("churn@1")
+    say(
+        f"   ownloop deploy churn@1: gate passed (evaluation {rollout.gate_evaluation_id}); the "
+        f"first production version goes live at once (rollout #{rollout.id}, {rollout.state})"
+    )
+    loaded = ws.registry.load("churn@production")
+    sample = pd.read_parquet(home / "data" / "valid.parquet").drop(columns="churned").head(3)
+    say(
+        f"4. loaded churn@production after checking its digest; churn probability of 3 customers: "
+        f"{np.round(loaded.predict_proba(sample)[:, 1], 3).tolist()}"
+    )
+    result.steps.append("first release")
+
+
+def _step_regression(
+    ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]
+) -> None:
+    """v2 is a genuinely worse model (trained on labels that lost churn events): its gate fails
+    and deploy refuses it, naming the gate run."""
     from ownloop.evaluation import to_html, to_json, to_junit, to_markdown, write_report
 
-    suite = home / "evals" / "churn.yaml"
-    suite.parent.mkdir(exist_ok=True)
-    suite.write_text(DEMO_SUITE)
-    gate = ws.evaluations.evaluate("churn@2", suite, baseline="production")
+    train = make_churn_data(8000, seed=1)
+    lost = (train["churned"] == 1) & (np.random.default_rng(5).random(len(train)) < LOST_CHURN)
+    train.loc[lost, "churned"] = 0
+    v, acc = _register(
+        ws, home, train, V1_PARAMS, f"a join dropped {LOST_CHURN:.0%} of the churn events"
+    )
+    result.versions[f"v{v.version}"] = v.version
+    say(
+        f"5. registered {v.ref}: the same pipeline, but its training extract lost "
+        f"{int(lost.sum()):,} of {int(lost.sum() + train['churned'].sum()):,} churn events (a "
+        f"join bug labelled those customers as staying); held-out accuracy {acc:.3f}"
+    )
+    suite = _suite(home, "churn.yaml", DEMO_SUITE)
+    gate = ws.evaluations.evaluate(v.ref, suite, baseline="production")
     reports = home / "reports"
     for name, render in (
         ("eval.xml", to_junit),
@@ -229,18 +370,15 @@ def _step_eval(ws: Workspace, home: Path, result: DemoResult, say: Callable[[str
         ("eval.json", to_json),
     ):
         write_report(reports / name, render(gate))
-    counts = gate.counts()
-    say(
-        f"5. eval gate for churn@2 against {gate.baseline_ref} on {gate.dataset_rows['holdout']:,} "
-        f"held-out rows ({len(gate.checks)} checks incl. slices, {gate.seconds:.1f} s): {gate.verdict} "
-        f"({counts['PASS']} passed, {counts['FAIL']} failed, {counts['INCONCLUSIVE']} inconclusive, "
-        f"{counts['SKIPPED']} slices too small)"
-    )
-    for check in gate.checks:
-        shown = check.slice is None and check.type in ("non_inferiority", "latency")
-        if check.status != "PASS" or shown:
-            say(f"   {check.status:<12} {check.name}: {check.message}")
-    say(f"   gate status of churn@2 is now '{gate.gate_status}'; reports in {reports}")
+    say(f"   {_gate_line(gate)}")
+    _say_checks(gate, say)
+    say(f"   gate status of {v.ref} is now '{gate.gate_status}'; reports in {reports}")
+    try:
+        ws.deploy.deploy(v.ref)
+    except GateFailedError as exc:
+        say(f"   ownloop deploy {v.ref}: refused: {exc}")
+    else:  # the gate above failed, so deploy refuses; reaching here would be a bug to show
+        raise ConflictError(f"deploy of {v.ref} was not refused although its gate failed")
     result.steps.append("eval")
 
 
@@ -327,10 +465,12 @@ def _step_monitor(
             frame["churned"].to_numpy()[labelled],
             end,
         )
+    production = ws.registry.get_version("churn@production").ref
     say(
-        f"8. simulated the past 6 hours of traffic: {sum(len(f) for f in hours):,} predictions of "
-        "churn@production scored and written to the prediction log (the last 2 hours drifted; in "
-        "the third, 2% of monthly charges arrived in cents); labels arrived for 30% of them"
+        f"10. simulated 6 hours of production traffic (timestamped over the past hours): "
+        f"{sum(len(f) for f in hours):,} predictions of {production} scored and written to the "
+        "prediction log (the last 2 hours drifted; in the third, 2% of monthly charges arrived in "
+        "cents); labels arrived for 30% of them"
     )
     reports = []
     for h in range(6):
@@ -363,7 +503,8 @@ def _step_monitor(
         )
     since = math.ceil((datetime.now(UTC) - (end - timedelta(hours=2))) / timedelta(hours=1))
     say(
-        f"9. monitor stored {len(reports)} windows; dataset drift found in {len(found)} (see them with 'ownloop drift churn --since {since}h --html drift.html')"
+        f"11. monitor stored {len(reports)} windows; dataset drift found in {len(found)} (see "
+        f"them with 'ownloop drift churn --since {since}h --html drift.html')"
     )
     result.steps.append("monitor")
 
@@ -426,34 +567,44 @@ def _one_native_thread(run: Callable[[], None]) -> Callable[[], None]:
     return limited
 
 
-def _post(conn: Any, path: str, body: Any) -> tuple[int, Any]:
+def _post(conn: http.client.HTTPConnection, path: str, body: Any) -> tuple[int, Any, str | None]:
+    """POST ``body`` as JSON: the status, the decoded answer and the arm that answered."""
     conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
     response = conn.getresponse()
-    return response.status, json.loads(response.read())
+    return response.status, json.loads(response.read()), response.getheader("x-ownloop-arm")
 
 
-def _step_serve(ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]) -> None:
-    """Start the real server on a free loopback port, predict, send a bad request, post labels."""
-    import http.client
-
+@contextmanager
+def _serving(ws: Workspace) -> Iterator[int]:
+    """The real server (and its rollout controller) on a free loopback port, stopped on exit."""
     import uvicorn
 
-    from ownloop.predlog import join_labels, read_labels, read_window
     from ownloop.server import uvicorn_config
 
-    config = uvicorn_config(ws, "127.0.0.1", 0, log_level="warning")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(ws, "127.0.0.1", 0, log_level="warning"))
     thread = threading.Thread(
         target=_one_native_thread(server.run), name="ownloop-demo-server", daemon=True
     )
     thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise InvalidInputError("the demo server did not start; see the messages above")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise InvalidInputError("the demo server did not start; see the messages above")
+            time.sleep(0.01)
+        yield int(server.servers[0].sockets[0].getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+def _step_serve(ws: Workspace, port: int, result: DemoResult, say: Callable[[str], None]) -> None:
+    """Predict over HTTP, send a bad request, post labels."""
+    from ownloop.predlog import join_labels, read_labels, read_window
+
     say(
-        f"6. serving churn@production on http://127.0.0.1:{port} (Open Inference Protocol v2 + JSON)"
+        f"6. serving churn@production on http://127.0.0.1:{port} (Open Inference Protocol v2 + "
+        f"JSON); the server also runs the rollout controller (a tick every "
+        f"{ws.config.deploy_tick_s:g} s here)"
     )
     traffic = make_churn_data(400, seed=3)
     features = traffic.drop(columns="churned")
@@ -466,7 +617,7 @@ def _step_serve(ws: Workspace, home: Path, result: DemoResult, say: Callable[[st
         split = json.loads(features.iloc[200:].to_json(orient="split", index=False))
         ids += _post(conn, "/models/churn/predict", {"dataframe_split": split})[1]["prediction_ids"]
         bad = {"instances": [{**features.iloc[0].to_dict(), "age": "forty"}]}
-        status, error = _post(conn, "/models/churn/predict", bad)
+        status, error, _ = _post(conn, "/models/churn/predict", bad)
         say(f"   a bad request is refused with {status}: {error['error']}")
         truth = [
             {"prediction_id": i, "label": int(y)}
@@ -475,11 +626,12 @@ def _step_serve(ws: Workspace, home: Path, result: DemoResult, say: Callable[[st
         report = _post(conn, "/models/churn/labels", truth[:250])[1]
     finally:
         conn.close()
-        server.should_exit = True
-        thread.join()
     root = ws.config.predictions_dir
-    logged = read_window(
-        root, "churn", columns=["prediction_id", "prediction", "confidence", "status"]
+    logged = _wait_for_rows(
+        lambda: read_window(
+            root, "churn", columns=["prediction_id", "prediction", "confidence", "status"]
+        ),
+        len(ids) + 1,
     )
     refused = logged["status"].to_pylist().count("refused")
     joined = join_labels(logged, read_labels(root, "churn"))
@@ -493,3 +645,204 @@ def _step_serve(ws: Workspace, home: Path, result: DemoResult, say: Callable[[st
     )
     result.counts.update(predictions=len(ids), logged=logged.num_rows, labels=report["stored"])
     result.steps.append("serve")
+
+
+def _wait_for_rows(read: Callable[[], pa.Table], rows: int) -> pa.Table:
+    """The log once ``rows`` rows are in it: the running server flushes it in the background."""
+    deadline = time.monotonic() + 60
+    table = read()
+    while table.num_rows < rows and time.monotonic() < deadline:
+        time.sleep(0.1)
+        table = read()
+    return table
+
+
+# -- v3 rolls out under live traffic --------------------------------------------------------
+
+ROLLOUT_STEPS = (25.0, 50.0, 100.0)
+ROLLOUT_MIN_SAMPLES = 200  # rows per arm before a stage is judged (the default plan asks 500)
+ROLLOUT_MAX_WAIT_S = 120.0
+ROWS_PER_REQUEST = 10
+ROLLOUT_DEADLINE_S = 240.0  # the demo gives up (and aborts) past this; a rollout takes seconds
+
+
+def _step_rollout(
+    ws: Workspace, port: int, result: DemoResult, say: Callable[[str], None], views: Views
+) -> None:
+    """v3 (a sound retrain) passes its gate, then shadow and canary steps under live traffic."""
+    train = make_churn_data(8000, seed=1)
+    v, acc = _register(ws, result.home, train, V3_PARAMS, "a retrain with L2 regularisation")
+    result.versions[f"v{v.version}"] = v.version
+    say(
+        f"8. registered {v.ref}, a sound retrain (the extract of churn@1, L2 regularisation "
+        f"{V3_PARAMS['l2_regularization']:g}): held-out accuracy {acc:.3f}"
+    )
+    gate = ws.evaluations.evaluate(
+        v.ref, result.home / "evals" / "churn.yaml", baseline="production"
+    )
+    say(f"   {_gate_line(gate)}")
+    _say_checks(gate, say)
+    rollout = ws.deploy.deploy(
+        v.ref,
+        strategy="shadow",
+        steps=ROLLOUT_STEPS,
+        min_samples=ROLLOUT_MIN_SAMPLES,
+        max_wait_s=ROLLOUT_MAX_WAIT_S,
+    )
+    result.rollout = rollout.id
+    steps = ",".join(f"{s:g}" for s in ROLLOUT_STEPS)
+    say(
+        f"   ownloop deploy {v.ref} --strategy shadow --steps {steps} --min-samples "
+        f"{ROLLOUT_MIN_SAMPLES} --max-wait {ROLLOUT_MAX_WAIT_S / 60:g}m: rollout #{rollout.id} "
+        f"{rollout.state} (gate evaluation {rollout.gate_evaluation_id}); the server's "
+        "controller moves it as the analysis decides"
+    )
+    say(
+        f"   live traffic: requests of {ROWS_PER_REQUEST} customers, labels for every other "
+        "request arriving as it goes; each transition as 'ownloop deploy --wait' prints it:"
+    )
+    done, arms = _drive(ws, port, rollout, say, views)
+    answered = ", ".join(f"{arm} {n:,}" for arm, n in sorted(arms.items()))
+    say(f"   requests answered by arm: {answered} (shadow answers are scored, never returned)")
+    if done.state == State.PROMOTED:
+        say(
+            f"9. {done.ref} is production now, promoted by the analysis; churn@{done.stable} "
+            "stays the rollback target"
+        )
+    else:
+        say(f"9. rollout #{done.id} ended {done.state}: {done.reason or '-'}")
+    result.steps.append("rollout")
+
+
+@dataclass
+class _Traffic:
+    """The demo's client: requests of known customers, and their labels sent in batches."""
+
+    conn: http.client.HTTPConnection
+    frame: pd.DataFrame
+    sent: int = 0
+    arms: Counter[str] = field(default_factory=Counter)
+    labels: list[dict[str, Any]] = field(default_factory=list)
+
+    def request(self) -> None:
+        start = (self.sent * ROWS_PER_REQUEST) % (len(self.frame) - ROWS_PER_REQUEST)
+        rows = self.frame.iloc[start : start + ROWS_PER_REQUEST]
+        body = {"instances": rows.drop(columns="churned").to_dict("records")}
+        status, answer, arm = _post(self.conn, "/models/churn/predict", body)
+        if status != 200:
+            raise InvalidInputError(f"the demo's request was answered {status}: {answer}")
+        self.arms[arm or "stable"] += 1
+        if self.sent % 2 == 0:  # labels arrive for every other request
+            self.labels += [
+                {"prediction_id": i, "label": int(y)}
+                for i, y in zip(answer["prediction_ids"], rows["churned"], strict=True)
+            ]
+        self.sent += 1
+
+    def send_labels(self) -> None:
+        if self.labels:
+            _post(self.conn, "/models/churn/labels", self.labels)
+            self.labels = []
+
+
+def _drive(
+    ws: Workspace, port: int, rollout: Rollout, say: Callable[[str], None], views: Views
+) -> tuple[Rollout, Counter[str]]:
+    """Send traffic until the rollout ends; print each transition, and the status once a canary
+    analysis holds half a step's rows. Only this traffic moves the rollout on, so every transition
+    is seen here whatever the machine's speed, and so is such an analysis: at the latest, the
+    PASS of step 1 while step 2 gathers its rows."""
+    traffic = _Traffic(
+        http.client.HTTPConnection("127.0.0.1", port, timeout=30), make_churn_data(6000, seed=4)
+    )
+    seen, shown = 0, False
+    deadline = time.monotonic() + ROLLOUT_DEADLINE_S
+    current = rollout
+    try:
+        while current.active:
+            for _ in range(5):
+                traffic.request()
+            traffic.send_labels()
+            events = ws.deploy.events(rollout.id)
+            for event in events[seen:]:
+                say(_event_line(event))
+            seen = len(events)
+            current = ws.deploy.rollout(rollout.id)
+            analysis = current.analysis
+            if (
+                not shown
+                and current.state == State.CANARY
+                and analysis is not None
+                and analysis.arm == "canary"
+                and analysis.n_candidate >= ROLLOUT_MIN_SAMPLES // 2
+            ):
+                _show_status(ws, current.model, say, views)
+                shown = True
+            if current.active and time.monotonic() > deadline:
+                _give_up(ws, current)
+    finally:
+        traffic.conn.close()
+    for event in ws.deploy.events(rollout.id)[seen:]:
+        say(_event_line(event))
+    return ws.deploy.rollout(rollout.id), traffic.arms
+
+
+def _give_up(ws: Workspace, rollout: Rollout) -> None:
+    """Abort a rollout the demo has waited too long for (it ends on its own within max wait)."""
+    # ConflictError: it ended (or moved) meanwhile; the next look at the store sees it
+    with suppress(ConflictError):
+        ws.deploy.abort(rollout.model, reason="the demo's time for the rollout is up")
+
+
+def _event_line(event: RolloutEvent) -> str:
+    before = "-" if event.from_state is None else str(event.from_state)
+    return (
+        f"   {event.at:%H:%M:%S}  {before} -> {event.to_state}  {event.weight:g}%  "
+        f"{event.reason or ''}"
+    )
+
+
+def _show_status(ws: Workspace, model: str, say: Callable[[str], None], views: Views) -> None:
+    status = ws.deploy.status(model)
+    events = ws.deploy.events(status.rollout.id) if status.rollout is not None else []
+    say(f"   ownloop status {model} (during the canary):")
+    if views.status is not None:
+        views.status(status, events)
+        return
+    analysis = status.analysis
+    if analysis is not None:
+        say(f"   analysis, {analysis.arm} vs stable: {analysis.summary}")
+        for g in analysis.guardrails:
+            say(f"     {g.outcome:<12} {g.text}")
+    say(f"   next: {status.next}")
+
+
+# -- drift, then: would rolling back help? ------------------------------------------------
+
+
+DRIFTED_ROWS = 3000  # the monitor step's last two hours, where the drift is
+
+
+def _step_rollback(
+    ws: Workspace, result: DemoResult, say: Callable[[str], None], views: Views
+) -> None:
+    """The rollback check of the current production version on today's (drifted) data."""
+    route = ws.deploy.route("churn")
+    if result.rollout is None or ws.deploy.rollout(result.rollout).state != State.PROMOTED:
+        say("12. no rollback check: the rollout above did not promote, so nothing moved")
+        return
+    say(
+        f"12. the drift hurts churn@{route.stable}: would rolling back help? 'ownloop rollback "
+        f"churn --check-only --rows {DRIFTED_ROWS}' replays the rows logged since the drift "
+        "began through the previous version:"
+    )
+    check = ws.deploy.rollback("churn", check_only=True, rows=DRIFTED_ROWS)
+    if views.rollback is not None:
+        views.rollback(check)
+    else:
+        say(f"   verdict: {check.verdict}")
+        for reason in check.reasons:
+            say(f"     - {reason}")
+        say(f"   next: {check.next_step}")
+    result.counts["rollback_check"] = check.check_id or 0
+    result.steps.append("rollback check")

@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 
 from ownloop.cli._app import cli, console, esc
-from ownloop.demo import run_demo
+from ownloop.cli._deploy import _print_status
+from ownloop.cli._rollback import _print as _print_rollback
+from ownloop.demo import Views, run_demo
 
 
 @cli.command()
@@ -25,10 +27,18 @@ def demo(home: Path) -> None:
     """Run the loop end to end on bundled, simulated data."""
     home = home.absolute()
     console.print(f"[bold]ownloop demo[/] in {esc(home)}")
-    run_demo(home, say=_say)
+    # the status table and the rollback check as 'ownloop status' and 'ownloop rollback' print them
+    run_demo(home, say=_say, views=Views(status=_print_status, rollback=_print_rollback))
     exe = _how_to_call()
     console.print("\ndone. Explore it (OWNLOOP_HOME points ownloop at the demo's workspace):")
-    for args in ("models", "versions churn", "show churn@production", "audit"):
+    for args in (
+        "models",
+        "versions churn",
+        "status churn",
+        "rollouts churn",
+        "rollback churn --check-only --rows 3000",
+        "audit",
+    ):
         _say(f"  OWNLOOP_HOME={home} {exe} {args}")
 
 
