@@ -214,6 +214,8 @@ def decide(rollout: Rollout, analysis: StepAnalysis, now: datetime) -> Move | No
 
 def position(rollout: Rollout) -> str:
     """The rollout's place in words: 'shadow', 'step 2 of 4 (25%)', 'before the first step'."""
+    if rollout.plan.strategy == Strategy.DIRECT:
+        return "released directly"
     if rollout.step < 0:
         shadow = rollout.state == State.SHADOWING or (
             rollout.state == State.PAUSED and rollout.plan.strategy == Strategy.SHADOW

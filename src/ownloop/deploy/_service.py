@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -189,6 +190,8 @@ class Deployments:
             if stable == target.version:
                 raise _already_production(target)
             direct = stable is None or plan.strategy == Strategy.DIRECT
+            if direct:  # recorded as what happened, whatever the policy's default strategy
+                plan = replace(plan, strategy=Strategy.DIRECT)
             state = State.PROMOTED if direct else State.PENDING
             rollout_id = self._insert_rollout(
                 conn, row, target, plan, stable, state, reason, evidence, now
