@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import pytest
 from ownloop import Config, Workspace
 from ownloop.demo import make_churn_data, make_model
 from ownloop.deploy import CONTROLLER_LEASE, Lease, Outcome, RolloutEvent, State
+from ownloop.predlog import read_log
 from tests.conftest import env_for
 from tests.servers import free_port, start_process
 
@@ -38,7 +40,7 @@ FEATURES = ["age", "tenure_months", "monthly_charges", "support_calls", "plan", 
 FAST = {
     "OWNLOOP_DEPLOY_TICK_S": "0.5",
     "OWNLOOP_RELOAD_POLL_S": "0.2",
-    "OWNLOOP_PREDLOG_FLUSH_S": "0.2",
+    "OWNLOOP_PREDLOG_FLUSH_S": "0.5",
 }
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,6 +141,17 @@ def retrained(seed: int) -> tuple[Any, pd.DataFrame]:
 # -- traffic ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One answered request: when it came back, who answered, which rows it sent, the body."""
+
+    at: float  # time.time() once the answer was back
+    version: int
+    arm: str
+    start: int  # the first row of Traffic.data it sent
+    body: dict[str, Any]
+
+
 class Traffic:
     """Requests of a few rows each, spread over the servers, one customer key per request;
     with ``labels`` the true labels of every answered row are posted back to the server that
@@ -151,6 +164,7 @@ class Traffic:
         self.data = make_churn_data(5000, seed=21)
         self.sent = 0
         self.labelled = 0
+        self.answers: list[Answer] = []
 
     def send(self, requests: int) -> None:
         pending: dict[int, list[dict[str, Any]]] = {}
@@ -165,6 +179,11 @@ class Traffic:
             )
             self.sent += 1
             assert r.status_code in (200, 500), r.text  # 500: a candidate's bug, logged as errors
+            if r.status_code == 200:
+                body = r.json()
+                self.answers.append(
+                    Answer(time.time(), body["version"], r.headers["x-ownloop-arm"], start, body)
+                )
             if self.labels and r.status_code == 200:
                 ids, truth = r.json()["prediction_ids"], batch["churned"].tolist()
                 pending.setdefault(which, []).extend(
@@ -175,7 +194,7 @@ class Traffic:
             assert r.status_code == 200, r.text
             self.labelled += int(r.json()["stored"])
 
-    def until(self, done: Callable[[], bool], what: str, batch: int = 20) -> None:
+    def until(self, done: Callable[[], bool], what: str, batch: int = 8) -> None:
         """Send batches until ``done()``; fail after DEADLINE_S."""
         deadline = time.monotonic() + DEADLINE_S
         while not done():
@@ -316,7 +335,7 @@ def test_a_canary_worse_on_labelled_traffic_is_aborted(
         rollout = ws.deploy.deploy(
             ref, steps="50,100", min_samples=1500, routing_key=f"header:{KEY}", max_wait_s=600
         )
-        traffic = Traffic(clients, rows=10, labels=True)
+        traffic = Traffic(clients, rows=40, labels=True)
         traffic.until(finished(ws, rollout.id), "the abort")
         assert traffic.labelled > 0
 
@@ -347,7 +366,7 @@ def test_a_good_canary_is_promoted_through_every_step_and_the_cli_exits_0(
             "--routing-key", f"header:{KEY}", "--max-wait", "10m", "--wait", "--timeout", "5m",
         ) as follow:  # fmt: skip
             rollout_id = active_rollout(ws)
-            Traffic(clients, rows=5).until(finished(ws, rollout_id), "the promotion")
+            Traffic(clients, rows=20).until(finished(ws, rollout_id), "the promotion")
             out, _ = follow.communicate(timeout=DEADLINE_S)
         assert follow.returncode == 0, out.decode()
 
@@ -383,16 +402,56 @@ def test_killing_the_controller_mid_rollout_hands_it_to_the_other_server(
         wait_for(lambda: ws.deploy.rollout(rollout.id).state == State.CANARY, "the first step")
         first = holder()
         assert first in by_pid
-        Traffic([c for _, c in servers], rows=5).send(20)  # rows in flight, short of the step
+        Traffic([c for _, c in servers], rows=20).send(4)  # rows in flight, short of the step
         os.kill(first, signal.SIGKILL)
         by_pid[first][0].wait(timeout=60)
         (survivor,) = set(by_pid) - {first}
         assert ws.deploy.rollout(rollout.id).step == 0  # killed while in the first step
 
-        Traffic([by_pid[survivor][1]], rows=5).until(finished(ws, rollout.id), "the promotion")
+        Traffic([by_pid[survivor][1]], rows=20).until(finished(ws, rollout.id), "the promotion")
         assert holder() == survivor
         assert path(ws.deploy.events(rollout.id)) == CANARY_25_50  # no step skipped or repeated
         assert ws.registry.get_version("churn@production").version == 2
         assert by_pid[survivor][0].poll() is None
         (seen,) = effective_routing(ws, [by_pid[survivor][1]], churn_data)
         assert seen == {(2, "stable"): 200}
+
+
+def test_a_shadow_never_changes_an_answer_and_its_pass_promotes(
+    store: Config,
+    servers: list[Server],
+    churn_model: Any,
+    churn_data: pd.DataFrame,
+    tmp_path: Path,
+) -> None:
+    clients = [c for _, c in servers]
+    fresh = pd.concat([churn_data, make_churn_data(2000, seed=12)], ignore_index=True)
+    model = make_model(max_iter=20).fit(fresh[FEATURES], fresh["churned"])  # a refresh
+    with Workspace(store) as ws:
+        ref = candidate(ws, model, fresh, tmp_path)
+        rollout = ws.deploy.deploy(ref, strategy="shadow", steps="100", min_samples=200)
+        traffic = Traffic(clients, rows=20)
+        traffic.until(finished(ws, rollout.id), "the promotion")
+
+        events = ws.deploy.events(rollout.id)
+        assert path(events) == [
+            (None, "pending", -1, 0.0),
+            ("pending", "shadowing", -1, 0.0),
+            ("shadowing", "promoted", 0, 100.0),
+        ]
+        shadow = events[-1].evidence
+        assert shadow is not None and shadow["outcome"] == "PASS" and shadow["arm"] == "shadow"
+        assert shadow["n_candidate"] >= 200
+        promoted_at = events[-1].at.timestamp()
+        models = {1: churn_model, 2: model}
+        for a in traffic.answers:  # every answer is its version's own, from the stable arm
+            rows = traffic.data[FEATURES].iloc[a.start : a.start + traffic.rows]
+            assert a.body["predictions"] == models[a.version].predict(rows).tolist()
+            assert a.arm == "stable"
+            assert a.version == 1 or a.at > promoted_at
+        mirrored = read_log(ws.config.predictions_dir, "churn", version=2, arm="shadow").table
+        assert mirrored.num_rows >= 200
+        stable = read_log(ws.config.predictions_dir, "churn", version=1, arm="stable").table
+        ids = set(stable.column("request_id").to_pylist())
+        assert set(mirrored.column("request_id").to_pylist()) <= ids  # scored, never answered
+        assert ws.registry.get_version("churn@production").version == 2
