@@ -6,6 +6,7 @@ deadlines, never on durations.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -345,6 +346,36 @@ def test_only_the_controller_holding_the_lease_ticks(ws: Workspace) -> None:
     b.step()
     assert b.holding and ticks[-1] == "b"
     b.stop()
+
+
+def test_a_tick_longer_than_the_lease_keeps_it(ws: Workspace) -> None:
+    """A slow analysis (a big window, many rollouts) must not hand the lease to another process
+    while the holder is still ticking: two controllers would analyse the same rollouts at once."""
+    inside, release = threading.Event(), threading.Event()
+
+    class Slow(Deployments):
+        def tick(self) -> list[Any]:
+            inside.set()
+            release.wait(60)
+            return []
+
+    slow = Slow(ws.store, ws.registry, ws.evaluations, ws.monitor, ws.config, ws.clock, Actor("a"))
+    a = Controller(slow, tick_s=0.2)
+    b = Controller(ws.deploy, tick_s=0.2)
+    a.start()
+    try:
+        assert inside.wait(60), "the controller never ticked"
+        ticking_since = ws.clock.now()
+        # well past the lease's three ticks, while the tick is still running
+        wait_for(lambda: ws.clock.now() > ticking_since + 3 * a.lease.ttl, "the lease's ttl")
+        b.step()
+        assert not b.holding
+        held = a.lease.current()
+        assert held is not None and held.holder == a.lease.holder
+    finally:
+        release.set()
+        a.stop()
+        b.stop()
 
 
 def test_a_shadow_error_never_reaches_the_client(config: Config) -> None:

@@ -1,8 +1,11 @@
 """The rollout controller that every serve process runs, and exactly one at a time drives.
 
-Each process tries to take (or renew) the ``deploy.controller`` lease every tick; while it holds
-it, it calls ``ws.deploy.tick()``. The lease lasts three ticks, so when its holder dies another
-process takes over within about three ticks, and resumes from the state stored in the database.
+Each process tries to take (or renew) the ``deploy.controller`` lease every tick, in a thread of
+its own; while it holds it, another thread calls ``ws.deploy.tick()`` every tick. The lease lasts
+three ticks, so when its holder dies another process takes over within about three ticks, and
+resumes from the state stored in the database. Renewing apart from ticking keeps the lease with
+its holder through a tick that takes longer than the lease (a large window, many rollouts):
+otherwise a second process would take it and both would analyse the same rollouts at once.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ __all__ = ["Controller"]
 
 log = logging.getLogger("ownloop.server")
 
-TTL_TICKS = 3  # a holder may miss two renewals (a slow tick, a busy store) and keep the lease
+TTL_TICKS = 3  # a holder may miss two renewals (a busy store, a starved thread) and keep it
 
 
 class Controller:
@@ -29,18 +32,22 @@ class Controller:
         self.lease = Lease(deploy.store, deploy.clock, CONTROLLER_LEASE, ttl_s=TTL_TICKS * tick_s)
         self.holding = False
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ownloop-deploy", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._renewing, name="ownloop-deploy-lease", daemon=True),
+            threading.Thread(target=self._ticking, name="ownloop-deploy", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout=60)
+        self._threads = []
         if self.holding:
             try:
                 self.lease.release()
@@ -48,13 +55,24 @@ class Controller:
                 log.warning("could not release the deploy lease: %s", exc)
             self.holding = False
 
-    def _run(self) -> None:
+    def _renewing(self) -> None:
         while not self._stop.is_set():
-            self.step()
+            self.renew()
             self._stop.wait(self.tick_s)
+
+    def _ticking(self) -> None:
+        while not self._stop.wait(self.tick_s):  # the first round after the lease's first try
+            if self.holding:
+                self.tick()
 
     def step(self) -> None:
         """One round: renew or take the lease; tick if held."""
+        self.renew()
+        if self.holding:
+            self.tick()
+
+    def renew(self) -> None:
+        """Take the lease, or renew it while held; ``holding`` says which."""
         try:
             held = self.lease.acquire()
         except OwnloopError as exc:
@@ -67,8 +85,9 @@ class Controller:
                 self.lease.holder,
             )
         self.holding = held
-        if not held:
-            return
+
+    def tick(self) -> None:
+        """Advance every active rollout once; an error is logged and the next tick tries again."""
         try:
             events = self.deploy.tick()
         except OwnloopError as exc:
