@@ -118,6 +118,18 @@ def test_read_window_reads_only_the_needed_days(tmp_path: Path) -> None:
     assert read_window(tmp_path, "churn", start=next_day).num_rows == 4
 
 
+def test_segments_written_before_a_moment_are_skipped_by_their_name(tmp_path: Path) -> None:
+    early = write_segment(tmp_path, "churn", rows(4))
+    moment = datetime.now(UTC)
+    time.sleep(0.002)  # the next segment's name (its write time in microseconds) is later
+    late = write_segment(tmp_path, "churn", rows(4))
+    foreign = early[0].with_name("imported-by-hand.parquet")
+    foreign.write_bytes(early[0].read_bytes())
+    kept = list_segments(tmp_path, "churn", written_after=moment)
+    assert set(kept) == {*late, foreign}  # a file not named by the writer is always read
+    assert len(list_segments(tmp_path, "churn")) == len(early) + len(late) + 1
+
+
 def test_read_window_ignores_hidden_temp_files(tmp_path: Path) -> None:
     write_segment(tmp_path, "churn", rows(3, start=T0 - timedelta(hours=1)))
     (tmp_path / "churn" / "date=2026-03-01" / ".tmp-torn.parquet").write_bytes(b"PAR1 torn")

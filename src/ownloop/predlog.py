@@ -309,10 +309,30 @@ def _segments_under(folder: Path, start: datetime | None, end: datetime | None) 
 
 
 def list_segments(
-    root: Path, model: str, *, start: datetime | None = None, end: datetime | None = None
+    root: Path,
+    model: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    written_after: datetime | None = None,
 ) -> list[Path]:
-    """The prediction segments of ``model`` in the day folders that overlap ``[start, end)``."""
-    return _segments_under(_model_dir(root, model), start, end)
+    """The prediction segments of ``model`` in the day folders that overlap ``[start, end)``.
+
+    ``written_after`` also leaves out the segments a server wrote (by the time in their name)
+    before that moment: they hold only rows logged before it. A file not named as the writer
+    names segments is always kept.
+    """
+    files = _segments_under(_model_dir(root, model), start, end)
+    if written_after is None:
+        return files
+    after = int(written_after.timestamp() * 1_000_000)
+    return [p for p in files if (_written_at(p) or after) >= after]
+
+
+def _written_at(path: Path) -> int | None:
+    """When the writer published a segment, in microseconds, from its name (None: not its name)."""
+    stamp = path.name[:16]
+    return int(stamp) if len(path.name) > 17 and stamp.isdigit() and path.name[16] == "-" else None
 
 
 @dataclass(frozen=True)
@@ -562,13 +582,15 @@ def read_log(
     arm: str | None = None,
     schema: pa.Schema | None = None,
     first_id: str | None = None,
+    written_after: datetime | None = None,
 ) -> LogRead:
     """Like :func:`read_window`, and also name the segments left out (unreadable or of another type).
 
     ``schema`` fixes the types of the ``in.*`` columns (e.g. ``prediction_schema(signature)``);
-    ``first_id`` drops the rows at exactly ``start`` whose prediction id sorts before it.
+    ``first_id`` drops the rows at exactly ``start`` whose prediction id sorts before it;
+    ``written_after`` skips segments written before it (see :func:`list_segments`).
     """
-    files = list_segments(root, model, start=start, end=end)
+    files = list_segments(root, model, start=start, end=end, written_after=written_after)
     return read_segments(
         files,
         columns=columns,
