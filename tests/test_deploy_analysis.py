@@ -133,8 +133,12 @@ def test_a_canary_equal_to_stable_passes_with_every_figure_in_words(models: Work
         "realised_accuracy",
     }
     assert g["error_rate"].outcome is Outcome.PASS
-    assert "not shown above the allowed +1.0 pt" in g["error_rate"].text
-    assert g["estimated_accuracy"].outcome is Outcome.PASS
+    assert "within the allowed +1.0 pt" in g["error_rate"].text
+    # the estimate's band (sampling and calibration) is wider than the 2-point allowance at 1,500
+    # rows: not shown worse, not shown within it, and the step still passes
+    assert g["estimated_accuracy"].outcome is Outcome.INCONCLUSIVE
+    assert "nor within it yet" in g["estimated_accuracy"].text
+    assert "estimated_accuracy" in a.summary and "not decided yet" in a.summary
     assert g["estimated_accuracy"].stable == pytest.approx(
         g["estimated_accuracy"].candidate, abs=0.05
     )

@@ -252,8 +252,8 @@ def _print_status(s: DeployStatus, events: list[RolloutEvent]) -> None:
 
 def _print_analysis(a: StepAnalysis) -> None:
     console.print(
-        f"analysis at {when(a.at)} (look {a.looks}, window {a.window_start:%H:%M}-"
-        f"{a.window_end:%H:%M} UTC): {a.outcome}: {a.summary}",
+        f"analysis at {when(a.at)} (look {a.looks}, window {a.window_start:%H:%M:%S}-"
+        f"{a.window_end:%H:%M:%S} UTC): {a.summary}",
         markup=False,
     )
     if not a.guardrails:

@@ -387,9 +387,14 @@ def _decide(f: _Figure, arm: str) -> tuple[Outcome, str]:
             f"{figures} ({sizes}): harm {_harm(h.estimate, f.unit)}, at least "
             f"{_harm(h.lower, f.unit)} by the sequential bound, above the allowed {allowed}"
         )
+    bounds = f"sequential bounds {_harm(h.lower, f.unit)} to {_harm(h.upper, f.unit)}"
+    if h.upper > f.bound:  # harm beyond the allowance is not excluded yet: not a PASS to show
+        return Outcome.INCONCLUSIVE, (
+            f"{figures} ({sizes}): harm {_harm(h.estimate, f.unit)} ({bounds}): not shown above "
+            f"the allowed {allowed}, nor within it yet"
+        )
     return Outcome.PASS, (
-        f"{figures} ({sizes}): harm {_harm(h.estimate, f.unit)} (sequential bounds "
-        f"{_harm(h.lower, f.unit)} to {_harm(h.upper, f.unit)}), not shown above the allowed "
+        f"{figures} ({sizes}): harm {_harm(h.estimate, f.unit)} ({bounds}), within the allowed "
         f"{allowed}"
     )
 
@@ -436,12 +441,12 @@ def step_outcome(
     if short >= min_samples:
         checked = tuple(g.name for g in guardrails if g.outcome is Outcome.PASS)
         waiting = [g.name for g in guardrails if g.outcome is Outcome.INCONCLUSIVE]
-        rest = f" ({', '.join(waiting)}: not enough rows yet)" if waiting else ""
+        rest = f" ({', '.join(waiting)}: not decided yet)" if waiting else ""
         return (
             Outcome.PASS,
             checked,
-            f"PASS: {short:,} rows per arm (minimum {min_samples:,}); none of "
-            f"{len(checked)} guardrail(s) shows harm beyond its allowance{rest}",
+            f"PASS: {short:,} rows per arm (minimum {min_samples:,}); no guardrail shows harm "
+            f"beyond its allowance, {len(checked)} shown within it{rest}",
         )
     return (
         Outcome.INCONCLUSIVE,
