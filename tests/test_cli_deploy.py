@@ -149,6 +149,8 @@ def test_pause_resume_abort_promote(run: Run, churn: str) -> None:
     assert missing.exit_code == 2 and "--reason" in missing.output
     aborted = run("abort", "churn", "--reason", "wrong data")
     assert aborted.exit_code == 0 and "aborted; stable v1 answers" in aborted.output
+    marked = run("versions", "churn").output  # the aborted candidate is marked where users look
+    assert "aborted (#" in marked
     nothing = run("promote", "churn")
     assert nothing.exit_code == 1
     assert "no active rollout to promote" in nothing.stderr

@@ -309,14 +309,18 @@ def models(owner: str | None, as_json: bool) -> None:
 @click.argument("name")
 @_json
 def versions(name: str, as_json: bool) -> None:
-    """Versions of NAME: created, by, digest, format, gate status, aliases."""
-    found = workspace().registry.list_versions(name)
+    """Versions of NAME: created, by, digest, format, gate status, last rollout, aliases."""
+    ws = workspace()
+    found = ws.registry.list_versions(name)
     if as_json:
         echo_json(found)
         return
+    last: dict[int, str] = {}
+    for r in reversed(ws.deploy.rollouts(name, limit=1000)):  # oldest first: the newest wins
+        last[r.candidate] = f"{r.state} (#{r.id})"
     table(
         f"model {name}",
-        ["version", "created", "by", "sha256", "format", "gate", "aliases"],
+        ["version", "created", "by", "sha256", "format", "gate", "rollout", "aliases"],
         [
             [
                 v.version,
@@ -325,6 +329,7 @@ def versions(name: str, as_json: bool) -> None:
                 v.artifact_digest[:12],
                 _format(v),
                 v.gate_status,
+                last.get(v.version, "-"),
                 ", ".join(v.aliases),
             ]
             for v in found
