@@ -22,7 +22,7 @@ from ownloop.evaluation._metrics import Outputs
 from ownloop.evaluation._results import EvalResult, overall_verdict
 from ownloop.evaluation._suite import CheckSpec, DatasetSpec, Suite, load_suite
 from ownloop.names import parse_ref
-from ownloop.registry import ModelVersion, Registry
+from ownloop.registry import PRODUCTION, ModelVersion, Registry
 from ownloop.store import aware
 from ownloop.store import tables as t
 
@@ -218,7 +218,7 @@ class Evaluations:
                 "suite (non-inferiority against production); ownloop keeps a profile of the "
                 "reference data, not its rows"
             )
-        base = baseline or "production"
+        base = baseline or PRODUCTION
         aliases = self.registry.get_model(version.model).aliases
         if "@" not in base and not base.isdigit() and base not in aliases:
             raise NotFoundError(

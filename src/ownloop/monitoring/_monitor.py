@@ -61,7 +61,7 @@ from ownloop.monitoring._report import (
 from ownloop.monitoring._sampler import ReviewSample, sample_rows
 from ownloop.names import validate_name
 from ownloop.profile import ReferenceProfile
-from ownloop.registry import ModelVersion, Registry
+from ownloop.registry import PRODUCTION, ModelVersion, Registry
 from ownloop.store import Store, aware
 from ownloop.store import tables as t
 
@@ -231,7 +231,7 @@ class Monitor:
 
     def monitored_models(self) -> list[str]:
         """Models with a production alias."""
-        return [m.name for m in self.registry.list_models() if "production" in m.aliases]
+        return [m.name for m in self.registry.list_models() if PRODUCTION in m.aliases]
 
     def run(
         self,
@@ -343,7 +343,7 @@ class Monitor:
             self._context(model, version, contexts)
         if not merged and version is None:
             latest = self.registry.get_version(
-                f"{model}@production" if "production" in m.aliases else model
+                f"{model}@{PRODUCTION}" if PRODUCTION in m.aliases else model
             )
             merged[latest.version] = WindowPartial()
             self._context(model, latest.version, contexts)
