@@ -19,6 +19,8 @@ import pytest
 
 from ownloop import Config, Workspace
 from ownloop.predlog import read_window
+from ownloop.registry import ModelVersion
+from ownloop.store import tables as t
 from tests.servers import running
 
 FEATURES = ["age", "tenure_months", "monthly_charges", "support_calls", "plan", "region"]
@@ -349,26 +351,51 @@ def _pickle_of_a_vanishing_class(tmp_path: Path) -> Path:
     return path
 
 
+def _register_vanishing(ws: Workspace, tmp_path: Path) -> ModelVersion:
+    """A version whose class lives in a module that is gone once it is registered."""
+    path = _pickle_of_a_vanishing_class(tmp_path)
+    reference = pd.DataFrame({"x": [1.0, 2.0], "y": [0.5, 1.5]})
+    sys.path.insert(0, str(path.parent / "code"))
+    try:
+        v = ws.registry.register(
+            name="constant",
+            path=path,
+            owner="risk",
+            reference=reference,
+            target="y",
+            allow_unsafe_pickle=True,
+        )
+    finally:
+        sys.path.remove(str(path.parent / "code"))
+        sys.modules.pop(GONE, None)
+    ws.deploy.set_production("constant", v.version, force=True, reason="set up")
+    return v
+
+
+def test_a_version_needing_a_module_that_is_gone_is_not_ready_naming_it(
+    home: Config, tmp_path: Path
+) -> None:
+    with Workspace(home) as ws:
+        _register_vanishing(ws, tmp_path)
+        with running(ws) as url, httpx.Client(base_url=url, timeout=60) as c:
+            listed = {m["name"]: m for m in c.get("/models").json()["models"]}
+    assert listed["constant"]["ready"] is False
+    assert f"needs module '{GONE}'" in listed["constant"]["reason"]
+    assert "cannot import it" in listed["constant"]["reason"]
+    assert listed["churn"]["ready"] is True
+
+
 def test_a_model_that_cannot_be_loaded_is_not_ready_and_the_others_serve(
     home: Config, tmp_path: Path
 ) -> None:
-    path = _pickle_of_a_vanishing_class(tmp_path)
-    reference = pd.DataFrame({"x": [1.0, 2.0], "y": [0.5, 1.5]})
     with Workspace(home) as ws:
-        sys.path.insert(0, str(path.parent / "code"))
-        try:
-            v = ws.registry.register(
-                name="constant",
-                path=path,
-                owner="risk",
-                reference=reference,
-                target="y",
-                allow_unsafe_pickle=True,
+        v = _register_vanishing(ws, tmp_path)
+        with ws.store.write() as conn:  # registered before needs were recorded: no check first
+            conn.execute(
+                t.versions.update()
+                .where(t.versions.c.artifact_digest == v.artifact_digest)
+                .values(needs=None)
             )
-        finally:
-            sys.path.remove(str(path.parent / "code"))
-            sys.modules.pop(GONE, None)
-        ws.deploy.set_production("constant", v.version, force=True, reason="set up")
         with running(ws) as url, httpx.Client(base_url=url, timeout=60) as c:
             listed = {m["name"]: m for m in c.get("/models").json()["models"]}
             assert listed["constant"]["ready"] is False

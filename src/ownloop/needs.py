@@ -78,6 +78,11 @@ class Mismatch:
         if self.reason == "requirement not met":
             has = "does not have it" if self.found is None else f"has {self.found}"
             return f"{ref} requires '{self.needed}'; this environment {has}: {self.fix}"
+        if self.found is None and self.needed == "importable":  # a module, not a package
+            return (
+                f"{ref} needs module '{self.library}' (its model's classes come from it); this "
+                f"environment cannot import it: {self.fix}"
+            )
         if self.found is None:
             return (
                 f"{ref} needs {self.library} (trained with {self.needed}); this environment "
