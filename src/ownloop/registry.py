@@ -50,6 +50,7 @@ __all__ = [
     "ModelVersion",
     "Registry",
     "Team",
+    "version_number",
 ]
 
 # Matched with fullmatch: "$" would let a trailing newline through.
@@ -881,7 +882,7 @@ class Registry:
         validate_alias(alias)
         _refuse_reserved(name, alias, version)
         target = self.get_version(
-            VersionRef(validate_name("model", name), version=_version_number(version))
+            VersionRef(validate_name("model", name), version=version_number(version))
         )
         try:
             self._write_alias(name, alias, target.version)
@@ -1037,7 +1038,8 @@ def _refuse_reserved(name: str, alias: str, version: int | str) -> None:
         )
 
 
-def _version_number(version: int | str) -> int:
+def version_number(version: int | str) -> int:
+    """A version number given as an int or text (``"3"``), or InvalidInputError."""
     if isinstance(version, int) and version > 0:
         return version
     if isinstance(version, str) and version.isascii() and version.isdigit() and int(version) > 0:

@@ -42,7 +42,7 @@ from ownloop.monitoring._partial import add_scores, proba_matrix
 from ownloop.monitoring._performance import estimate_from_partial, support_from_profile
 from ownloop.names import VersionRef, validate_name
 from ownloop.profile import ReferenceProfile
-from ownloop.registry import PRODUCTION, ModelVersion
+from ownloop.registry import PRODUCTION, ModelVersion, version_number
 from ownloop.store import tables as t
 
 if TYPE_CHECKING:
@@ -173,20 +173,13 @@ def _previous(deploy: Deployments, model: str, current: int) -> int:
 
 
 def _target(deploy: Deployments, model: str, current: int, to: int | str | None) -> ModelVersion:
-    number = _previous(deploy, model, current) if to is None else _number(to)
+    number = _previous(deploy, model, current) if to is None else version_number(to)
     if number == current:
         raise InvalidInputError(
             f"version {number} of model '{model}' is already production; roll back to another "
             f"version with --to N (see 'ownloop versions {model}')"
         )
     return deploy.registry.get_version(VersionRef(model, version=number))
-
-
-def _number(value: int | str) -> int:
-    text = str(value)
-    if not text.isdigit() or int(text) < 1:
-        raise InvalidInputError(f"--to must be a positive whole number, got {text!r}")
-    return int(text)
 
 
 def _load(deploy: Deployments, target: ModelVersion) -> Any:

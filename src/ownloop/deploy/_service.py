@@ -42,7 +42,7 @@ from ownloop.errors import (
 from ownloop.evaluation import Evaluations, StoredEvaluation
 from ownloop.monitoring import Monitor
 from ownloop.names import VersionRef, validate_name
-from ownloop.registry import PRODUCTION, ModelVersion, Registry
+from ownloop.registry import PRODUCTION, ModelVersion, Registry, version_number
 from ownloop.store import Store
 from ownloop.store import tables as t
 
@@ -677,7 +677,7 @@ class Deployments:
         environment mismatch it overrode.
         """
         target = self.registry.get_version(
-            VersionRef(validate_name("model", model), version=_number(version))
+            VersionRef(validate_name("model", model), version=version_number(version))
         )
         evidence = {"strategy": "direct", **self._gate_evidence(target, force, reason)}
         try:
@@ -818,13 +818,6 @@ def _route(r: Any) -> Route:
         rollout_id=r.rollout_id,
         generation=int(r.generation),
     )
-
-
-def _number(version: int | str) -> int:
-    text = str(version)
-    if not text.isdigit() or int(text) < 1:
-        raise InvalidInputError(f"version must be a positive whole number, got {str(version)!r}")
-    return int(text)
 
 
 def _production(conn: sa.Connection, model_id: int) -> int | None:
