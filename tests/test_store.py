@@ -44,19 +44,22 @@ def test_a_migration_skipped_in_the_middle_is_still_applied(db_url: str) -> None
     numbers = [m.number for m in all_migrations()]
     with Store(db_url, check_schema=False) as old:
         old.upgrade(target=numbers[0])
-        last = all_migrations()[-1]
-        with old.write() as conn:  # a database that got a later migration but missed one between
+        # a database that got a later migration but missed one between (the third needs only
+        # the first: later ones alter tables of the ones before them)
+        last = all_migrations()[2]
+        with old.write() as conn:
             last.upgrade(conn)
             conn.execute(
                 tables.schema_versions.insert().values(
                     version=last.number, description=last.description, applied_at=datetime.now(UTC)
                 )
             )
-        assert old.pending_migrations() == numbers[1:-1]
+        missing = [n for n in numbers[1:] if n != last.number]
+        assert old.pending_migrations() == missing
     with pytest.raises(SchemaOutOfDateError, match="out of date"):
         Store(db_url)
     with Store(db_url, check_schema=False) as old:
-        assert old.upgrade() == numbers[1:-1]
+        assert old.upgrade() == missing
     with Store(db_url) as store:
         assert store.pending_migrations() == []
 

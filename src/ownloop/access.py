@@ -46,6 +46,13 @@ POLICY: dict[str, Role] = {
     "deploy.abort": Role.OWNER,
     "deploy.rollback": Role.OWNER,
     "deploy.policy": Role.OWNER,
+    "alert.read": Role.VIEWER,
+    "alert.ack": Role.OWNER,
+    "alert.resolve": Role.OWNER,
+    "alert.rules": Role.OWNER,
+    "alert.evaluate": Role.ADMIN,  # the evaluator: whatever runs monitors or rollouts
+    "scorecard.read": Role.VIEWER,
+    "evalset.export": Role.OWNER,
     "store.upgrade": Role.ADMIN,
 }
 

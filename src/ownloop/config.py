@@ -62,6 +62,13 @@ class Config:
     deploy_tick_s: float = 5.0
     shadow_queue: int = 1000
     allow_env_mismatch: bool = False
+    smtp_url: str | None = None  # smtp://user:pass@host:port or smtps://...; unset: no mail
+    smtp_from: str = "ownloop@localhost"
+    allow_private_webhooks: bool = False  # let alerts reach loopback and private addresses
+    outbound_timeout_s: float = 10.0  # the whole of one outbound request (webhook, mail)
+    alert_repeat_s: float = 4 * 3600.0  # an open, unacknowledged alert is sent again this often
+    alert_tick_s: float = 30.0  # how often a serve process evaluates rules and delivers
+    public_url: str | None = None  # where people reach ownloop serve, for links in alerts
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -82,6 +89,14 @@ class Config:
             shadow_queue=_number(env, "OWNLOOP_SHADOW_QUEUE", 1000, int, 1, 10**6),
             allow_env_mismatch=env.get("OWNLOOP_ALLOW_ENV_MISMATCH", "").lower()
             in ("1", "true", "yes"),
+            smtp_url=env.get("OWNLOOP_SMTP_URL") or None,
+            smtp_from=env.get("OWNLOOP_SMTP_FROM") or "ownloop@localhost",
+            allow_private_webhooks=env.get("OWNLOOP_ALLOW_PRIVATE_WEBHOOKS", "").lower()
+            in ("1", "true", "yes"),
+            outbound_timeout_s=_number(env, "OWNLOOP_OUTBOUND_TIMEOUT_S", 10.0, float, 0.1, 300.0),
+            alert_repeat_s=_number(env, "OWNLOOP_ALERT_REPEAT_S", 14400.0, float, 1.0, 1e7),
+            alert_tick_s=_number(env, "OWNLOOP_ALERT_TICK_S", 30.0, float, 0.1, 86400.0),
+            public_url=(env.get("OWNLOOP_PUBLIC_URL") or "").rstrip("/") or None,
         )
 
     def with_home(self, home: Path | str) -> Config:

@@ -5,13 +5,17 @@ from __future__ import annotations
 from types import TracebackType
 
 from ownloop.access import Actor
+from ownloop.alerts import Alerts, Outbox
 from ownloop.artifacts import ArtifactStore
 from ownloop.clock import Clock, SystemClock
 from ownloop.config import Config
 from ownloop.deploy import Deployments
 from ownloop.evaluation import Evaluations
+from ownloop.feedback import Feedback
 from ownloop.monitoring import Monitor
+from ownloop.outbound import Outbound
 from ownloop.registry import Registry
+from ownloop.scorecard import Scorecards
 from ownloop.store import Store
 
 __all__ = ["Workspace"]
@@ -31,6 +35,7 @@ class Workspace:
         clock: Clock | None = None,
         actor: Actor | None = None,
         check_schema: bool = True,
+        outbound: Outbound | None = None,
     ) -> None:
         self.config = config if config is not None else Config.from_env()
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -56,8 +61,17 @@ class Workspace:
             self.clock,
             self.actor,
         )
+        self.feedback = Feedback(self.registry, self.monitor, self.config, self.clock, self.actor)
+        # one outbound HTTP client per workspace; tests pass one with a replaced transport
+        self.outbound = outbound if outbound is not None else Outbound(self.config)
+        self.alerts = Alerts(
+            self.store, self.registry, self.monitor, self.config, self.clock, self.actor
+        )
+        self.outbox = Outbox(self.store, self.config, self.clock, self.actor, self.outbound)
+        self.scorecard = Scorecards(self.store, self.registry, self.clock, self.actor)
 
     def close(self) -> None:
+        self.outbound.close()
         self.store.close()
 
     def __enter__(self) -> Workspace:

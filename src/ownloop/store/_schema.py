@@ -5,6 +5,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "alert_deliveries",
+    "alert_notifications",
+    "alert_rules",
+    "alerts",
     "alias_history",
     "aliases",
     "audit",
@@ -47,6 +51,8 @@ teams = sa.Table(
     sa.Column("slack_webhook_url", sa.String(2000)),
     sa.Column("created_at", _ts, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("escalate_to", sa.String(64)),  # the team paged when a page stays unacknowledged
+    sa.Column("escalate_after_s", sa.Float),
 )
 
 team_members = sa.Table(
@@ -191,6 +197,10 @@ monitor_results = sa.Table(
     sa.Column("alert", sa.Boolean),
     sa.Column("n", sa.BigInteger),
     sa.Column("detail", sa.Text),
+    # the explicit comparison (migration 7): see monitoring's result_rows for each kind
+    sa.Column("reference", sa.Float),  # the reference figure the value is compared with
+    sa.Column("bound", sa.Float),  # the bound the value (or p_value, for 'test') is held to
+    sa.Column("compare", sa.String(16)),  # 'above' | 'below' | 'test' | NULL (no verdict)
 )
 
 deployments = sa.Table(
@@ -281,6 +291,80 @@ rollback_checks = sa.Table(
     sa.Column("by", sa.String(200), nullable=False),
 )
 
+alert_rules = sa.Table(
+    "alert_rules",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), primary_key=True),
+    sa.Column("rule", sa.String(64), primary_key=True),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("open_fingerprint", sa.String(64), unique=True),  # NULL once resolved
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer),
+    sa.Column("team", sa.String(64), nullable=False),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("next_step", sa.Text),
+    sa.Column("link", sa.String(2000)),
+    sa.Column("opened_at", _ts, nullable=False),
+    sa.Column("last_seen_at", _ts, nullable=False),
+    sa.Column("last_notified_at", _ts),
+    sa.Column("acked_at", _ts),
+    sa.Column("acked_by", sa.String(200)),
+    sa.Column("escalated_at", _ts),
+    sa.Column("escalated_to", sa.String(64)),
+    sa.Column("resolved_at", _ts),
+    sa.Column("resolved_by", sa.String(200)),
+    sa.Column("resolve_note", sa.Text),
+    sa.Column("action", sa.JSON),  # the retrain trigger's outcome
+)
+
+alert_notifications = sa.Table(
+    "alert_notifications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("alert_id", sa.Integer, sa.ForeignKey("alerts.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("team", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(2000), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", _ts, nullable=False),
+    sa.Column("claimed_by", sa.String(200)),
+    sa.Column("claimed_until", _ts),
+    sa.Column("created_at", _ts, nullable=False),
+    sa.Column("delivered_at", _ts),
+    sa.Column("last_error", sa.Text),
+)
+
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "notification_id", sa.Integer, sa.ForeignKey("alert_notifications.id"), nullable=False
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", _ts, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("by", sa.String(200), nullable=False),
+)
+
 # Indexes the migrations create; declared here too, so the declared schema is the whole schema.
 sa.Index("ix_alias_history_model_alias", alias_history.c.model_id, alias_history.c.alias)
 sa.Index("ix_audit_model_at", audit.c.model, audit.c.at)
@@ -297,3 +381,11 @@ sa.Index("ix_monitor_results_run", monitor_results.c.run_id)
 sa.Index("ix_rollouts_model", rollouts.c.model, rollouts.c.id)
 sa.Index("ix_rollout_events_rollout", rollout_events.c.rollout_id, rollout_events.c.id)
 sa.Index("ix_rollback_checks_model", rollback_checks.c.model, rollback_checks.c.id)
+sa.Index("ix_alerts_model_id", alerts.c.model, alerts.c.id)
+sa.Index("ix_alerts_team_state", alerts.c.team, alerts.c.state)
+sa.Index(
+    "ix_alert_notifications_due",
+    alert_notifications.c.state,
+    alert_notifications.c.next_attempt_at,
+)
+sa.Index("ix_alert_deliveries_notification", alert_deliveries.c.notification_id)

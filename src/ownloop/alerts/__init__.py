@@ -1,0 +1,34 @@
+"""Alerts routed to the owning team: rules over stored figures and deploy events, an outbox of
+notifications (webhook, Slack, email), escalation, acknowledge and resolve."""
+
+from ownloop.alerts._model import (
+    Alert,
+    AlertState,
+    Channel,
+    Delivery,
+    DeliveryOutcome,
+    Notification,
+    NotificationKind,
+    NotificationState,
+    Rule,
+    RuleAction,
+    Severity,
+)
+from ownloop.alerts._outbox import Outbox
+from ownloop.alerts._service import Alerts
+
+__all__ = [
+    "Alert",
+    "AlertState",
+    "Alerts",
+    "Channel",
+    "Delivery",
+    "DeliveryOutcome",
+    "Notification",
+    "NotificationKind",
+    "NotificationState",
+    "Outbox",
+    "Rule",
+    "RuleAction",
+    "Severity",
+]
