@@ -5,7 +5,6 @@ The one place that decides what a server routes; the ``production`` alias is its
 >>> ws.deploy.set_production("churn", 4)  # doctest: +SKIP  (the gate must have passed)
 """
 
-from ownloop.deploy._lease import CONTROLLER_LEASE, Lease, LeaseHolder, holder_id
 from ownloop.deploy._model import (
     ACTIVE_STATES,
     Guardrail,
@@ -27,6 +26,9 @@ from ownloop.deploy._rollback import (
 from ownloop.deploy._rollout import DeployStatus, merge_plan, placed, position, span
 from ownloop.deploy._routing import MAX_KEY_CHARS, arm_for, bucket
 from ownloop.deploy._service import Analyser, Deployments
+from ownloop.store.lease import Lease, LeaseHolder, holder_id
+
+CONTROLLER_LEASE = "deploy.controller"  # the lease whose holder runs the rollout controller
 
 __all__ = [
     "ACTIVE_STATES",

@@ -1,4 +1,5 @@
-"""A lease in the store: which one of several serve processes runs the rollout controller.
+"""A lease in the store: which one of several processes does a job that must run once per store
+(the rollout controller, the alert evaluator).
 
 Each holder renews before ``ttl`` runs out; a holder that dies simply stops renewing, and once
 ``expires_at`` has passed another process takes the lease with a compare-and-set update. The same
@@ -20,9 +21,7 @@ from ownloop.errors import ConcurrentChangeError
 from ownloop.store import Store, aware
 from ownloop.store import tables as t
 
-__all__ = ["CONTROLLER_LEASE", "Lease", "LeaseHolder", "holder_id"]
-
-CONTROLLER_LEASE = "deploy.controller"
+__all__ = ["Lease", "LeaseHolder", "holder_id"]
 
 
 def holder_id() -> str:
