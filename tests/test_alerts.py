@@ -429,3 +429,42 @@ def test_two_evaluators_at_once_open_one_alert(prod: Workspace, config: Config) 
     assert len(ws.alerts.list()) == 1
     assert len(_notes(ws)) == 3
     assert len(_audit(ws, "alert.open")) == 1
+
+
+def _estimate(ws: Workspace, end: datetime, value: float, lower: float, upper: float) -> None:
+    run_id = _window(ws, end)
+    with ws.store.write() as conn:
+        conn.execute(
+            t.monitor_results.insert().values(
+                run_id=run_id,
+                model="churn",
+                version=1,
+                window_end=end,
+                kind="estimated_performance",
+                name="accuracy",
+                status="ok",
+                method="confidence-based",
+                value=value,
+                lower=lower,
+                upper=upper,
+                n=1000,
+                reference=0.85,
+            )
+        )
+
+
+def test_estimated_drop_counts_only_beyond_the_estimates_interval(prod: Workspace) -> None:
+    """A point estimate 0.10 below the reference whose band reaches reference - 0.05 is no alert."""
+    ws = prod
+    _estimate(ws, T0 + HOUR, 0.75, 0.70, 0.81)
+    _estimate(ws, T0 + 2 * HOUR, 0.75, 0.70, 0.81)
+    assert ws.alerts.evaluate() == []
+    _estimate(ws, T0 + 3 * HOUR, 0.75, 0.72, 0.78)
+    assert ws.alerts.evaluate() == []  # one window of two
+    _estimate(ws, T0 + 4 * HOUR, 0.74, 0.71, 0.77)
+    (alert,) = ws.alerts.evaluate()
+    assert alert.rule == "estimated_accuracy_drop"
+    assert alert.severity == "page"
+    assert alert.details["reference"] == 0.85
+    assert alert.details["upper"] == 0.77
+    assert "estimated accuracy 0.740 [0.710, 0.770]" in alert.summary
