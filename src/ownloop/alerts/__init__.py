@@ -15,15 +15,18 @@ from ownloop.alerts._model import (
     Severity,
 )
 from ownloop.alerts._outbox import Outbox
+from ownloop.alerts._rules import METRICS, Metric
 from ownloop.alerts._service import Alerts
 
 __all__ = [
+    "METRICS",
     "Alert",
     "AlertState",
     "Alerts",
     "Channel",
     "Delivery",
     "DeliveryOutcome",
+    "Metric",
     "Notification",
     "NotificationKind",
     "NotificationState",
