@@ -207,14 +207,18 @@ def test_a_failed_write_leaves_no_file(
     ws, frame, logged = served
     post_labels(ws, truth_rows(frame, logged, np.arange(50)))
 
+    written: list[str] = []
+
     def disk_full(table: pa.Table, where: str, **kw: Any) -> None:
+        written.append(Path(where).name)
         Path(where).write_bytes(b"PAR1 half a file")  # torn, as a full disk leaves it
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("ownloop.feedback.pq.write_table", disk_full)
     with pytest.raises(InvalidInputError, match=r"cannot write .*No space left on device"):
         export(ws, evals / "prod.parquet")
-    assert list(evals.iterdir()) == []
+    assert written[0].startswith(".prod.parquet.tmp-")  # never under the name a reader opens
+    assert list(evals.iterdir()) == []  # and the torn temp file is gone
     assert [a.action for a in ws.registry.audit_log("churn")].count("evalset.export") == 0
 
 
