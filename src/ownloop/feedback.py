@@ -40,7 +40,7 @@ from ownloop.monitoring._monitor import LOW_CONFIDENCE
 from ownloop.profile import ClassificationProfile
 from ownloop.registry import ModelVersion, Registry
 
-__all__ = ["FORMATS", "NON_INFERIORITY_MARGIN", "EvalsetExport", "Feedback"]
+__all__ = ["FORMATS", "LOW_CONFIDENCE", "NON_INFERIORITY_MARGIN", "EvalsetExport", "Feedback"]
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 # The suite's check: the candidate's accuracy on these rows may trail the serving version's by at

@@ -10,8 +10,7 @@ import click
 from ownloop.cli._app import cli, console, echo_json, esc, when, workspace
 from ownloop.cli._monitor import DURATION
 from ownloop.errors import InvalidInputError
-from ownloop.feedback import EvalsetExport
-from ownloop.monitoring._monitor import LOW_CONFIDENCE
+from ownloop.feedback import LOW_CONFIDENCE, EvalsetExport
 
 _PATH = click.Path(path_type=Path, dir_okay=False)
 
