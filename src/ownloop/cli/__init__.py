@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import sys
 
-from ownloop.cli import _alerts, _demo, _deploy, _eval, _monitor, _registry, _rollback, _serve  # noqa: F401  (commands register themselves on import)
+from ownloop.cli import (  # noqa: F401  (commands register themselves on import)
+    _alerts,
+    _demo,
+    _deploy,
+    _eval,
+    _feedback,
+    _monitor,
+    _registry,
+    _rollback,
+    _serve,
+)
 from ownloop.cli._app import cli
 
 __all__ = ["cli", "main"]
