@@ -1,6 +1,7 @@
 """Alerts routed to the owning team: rules over stored figures and deploy events, an outbox of
 notifications (webhook, Slack, email), escalation, acknowledge and resolve."""
 
+from ownloop.alerts._loop import ALERTS_LEASE, AlertLoop, Round
 from ownloop.alerts._model import (
     Alert,
     AlertState,
@@ -18,7 +19,9 @@ from ownloop.alerts._outbox import Outbox
 from ownloop.alerts._service import Alerts
 
 __all__ = [
+    "ALERTS_LEASE",
     "Alert",
+    "AlertLoop",
     "AlertState",
     "Alerts",
     "Channel",
@@ -28,6 +31,7 @@ __all__ = [
     "NotificationKind",
     "NotificationState",
     "Outbox",
+    "Round",
     "Rule",
     "RuleAction",
     "Severity",
