@@ -69,6 +69,7 @@ class Config:
     alert_repeat_s: float = 4 * 3600.0  # an open, unacknowledged alert is sent again this often
     alert_tick_s: float = 30.0  # how often a serve process evaluates rules and delivers
     public_url: str | None = None  # where people reach ownloop serve, for links in alerts
+    serve_monitor_every_s: float | None = None  # serve runs the monitors this often (off: None)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -97,6 +98,10 @@ class Config:
             alert_repeat_s=_number(env, "OWNLOOP_ALERT_REPEAT_S", 14400.0, float, 1.0, 1e7),
             alert_tick_s=_number(env, "OWNLOOP_ALERT_TICK_S", 30.0, float, 0.1, 86400.0),
             public_url=(env.get("OWNLOOP_PUBLIC_URL") or "").rstrip("/") or None,
+            serve_monitor_every_s=_number(
+                env, "OWNLOOP_SERVE_MONITOR_EVERY_S", 0.0, float, 0.0, 86400.0 * 7
+            )
+            or None,
         )
 
     def with_home(self, home: Path | str) -> Config:

@@ -1,6 +1,7 @@
 """Alerts routed to the owning team: rules over stored figures and deploy events, an outbox of
 notifications (webhook, Slack, email), escalation, acknowledge and resolve."""
 
+from ownloop.alerts._loop import ALERTS_LEASE, AlertLoop, Round
 from ownloop.alerts._model import (
     Alert,
     AlertState,
@@ -19,8 +20,10 @@ from ownloop.alerts._rules import METRICS, Metric
 from ownloop.alerts._service import Alerts
 
 __all__ = [
+    "ALERTS_LEASE",
     "METRICS",
     "Alert",
+    "AlertLoop",
     "AlertState",
     "Alerts",
     "Channel",
@@ -31,6 +34,7 @@ __all__ = [
     "NotificationKind",
     "NotificationState",
     "Outbox",
+    "Round",
     "Rule",
     "RuleAction",
     "Severity",

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
+from ownloop.alerts import AlertLoop, DeliveryOutcome, Round
 from ownloop.cli._app import (
     cli,
     console,
@@ -222,6 +223,12 @@ def _found(reports: list[WindowReport], kinds: set[str], as_json: bool) -> list[
     multiple=True,
     help="Exit 1 when a window finds this: drift, estimated-drop or any (repeat or comma-separate).",
 )
+@click.option(
+    "--no-alerts",
+    is_flag=True,
+    help="Store the figures only: evaluate no alert rules and deliver nothing (--fail-on still "
+    "sets the exit code).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 def monitor(
     model: str | None,
@@ -236,12 +243,17 @@ def monitor(
     thresholds: tuple[str, ...],
     save: bool,
     fail_on: tuple[tuple[str, ...], ...],
+    no_alerts: bool,
     as_json: bool,
 ) -> None:
     """Monitor MODEL (default: every model with a production alias) over the last window; store the results.
 
     The window counts the stable and canary arms' rows; shadow rows (scored, never answered to
     clients) count only with --arm shadow. --arm picks one arm; each stored run records its arms.
+
+    After each run the alert rules are evaluated over the stored figures and alerts are routed to
+    the owning team (see 'ownloop rules' and 'ownloop alerts'), by one process per store at a
+    time: when an 'ownloop serve' or another monitor holds that turn, it does this instead.
 
     \b
     Exit codes:
@@ -265,6 +277,7 @@ def monitor(
             thresholds,
             save,
             kinds,
+            no_alerts,
             as_json,
         )
     except (InvalidInputError, NotFoundError) as exc:
@@ -288,6 +301,7 @@ def _monitor(
     thresholds: tuple[str, ...],
     save: bool,
     kinds: set[str],
+    no_alerts: bool,
     as_json: bool,
 ) -> None:
     ws = workspace()
@@ -301,26 +315,65 @@ def _monitor(
         if save:
             ws.monitor.configure(model, settings)
             console.print(f"saved drift settings for {escape(model)}")
-    done = 0
-    while True:
-        reports = ws.monitor.run(
-            model, window=window, version=version, settings=settings, rows=last_rows, arm=arm
+    loop = None if no_alerts else AlertLoop(ws.alerts, ws.outbox, tick_s=ws.config.alert_tick_s)
+    if loop is not None and every is not None:
+        loop.start()  # evaluates and delivers in threads of its own: a slow route never waits here
+    try:
+        done = 0
+        while True:
+            reports = ws.monitor.run(
+                model, window=window, version=version, settings=settings, rows=last_rows, arm=arm
+            )
+            if as_json:
+                echo_json(reports)
+            else:
+                if not reports:
+                    console.print(
+                        "no model has a production alias; pass MODEL or set one with "
+                        "'ownloop deploy'"
+                    )
+                for rep in reports:
+                    _print_report(rep)
+            if loop is not None:
+                if every is None:
+                    _print_round(loop.run_once(), as_json)
+                else:
+                    loop.wake()
+            if kinds and _found(reports, kinds, as_json):
+                click.get_current_context().exit(1)
+            done += 1
+            if every is None or (runs is not None and done >= runs):
+                return
+            time.sleep(every.total_seconds())
+    finally:
+        if loop is not None and every is not None:
+            loop.stop()
+
+
+def _print_round(done: Round, as_json: bool) -> None:
+    """What the alert round did, on stderr under --json so stdout stays one JSON document."""
+    if not done.holding:
+        click.echo(
+            "alerts: another ownloop process evaluates the rules for this store; it routes them",
+            err=as_json,
         )
-        if as_json:
-            echo_json(reports)
-        else:
-            if not reports:
-                console.print(
-                    "no model has a production alias; pass MODEL or set one with 'ownloop alias set'"
-                )
-            for rep in reports:
-                _print_report(rep)
-        if kinds and _found(reports, kinds, as_json):
-            click.get_current_context().exit(1)
-        done += 1
-        if every is None or (runs is not None and done >= runs):
-            return
-        time.sleep(every.total_seconds())
+        return
+    for a in done.alerts:
+        click.echo(
+            f"alert #{a.id} {a.state.value}: {a.model} {a.rule} ({a.severity.value}) -> "
+            f"team {a.team}: {a.summary}",
+            err=as_json,
+        )
+    sent = sum(1 for d in done.deliveries if d.outcome is DeliveryOutcome.DELIVERED)
+    failed = len(done.deliveries) - sent
+    if done.deliveries:
+        click.echo(
+            f"alerts: {sent} notification(s) delivered"
+            + (f", {failed} not (retried later; see 'ownloop alerts')" if failed else ""),
+            err=as_json,
+        )
+    for e in done.errors:
+        click.echo(f"alerts: {e}", err=True)
 
 
 @cli.command()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import click
 
 from ownloop.cli._app import cli, console, echo_json, esc, workspace
+from ownloop.cli._monitor import DURATION
 from ownloop.datasets import read_frame
 from ownloop.errors import InvalidInputError
 from ownloop.labels import LabelReport, frame_rows, labels_table, record_label_batches
@@ -36,12 +38,26 @@ def _loopback(host: str) -> bool:
     help="Serve versions whose recorded needs this environment does not meet (logged, audited). "
     "Also OWNLOOP_ALLOW_ENV_MISMATCH=1.",
 )
-def serve(host: str, port: int, no_log: bool, allow_env_mismatch: bool) -> None:
+@click.option(
+    "--monitor-every",
+    type=DURATION,
+    default=None,
+    help="Also run the monitors this often (over a window of the same length), in the process "
+    "that holds the alert evaluator's turn. Default: another process runs 'ownloop monitor'.",
+)
+def serve(
+    host: str,
+    port: int,
+    no_log: bool,
+    allow_env_mismatch: bool,
+    monitor_every: timedelta | None,
+) -> None:
     """Serve what deploy routes (v2 + simple JSON, labels, /metrics), following every change.
 
     Routing changes (deploy, promote, abort) are picked up within a second, no restart; SIGHUP
     reloads every model at once. Each serve process also takes its turn running the rollout
-    controller (one at a time, under a lease in the store).
+    controller and the alert evaluator (each by one process at a time, under a lease in the
+    store): rules over the stored monitor figures and deploy events, routed to the owning team.
     """
     from ownloop.server import serve as run
 
@@ -53,6 +69,8 @@ def serve(host: str, port: int, no_log: bool, allow_env_mismatch: bool) -> None:
     ws = workspace()
     if allow_env_mismatch:
         ws.config = replace(ws.config, allow_env_mismatch=True)
+    if monitor_every is not None:
+        ws.config = replace(ws.config, serve_monitor_every_s=monitor_every.total_seconds())
     run(ws, host, port, log_predictions=not no_log)
 
 

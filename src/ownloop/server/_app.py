@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from starlette.routing import Route
 
 from ownloop import __version__, labels, predlog
 from ownloop.access import Actor, authorize
+from ownloop.alerts import AlertLoop
 from ownloop.errors import InvalidInputError, NotReadyError, OwnloopError, PayloadTooLargeError
 from ownloop.predlog import PredictionLogger
 from ownloop.server import _decode
@@ -162,6 +164,24 @@ class _CsvBody:
     data: bytes
 
 
+class _Monitors:
+    """Serve runs the monitors itself (``--monitor-every``), just before the alert rules, while it
+    holds the evaluator lease; at most once per interval."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.every_s = ws.config.serve_monitor_every_s or 0.0
+        self.last: float | None = None
+
+    def run_if_due(self) -> None:
+        now = time.monotonic()
+        if self.last is not None and now - self.last < self.every_s:
+            return
+        self.last = now
+        for rep in self.ws.monitor.run(window=timedelta(seconds=self.every_s)):
+            log.info("monitored %s@%s: %d rows", rep.model, rep.version, rep.rows)
+
+
 class _Server:
     """The state of one app: workspace, served models, log writer, metrics."""
 
@@ -179,6 +199,13 @@ class _Server:
             on_failure=lambda e: self.metrics.load_failed(e.name, e.version),
         )
         self.controller = Controller(ws.deploy, tick_s=ws.config.deploy_tick_s)
+        self.monitors = _Monitors(ws) if ws.config.serve_monitor_every_s else None
+        self.alert_loop = AlertLoop(
+            ws.alerts,
+            ws.outbox,
+            tick_s=ws.config.alert_tick_s,
+            before_evaluate=self.monitors.run_if_due if self.monitors is not None else None,
+        )
         self.offload_bytes = OFFLOAD_BYTES
         self.logger: PredictionLogger | None = None
         if log_predictions:
@@ -209,15 +236,18 @@ class _Server:
         return self.routing.models
 
     def start(self) -> None:
-        """Background work: the log writer, the shadow worker, the reload poller, the controller."""
+        """Background work: the log writer, the shadow worker, the reload poller, the controller,
+        the alert evaluator."""
         if self.logger is not None:
             self.logger.start()
         self.shadow.start()
         self.routing.start()
         self.controller.start()
+        self.alert_loop.start()
 
     def stop(self) -> None:
         """Stop in order: no new routing or ticks, score queued shadow rows, then flush the log."""
+        self.alert_loop.stop()
         self.controller.stop()
         self.routing.stop()
         self.shadow.stop()
