@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -71,6 +72,8 @@ class Team:
     members: tuple[str, ...]
     created_at: datetime
     created_by: str
+    escalate_to: str | None = None  # the team paged when a page stays unacknowledged
+    escalate_after_s: float | None = None
 
     def __repr__(self) -> str:
         return f"Team(name={self.name!r}, members={list(self.members)!r}, email={self.email!r})"
@@ -162,6 +165,34 @@ def _check_url(kind: str, url: str | None) -> str | None:
     return url
 
 
+def _check_escalation(team: str, to: str | None, after_s: float | None) -> dict[str, Any]:
+    """Escalation needs both a team other than this one and a positive, finite delay."""
+    if not to:
+        if after_s is not None:
+            raise InvalidInputError(
+                f"--escalate-after needs --escalate-to: name the team paged when team '{team}' "
+                "does not acknowledge in time"
+            )
+        return {"escalate_to": None, "escalate_after_s": None}
+    validate_name("team", to)
+    if to == team:
+        raise InvalidInputError(
+            f"team '{team}' cannot escalate to itself; name a second team (e.g. --escalate-to "
+            "platform)"
+        )
+    if after_s is None:
+        raise InvalidInputError(
+            f"escalation of team '{team}' to '{to}' needs a delay: pass --escalate-after 30m"
+        )
+    if isinstance(after_s, bool) or not isinstance(after_s, int | float):
+        raise InvalidInputError(f"escalate_after_s must be a number of seconds, got {after_s!r}")
+    if not math.isfinite(after_s) or after_s <= 0:
+        raise InvalidInputError(
+            f"escalation delay {after_s!r}s must be positive; pass e.g. --escalate-after 30m"
+        )
+    return {"escalate_to": to, "escalate_after_s": float(after_s)}
+
+
 def _check_email(email: str | None) -> str | None:
     if email is None or email == "":
         return None
@@ -239,14 +270,17 @@ class Registry:
         webhook_url: str | None = None,
         slack_webhook_url: str | None = None,
         members: Sequence[str] = (),
+        escalate_to: str | None = None,
+        escalate_after_s: float | None = None,
     ) -> Team:
-        """Create a team with its notification routes."""
+        """Create a team with its notification routes and where its unacknowledged pages go."""
         validate_name("team", name)
         authorize(self.actor, "team.create")
-        values = {
+        values: dict[str, Any] = {
             "email": _check_email(email),
             "webhook_url": _check_url("webhook", webhook_url),
             "slack_webhook_url": _check_url("Slack webhook", slack_webhook_url),
+            **_check_escalation(name, escalate_to, escalate_after_s),
         }
         members = [validate_name("member", m) for m in members]
         try:
@@ -265,6 +299,8 @@ class Registry:
                 raise AlreadyExistsError(
                     f"team '{name}' already exists; see 'ownloop team show {name}'"
                 )
+            if values.get("escalate_to"):
+                self._require_team(conn, values["escalate_to"])
             team_id = conn.execute(
                 t.teams.insert().values(
                     name=name, created_at=now, created_by=self.actor.name, **values
@@ -290,8 +326,14 @@ class Registry:
         email: str | None = _UNSET,
         webhook_url: str | None = _UNSET,
         slack_webhook_url: str | None = _UNSET,
+        escalate_to: str | None = _UNSET,
+        escalate_after_s: float | None = _UNSET,
     ) -> Team:
-        """Change a team's notification routes (pass None or '' to clear one)."""
+        """Change a team's notification routes or escalation (pass None or '' to clear one).
+
+        Clearing ``escalate_to`` clears the delay too; setting one needs the other (given here
+        or already on the team).
+        """
         changes: dict[str, Any] = {}
         if email is not _UNSET:
             changes["email"] = _check_email(email)
@@ -303,6 +345,8 @@ class Registry:
         now = self.clock.now()
         with self.store.write() as conn:
             row = self._require_team(conn, name)
+            if escalate_to is not _UNSET or escalate_after_s is not _UNSET:
+                changes.update(self._escalation_change(conn, row, escalate_to, escalate_after_s))
             before = {k: row._mapping[k] for k in changes}
             if changes:
                 conn.execute(t.teams.update().where(t.teams.c.id == row.id).values(**changes))
@@ -316,6 +360,23 @@ class Registry:
                 after=changes,
             )
         return self.get_team(name)
+
+    def _escalation_change(
+        self, conn: sa.Connection, row: sa.Row[Any], to: str | None, after_s: float | None
+    ) -> dict[str, Any]:
+        """The escalation columns after this update, checked against the stored ones."""
+        target = row.escalate_to if to is _UNSET else to
+        delay = row.escalate_after_s if after_s is _UNSET else after_s
+        if not target:  # clearing the target clears the escalation
+            if after_s is not _UNSET and after_s is not None and to is _UNSET:
+                raise InvalidInputError(
+                    f"team '{row.name}' escalates to no team; pass --escalate-to TEAM with "
+                    "--escalate-after"
+                )
+            return {"escalate_to": None, "escalate_after_s": None}
+        checked = _check_escalation(row.name, target, delay)
+        self._require_team(conn, checked["escalate_to"])
+        return checked
 
     def add_member(self, team: str, member: str) -> Team:
         validate_name("member", member)
@@ -393,6 +454,8 @@ class Registry:
             tuple(members),
             aware(row.created_at),
             row.created_by,
+            escalate_to=row.escalate_to,
+            escalate_after_s=row.escalate_after_s,
         )
 
     def list_teams(self) -> list[Team]:

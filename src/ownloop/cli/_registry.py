@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,19 @@ import click
 
 from ownloop import needs
 from ownloop.cli._app import cli, console, echo_json, esc, table, when, workspace
+from ownloop.cli._monitor import DURATION
 from ownloop.errors import NotFoundError, OwnloopError
 from ownloop.profile import ClassificationProfile, FeatureProfile, NumericProfile
 from ownloop.registry import PRODUCTION, ModelVersion, Team
 from ownloop.store.migrations import latest_version
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+_escalate_to = click.option(
+    "--escalate-to", help="Team paged when a page stays unacknowledged ('' to stop escalating)."
+)
+_escalate_after = click.option(
+    "--escalate-after", type=DURATION, help="How long a page may stay unacknowledged (e.g. 30m)."
+)
 
 
 # -- teams ------------------------------------------------------------------------------
@@ -34,16 +42,26 @@ def team() -> None:
 @click.option("--webhook", help="Alertmanager-compatible webhook URL.")
 @click.option("--slack-webhook", help="Slack-compatible incoming webhook URL.")
 @click.option("--member", "members", multiple=True, help="A member's user name (repeatable).")
+@_escalate_to
+@_escalate_after
 def team_add(
     name: str,
     email: str | None,
     webhook: str | None,
     slack_webhook: str | None,
     members: tuple[str, ...],
+    escalate_to: str | None,
+    escalate_after: timedelta | None,
 ) -> None:
     """Create team NAME with its notification routes."""
     t = workspace().registry.add_team(
-        name, email=email, webhook_url=webhook, slack_webhook_url=slack_webhook, members=members
+        name,
+        email=email,
+        webhook_url=webhook,
+        slack_webhook_url=slack_webhook,
+        members=members,
+        escalate_to=escalate_to,
+        escalate_after_s=None if escalate_after is None else escalate_after.total_seconds(),
     )
     console.print(f"team [bold]{esc(t.name)}[/] created")
     _print_team(t)
@@ -54,9 +72,25 @@ def team_add(
 @click.option("--email")
 @click.option("--webhook")
 @click.option("--slack-webhook")
-def team_set(name: str, email: str | None, webhook: str | None, slack_webhook: str | None) -> None:
-    """Change team NAME's notification routes (pass '' to clear one)."""
+@_escalate_to
+@_escalate_after
+def team_set(
+    name: str,
+    email: str | None,
+    webhook: str | None,
+    slack_webhook: str | None,
+    escalate_to: str | None,
+    escalate_after: timedelta | None,
+) -> None:
+    """Change team NAME's notification routes (pass '' to clear one).
+
+    --escalate-to '' stops escalating.
+    """
     changes: dict[str, Any] = {}
+    if escalate_to is not None:
+        changes["escalate_to"] = escalate_to
+    if escalate_after is not None:
+        changes["escalate_after_s"] = escalate_after.total_seconds()
     if email is not None:
         changes["email"] = email
     if webhook is not None:
@@ -64,7 +98,10 @@ def team_set(name: str, email: str | None, webhook: str | None, slack_webhook: s
     if slack_webhook is not None:
         changes["slack_webhook_url"] = slack_webhook
     if not changes:
-        raise click.UsageError("nothing to change: pass --email, --webhook or --slack-webhook")
+        raise click.UsageError(
+            "nothing to change: pass --email, --webhook, --slack-webhook, --escalate-to or "
+            "--escalate-after"
+        )
     _print_team(workspace().registry.update_team(name, **changes))
 
 
@@ -120,6 +157,19 @@ def member_remove(team_name: str, member: str) -> None:
     _print_team(workspace().registry.remove_member(team_name, member))
 
 
+def _escalation(t: Team) -> str:
+    if not t.escalate_to or t.escalate_after_s is None:
+        return "-"
+    return f"to {t.escalate_to} after {_span(t.escalate_after_s)} unacknowledged"
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def _print_team(t: Team) -> None:
     table(
         f"team {t.name}",
@@ -129,6 +179,7 @@ def _print_team(t: Team) -> None:
             ["email", t.email or "-"],
             ["webhook", t.webhook_url or "-"],
             ["slack webhook", t.slack_webhook_url or "-"],
+            ["escalates", _escalation(t)],
             ["created", f"{when(t.created_at)} by {t.created_by}"],
         ],
     )
