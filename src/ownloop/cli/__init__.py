@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ownloop.cli import _demo, _deploy, _eval, _monitor, _registry, _rollback, _serve  # noqa: F401  (commands register themselves on import)
+from ownloop.cli import _demo, _deploy, _eval, _monitor, _registry, _rollback, _scorecard, _serve  # noqa: F401  (commands register themselves on import)
 from ownloop.cli._app import cli
 
 __all__ = ["cli", "main"]
