@@ -13,6 +13,7 @@ from ownloop.cli import (  # noqa: F401  (commands register themselves on import
     _monitor,
     _registry,
     _rollback,
+    _scorecard,
     _serve,
 )
 from ownloop.cli._app import cli

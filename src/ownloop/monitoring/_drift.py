@@ -193,6 +193,7 @@ class FeatureDrift:
     tail_p: float | None = None
     tail_p_adjusted: float | None = None
     tail_drifted: bool | None = None
+    missing_p: float | None = None  # the two-proportion test of the missing share (unadjusted)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ class DriftReport:
     reasons: Mapping[str, str] = field(default_factory=dict)
     distinct_rows: int | None = None  # about how many distinct inputs, when rows repeat
     effective_rows: int | None = None  # the window size its tests used, when rows repeat
+    missing_delta: float = 0.05  # the smallest move of a missing share that counts
 
     def feature(self, name: str) -> FeatureDrift:
         for f in self.features:
@@ -306,17 +308,18 @@ def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
 
 def _missing(
     nulls: int, n: int, ref_nulls: int, ref_n: int, s: DriftSettings, dup: float = 1.0
-) -> tuple[float | None, float | None, bool | None]:
-    """Missing shares and their verdict; ``dup`` scales the window's counts to its distinct rows."""
+) -> tuple[float | None, float | None, bool | None, float | None]:
+    """Missing shares, their verdict and the test's p-value; ``dup`` scales the window's counts
+    to its distinct rows."""
     cur = _share(nulls, n)
     ref = _share(ref_nulls, ref_n)
     if cur is None or ref is None:
-        return cur, ref, None
+        return cur, ref, None, None
     n_w = n * dup
     pooled = (nulls * dup + ref_nulls) / (n_w + ref_n)
     se = np.sqrt(pooled * (1 - pooled) * (1 / n_w + 1 / ref_n))
     p = 1.0 if se == 0 else float(2 * stats.norm.sf(abs(cur - ref) / se))
-    return cur, ref, bool(abs(cur - ref) >= s.missing_delta and p < s.alpha)
+    return cur, ref, bool(abs(cur - ref) >= s.missing_delta and p < s.alpha), p
 
 
 def _unjudgeable(
@@ -371,6 +374,7 @@ def _no_verdict(
         miss[2],
         nonfinite,
         detail,
+        missing_p=miss[3],
     )
 
 
@@ -593,6 +597,7 @@ def numeric_drift(
         tail_share=tail.get("share"),
         tail_reference_share=tail.get("reference_share"),
         tail_p=tail.get("p"),
+        missing_p=miss[3],
     )
 
 
@@ -690,6 +695,7 @@ def _constant(
         part.nonfinite,
         detail,
         moved_share=off,
+        missing_p=miss[3],
     )
 
 
@@ -805,6 +811,7 @@ def categorical_drift(
         extra,
         effect=found["effect"],
         moved_share=found["moved"],
+        missing_p=miss[3],
     )
 
 
@@ -962,6 +969,7 @@ def evaluate_drift(
         reasons={n: str(reasons[n]) for n in drifted},
         distinct_rows=repeats.distinct,
         effective_rows=max(round(partial.scored_rows * dup), 1) if dup < 1.0 else None,
+        missing_delta=s.missing_delta,
     )
 
 

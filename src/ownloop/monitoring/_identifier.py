@@ -154,6 +154,7 @@ def identifier_drift(
         missing_share=miss[0],
         reference_missing_share=miss[1],
         missing_drifted=miss[2],
+        missing_p=miss[3],
         nonfinite=0,
         detail="",
         extra=extra,

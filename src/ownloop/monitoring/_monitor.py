@@ -574,6 +574,7 @@ class Monitor:
             system_figures(part, self.config.cpu_hour_price),
             tuple(notes),
             reference_accuracy=_reference_accuracy(profile),
+            reference_metrics=_reference_metrics(profile),
             headline=headline,
             arms=window.arms,
         )
@@ -801,40 +802,96 @@ class Monitor:
         run_id: int | None = None,
         since: datetime | None = None,
     ) -> list[StoredResult]:
-        """Stored per-window results, oldest window first (for dashboards and alert rules)."""
+        """Stored per-window results, oldest window first (for dashboards and alert rules).
+
+        Each figure carries its comparison (``reference``, ``bound``, ``compare``) and its window
+        (``window_start``, ``window_end``); docs/alerts.md says what each kind is compared with.
+        """
         validate_name("model", model)
-        q = sa.select(t.monitor_results).where(t.monitor_results.c.model == model)
+        res, runs = t.monitor_results, t.monitor_runs
+        q = (
+            sa.select(res, runs.c.window_start)
+            .select_from(res.outerjoin(runs, runs.c.id == res.c.run_id))
+            .where(res.c.model == model)
+        )
         if kind is not None:
-            q = q.where(t.monitor_results.c.kind == kind)
+            q = q.where(res.c.kind == kind)
         if run_id is not None:
-            q = q.where(t.monitor_results.c.run_id == run_id)
+            q = q.where(res.c.run_id == run_id)
         if since is not None:
-            q = q.where(t.monitor_results.c.window_end >= since)
+            q = q.where(res.c.window_end >= since)
         with self.store.read() as conn:
-            rows = conn.execute(
-                q.order_by(t.monitor_results.c.window_end, t.monitor_results.c.id)
-            ).all()
-        return [
-            StoredResult(
-                r.run_id,
-                r.model,
-                r.version,
-                aware(r.window_end),
-                r.kind,
-                r.name,
-                r.status,
-                r.method,
-                r.value,
-                r.lower,
-                r.upper,
-                r.threshold,
-                r.p_value,
-                r.alert,
-                r.n,
-                r.detail,
-            )
-            for r in rows
-        ]
+            rows = conn.execute(q.order_by(res.c.window_end, res.c.id)).all()
+        return [_stored_result(r) for r in rows]
+
+    def latest_results(
+        self,
+        model: str,
+        *,
+        runs: int = 1,
+        arm: str | None = None,
+        version: int | None = None,
+    ) -> list[tuple[MonitorRun, list[StoredResult]]]:
+        """The last ``runs`` windows of ``model`` with their figures, newest window first.
+
+        ``arm`` keeps runs whose window counted exactly that arm (None: the default arms, every
+        arm but shadow); ``version`` keeps one version's runs. A rule that needs N consecutive
+        windows reads them here: each run carries its window, version and arms
+        (``summary["arms"]``), each figure its comparison.
+        """
+        if runs < 1:
+            raise InvalidInputError(f"runs {runs} must be 1 or more, e.g. 3")
+        arms = list(select_arms(arm))
+        picked: list[MonitorRun] = []
+        for run in self.runs(model, limit=max(50, runs * 20)):
+            if version is not None and run.version != version:
+                continue
+            if list(run.summary.get("arms", DEFAULT_ARMS)) != arms:
+                continue
+            picked.append(run)
+            if len(picked) == runs:
+                break
+        if not picked:
+            return []
+        ids = [r.id for r in picked]
+        res, mr = t.monitor_results, t.monitor_runs
+        q = (
+            sa.select(res, mr.c.window_start)
+            .select_from(res.outerjoin(mr, mr.c.id == res.c.run_id))
+            .where(res.c.run_id.in_(ids))
+            .order_by(res.c.id)
+        )
+        with self.store.read() as conn:
+            rows = conn.execute(q).all()
+        by_run: dict[int, list[StoredResult]] = {i: [] for i in ids}
+        for r in rows:
+            by_run[r.run_id].append(_stored_result(r))
+        return [(run, by_run[run.id]) for run in picked]
+
+
+def _stored_result(r: sa.Row[Any]) -> StoredResult:
+    return StoredResult(
+        r.run_id,
+        r.model,
+        r.version,
+        aware(r.window_end),
+        r.kind,
+        r.name,
+        r.status,
+        r.method,
+        r.value,
+        r.lower,
+        r.upper,
+        r.threshold,
+        r.p_value,
+        r.alert,
+        r.n,
+        r.detail,
+        reference=r.reference,
+        bound=r.bound,
+        compare=r.compare,
+        window_start=aware(r.window_start) if r.window_start is not None else None,
+    )
 
 
 def _canonical(values: Sequence[Any]) -> np.ndarray:
@@ -845,6 +902,12 @@ def _canonical(values: Sequence[Any]) -> np.ndarray:
 def _reference_accuracy(profile: ReferenceProfile | None) -> float | None:
     perf = profile.prediction.performance if profile is not None else None
     return None if perf is None else perf.metrics.get("accuracy")
+
+
+def _reference_metrics(profile: ReferenceProfile | None) -> dict[str, float | None]:
+    """The reference profile's performance figures by metric (empty when it has none)."""
+    perf = profile.prediction.performance if profile is not None else None
+    return {} if perf is None else dict(perf.metrics)
 
 
 def _no_trend(windows: int, span: timedelta) -> str:

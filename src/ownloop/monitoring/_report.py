@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -136,6 +136,8 @@ class WindowReport:
     reference_accuracy: float | None = None  # the reference profile's accuracy, when it has one
     headline: Headline | None = None  # the accuracy to lead with: estimated, or realised and why
     arms: tuple[str, ...] = DEFAULT_ARMS  # the arms whose rows the window counts
+    # the reference profile's performance figures by metric (accuracy; mae and rmse for regression)
+    reference_metrics: Mapping[str, float | None] = field(default_factory=dict)
 
     @property
     def estimate_warnings(self) -> tuple[str, ...]:
@@ -224,6 +226,16 @@ class MonitorRun:
 
 @dataclass(frozen=True)
 class StoredResult:
+    """One stored figure of one window, with what it is compared with.
+
+    ``compare`` says how to read it: ``'test'``: the verdict (``alert``) is a test's decision,
+    ``p_value`` against the alpha in ``bound``; ``'above'``: worse when ``value`` is high, the
+    verdict's bound in ``bound``; ``'below'``: worse when ``value`` is low; None: a figure with
+    no direction (counts, system figures). ``reference`` is the reference figure the value came
+    from. ``threshold`` is kept for older readers only (its meaning varies by kind); see the
+    table in docs/alerts.md for each kind's exact verdict.
+    """
+
     run_id: int
     model: str
     version: int | None
@@ -240,6 +252,10 @@ class StoredResult:
     alert: bool | None
     n: int | None
     detail: str | None
+    reference: float | None = None
+    bound: float | None = None
+    compare: str | None = None
+    window_start: datetime | None = None  # the run's window start (None if the run is gone)
 
 
 def _quantile(hist: np.ndarray, q: float) -> float | None:
@@ -319,7 +335,15 @@ _RESULT_COLUMNS = (
     "alert",
     "n",
     "detail",
+    "reference",
+    "bound",
+    "compare",
 )
+# Drift methods whose verdict is the test alone ('test'), and the rest: an effect or distance at
+# least its threshold AND the test significant ('above'; 'share_off_constant' is strictly above).
+TEST_METHODS = ("ks", "chi2", "identifier")
+# performance metrics that are worse when higher (errors); the others are worse when lower
+HIGHER_IS_WORSE = ("mae", "rmse")
 
 
 def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
@@ -329,7 +353,7 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
         row: dict[str, Any] = dict.fromkeys(_RESULT_COLUMNS)
         row.update(kind=kind, name=name, status=status)
         row.update(kw)
-        for k in ("value", "lower", "upper", "threshold", "p_value"):
+        for k in ("value", "lower", "upper", "threshold", "p_value", "reference", "bound"):
             row[k] = _f(row[k])
         rows.append(row)
 
@@ -348,6 +372,7 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
                 alert=f.drifted,
                 n=f.n,
                 detail=f.detail,
+                **_drift_comparison(f.method, f.threshold, d.alpha, f.drifted),
             )
             if f.tail_share is not None:
                 add(
@@ -359,6 +384,9 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
                     threshold=f.tail_reference_share,
                     p_value=f.tail_p_adjusted if f.tail_p_adjusted is not None else f.tail_p,
                     alert=f.tail_drifted,
+                    reference=f.tail_reference_share,
+                    bound=d.alpha if f.tail_drifted is not None else None,
+                    compare="test" if f.tail_drifted is not None else None,
                     n=f.n,
                     detail=f.extra.get("tail", {}).get("text"),
                 )
@@ -366,10 +394,14 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
                 add(
                     "missing_share",
                     f.feature,
-                    method=f"two-proportion z-test, material at +-{0.05:.0%}",
+                    method=f"two-proportion z-test, material at +-{d.missing_delta:.0%}",
                     value=f.missing_share,
                     threshold=f.reference_missing_share,
+                    p_value=f.missing_p,
                     alert=f.missing_drifted,
+                    reference=f.reference_missing_share,
+                    bound=d.alpha if f.missing_drifted is not None else None,
+                    compare="test" if f.missing_drifted is not None else None,
                     n=f.n,
                 )
         add(
@@ -382,6 +414,8 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             alert=d.dataset_drift if d.verdict_by == "count" else None,
             n=d.tested,
             detail=d.summary,
+            bound=d.share_threshold,
+            compare="above" if d.share is not None else None,
         )
         if d.weighted_share is not None:
             add(
@@ -393,6 +427,8 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
                 alert=d.dataset_drift,
                 n=d.tested,
                 detail="the dataset verdict's share",
+                bound=d.share_threshold,
+                compare="above",
             )
         if d.effective_rows is not None:
             add(
@@ -412,6 +448,8 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             method="mean max probability",
             value=c.mean,
             threshold=c.reference_mean,
+            reference=c.reference_mean,
+            compare="below",
             n=c.n,
             detail=c.trend_note
             if c.trend_per_hour is None
@@ -425,6 +463,8 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             method=f"share with max probability < {c.threshold}",
             value=c.low_share,
             threshold=c.reference_low_share,
+            reference=c.reference_low_share,
+            compare="above",
             n=c.n,
         )
         if c.trend_per_hour is not None:
@@ -456,6 +496,8 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             upper=e.upper,
             n=e.n,
             alert=bool(e.warnings) if e.value is not None else None,
+            reference=rep.reference_metrics.get(e.metric),
+            compare=_performance_direction(e.metric),
             detail="; ".join(x for x in (e.note, *(f"warning: {w}" for w in e.warnings)) if x)
             or None,
         )
@@ -469,6 +511,8 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             lower=r.lower,
             upper=r.upper,
             n=r.n_labelled,
+            reference=rep.reference_metrics.get(r.metric),
+            compare=_performance_direction(r.metric),
             detail=f"label coverage {r.coverage:.1%}" if r.coverage is not None else r.note,
         )
     h = rep.headline
@@ -484,6 +528,8 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             p_value=h.p_value,
             alert=h.contradicted,
             detail=h.reason,
+            reference=rep.reference_metrics.get(h.metric),
+            compare=_performance_direction(h.metric),
         )
     sysf = rep.system
     for name, value in (
@@ -507,6 +553,22 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             method=_system_method(name, sysf),
         )
     return rows
+
+
+def _drift_comparison(
+    method: str | None, threshold: float | None, alpha: float, drifted: bool | None
+) -> dict[str, Any]:
+    """A drift row's comparison: the test's alpha for bare tests, else the effect's threshold."""
+    if method is None or drifted is None:
+        return {"reference": None, "bound": None, "compare": None}
+    if method in TEST_METHODS:
+        return {"reference": None, "bound": alpha, "compare": "test"}
+    return {"reference": None, "bound": threshold, "compare": "above"}
+
+
+def _performance_direction(metric: str) -> str:
+    """'above' for error metrics (worse when higher), 'below' for the rest (accuracy, f1...)."""
+    return "above" if metric in HIGHER_IS_WORSE else "below"
 
 
 def _system_method(name: str, sysf: SystemFigures) -> str | None:
@@ -541,6 +603,8 @@ def summary(rep: WindowReport) -> dict[str, Any]:
         "drift_share": None if rep.drift is None else rep.drift.share,
         "drift_weighted_share": None if rep.drift is None else _f(rep.drift.weighted_share),
         "drift_verdict_by": None if rep.drift is None else rep.drift.verdict_by,
+        # the alpha every drift test of the window is held to (the effect rows' second condition)
+        "drift_alpha": None if rep.drift is None else rep.drift.alpha,
         "estimated_accuracy": None if acc is None else _f(acc.value),
         "realised_accuracy": None if real is None else _f(real.value),
         "accuracy": None if rep.headline is None else _f(rep.headline.value),

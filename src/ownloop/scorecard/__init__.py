@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from ownloop.access import Actor
-from ownloop.clock import Clock
-from ownloop.registry import Registry
-from ownloop.store import Store
+from ownloop.scorecard._model import (
+    QUALITY_FIGURES,
+    DeployFrequency,
+    Durations,
+    FailureRate,
+    KeyMetrics,
+    ModelCard,
+    Quality,
+    Scorecard,
+    TeamCard,
+    TeamTrend,
+    Week,
+)
+from ownloop.scorecard._service import Scorecards
 
-__all__ = ["Scorecards"]
-
-
-class Scorecards:
-    def __init__(self, store: Store, registry: Registry, clock: Clock, actor: Actor) -> None:
-        self.store = store
-        self.registry = registry
-        self.clock = clock
-        self.actor = actor
+__all__ = [
+    "QUALITY_FIGURES",
+    "DeployFrequency",
+    "Durations",
+    "FailureRate",
+    "KeyMetrics",
+    "ModelCard",
+    "Quality",
+    "Scorecard",
+    "Scorecards",
+    "TeamCard",
+    "TeamTrend",
+    "Week",
+]

@@ -192,15 +192,18 @@ monitor_results = sa.Table(
     sa.Column("value", sa.Float),
     sa.Column("lower", sa.Float),
     sa.Column("upper", sa.Float),
+    # legacy: alpha for tests, a distance for distance methods, the reference share or mean for
+    # missing values and confidence; kept for older readers. Rules use reference/bound/compare.
     sa.Column("threshold", sa.Float),
     sa.Column("p_value", sa.Float),
     sa.Column("alert", sa.Boolean),
     sa.Column("n", sa.BigInteger),
     sa.Column("detail", sa.Text),
-    # the explicit comparison (migration 7): see monitoring's result_rows for each kind
+    # the explicit comparison (migration 7), per kind in docs/alerts.md ("what each stored
+    # figure is compared with"); `alert` stays the monitor's verdict where it gives one
     sa.Column("reference", sa.Float),  # the reference figure the value is compared with
     sa.Column("bound", sa.Float),  # the bound the value (or p_value, for 'test') is held to
-    sa.Column("compare", sa.String(16)),  # 'above' | 'below' | 'test' | NULL (no verdict)
+    sa.Column("compare", sa.String(16)),  # 'above' | 'below' | 'test' | NULL (no direction)
 )
 
 deployments = sa.Table(
