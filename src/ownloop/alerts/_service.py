@@ -768,11 +768,9 @@ class Alerts:
             parts.append(f"see `ownloop rollouts {model}` and the evaluation report")
         else:
             parts.append(f"check the previous version on today's data: `ownloop rollback {model}`")
-        count = getattr(self.feedback, "labelled_count", None)
-        if count is not None:
-            n = count(model, since=self.clock.now() - timedelta(days=7))
-            if n:
-                parts.append(f"{n:,} labelled rows available: `ownloop export-evalset {model}`")
+        n = self.feedback.labelled_count(model, since=timedelta(days=7))
+        if n:
+            parts.append(f"{n:,} labelled rows available: `ownloop export-evalset {model}`")
         return "; ".join(parts)
 
     # -- reading, ack, resolve -----------------------------------------------------------------
