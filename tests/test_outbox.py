@@ -112,7 +112,7 @@ def test_webhook_body_is_alertmanager_v4(box: Workspace, webhook_receiver: Webho
     }  # fmt: skip
     assert body["version"] == "4" and body["truncatedAlerts"] == 0
     assert body["status"] == "firing" and body["receiver"] == "risk"
-    assert body["groupKey"] == '{}:{alertname="estimated_accuracy_drop", model="churn"}'
+    assert body["groupKey"] == '{}/{receiver="risk",team="risk"}:{model="churn"}'
     assert body["externalURL"] == "https://ownloop.example.com"
     [a] = body["alerts"]
     assert a["labels"] == {

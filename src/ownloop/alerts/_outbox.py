@@ -1,7 +1,8 @@
-"""Delivering the outbox: each pending notification rendered for its channel and sent, every
-attempt recorded, retried with backoff; a slow or failing route never blocks the caller.
+"""Delivering the outbox: pending notifications grouped per model and route, rendered for the
+channel and sent as one message, every attempt recorded per notification, retried with backoff;
+a slow or failing route never blocks the caller.
 
-A row is claimed with a compare-and-set (pending, due, and not claimed or its claim expired ->
+A group is claimed with a compare-and-set (pending, due, and not claimed or its claim expired ->
 claimed by this holder until a bound), so two processes never send the same row at once. A
 process that dies mid-send leaves its claim until ``claimed_until`` passes; the next deliverer
 then sends the row again: delivery is at least once, never silently lost.
@@ -38,10 +39,10 @@ from ownloop.alerts._model import (
     Severity,
 )
 from ownloop.alerts._render import (
-    alertmanager_body,
-    email_message,
+    alertmanager_group_body,
+    email_group_message,
     retrain_context,
-    slack_body,
+    slack_group_body,
 )
 from ownloop.clock import Clock
 from ownloop.config import Config
@@ -57,6 +58,9 @@ _LONGEST_RETRY_S = 3600.0
 _COMMAND_TIMEOUT_S = 600.0  # a retrain command without its own timeout
 _STDERR_TAIL = 20  # lines of a command's stderr kept on the alert
 _STDERR_CHARS = 2000
+_MAX_GROUP = 100  # alerts in one grouped message; the rest go in the next one
+# a retrain trigger runs once per alert, with that alert's context: never grouped
+_UNGROUPED = (Channel.COMMAND.value, Channel.RETRAIN_WEBHOOK.value)
 
 
 def backoff_s(attempt: int) -> float:
@@ -93,18 +97,26 @@ class Outbox:
     # -- delivering -------------------------------------------------------------------------
 
     def deliver_due(self, *, limit: int = 50) -> list[Delivery]:
-        """Claim and send up to ``limit`` due notifications, one at a time; the attempts made."""
+        """Claim and send due notifications, a group at a time, until about ``limit`` attempts
+        are made; the attempts made (one per notification of each group sent)."""
         done: list[Delivery] = []
         seen: set[int] = set()
         while len(done) < limit:
-            row = self._claim_next(seen)
-            if row is None:
+            rows = self._claim_next(seen)
+            if not rows:
                 break
-            seen.add(row.id)
-            done.append(self._deliver(row))
+            seen.update(r.id for r in rows)
+            done.extend(self._deliver(rows))
         return done
 
-    def _claim_next(self, seen: set[int]) -> sa.Row[Any] | None:
+    def _claim_next(self, seen: set[int]) -> list[sa.Row[Any]]:
+        """The next due group, claimed by this holder: one row, or a model's rows to one route.
+
+        Like Alertmanager's ``group_by: [model]``: the due pending rows with the same team,
+        channel, target and kind whose alerts are on the same model go out as one message.
+        The whole group is claimed by one compare-and-set; a row another deliverer claimed
+        first is simply left out. Retrain triggers are never grouped.
+        """
         n = t.alert_notifications
         now = self.clock.now()
         free = sa.or_(n.c.claimed_until.is_(None), n.c.claimed_until < now)
@@ -114,15 +126,54 @@ class Outbox:
             if seen:
                 query = query.where(n.c.id.not_in(seen))
             for row in conn.execute(query).all():
+                ids = self._group_of(conn, row, due, free, seen)
                 until = now + timedelta(seconds=self._claim_s(row.channel, row.target))
                 claimed = conn.execute(
                     n.update()
-                    .where(n.c.id == row.id, due, free)
+                    .where(n.c.id.in_(ids), due, free)
                     .values(claimed_by=self.holder, claimed_until=until)
                 ).rowcount
-                if claimed == 1:  # the compare-and-set held: this row is ours until `until`
-                    return row
-        return None
+                if claimed:  # the compare-and-set held for these rows: ours until `until`
+                    mine = (
+                        sa.select(n)
+                        .where(n.c.id.in_(ids), n.c.claimed_by == self.holder, due)
+                        .order_by(n.c.id)
+                    )
+                    return list(conn.execute(mine).all())
+        return []
+
+    def _group_of(
+        self,
+        conn: sa.Connection,
+        row: sa.Row[Any],
+        due: sa.ColumnElement[bool],
+        free: sa.ColumnElement[bool],
+        seen: set[int],
+    ) -> list[int]:
+        """The ids of ``row``'s group: due free rows to the same route about the same model."""
+        if row.channel in _UNGROUPED:
+            return [row.id]
+        n, a = t.alert_notifications, t.alerts
+        model = sa.select(a.c.model).where(a.c.id == row.alert_id).scalar_subquery()
+        query = (
+            sa.select(n.c.id)
+            .join(a, a.c.id == n.c.alert_id)
+            .where(
+                due,
+                free,
+                n.c.team == row.team,
+                n.c.channel == row.channel,
+                n.c.target == row.target,
+                n.c.kind == row.kind,
+                a.c.model == model,
+            )
+            .order_by(n.c.id)
+            .limit(_MAX_GROUP)
+        )
+        if seen:
+            query = query.where(n.c.id.not_in(seen))
+        ids = [int(i) for i in conn.execute(query).scalars()]
+        return ids if row.id in ids else [row.id, *ids[: _MAX_GROUP - 1]]
 
     def _claim_s(self, channel: str, target: str) -> float:
         """How long a claim lasts: longer than the send itself can take."""
@@ -130,45 +181,47 @@ class Outbox:
             return _command_spec(target)[1] + 60.0 if _is_command(target) else 60.0
         return 6 * self.config.outbound_timeout_s + 60.0
 
-    def _deliver(self, row: sa.Row[Any]) -> Delivery:
-        note = _notification(row)
-        alert = self._alert(note.alert_id)
+    def _deliver(self, rows: list[sa.Row[Any]]) -> list[Delivery]:
+        """Send one group as one message; every row gets its own attempt and the same outcome."""
+        notes = [_notification(r) for r in rows]
+        alerts = [self._alert(note.alert_id) for note in notes]
         started = time.monotonic()
-        if alert is None:
-            result = _Attempt(DeliveryOutcome.REFUSED, error=f"alert {note.alert_id} is gone")
+        found = [a for a in alerts if a is not None]
+        if not found:
+            result = _Attempt(DeliveryOutcome.REFUSED, error=f"alert {notes[0].alert_id} is gone")
         else:
-            result = self._send(alert, note)
-        return self._record(row, note, alert, result, time.monotonic() - started)
+            result = self._send(found, notes[0])
+        return self._record(rows, notes, alerts, result, time.monotonic() - started)
 
-    def _send(self, alert: Alert, note: Notification) -> _Attempt:
+    def _send(self, alerts: list[Alert], note: Notification) -> _Attempt:
+        """One message for the group (``note`` is its first row: they share the route)."""
         try:
             if note.channel == Channel.WEBHOOK:
-                body = alertmanager_body(alert, note, self.config.public_url)
+                body = alertmanager_group_body(alerts, note, self.config.public_url)
                 return _sent(self.outbound.post_json(note.target, body).status_code)
             if note.channel == Channel.SLACK:
-                return _sent(
-                    self.outbound.post_json(note.target, slack_body(alert, note)).status_code
-                )
+                body = slack_group_body(alerts, note)
+                return _sent(self.outbound.post_json(note.target, body).status_code)
             if note.channel == Channel.EMAIL:
-                return self._mail(alert, note)
+                return self._mail(alerts, note)
             if note.channel == Channel.RETRAIN_WEBHOOK:
-                return self._retrain_webhook(alert, note)
+                return self._retrain_webhook(alerts[0], note)
             if note.channel == Channel.COMMAND:
-                return self._command(alert, note)
+                return self._command(alerts[0], note)
         except OutboundRefused as exc:
             return _Attempt(DeliveryOutcome.REFUSED, exc.status_code, exc.message)
         except OutboundError as exc:
             return _Attempt(DeliveryOutcome.FAILED, exc.status_code, exc.message)
         return _Attempt(DeliveryOutcome.REFUSED, error=f"unknown channel '{note.channel}'")
 
-    def _mail(self, alert: Alert, note: Notification) -> _Attempt:
+    def _mail(self, alerts: list[Alert], note: Notification) -> _Attempt:
         if not self.config.smtp_url:
             return _Attempt(
                 DeliveryOutcome.REFUSED,
                 error="no SMTP server is configured; set OWNLOOP_SMTP_URL=smtp://host:port",
             )
         settings = SmtpSettings.parse(self.config.smtp_url)
-        message = email_message(alert, note, self.config.smtp_from)
+        message = email_group_message(alerts, note, self.config.smtp_from)
         send_mail(settings, message, self.config.outbound_timeout_s)
         return _Attempt(DeliveryOutcome.DELIVERED)
 
@@ -212,62 +265,77 @@ class Outbox:
 
     def _record(
         self,
-        row: sa.Row[Any],
-        note: Notification,
-        alert: Alert | None,
+        rows: list[sa.Row[Any]],
+        notes: list[Notification],
+        alerts: list[Alert | None],
         result: _Attempt,
         duration_s: float,
-    ) -> Delivery:
-        """One transaction: the attempt, the notification's new state, the action, the audit."""
+    ) -> list[Delivery]:
+        """One transaction for the group: each row's attempt and new state, the retrain
+        trigger's action on its alert, the audit of a row given up."""
         n = t.alert_notifications
         now = self.clock.now()
-        attempt = row.attempts + 1
-        values: dict[str, Any] = {
-            "attempts": attempt,
-            "claimed_by": None,
-            "claimed_until": None,
-            "last_error": result.error,
-        }
-        if result.outcome == DeliveryOutcome.DELIVERED:
-            values.update(state=NotificationState.DELIVERED.value, delivered_at=now)
-        elif result.outcome == DeliveryOutcome.REFUSED:
-            values["state"] = NotificationState.REFUSED.value
-        elif attempt >= MAX_ATTEMPTS:
-            values["state"] = NotificationState.FAILED.value
-        else:
-            values["next_attempt_at"] = now + timedelta(seconds=backoff_s(attempt))
+        retry_in = backoff_s(max(r.attempts for r in rows) + 1)  # the group retries together
+        done: list[Delivery] = []
         with self.store.write() as conn:
-            conn.execute(
-                t.alert_deliveries.insert().values(
-                    notification_id=note.id,
-                    attempt=attempt,
-                    at=now,
-                    outcome=result.outcome.value,
-                    status_code=result.status_code,
-                    error=result.error,
-                    duration_s=duration_s,
-                    by=self.holder,
-                )
-            )
-            conn.execute(
-                n.update().where(n.c.id == note.id, n.c.claimed_by == self.holder).values(**values)
-            )
-            if result.action is not None and alert is not None:
+            for row, note, alert in zip(rows, notes, alerts, strict=True):
+                attempt = row.attempts + 1
+                values: dict[str, Any] = {
+                    "attempts": attempt,
+                    "claimed_by": None,
+                    "claimed_until": None,
+                    "last_error": result.error,
+                }
+                if result.outcome == DeliveryOutcome.DELIVERED:
+                    values.update(state=NotificationState.DELIVERED.value, delivered_at=now)
+                elif result.outcome == DeliveryOutcome.REFUSED:
+                    values["state"] = NotificationState.REFUSED.value
+                elif attempt >= MAX_ATTEMPTS:
+                    values["state"] = NotificationState.FAILED.value
+                else:
+                    values["next_attempt_at"] = now + timedelta(seconds=retry_in)
                 conn.execute(
-                    t.alerts.update().where(t.alerts.c.id == alert.id).values(action=result.action)
+                    t.alert_deliveries.insert().values(
+                        notification_id=note.id,
+                        attempt=attempt,
+                        at=now,
+                        outcome=result.outcome.value,
+                        status_code=result.status_code,
+                        error=result.error,
+                        duration_s=duration_s,
+                        by=self.holder,
+                    )
                 )
-            if values.get("state") in (NotificationState.FAILED, NotificationState.REFUSED):
-                self._audit_failure(conn, now, note, alert, values["state"], attempt, result)
-        return Delivery(
-            notification_id=note.id,
-            attempt=attempt,
-            at=now,
-            outcome=result.outcome,
-            status_code=result.status_code,
-            error=result.error,
-            duration_s=duration_s,
-            extra={"by": self.holder, "state": values.get("state", "pending")},
-        )
+                conn.execute(
+                    n.update()
+                    .where(n.c.id == note.id, n.c.claimed_by == self.holder)
+                    .values(**values)
+                )
+                if result.action is not None and alert is not None:
+                    conn.execute(
+                        t.alerts.update()
+                        .where(t.alerts.c.id == alert.id)
+                        .values(action=result.action)
+                    )
+                if values.get("state") in (NotificationState.FAILED, NotificationState.REFUSED):
+                    self._audit_failure(conn, now, note, alert, values["state"], attempt, result)
+                done.append(
+                    Delivery(
+                        notification_id=note.id,
+                        attempt=attempt,
+                        at=now,
+                        outcome=result.outcome,
+                        status_code=result.status_code,
+                        error=result.error,
+                        duration_s=duration_s,
+                        extra={
+                            "by": self.holder,
+                            "state": values.get("state", "pending"),
+                            "group": [r.id for r in rows],
+                        },
+                    )
+                )
+        return done
 
     def _audit_failure(
         self,

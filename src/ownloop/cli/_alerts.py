@@ -1,4 +1,5 @@
-"""``ownloop rules``, ``ownloop alerts``, ``ownloop ack`` and ``ownloop resolve``."""
+"""``ownloop rules``, ``ownloop alerts`` (and ``alerts show``), ``ownloop ack`` and
+``ownloop resolve``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from typing import Any
 
 import click
 
-from ownloop.alerts import Alert, Rule, RuleAction
-from ownloop.cli._app import cli, console, echo_json, esc, table, workspace
+from ownloop.alerts import Alert, Channel, Notification, NotificationState, Rule, RuleAction
+from ownloop.cli._app import cli, console, echo_json, esc, table, when, workspace
 from ownloop.errors import InvalidInputError
+from ownloop.outbound import redact_url
 
 
 def _threshold(r: Rule) -> str:
@@ -224,3 +226,120 @@ def ack_cmd(alert_id: int, note: str | None) -> None:
 def resolve_cmd(alert_id: int, note: str) -> None:
     """Resolve alert ALERT_ID by hand; the team gets a RESOLVED notification."""
     _show(workspace().alerts.resolve(alert_id, note))
+
+
+def _shown_target(n: Notification) -> str:
+    """Where a notification goes; a URL's secrets (path tokens, credentials) never printed."""
+    if n.channel in (Channel.EMAIL, Channel.COMMAND):
+        return n.target
+    return redact_url(n.target)
+
+
+@alerts_cmd.command("show")
+@click.argument("alert_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the alert and its delivery as JSON.")
+def alerts_show(alert_id: int, as_json: bool) -> None:
+    """Alert ALERT_ID: its figures and next step, each notification and every delivery attempt."""
+    ws = workspace()
+    alert = ws.alerts.get(alert_id)
+    notes = ws.outbox.notifications(alert.id)
+    attempts = {n.id: ws.outbox.deliveries(n.id) for n in notes}
+    if as_json:
+        echo_json(
+            {
+                "alert": alert,
+                "notifications": [
+                    {
+                        **_plain_note(n),
+                        "deliveries": [
+                            {
+                                "attempt": d.attempt,
+                                "at": d.at,
+                                "outcome": d.outcome,
+                                "status_code": d.status_code,
+                                "error": d.error,
+                                "duration_s": d.duration_s,
+                            }
+                            for d in attempts[n.id]
+                        ],
+                    }
+                    for n in notes
+                ],
+            }
+        )
+        return
+    a = alert
+    console.print(
+        f"alert {a.id}: {esc(a.model)}"
+        + ("" if a.version is None else f"@{a.version}")
+        + f" {esc(a.rule)} ({esc(a.severity)}), {esc(a.state)}, team {esc(a.team)}"
+        + (f" -> {esc(a.escalated_to)}" if a.escalated_to else "")
+    )
+    console.print(f"  {esc(a.summary)}")
+    console.print(f"  opened {when(a.opened_at)}, last seen {when(a.last_seen_at)}")
+    if a.acked_at:
+        console.print(f"  acknowledged {when(a.acked_at)} by {esc(a.acked_by or '?')}")
+    if a.resolved_at:
+        note = f": {esc(a.resolve_note)}" if a.resolve_note else ""
+        console.print(f"  resolved {when(a.resolved_at)} by {esc(a.resolved_by or '?')}{note}")
+    if a.next_step:
+        console.print(f"  next step: {esc(a.next_step)}")
+    if a.link:
+        console.print(f"  dashboard: {esc(a.link)}")
+    if a.details:
+        table(
+            "details",
+            ["figure", "value"],
+            [[k, a.details[k]] for k in sorted(a.details)],
+        )
+    if a.action:
+        console.print(f"  retrain trigger: {esc(str(a.action))}")
+    if not notes:
+        console.print("no notifications (an info alert, or no routes on the team)")
+        return
+    table(
+        "notifications",
+        ["id", "kind", "team", "channel", "target", "state", "attempts", "next attempt"],
+        [
+            [
+                n.id,
+                n.kind,
+                n.team,
+                n.channel,
+                _shown_target(n),
+                n.state,
+                n.attempts,
+                when(n.next_attempt_at) if n.state == NotificationState.PENDING else "",
+            ]
+            for n in notes
+        ],
+    )
+    rows = [
+        [n.id, d.attempt, when(d.at), d.outcome, d.status_code, d.error or ""]
+        for n in notes
+        for d in attempts[n.id]
+    ]
+    if rows:
+        table(
+            "delivery attempts",
+            ["notification", "attempt", "at", "outcome", "status", "error"],
+            rows,
+        )
+    else:
+        console.print("no delivery attempts yet")
+
+
+def _plain_note(n: Notification) -> dict[str, Any]:
+    return {
+        "id": n.id,
+        "kind": n.kind,
+        "team": n.team,
+        "channel": n.channel,
+        "target": _shown_target(n),
+        "state": n.state,
+        "attempts": n.attempts,
+        "next_attempt_at": n.next_attempt_at if n.state == NotificationState.PENDING else None,
+        "created_at": n.created_at,
+        "delivered_at": n.delivered_at,
+        "last_error": n.last_error,
+    }
