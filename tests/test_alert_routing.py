@@ -25,6 +25,7 @@ from ownloop.clock import FrozenClock
 from ownloop.outbound import redact_url
 from tests.conftest import env_for
 from tests.test_alerts import _log_hours, _window
+from tests.test_outbox import add_alert, queue, state_of
 
 if TYPE_CHECKING:
     from tests.receivers import SmtpReceiver, WebhookReceiver
@@ -340,3 +341,43 @@ def test_alerts_show_lists_notifications_and_every_attempt(
     assert notes["email"]["deliveries"][0]["outcome"] == "delivered"
     missing = CliRunner().invoke(cli, ["alerts", "show", "9999"], env=env)
     assert missing.exit_code != 0 and "does not exist" in missing.output
+
+
+def test_groups_are_per_model_route_and_kind_retrain_triggers_and_claimed_rows_apart(
+    db_url: str,
+    tmp_path: Path,
+    webhook_receiver: WebhookReceiver,
+    second_receiver: WebhookReceiver,
+) -> None:
+    clock = FrozenClock(T0)
+    with _workspace(db_url, tmp_path / "home", clock) as ws:
+        hook, other = webhook_receiver.url, second_receiver.url
+        a1 = add_alert(ws, fingerprint="a1", open_fingerprint="a1", rule="dataset_drift")
+        a2 = add_alert(ws, fingerprint="a2", open_fingerprint="a2", rule="prediction_drift")
+        a3 = add_alert(ws, fingerprint="a3", open_fingerprint="a3", rule="error_rate")
+        f1 = add_alert(ws, fingerprint="f1", open_fingerprint="f1", model="fraud")
+        for a in (a1, a2, f1):
+            queue(ws, a, "webhook", hook)
+        queue(ws, a1, "webhook", hook, kind="repeat")  # another kind: its own message
+        queue(ws, a2, "webhook", other)  # another route: its own message
+        for a in (a1, a2):  # a retrain trigger runs once per alert
+            queue(ws, a, "retrain_webhook", other, kind="retrain")
+        held = queue(  # claimed by another deliverer: left out of the group
+            ws, a3, "webhook", hook, claimed_by="dead:1", claimed_until=T0 + HOUR
+        )
+        attempts = ws.outbox.deliver_due()
+        assert len(attempts) == 7 and {d.outcome for d in attempts} == {DeliveryOutcome.DELIVERED}
+        firing = sorted(
+            sorted(a["fingerprint"] for a in b["alerts"])
+            for b in webhook_receiver.bodies()
+            if "alerts" in b
+        )
+        assert firing == [["a1"], ["a1", "a2"], ["f1"]]  # repeat a1 | firing a1+a2 | fraud
+        kinds = [
+            b["alerts"][0]["annotations"].get("notification") for b in webhook_receiver.bodies()
+        ]
+        assert sum(1 for k in kinds if k and k.startswith("repeat")) == 1
+        to_other = second_receiver.bodies()
+        assert sorted(len(b["alerts"]) for b in to_other if "alerts" in b) == [1]
+        assert sorted(b["alert_id"] for b in to_other if "alert_id" in b) == [a1, a2]
+        assert state_of(ws, held).state == "pending"  # still the other deliverer's
