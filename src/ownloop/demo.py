@@ -632,7 +632,7 @@ def _step_serve(ws: Workspace, port: int, result: DemoResult, say: Callable[[str
     say(
         f"6. serving churn@production on http://127.0.0.1:{port} (Open Inference Protocol v2 + "
         f"JSON); the server also runs the rollout controller (a tick every "
-        f"{ws.config.deploy_tick_s:g} s here)"
+        f"{ws.config.deploy_tick_s:g} s here) and the alert evaluator"
     )
     traffic = make_churn_data(400, seed=3)
     features = traffic.drop(columns="churned")
@@ -1028,6 +1028,8 @@ def _alert_round(
     if not done.holding:
         say("   another process holds the evaluator lease; it sends the alerts instead")
         return
+    for error in done.errors:  # a failing part of the round is reported, never a crash
+        say(f"   the round reported: {error}")
     opened = [a for a in done.alerts if a.state == AlertState.FIRING]
     result.alerts = [a.id for a in opened]
     shown_version = ws.deploy.route("churn").stable
@@ -1117,8 +1119,8 @@ def _step_feedback(
         views.export(done)
     else:
         say(
-            f"   wrote {done.rows:,} labelled rows to {done.path}: {done.misclassified} "
-            f"misclassified, {done.low_confidence} low-confidence; suite {done.suite_path}"
+            f"   wrote {done.rows:,} labelled rows to {done.path}: {done.misclassified or 0:,} "
+            f"misclassified, {done.low_confidence or 0:,} low-confidence; suite {done.suite_path}"
         )
         say(f"   gate a candidate with: ownloop eval churn@N --suite {done.suite_path}")
     result.steps.append("export")
