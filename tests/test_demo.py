@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
@@ -289,6 +292,123 @@ def test_demo_rollback_check_after_the_drift_is_insufficient(demo: tuple[Path, s
     assert report["paired"] is not None and report["labelled_rows"] >= 500
     assert "retrain on recent data" in report["next_step"]
     assert "verdict: INSUFFICIENT" in out and "retrain on recent data" in out
+
+
+DRIFT_RULES = {"dataset_drift", "top_feature_drift", "prediction_drift"}
+
+
+def test_demo_routes_the_drift_alert_to_the_owner_webhook(demo: tuple[Path, str]) -> None:
+    """The drift opens alerts for team risk from the monitor's stored windows; the outbox delivers
+    them to the team's webhook (the demo's loopback receiver); the team acknowledges the drift."""
+    home, out = demo
+    with Workspace(Config(home=home)) as ws:
+        hook = ws.registry.get_team("risk").webhook_url
+        with ws.store.read() as conn:
+            alerts = conn.execute(sa.select(t.alerts).order_by(t.alerts.c.id)).all()
+            notes = conn.execute(sa.select(t.alert_notifications)).all()
+            tries = conn.execute(sa.select(t.alert_deliveries)).all()
+            drifted = {
+                r.id
+                for r in conn.execute(sa.select(t.monitor_runs))
+                if r.summary["dataset_drift"] is True
+            }
+    assert hook is not None and hook.startswith("http://127.0.0.1:")
+    drift = [a for a in alerts if a.rule in DRIFT_RULES]
+    assert {a.rule for a in drift} == DRIFT_RULES
+    assert {(a.model, a.version, a.team) for a in drift} == {("churn", 3, "risk")}
+    [acked] = [a for a in drift if a.rule == "dataset_drift"]
+    assert acked.state == "acknowledged" and acked.acked_by is not None
+    # opened from the real figures of the drifted windows, not rows put there for the demo
+    assert set(acked.details["run_ids"]) <= drifted and len(acked.details["run_ids"]) == 2
+    assert "retrain on recent data" in acked.next_step
+    assert "ownloop export-evalset churn" in acked.next_step
+    # the webhook route delivered, at the first attempt; mail is refused (no SMTP configured)
+    mine = [n for n in notes if n.alert_id == acked.id]
+    [webhook] = [n for n in mine if n.channel == "webhook"]
+    assert (webhook.target, webhook.state, webhook.attempts) == (hook, "delivered", 1)
+    [attempt] = [d for d in tries if d.notification_id == webhook.id]
+    assert (attempt.outcome, attempt.status_code) == ("delivered", 200)
+    [mail] = [n for n in mine if n.channel == "email"]
+    assert mail.state == "refused"
+    # the deploy event of churn@2's failed gate was resolved by hand, with its note
+    [gate] = [a for a in alerts if a.rule == "gate_failed"]
+    assert (gate.version, gate.state) == (2, "resolved") and "never shipped" in gate.resolve_note
+    assert "private addresses are allowed for this local demo only" in out
+    assert "OWNLOOP_ALLOW_PRIVATE_WEBHOOKS=1" in out and "no OWNLOOP_SMTP_URL" in out
+
+
+def test_demo_webhook_receives_an_alertmanager_body(demo: tuple[Path, str]) -> None:
+    home, out = demo
+    with Workspace(Config(home=home)) as ws:
+        [acked] = [a for a in ws.alerts.list(model="churn") if a.rule == "dataset_drift"]
+        delivered = sum(
+            n.state == "delivered" and n.channel == "webhook"
+            for a in ws.alerts.list(model="churn")
+            for n in ws.outbox.notifications(a.id)
+        )
+    bodies = [json.loads(p.read_text()) for p in sorted((home / "received").glob("*.json"))]
+    assert len(bodies) == delivered  # every delivered webhook notification arrived, no more
+    [body] = [b for b in bodies if b["alerts"][0]["fingerprint"] == acked.fingerprint]
+    assert (body["version"], body["status"], body["receiver"]) == ("4", "firing", "risk")
+    assert body["groupLabels"] == {"alertname": "dataset_drift", "model": "churn"}
+    [alert] = body["alerts"]
+    assert alert["labels"] == {
+        "alertname": "dataset_drift",
+        "model": "churn",
+        "version": "3",
+        "team": "risk",
+        "severity": "warning",
+    }
+    assert alert["annotations"]["summary"] == acked.summary
+    assert alert["annotations"]["next_step"] == acked.next_step
+    assert body["commonLabels"] == alert["labels"]
+    assert '"groupKey": "{}:{alertname=\\"dataset_drift\\", model=\\"churn\\"}"' in out
+    assert f"'ownloop ack {acked.id}': acknowledged" in out
+
+
+def test_demo_exports_the_labelled_rows(demo: tuple[Path, str]) -> None:
+    """The export holds exactly the answered, labelled predictions of the stable and canary arms."""
+    home, out = demo
+    [path] = (home / "evals").glob("prod-*.parquet")
+    exported = pq.read_table(path)
+    logged = read_window(home / "predictions", "churn")
+    answered = logged.filter(
+        pc.and_(
+            pc.equal(logged["status"], "ok"),
+            pc.is_in(logged["arm"], pa.array(["stable", "canary"])),
+        )
+    )
+    labelled = set(answered["prediction_id"].to_pylist()) & set(
+        read_labels(home / "predictions", "churn")["prediction_id"].to_pylist()
+    )
+    assert exported.num_rows == len(labelled) > 4000
+    assert set(exported["prediction_id"].to_pylist()) == labelled
+    flags = exported.select(["misclassified", "low_confidence"]).to_pandas().sum()
+    with Workspace(Config(home=home)) as ws:
+        [audit] = [e for e in ws.registry.audit_log(limit=1000) if e.action == "evalset.export"]
+    assert audit.after is not None and audit.after["rows"] == exported.num_rows
+    assert path.with_suffix(".yaml").exists()
+    assert f"wrote {exported.num_rows:,} labelled rows of churn to {path}" in out
+    assert f"{int(flags['misclassified']):,} misclassified" in out
+    assert f"{int(flags['low_confidence']):,} low_confidence" in out
+    assert f"ownloop eval churn@N --suite {path.with_suffix('.yaml')}" in out
+
+
+def test_demo_scorecard_matches_its_rollouts(demo: tuple[Path, str]) -> None:
+    home, out = demo
+    with Workspace(Config(home=home)) as ws:
+        rollouts = ws.deploy.rollouts("churn")
+        key = ws.scorecard.card(team="risk").team("risk").key
+        resolved = [a for a in ws.alerts.list(model="churn") if a.state == "resolved"]
+    promoted = [r for r in rollouts if r.state == State.PROMOTED]
+    aborted = [r for r in rollouts if r.state == State.ABORTED]
+    assert key.deployment_frequency.count == len(promoted) == 2
+    # changes are promotions and aborted rollouts; churn@2, refused at its gate, is neither
+    rate = key.change_failure_rate
+    assert (rate.changes, rate.failed) == (len(promoted) + len(aborted), len(aborted))
+    assert key.lead_time.count == 2
+    assert key.time_to_restore.count == len(resolved) == 1
+    assert "Four key metrics" in out and f"{rate.failed}/{rate.changes}" in out
 
 
 def test_demo_refuses_to_wipe_a_folder_it_did_not_create(tmp_path: Path) -> None:

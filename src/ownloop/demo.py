@@ -6,6 +6,7 @@ The data is generated here (seeded), so the demo needs no download and its numbe
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import math
 import shutil
@@ -25,10 +26,13 @@ import pyarrow as pa
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # via scikit-learn
 
 from ownloop import predlog
+from ownloop.alerts import Alert, AlertLoop, AlertState, Severity
 from ownloop.config import Config
 from ownloop.deploy import DeployStatus, RollbackCheck, Rollout, RolloutEvent, State
 from ownloop.errors import ConflictError, GateFailedError, InvalidInputError
+from ownloop.feedback import EvalsetExport
 from ownloop.profile import predict_frame
+from ownloop.scorecard import Scorecard
 from ownloop.workspace import Workspace
 
 __all__ = ["DemoResult", "Views", "log_predictions", "make_churn_data", "run_demo"]
@@ -89,15 +93,22 @@ class DemoResult:
     steps: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     rollout: int | None = None
+    alerts: list[int] = field(default_factory=list)  # ids of the alerts the drift round opened
+    received: list[dict[str, Any]] = field(default_factory=list)  # bodies the webhook got
+    export: EvalsetExport | None = None
 
 
 @dataclass(frozen=True)
 class Views:
-    """How the demo shows a deploy status and a rollback check; the CLI passes the renderers of
-    ``ownloop status`` and ``ownloop rollback``, so the demo prints what those commands print."""
+    """How the demo shows a deploy status, a rollback check, alerts, an export and a scorecard;
+    the CLI passes the renderers of ``ownloop status``, ``ownloop rollback``, ``ownloop alerts``,
+    ``ownloop export-evalset`` and ``ownloop scorecard``, so the demo prints what they print."""
 
     status: Callable[[DeployStatus, list[RolloutEvent]], None] | None = None
     rollback: Callable[[RollbackCheck], None] | None = None
+    alerts: Callable[[list[Alert]], None] | None = None
+    export: Callable[[EvalsetExport], None] | None = None
+    scorecard: Callable[[Scorecard], None] | None = None
 
 
 def prepare_home(home: Path) -> None:
@@ -115,7 +126,11 @@ def prepare_home(home: Path) -> None:
 def demo_config(home: Path) -> Config:
     """The demo's settings: its own home and store, and short intervals so a rollout under live
     traffic takes seconds (a tick a second, changes polled every 0.2 s, the log flushed twice a
-    second) rather than the minutes a production plan waits."""
+    second) rather than the minutes a production plan waits.
+
+    Alerts may reach private addresses here, because the demo's webhook receiver listens on
+    loopback; in production such addresses are refused unless OWNLOOP_ALLOW_PRIVATE_WEBHOOKS=1.
+    """
     user = Config.from_env().user
     return Config(
         home=home.expanduser().absolute(),
@@ -123,6 +138,7 @@ def demo_config(home: Path) -> Config:
         predlog_flush_s=0.5,
         reload_poll_s=0.2,
         deploy_tick_s=1.0,
+        allow_private_webhooks=True,
     )
 
 
@@ -137,8 +153,12 @@ def run_demo(
     # on a quiet machine, and on a busy one threads spinning at OpenMP barriers made fitting 15x
     # slower. make_model() first loads scikit-learn's OpenMP runtime, so the limit applies to it.
     make_model()
-    with threadpool_limits(limits=1), Workspace(demo_config(home)) as ws:
-        _step_register(ws, home, result, say)
+    with (
+        threadpool_limits(limits=1),
+        _Receiver(home / RECEIVED) as receiver,
+        Workspace(demo_config(home)) as ws,
+    ):
+        _step_register(ws, home, result, say, receiver.url)
         _step_first_release(ws, home, result, say)
         _step_regression(ws, home, result, say)
         with _serving(ws) as port:
@@ -146,6 +166,9 @@ def run_demo(
             _step_rollout(ws, port, result, say, shown)
         _step_monitor(ws, home, result, say)
         _step_rollback(ws, result, say, shown)
+        _step_alerts(ws, receiver, result, say, shown)
+        _step_feedback(ws, home, result, say, shown)
+        _step_scorecard(ws, result, say, shown)
     return result
 
 
@@ -177,13 +200,18 @@ def _register(
 
 
 def _step_register(
-    ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None]
+    ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None], webhook: str
 ) -> None:
-    say("1. a team owns every model: creating team 'risk'")
+    say(
+        f"1. a team owns every model: creating team 'risk'; its alerts go to its webhook, here a "
+        f"receiver the demo runs at {webhook} (private addresses are allowed for this local "
+        "demo only: in production loopback and private webhooks are refused unless "
+        "OWNLOOP_ALLOW_PRIVATE_WEBHOOKS=1), and to risk@example.com"
+    )
     ws.registry.add_team(
         "risk",
         email="risk@example.com",
-        webhook_url="http://127.0.0.1:9000/hook",
+        webhook_url=webhook,
         members=[ws.actor.name] if ws.actor.name.replace("-", "").isalnum() else [],
     )
     data_dir = home / "data"
@@ -604,7 +632,7 @@ def _step_serve(ws: Workspace, port: int, result: DemoResult, say: Callable[[str
     say(
         f"6. serving churn@production on http://127.0.0.1:{port} (Open Inference Protocol v2 + "
         f"JSON); the server also runs the rollout controller (a tick every "
-        f"{ws.config.deploy_tick_s:g} s here)"
+        f"{ws.config.deploy_tick_s:g} s here) and the alert evaluator"
     )
     traffic = make_churn_data(400, seed=3)
     features = traffic.drop(columns="churned")
@@ -846,3 +874,281 @@ def _step_rollback(
         say(f"   next: {check.next_step}")
     result.counts["rollback_check"] = check.check_id or 0
     result.steps.append("rollback check")
+
+
+# -- the drift pages the owner, the labelled rows go back to the gate, the scorecard ---------
+
+RECEIVED = "received"  # the demo folder's copy of every body its webhook receiver got
+BODY_LINES = 40  # a webhook body is printed up to this many lines; the whole one is in RECEIVED
+
+
+class _Receiver:
+    """A webhook receiver on a free loopback port, as a team's alert endpoint would be: it
+    answers 200 and keeps each JSON body, in memory and as ``<folder>/NNN.json``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.bodies: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        keep = self._keep
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(min(length, 1 << 20))
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = {"not JSON": raw[:200].decode(errors="replace")}
+                keep(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the demo prints what arrived itself."""
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="ownloop-demo-webhook", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def _keep(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.bodies.append(body)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / f"{len(self.bodies):03d}.json"
+            path.write_text(json.dumps(body, indent=2) + "\n")
+
+    def __enter__(self) -> _Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def _body_for(bodies: list[dict[str, Any]], alert: Alert) -> tuple[int, dict[str, Any]] | None:
+    """The first firing body the receiver got for ``alert`` (1-based number, body)."""
+    for i, body in enumerate(bodies, 1):
+        got = body.get("alerts") or [{}]
+        if got[0].get("fingerprint") == alert.fingerprint and body.get("status") == "firing":
+            return i, body
+    return None
+
+
+def _shortened(value: Any, width: int = 100) -> Any:
+    """A body to print: long strings cut at ``width`` characters."""
+    if isinstance(value, dict):
+        return {k: _shortened(v, width) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shortened(v, width) for v in value]
+    if isinstance(value, str) and len(value) > width:
+        return value[: width - 3] + "..."
+    return value
+
+
+def _screenful(body: dict[str, Any]) -> list[str]:
+    """The lines of ``body`` that fit a screen: the group's copies of the one alert's labels and
+    annotations are named rather than repeated, and long strings are cut."""
+    shown = _shortened(body)
+    [first] = shown.get("alerts") or [{}]
+    for common, own in (("commonLabels", "labels"), ("commonAnnotations", "annotations")):
+        if shown.get(common) == first.get(own):
+            shown[common] = f"(the same as alerts[0].{own})"
+    return json.dumps(shown, indent=2).splitlines()
+
+
+def _last_accuracy(ws: Workspace) -> str:
+    """The last window's estimated and realised accuracy against the reference, as one phrase."""
+    parts, reference = [], None
+    for kind, label in (
+        ("estimated_performance", "estimated"),
+        ("realised_performance", "realised"),
+    ):
+        figures = [r for r in ws.monitor.results("churn", kind=kind) if r.name == "accuracy"]
+        if figures and None not in (figures[-1].value, figures[-1].lower, figures[-1].upper):
+            f = figures[-1]
+            parts.append(f"{label} {f.value:.3f} [{f.lower:.3f}, {f.upper:.3f}]")
+            reference = f.reference if f.reference is not None else reference
+    ref = "" if reference is None else f" (reference {reference:.3f})"
+    return ", ".join(parts) + ref
+
+
+def _step_alerts(
+    ws: Workspace,
+    receiver: _Receiver,
+    result: DemoResult,
+    say: Callable[[str], None],
+    views: Views,
+) -> None:
+    """One round of the alert evaluator over the stored windows: the drift opens alerts routed to
+    the owner team, the outbox delivers them to its webhook; then ack and resolve."""
+    rules = {r.name: r for r in ws.alerts.rules("churn")}
+    drift = rules["dataset_drift"]
+    earlier = ws.alerts.list(model="churn")
+    already = (
+        f" (the demo's server has already opened {len(earlier)}: "
+        + ", ".join(f"#{a.id} {a.rule} of {a.model}@{a.version}" for a in earlier)
+        + ")"
+        if earlier
+        else ""
+    )
+    say(
+        f"13. alerts go to the owning team. Whatever runs monitors runs the alert evaluator: "
+        f"'ownloop monitor', and every 'ownloop serve'{already}; one process per store at a "
+        f"time holds it. One round now, over the stored windows of "
+        f"churn@{ws.deploy.route('churn').stable}, with the default rules ('ownloop rules churn' "
+        f"lists them, with why): e.g. dataset_drift fires after {drift.for_windows} drifted "
+        "windows in a row"
+    )
+    loop = AlertLoop(ws.alerts, ws.outbox, tick_s=ws.config.alert_tick_s)
+    try:
+        _alert_round(ws, loop, receiver, result, say, views)
+    finally:
+        loop.stop()  # gives the lease back: the next 'ownloop monitor' evaluates at once
+
+
+def _alert_round(
+    ws: Workspace,
+    loop: AlertLoop,
+    receiver: _Receiver,
+    result: DemoResult,
+    say: Callable[[str], None],
+    views: Views,
+) -> None:
+    accuracy = ws.alerts.rule("churn", "estimated_accuracy_drop")
+    done = loop.run_once()
+    if not done.holding:
+        say("   another process holds the evaluator lease; it sends the alerts instead")
+        return
+    for error in done.errors:  # a failing part of the round is reported, never a crash
+        say(f"   the round reported: {error}")
+    opened = [a for a in done.alerts if a.state == AlertState.FIRING]
+    result.alerts = [a.id for a in opened]
+    shown_version = ws.deploy.route("churn").stable
+    say(
+        f"   opened {len(opened)} alerts, routed to churn's owner, team '{ws.registry.get_model('churn').owner}':"
+    )
+    for a in opened:
+        say(f"   #{a.id} {a.rule} ({a.severity}): {a.summary}")
+    steps = {a.next_step for a in opened if a.next_step and a.version == shown_version}
+    if len(steps) == 1:
+        say(f"   the drift alerts' next step: {steps.pop()}")
+    if not any(a.severity == Severity.PAGE for a in opened):
+        say(
+            f"   no page: the accuracy rules page only when a figure's whole interval lies more "
+            f"than {accuracy.threshold or 0:g} below the reference, and the last window's "
+            f"accuracy, {_last_accuracy(ws)}, has not dropped that far for certain"
+        )
+    routes: Counter[tuple[str, str]] = Counter()
+    for a in opened:
+        for n in ws.outbox.notifications(a.id):
+            routes[(str(n.channel), str(n.state))] += 1
+    say(
+        "   the outbox sent them to the team's routes: "
+        + ", ".join(f"{channel} {state} {n}" for (channel, state), n in sorted(routes.items()))
+    )
+    if ws.config.smtp_url is None:
+        say(
+            "   (no OWNLOOP_SMTP_URL: mail is not configured, so each email to risk@example.com "
+            "is recorded as refused; set OWNLOOP_SMTP_URL=smtp://host:port to send mail)"
+        )
+    result.received = list(receiver.bodies)
+    shown = next(
+        (a for a in opened if a.severity == Severity.PAGE),
+        next((a for a in opened if a.rule == "dataset_drift"), opened[0] if opened else None),
+    )
+    if shown is None:
+        return
+    got = _body_for(receiver.bodies, shown)
+    if got is not None:
+        number, body = got
+        say(
+            f"   the team's webhook has received {len(receiver.bodies)} bodies; #{shown.id}'s, as "
+            f"the team gets it (Alertmanager's webhook format, so Alertmanager, PagerDuty or "
+            f"Opsgenie take it; shortened here, whole in {receiver.folder / f'{number:03d}.json'}):"
+        )
+        for line in _screenful(body):
+            say(f"     {line}")
+    acked = ws.alerts.ack(shown.id, note="looking at the drift; the rollback check says retrain")
+    say(
+        f"   'ownloop ack {acked.id}': {acked.state} by {acked.acked_by} (a page would stop "
+        f"repeating every {ws.config.alert_repeat_s / 3600:g} h and not escalate)"
+    )
+    for a in ws.alerts.list(model="churn", open_only=True):
+        if a.rule == "gate_failed":
+            note = f"churn@{a.version} never shipped: deploy refused it at its gate"
+            ws.alerts.resolve(a.id, note)
+            say(f"   'ownloop resolve {a.id} --note \"{note}\"'")
+    loop.run_once()  # the next round delivers the RESOLVED notifications
+    result.received = list(receiver.bodies)
+    say("   'ownloop alerts --model churn':")
+    _show_alerts(ws, say, views)
+    result.steps.append("alerts")
+
+
+def _show_alerts(ws: Workspace, say: Callable[[str], None], views: Views) -> None:
+    listed = ws.alerts.list(model="churn")
+    if views.alerts is not None:
+        views.alerts(listed)
+        return
+    for a in listed:
+        say(f"   {a.id:>3} {a.rule:<24} {a.severity:<8} {a.state:<12} {a.team}: {a.summary}")
+
+
+def _step_feedback(
+    ws: Workspace, home: Path, result: DemoResult, say: Callable[[str], None], views: Views
+) -> None:
+    """The labelled production rows, exported as an eval set the next candidate is gated on."""
+    out = home / "evals" / f"prod-{datetime.now(UTC):%Y-%m-%d}.parquet"
+    say(
+        f"14. the labelled production rows back into the gate: 'ownloop export-evalset churn "
+        f"--since 1d --out {out}'"
+    )
+    done = ws.feedback.export_evalset("churn", out, since=timedelta(days=1))
+    result.export = done
+    result.counts["exported"] = done.rows
+    if views.export is not None:
+        views.export(done)
+    else:
+        say(
+            f"   wrote {done.rows:,} labelled rows to {done.path}: {done.misclassified or 0:,} "
+            f"misclassified, {done.low_confidence or 0:,} low-confidence; suite {done.suite_path}"
+        )
+        say(f"   gate a candidate with: ownloop eval churn@N --suite {done.suite_path}")
+    result.steps.append("export")
+
+
+def _step_scorecard(
+    ws: Workspace, result: DemoResult, say: Callable[[str], None], views: Views
+) -> None:
+    """The team's scorecard: DevOps' four key metrics for its models, beside their quality."""
+    card = ws.scorecard.card(team="risk")
+    key = card.team("risk").key
+    say(
+        "15. 'ownloop scorecard --team risk': deployment frequency, lead time, change failure "
+        "rate and time to restore, beside the quality of what was served"
+    )
+    if views.scorecard is not None:
+        views.scorecard(card)
+    else:
+        rate = key.change_failure_rate
+        say(
+            f"   deploys {key.deployment_frequency.count}, change failure rate "
+            f"{rate.failed}/{rate.changes}, alerts resolved {key.time_to_restore.count}"
+        )
+    say(
+        f"   {key.deployment_frequency.count} promotions (churn@1 directly, churn@3 by its "
+        "rollout); churn@2 was stopped at its gate before any rollout, so it is neither a change "
+        "nor a failed one: a failed change is a rollout aborted or rolled back, or a promoted "
+        "version whose gate later failed"
+    )
+    result.counts["deployments"] = key.deployment_frequency.count
+    result.steps.append("scorecard")

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import click
 
+from ownloop.cli._alerts import _alerts_table
 from ownloop.cli._app import cli, console, esc
 from ownloop.cli._deploy import _print_status
+from ownloop.cli._feedback import _print as _print_export
 from ownloop.cli._rollback import _print as _print_rollback
+from ownloop.cli._scorecard import _print as _print_scorecard
 from ownloop.demo import Views, run_demo
 
 
@@ -27,8 +30,16 @@ def demo(home: Path) -> None:
     """Run the loop end to end on bundled, simulated data."""
     home = home.absolute()
     console.print(f"[bold]ownloop demo[/] in {esc(home)}")
-    # the status table and the rollback check as 'ownloop status' and 'ownloop rollback' print them
-    run_demo(home, say=_say, views=Views(status=_print_status, rollback=_print_rollback))
+    # the status table, the rollback check, the alerts, the export and the scorecard as the
+    # commands 'ownloop status', 'rollback', 'alerts', 'export-evalset' and 'scorecard' print them
+    views = Views(
+        status=_print_status,
+        rollback=_print_rollback,
+        alerts=_alerts_table,
+        export=_print_export,
+        scorecard=_print_scorecard,
+    )
+    run_demo(home, say=_say, views=views)
     exe = _how_to_call()
     console.print("\ndone. Explore it (OWNLOOP_HOME points ownloop at the demo's workspace):")
     for args in (
@@ -37,6 +48,9 @@ def demo(home: Path) -> None:
         "status churn",
         "rollouts churn",
         "rollback churn --check-only --rows 3000",
+        "rules churn",
+        "alerts --model churn",
+        "scorecard --team risk",
         "audit",
     ):
         _say(f"  OWNLOOP_HOME={home} {exe} {args}")
