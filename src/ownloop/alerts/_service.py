@@ -995,8 +995,8 @@ def _summary(
     *,
     event: bool,
 ) -> str:
-    if event:
-        return f"{model}@{version}: {latest.text}"
+    if event:  # the event's text names the model and version already
+        return latest.text
     w = windows[0]
     bound = (
         "the monitor's own verdict"
