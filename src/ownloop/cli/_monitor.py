@@ -346,8 +346,8 @@ def _monitor(
                 return
             time.sleep(every.total_seconds())
     finally:
-        if loop is not None and every is not None:
-            loop.stop()
+        if loop is not None:
+            loop.stop()  # joins the threads and lets the lease go, so the next run need not wait
 
 
 def _print_round(done: Round, as_json: bool) -> None:
