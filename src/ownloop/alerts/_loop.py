@@ -85,6 +85,7 @@ class AlertLoop:
         if not self.renew():
             return Round(holding=False)
         errors: list[str] = []
+        self._monitors(errors)
         alerts = self._guarded("evaluate", self._evaluate, errors) or []
         deliveries = self._guarded("deliver", self._deliver, errors) or []
         return Round(True, tuple(alerts), tuple(deliveries), tuple(errors))
@@ -135,7 +136,8 @@ class AlertLoop:
 
     def _renewing(self) -> None:
         while not self._stop.is_set():
-            self.renew()
+            if self._guarded("lease", self.renew, []) is None:
+                self.holding = False  # an unexpected failure: act as if lost, never as if held
             self._stop.wait(self.tick_s)
 
     def _evaluating(self) -> None:
@@ -145,6 +147,7 @@ class AlertLoop:
             if self._stop.is_set():
                 return
             if self.holding:
+                self._monitors([])
                 changed = self._guarded("evaluate", self._evaluate, [])
                 if changed:
                     self._deliver_now.set()
@@ -160,9 +163,13 @@ class AlertLoop:
 
     # -- the work --------------------------------------------------------------------------------
 
-    def _evaluate(self) -> list[Alert]:
+    def _monitors(self, errors: list[str]) -> None:
+        """Run ``before_evaluate`` (serve's monitors); its failure must not silence the rules,
+        which also cover deploy events and earlier windows."""
         if self.before_evaluate is not None:
-            self.before_evaluate()
+            self._guarded("monitor", self.before_evaluate, errors)
+
+    def _evaluate(self) -> list[Alert]:
         changed = self.alerts.evaluate(self.models)
         for a in changed:
             log.info(

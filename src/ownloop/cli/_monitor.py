@@ -264,7 +264,7 @@ def monitor(
     """
     kinds = {k for group in fail_on for k in group}
     try:
-        _monitor(
+        found = _monitor(
             model,
             window,
             last_rows,
@@ -286,6 +286,9 @@ def monitor(
     except OwnloopError as exc:
         click.echo(f"error: {exc.message}", err=True)
         click.get_current_context().exit(3)
+    if found:
+        # only now: ctx.exit closes the workspace, which the alert loop used until it stopped
+        click.get_current_context().exit(1)
 
 
 def _monitor(
@@ -303,7 +306,8 @@ def _monitor(
     kinds: set[str],
     no_alerts: bool,
     as_json: bool,
-) -> None:
+) -> bool:
+    """Monitor (once, or every interval); True when a --fail-on condition was found."""
     ws = workspace()
     settings = None
     if alpha is not None or drift_share is not None or thresholds:
@@ -340,14 +344,14 @@ def _monitor(
                 else:
                     loop.wake()
             if kinds and _found(reports, kinds, as_json):
-                click.get_current_context().exit(1)
+                return True
             done += 1
             if every is None or (runs is not None and done >= runs):
-                return
+                return False
             time.sleep(every.total_seconds())
     finally:
-        if loop is not None and every is not None:
-            loop.stop()
+        if loop is not None:
+            loop.stop()  # joins the threads and lets the lease go, so the next run need not wait
 
 
 def _print_round(done: Round, as_json: bool) -> None:
