@@ -15,6 +15,8 @@ from sqlalchemy.engine import make_url
 from ownloop import Config, Workspace
 from ownloop.demo import make_churn_data, make_model
 
+pytest_plugins = ["tests.receivers"]  # loopback webhook and SMTP receivers for alert tests
+
 PG_ENV = "OWNLOOP_TEST_PG_URL"
 
 

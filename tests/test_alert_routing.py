@@ -30,7 +30,6 @@ from tests.test_outbox import add_alert, queue, state_of
 if TYPE_CHECKING:
     from tests.receivers import SmtpReceiver, WebhookReceiver
 
-pytest_plugins = ["tests.receivers"]
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

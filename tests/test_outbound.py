@@ -23,8 +23,6 @@ from ownloop.outbound import (
 if TYPE_CHECKING:
     from tests.receivers import WebhookReceiver
 
-pytest_plugins = ["tests.receivers"]  # the webhook_receiver and second_receiver fixtures
-
 
 def _outbound(tmp_path: Path, *, allow_private: bool, timeout: float = 10.0) -> Outbound:
     config = Config(home=tmp_path, allow_private_webhooks=allow_private, outbound_timeout_s=timeout)

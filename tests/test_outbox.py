@@ -23,8 +23,6 @@ from ownloop.store import tables as t
 if TYPE_CHECKING:
     from tests.receivers import SmtpReceiver, WebhookReceiver
 
-pytest_plugins = ["tests.receivers"]
-
 
 def _workspace(db_url: str, home: Path, clock: FrozenClock, **settings: Any) -> Workspace:
     config = Config(
