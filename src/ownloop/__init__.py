@@ -154,9 +154,12 @@ def add_team(
     webhook_url: str | None = None,
     slack_webhook_url: str | None = None,
     members: Sequence[str] = (),
+    escalate_to: str | None = None,
+    escalate_after_s: float | None = None,
     workspace: Workspace | None = None,
 ) -> Team:
-    """Create a team that can own models and receive their alerts."""
+    """Create a team that can own models and receive their alerts (and pass on unacknowledged
+    pages to ``escalate_to`` after ``escalate_after_s`` seconds)."""
     with _use(workspace) as ws:
         return ws.registry.add_team(
             name,
@@ -164,6 +167,8 @@ def add_team(
             webhook_url=webhook_url,
             slack_webhook_url=slack_webhook_url,
             members=members,
+            escalate_to=escalate_to,
+            escalate_after_s=escalate_after_s,
         )
 
 
