@@ -347,11 +347,20 @@ def test_demo_webhook_receives_an_alertmanager_body(demo: tuple[Path, str]) -> N
             for n in ws.outbox.notifications(a.id)
         )
     bodies = [json.loads(p.read_text()) for p in sorted((home / "received").glob("*.json"))]
-    assert len(bodies) == delivered  # every delivered webhook notification arrived, no more
-    [body] = [b for b in bodies if b["alerts"][0]["fingerprint"] == acked.fingerprint]
-    assert (body["version"], body["status"], body["receiver"]) == ("4", "firing", "risk")
-    assert body["groupLabels"] == {"alertname": "dataset_drift", "model": "churn"}
-    [alert] = body["alerts"]
+    # every delivered webhook notification arrived once, in the body of its group, no more
+    entries = [(a["fingerprint"], b["status"]) for b in bodies for a in b["alerts"]]
+    assert len(entries) == delivered and len(set(entries)) == delivered
+    [body] = [
+        b
+        for b in bodies
+        if b["status"] == "firing" and acked.fingerprint in {a["fingerprint"] for a in b["alerts"]}
+    ]
+    assert (body["version"], body["receiver"]) == ("4", "risk")
+    assert body["groupLabels"] == {"model": "churn"}
+    # the drift rules that opened together arrive as one group
+    assert {a["labels"]["alertname"] for a in body["alerts"]} >= {"dataset_drift"}
+    assert all(a["labels"]["model"] == "churn" for a in body["alerts"])
+    [alert] = [a for a in body["alerts"] if a["fingerprint"] == acked.fingerprint]
     assert alert["labels"] == {
         "alertname": "dataset_drift",
         "model": "churn",
@@ -361,8 +370,8 @@ def test_demo_webhook_receives_an_alertmanager_body(demo: tuple[Path, str]) -> N
     }
     assert alert["annotations"]["summary"] == acked.summary
     assert alert["annotations"]["next_step"] == acked.next_step
-    assert body["commonLabels"] == alert["labels"]
-    assert '"groupKey": "{}:{alertname=\\"dataset_drift\\", model=\\"churn\\"}"' in out
+    assert body["commonLabels"].items() <= alert["labels"].items()
+    assert body["groupKey"] in out.replace('\\"', '"')
     assert f"'ownloop ack {acked.id}': acknowledged" in out
 
 

@@ -131,10 +131,12 @@ def demo_config(home: Path) -> Config:
     Alerts may reach private addresses here, because the demo's webhook receiver listens on
     loopback; in production such addresses are refused unless OWNLOOP_ALLOW_PRIVATE_WEBHOOKS=1.
     """
-    user = Config.from_env().user
+    env = Config.from_env()
     return Config(
         home=home.expanduser().absolute(),
-        user=user,
+        user=env.user,
+        smtp_url=env.smtp_url,  # mail goes out when the person running the demo configured it
+        smtp_from=env.smtp_from,
         predlog_flush_s=0.5,
         reload_poll_s=0.2,
         deploy_tick_s=1.0,
@@ -935,10 +937,10 @@ class _Receiver:
 
 
 def _body_for(bodies: list[dict[str, Any]], alert: Alert) -> tuple[int, dict[str, Any]] | None:
-    """The first firing body the receiver got for ``alert`` (1-based number, body)."""
+    """The first firing body the receiver got with ``alert`` in its group (1-based number, body)."""
     for i, body in enumerate(bodies, 1):
-        got = body.get("alerts") or [{}]
-        if got[0].get("fingerprint") == alert.fingerprint and body.get("status") == "firing":
+        fingerprints = {a.get("fingerprint") for a in body.get("alerts") or []}
+        if alert.fingerprint in fingerprints and body.get("status") == "firing":
             return i, body
     return None
 
@@ -954,14 +956,22 @@ def _shortened(value: Any, width: int = 100) -> Any:
     return value
 
 
-def _screenful(body: dict[str, Any]) -> list[str]:
-    """The lines of ``body`` that fit a screen: the group's copies of the one alert's labels and
-    annotations are named rather than repeated, and long strings are cut."""
+def _screenful(body: dict[str, Any], alert: Alert) -> list[str]:
+    """The lines of ``body`` that fit a screen: ``alert``'s entry whole, the group's other alerts
+    by name only, and long strings cut."""
     shown = _shortened(body)
-    [first] = shown.get("alerts") or [{}]
-    for common, own in (("commonLabels", "labels"), ("commonAnnotations", "annotations")):
-        if shown.get(common) == first.get(own):
-            shown[common] = f"(the same as alerts[0].{own})"
+    entries = shown.get("alerts") or []
+    mine = [e for e in entries if e.get("fingerprint") == alert.fingerprint]
+    others = [e for e in entries if e.get("fingerprint") != alert.fingerprint]
+    shown["alerts"] = mine + [
+        f"(and {e.get('labels', {}).get('alertname', '?')}: "
+        f"{e.get('annotations', {}).get('summary', '')})"
+        for e in others
+    ]
+    if len(entries) == 1:
+        for common, own in (("commonLabels", "labels"), ("commonAnnotations", "annotations")):
+            if shown.get(common) == mine[0].get(own):
+                shown[common] = f"(the same as alerts[0].{own})"
     return json.dumps(shown, indent=2).splitlines()
 
 
@@ -1071,11 +1081,11 @@ def _alert_round(
     if got is not None:
         number, body = got
         say(
-            f"   the team's webhook has received {len(receiver.bodies)} bodies; #{shown.id}'s, as "
-            f"the team gets it (Alertmanager's webhook format, so Alertmanager, PagerDuty or "
+            f"   the team's webhook has received {len(receiver.bodies)} bodies (a model's alerts "
+            f"that open together arrive as one group); the one with #{shown.id}, as the team gets it (Alertmanager's webhook format, so Alertmanager, PagerDuty or "
             f"Opsgenie take it; shortened here, whole in {receiver.folder / f'{number:03d}.json'}):"
         )
-        for line in _screenful(body):
+        for line in _screenful(body, shown):
             say(f"     {line}")
     acked = ws.alerts.ack(shown.id, note="looking at the drift; the rollback check says retrain")
     say(
