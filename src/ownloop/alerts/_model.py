@@ -15,6 +15,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ownloop.store import aware
+
 __all__ = [
     "Alert",
     "AlertState",
@@ -27,6 +29,7 @@ __all__ = [
     "Rule",
     "RuleAction",
     "Severity",
+    "alert_from_row",
 ]
 
 
@@ -156,3 +159,36 @@ class Delivery:
     error: str | None = None
     duration_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def alert_from_row(r: Any) -> Alert:
+    """An ``alerts`` table row as an Alert (SQLite's naive datetimes read as UTC)."""
+
+    def ts(x: datetime | None) -> datetime | None:
+        return None if x is None else aware(x)
+
+    return Alert(
+        id=int(r.id),
+        fingerprint=r.fingerprint,
+        model=r.model,
+        version=r.version,
+        team=r.team,
+        rule=r.rule,
+        severity=Severity(r.severity),
+        state=AlertState(r.state),
+        summary=r.summary,
+        details=dict(r.details),
+        next_step=r.next_step,
+        link=r.link,
+        opened_at=aware(r.opened_at),
+        last_seen_at=aware(r.last_seen_at),
+        last_notified_at=ts(r.last_notified_at),
+        acked_at=ts(r.acked_at),
+        acked_by=r.acked_by,
+        escalated_at=ts(r.escalated_at),
+        escalated_to=r.escalated_to,
+        resolved_at=ts(r.resolved_at),
+        resolved_by=r.resolved_by,
+        resolve_note=r.resolve_note,
+        action=None if r.action is None else dict(r.action),
+    )

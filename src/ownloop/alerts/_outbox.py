@@ -29,14 +29,13 @@ from ownloop.access import Actor
 from ownloop.alerts._mail import SmtpSettings, send_mail
 from ownloop.alerts._model import (
     Alert,
-    AlertState,
     Channel,
     Delivery,
     DeliveryOutcome,
     Notification,
     NotificationKind,
     NotificationState,
-    Severity,
+    alert_from_row,
 )
 from ownloop.alerts._render import (
     alertmanager_group_body,
@@ -411,7 +410,7 @@ class Outbox:
     def _alert(self, alert_id: int) -> Alert | None:
         with self.store.read() as conn:
             row = conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id)).first()
-        return None if row is None else _alert(row)
+        return None if row is None else alert_from_row(row)
 
 
 def _sent(status_code: int) -> _Attempt:
@@ -436,34 +435,6 @@ def _notification(r: sa.Row[Any]) -> Notification:
         created_at=aware(r.created_at),
         delivered_at=_when(r.delivered_at),
         last_error=r.last_error,
-    )
-
-
-def _alert(r: sa.Row[Any]) -> Alert:
-    return Alert(
-        id=r.id,
-        fingerprint=r.fingerprint,
-        model=r.model,
-        version=r.version,
-        team=r.team,
-        rule=r.rule,
-        severity=Severity(r.severity),
-        state=AlertState(r.state),
-        summary=r.summary,
-        details=dict(r.details or {}),
-        next_step=r.next_step,
-        link=r.link,
-        opened_at=aware(r.opened_at),
-        last_seen_at=aware(r.last_seen_at),
-        last_notified_at=_when(r.last_notified_at),
-        acked_at=_when(r.acked_at),
-        acked_by=r.acked_by,
-        escalated_at=_when(r.escalated_at),
-        escalated_to=r.escalated_to,
-        resolved_at=_when(r.resolved_at),
-        resolved_by=r.resolved_by,
-        resolve_note=r.resolve_note,
-        action=r.action,
     )
 
 

@@ -32,6 +32,7 @@ from ownloop.alerts._model import (
     Rule,
     RuleAction,
     Severity,
+    alert_from_row,
 )
 from ownloop.alerts._rules import METRICS, action_to_json, check_settings, known_metric, merge
 from ownloop.clock import Clock
@@ -783,7 +784,7 @@ class Alerts:
             raise NotFoundError(f"alert {alert_id} does not exist; see 'ownloop alerts'")
         if check:
             authorize(self.actor, "alert.read", row.team)
-        return _alert(row)
+        return alert_from_row(row)
 
     def list(
         self,
@@ -809,7 +810,7 @@ class Alerts:
             if mine:
                 q = q.where(t.alerts.c.team.in_(sorted(self._my_teams(conn))))
             rows = conn.execute(q.order_by(t.alerts.c.id.desc()).limit(limit)).all()
-        return [_alert(r) for r in rows]
+        return [alert_from_row(r) for r in rows]
 
     def _my_teams(self, conn: sa.Connection) -> set[str]:
         member = conn.execute(
@@ -1009,35 +1010,4 @@ def _summary(
     return (
         f"{model}@{version} {rule.name}: {latest.text} ({bound} for {span}); window "
         f"{w.start:%Y-%m-%d %H:%M}-{w.end:%H:%M} UTC, {w.rows:,} rows{n}{method}"
-    )
-
-
-def _alert(r: Any) -> Alert:
-    def ts(x: datetime | None) -> datetime | None:
-        return None if x is None else aware(x)
-
-    return Alert(
-        id=int(r.id),
-        fingerprint=r.fingerprint,
-        model=r.model,
-        version=r.version,
-        team=r.team,
-        rule=r.rule,
-        severity=Severity(r.severity),
-        state=AlertState(r.state),
-        summary=r.summary,
-        details=dict(r.details),
-        next_step=r.next_step,
-        link=r.link,
-        opened_at=aware(r.opened_at),
-        last_seen_at=aware(r.last_seen_at),
-        last_notified_at=ts(r.last_notified_at),
-        acked_at=ts(r.acked_at),
-        acked_by=r.acked_by,
-        escalated_at=ts(r.escalated_at),
-        escalated_to=r.escalated_to,
-        resolved_at=ts(r.resolved_at),
-        resolved_by=r.resolved_by,
-        resolve_note=r.resolve_note,
-        action=None if r.action is None else dict(r.action),
     )
