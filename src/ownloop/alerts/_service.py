@@ -443,6 +443,9 @@ class Alerts:
         event: bool = False,
     ) -> Alert | None:
         """Open the alert ``fp`` unless it is open already (by us or a racing evaluator)."""
+        with self.store.read() as conn:  # the usual case on every round: open since earlier
+            if _open_row(conn, fp) is not None:
+                return None  # before the next step, which reads a week of the log
         now = self.clock.now()
         details = _details(rule, latest, windows, readings)
         summary = _summary(model, version, rule, latest, windows, event=event)
