@@ -65,7 +65,13 @@ class Workspace:
         # one outbound HTTP client per workspace; tests pass one with a replaced transport
         self.outbound = outbound if outbound is not None else Outbound(self.config)
         self.alerts = Alerts(
-            self.store, self.registry, self.monitor, self.config, self.clock, self.actor
+            self.store,
+            self.registry,
+            self.monitor,
+            self.config,
+            self.clock,
+            self.actor,
+            self.feedback,
         )
         self.outbox = Outbox(self.store, self.config, self.clock, self.actor, self.outbound)
         self.scorecard = Scorecards(self.store, self.registry, self.clock, self.actor)

@@ -72,6 +72,7 @@ class Alerts:
         config: Config,
         clock: Clock,
         actor: Actor,
+        feedback: Feedback,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -79,8 +80,7 @@ class Alerts:
         self.config = config
         self.clock = clock
         self.actor = actor
-        # read-only use: how many labelled rows the next step can point at
-        self.feedback = Feedback(registry, monitor, config, clock, actor)
+        self.feedback = feedback  # how many labelled rows the next step can point at
 
     # -- rules ----------------------------------------------------------------------------
 
