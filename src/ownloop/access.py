@@ -1,17 +1,22 @@
-"""Who may do what, named in one place for every state-changing call and HTTP route.
+"""Who may do what, named in one place for every service call and HTTP route.
 
-Today the only actor is the local user, who is an admin. Tokens later map to other
-actors (team members, viewers) and this table decides for them without touching callers.
+``POLICY`` maps each action to the least role that may perform it. ``Acting`` is the one seam
+that says who acts now: a workspace holds one, every service reads its actor from it, and a
+request sets its own actor for its duration (``ws.acting_as(actor)``), so the audit row names the
+caller and the permission check sees the caller's teams.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 from ownloop.errors import InvalidInputError, PermissionDeniedError
 
-__all__ = ["POLICY", "Actor", "Role", "authorize", "required_role"]
+__all__ = ["POLICY", "Acting", "Actor", "Role", "authorize", "required_role"]
 
 
 class Role(IntEnum):
@@ -54,6 +59,9 @@ POLICY: dict[str, Role] = {
     "scorecard.read": Role.VIEWER,
     "evalset.export": Role.OWNER,
     "store.upgrade": Role.ADMIN,
+    "token.create": Role.ADMIN,
+    "token.read": Role.ADMIN,
+    "token.revoke": Role.ADMIN,
 }
 
 
@@ -70,6 +78,46 @@ class Actor:
     def local(cls, name: str) -> Actor:
         """The person at this machine: full rights until tokens are switched on."""
         return cls(name=name, admin=True)
+
+
+# The actor of the current request or task, with the ``Acting`` it was set on; module-level as
+# contextvars should be. Threads started with a copied context (anyio's worker threads) inherit it.
+_CURRENT: ContextVar[tuple[Acting, Actor] | None] = ContextVar("ownloop_actor", default=None)
+
+
+class Acting:
+    """Who acts now, for one workspace: its default actor unless a request set its own.
+
+    >>> acting = Acting(Actor.local("ana"))
+    >>> with acting.as_actor(Actor("bot", teams=frozenset({"risk"}))):
+    ...     acting.actor.name
+    'bot'
+    >>> acting.actor.name
+    'ana'
+    """
+
+    def __init__(self, default: Actor) -> None:
+        self.default = default
+
+    @classmethod
+    def of(cls, actor: Actor | Acting) -> Acting:
+        return actor if isinstance(actor, Acting) else cls(actor)
+
+    @property
+    def actor(self) -> Actor:
+        current = _CURRENT.get()
+        if current is not None and current[0] is self:
+            return current[1]
+        return self.default
+
+    @contextmanager
+    def as_actor(self, actor: Actor) -> Iterator[Actor]:
+        """Within this block, every service of this workspace acts as ``actor``."""
+        token = _CURRENT.set((self, actor))
+        try:
+            yield actor
+        finally:
+            _CURRENT.reset(token)
 
 
 def required_role(action: str) -> Role:

@@ -41,6 +41,10 @@ def _number(
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").lower() in ("1", "true", "yes")
+
+
 @dataclass(frozen=True)
 class Config:
     """Where ownloop keeps its state and who is acting.
@@ -70,6 +74,14 @@ class Config:
     alert_tick_s: float = 30.0  # how often a serve process evaluates rules and delivers
     public_url: str | None = None  # where people reach ownloop serve, for links in alerts
     serve_monitor_every_s: float | None = None  # serve runs the monitors this often (off: None)
+    auth: bool = False  # require a token on loopback too (off loopback it is always required)
+    public_inference: bool = False  # inference answers without a token (everything else needs one)
+    max_label_rows: int = 10_000  # rows in one label batch (HTTP or Python)
+    max_header_bytes: int = 16 * 1024  # request line and headers of one HTTP request, in all
+    max_headers: int = 100  # header fields in one HTTP request
+    header_timeout_s: float = 10.0  # a client must send its request line and headers in this time
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 1000  # open connections per serve process; more are answered 503
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -102,6 +114,14 @@ class Config:
                 env, "OWNLOOP_SERVE_MONITOR_EVERY_S", 0.0, float, 0.0, 86400.0 * 7
             )
             or None,
+            auth=_flag(env, "OWNLOOP_AUTH"),
+            public_inference=_flag(env, "OWNLOOP_PUBLIC_INFERENCE"),
+            max_label_rows=_number(env, "OWNLOOP_MAX_LABEL_ROWS", 10_000, int, 1, 10**7),
+            max_header_bytes=_number(env, "OWNLOOP_MAX_HEADER_BYTES", 16 << 10, int, 1024, 1 << 24),
+            max_headers=_number(env, "OWNLOOP_MAX_HEADERS", 100, int, 8, 10_000),
+            header_timeout_s=_number(env, "OWNLOOP_HEADER_TIMEOUT_S", 10.0, float, 0.1, 600.0),
+            keep_alive_s=_number(env, "OWNLOOP_KEEP_ALIVE_S", 5.0, float, 0.1, 3600.0),
+            max_connections=_number(env, "OWNLOOP_MAX_CONNECTIONS", 1000, int, 1, 10**6),
         )
 
     def with_home(self, home: Path | str) -> Config:

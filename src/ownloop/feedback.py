@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from ownloop import predlog
-from ownloop.access import Actor, authorize
+from ownloop.access import Acting, Actor, authorize
 from ownloop.artifacts import fsync_path
 from ownloop.clock import Clock
 from ownloop.config import Config
@@ -138,13 +138,23 @@ class Feedback:
     """Export labelled production rows as an eval set, so the next candidate is gated on them."""
 
     def __init__(
-        self, registry: Registry, monitor: Monitor, config: Config, clock: Clock, actor: Actor
+        self,
+        registry: Registry,
+        monitor: Monitor,
+        config: Config,
+        clock: Clock,
+        actor: Actor | Acting,
     ) -> None:
         self.registry = registry
         self.monitor = monitor
         self.config = config
         self.clock = clock
-        self.actor = actor
+        self.acting = Acting.of(actor)
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts now: the request's actor, else the workspace's."""
+        return self.acting.actor
 
     def labelled_count(
         self, model: str, *, since: timedelta = timedelta(days=7), end: datetime | None = None

@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ownloop import needs, progress
-from ownloop.access import Actor, authorize
+from ownloop.access import Acting, Actor, authorize
 from ownloop.artifacts import ArtifactStore, Staged
 from ownloop.clock import Clock
 from ownloop.datasets import file_digest, frame_digest, read_frame
@@ -250,17 +250,22 @@ class Registry:
         store: Store,
         artifacts: ArtifactStore,
         clock: Clock,
-        actor: Actor,
+        actor: Actor | Acting,
         *,
         max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
     ) -> None:
         self.store = store
         self.artifacts = artifacts
         self.clock = clock
-        self.actor = actor
+        self.acting = Acting.of(actor)
         self.max_model_bytes = max_model_bytes
 
     # -- teams ----------------------------------------------------------------------------
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts now: the request's actor, else the workspace's."""
+        return self.acting.actor
 
     def add_team(
         self,

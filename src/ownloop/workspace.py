@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
-from ownloop.access import Actor
+from ownloop.access import Acting, Actor
 from ownloop.alerts import Alerts, Outbox
 from ownloop.artifacts import ArtifactStore
 from ownloop.clock import Clock, SystemClock
@@ -39,7 +41,8 @@ class Workspace:
     ) -> None:
         self.config = config if config is not None else Config.from_env()
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.actor = actor if actor is not None else Actor.local(self.config.user)
+        # one seam says who acts: every service reads its actor from here
+        self.acting = Acting(actor if actor is not None else Actor.local(self.config.user))
         self.config.ensure_home()
         self.store = Store(self.config.db_url, check_schema=check_schema)
         self.artifacts = ArtifactStore(self.config.artifacts_dir)
@@ -47,11 +50,11 @@ class Workspace:
             self.store,
             self.artifacts,
             self.clock,
-            self.actor,
+            self.acting,
             max_model_bytes=self.config.max_model_bytes,
         )
         self.evaluations = Evaluations(self.registry)
-        self.monitor = Monitor(self.store, self.registry, self.config, self.clock, self.actor)
+        self.monitor = Monitor(self.store, self.registry, self.config, self.clock, self.acting)
         self.deploy = Deployments(
             self.store,
             self.registry,
@@ -59,9 +62,9 @@ class Workspace:
             self.monitor,
             self.config,
             self.clock,
-            self.actor,
+            self.acting,
         )
-        self.feedback = Feedback(self.registry, self.monitor, self.config, self.clock, self.actor)
+        self.feedback = Feedback(self.registry, self.monitor, self.config, self.clock, self.acting)
         # one outbound HTTP client per workspace; tests pass one with a replaced transport
         self.outbound = outbound if outbound is not None else Outbound(self.config)
         self.alerts = Alerts(
@@ -70,11 +73,24 @@ class Workspace:
             self.monitor,
             self.config,
             self.clock,
-            self.actor,
+            self.acting,
             self.feedback,
         )
-        self.outbox = Outbox(self.store, self.config, self.clock, self.actor, self.outbound)
-        self.scorecard = Scorecards(self.store, self.registry, self.clock, self.actor)
+        self.outbox = Outbox(self.store, self.config, self.clock, self.acting, self.outbound)
+        self.scorecard = Scorecards(self.store, self.registry, self.clock, self.acting)
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts now: the actor of the current request, else the workspace's own."""
+        return self.acting.actor
+
+    @contextmanager
+    def acting_as(self, actor: Actor) -> Iterator[Workspace]:
+        """Within this block every service of this workspace acts as ``actor``: its permission
+        checks and its audit rows (one actor per request; threads started from here inherit it
+        when they copy the context, as anyio's worker threads do)."""
+        with self.acting.as_actor(actor):
+            yield self
 
     def close(self) -> None:
         self.outbound.close()

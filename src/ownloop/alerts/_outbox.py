@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ownloop.access import Actor
+from ownloop.access import Acting, Actor
 from ownloop.alerts._mail import SmtpSettings, send_mail
 from ownloop.alerts._model import (
     Alert,
@@ -83,17 +83,22 @@ class Outbox:
     """
 
     def __init__(
-        self, store: Store, config: Config, clock: Clock, actor: Actor, outbound: Outbound
+        self, store: Store, config: Config, clock: Clock, actor: Actor | Acting, outbound: Outbound
     ) -> None:
         self.store = store
         self.config = config
         self.clock = clock
-        self.actor = actor
+        self.acting = Acting.of(actor)
         self.outbound = outbound
         # who holds a claim: distinct per Outbox, so two in one process do not share claims
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     # -- delivering -------------------------------------------------------------------------
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts now: the request's actor, else the workspace's."""
+        return self.acting.actor
 
     def deliver_due(self, *, limit: int = 50) -> list[Delivery]:
         """Claim and send due notifications, a group at a time, until about ``limit`` attempts

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
-from ownloop.access import Actor, authorize
+from ownloop.access import Acting, Actor, authorize
 from ownloop.alerts._evaluate import Context, Figure, Reading, Window, read
 from ownloop.alerts._model import (
     Alert,
@@ -71,7 +71,7 @@ class Alerts:
         monitor: Monitor,
         config: Config,
         clock: Clock,
-        actor: Actor,
+        actor: Actor | Acting,
         feedback: Feedback,
     ) -> None:
         self.store = store
@@ -79,10 +79,15 @@ class Alerts:
         self.monitor = monitor
         self.config = config
         self.clock = clock
-        self.actor = actor
+        self.acting = Acting.of(actor)
         self.feedback = feedback  # how many labelled rows the next step can point at
 
     # -- rules ----------------------------------------------------------------------------
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts now: the request's actor, else the workspace's."""
+        return self.acting.actor
 
     def rules(self, model: str) -> builtins.list[Rule]:
         """Every rule in force for ``model``: the defaults with their overrides, and where from."""

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ownloop import needs
-from ownloop.access import Actor, authorize
+from ownloop.access import Acting, Actor, authorize
 from ownloop.clock import Clock
 from ownloop.config import Config
 from ownloop.deploy import _rollback
@@ -70,7 +70,7 @@ class Deployments:
         monitor: Monitor,
         config: Config,
         clock: Clock,
-        actor: Actor,
+        actor: Actor | Acting,
         analyser: Analyser | None = None,
     ) -> None:
         self.store = store
@@ -79,8 +79,13 @@ class Deployments:
         self.monitor = monitor
         self.config = config
         self.clock = clock
-        self.actor = actor
+        self.acting = Acting.of(actor)
         self.analyser: Analyser = analyser if analyser is not None else self._analyse
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts now: the request's actor, else the workspace's."""
+        return self.acting.actor
 
     def _analyse(self, rollout: Rollout, now: datetime, looks: int) -> StepAnalysis:
         return analyse_rollout(

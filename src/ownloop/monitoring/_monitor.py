@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from scipy import stats
 
 from ownloop import predlog, progress
-from ownloop.access import Actor, authorize
+from ownloop.access import Acting, Actor, authorize
 from ownloop.clock import Clock
 from ownloop.config import Config
 from ownloop.errors import InvalidInputError, NotFoundError
@@ -146,15 +146,20 @@ class Monitor:
     """
 
     def __init__(
-        self, store: Store, registry: Registry, config: Config, clock: Clock, actor: Actor
+        self, store: Store, registry: Registry, config: Config, clock: Clock, actor: Actor | Acting
     ) -> None:
         self.store = store
         self.registry = registry
         self.config = config
         self.clock = clock
-        self.actor = actor
+        self.acting = Acting.of(actor)
 
     # -- settings -------------------------------------------------------------------------
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts now: the request's actor, else the workspace's."""
+        return self.acting.actor
 
     def settings(self, model: str) -> DriftSettings:
         """The drift settings stored for ``model`` (defaults when none were saved)."""

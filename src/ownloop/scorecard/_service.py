@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from ownloop.access import Actor, authorize
+from ownloop.access import Acting, Actor, authorize
 from ownloop.clock import Clock
 from ownloop.errors import InvalidInputError
 from ownloop.intervals import wilson_interval
@@ -91,11 +91,18 @@ class Scorecards:
     0.25
     """
 
-    def __init__(self, store: Store, registry: Registry, clock: Clock, actor: Actor) -> None:
+    def __init__(
+        self, store: Store, registry: Registry, clock: Clock, actor: Actor | Acting
+    ) -> None:
         self.store = store
         self.registry = registry
         self.clock = clock
-        self.actor = actor
+        self.acting = Acting.of(actor)
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts now: the request's actor, else the workspace's."""
+        return self.acting.actor
 
     def card(
         self,

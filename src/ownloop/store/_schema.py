@@ -11,6 +11,7 @@ __all__ = [
     "alerts",
     "alias_history",
     "aliases",
+    "api_tokens",
     "audit",
     "deploy_policies",
     "deployments",
@@ -392,3 +393,21 @@ sa.Index(
     alert_notifications.c.next_attempt_at,
 )
 sa.Index("ix_alert_deliveries_notification", alert_deliveries.c.notification_id)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("key_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("team", sa.String(64)),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("secret_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", _ts, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("expires_at", _ts),
+    sa.Column("revoked_at", _ts),
+    sa.Column("revoked_by", sa.String(200)),
+    sa.Column("last_used_at", _ts),
+)
+sa.Index("ix_api_tokens_name", api_tokens.c.name)
