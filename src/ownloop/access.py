@@ -8,7 +8,7 @@ caller and the permission check sees the caller's teams.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -98,6 +98,9 @@ class Acting:
 
     def __init__(self, default: Actor) -> None:
         self.default = default
+        # called with (actor, action, owner_team, target) before a denial is raised; the
+        # workspace writes it to the audit log
+        self.on_denied: Callable[[Actor, str, str | None, str | None], None] | None = None
 
     @classmethod
     def of(cls, actor: Actor | Acting) -> Acting:
@@ -109,6 +112,20 @@ class Acting:
         if current is not None and current[0] is self:
             return current[1]
         return self.default
+
+    def check(
+        self, action: str, owner_team: str | None = None, *, target: str | None = None
+    ) -> Actor:
+        """Authorize the current actor for ``action`` (on a thing of ``owner_team``) and return
+        it; a denial is reported to ``on_denied`` (the audit log) before it is raised."""
+        actor = self.actor
+        try:
+            authorize(actor, action, owner_team)
+        except PermissionDeniedError:
+            if self.on_denied is not None:
+                self.on_denied(actor, action, owner_team, target)
+            raise
+        return actor
 
     @contextmanager
     def as_actor(self, actor: Actor) -> Iterator[Actor]:

@@ -104,6 +104,13 @@ class PermissionDeniedError(OwnloopError):
     code = "permission_denied"
 
 
+class AuthenticationError(OwnloopError):
+    """No credentials where they are required, or credentials that are unknown, expired or revoked."""
+
+    http_status = 401
+    code = "unauthenticated"
+
+
 class StoreUnavailableError(OwnloopError):
     http_status = 503
     code = "store_unavailable"

@@ -19,6 +19,7 @@ from ownloop.outbound import Outbound
 from ownloop.registry import Registry
 from ownloop.scorecard import Scorecards
 from ownloop.store import Store
+from ownloop.tokens import Tokens
 
 __all__ = ["Workspace"]
 
@@ -78,6 +79,7 @@ class Workspace:
         )
         self.outbox = Outbox(self.store, self.config, self.clock, self.acting, self.outbound)
         self.scorecard = Scorecards(self.store, self.registry, self.clock, self.acting)
+        self.tokens = Tokens(self.store, self.registry, self.clock, self.acting)
 
     @property
     def actor(self) -> Actor:
