@@ -19,8 +19,10 @@ def test_owner_actions_need_membership_of_the_owning_team() -> None:
         authorize(Actor("bob", teams=frozenset({"growth"})), "alias.set", "risk")
 
 
-def test_anyone_may_predict_and_only_admins_create_teams() -> None:
-    authorize(Actor("anon", viewer=False), "model.predict")
+def test_predicting_needs_a_viewer_and_only_admins_create_teams() -> None:
+    authorize(Actor("ci"), "model.predict")
+    with pytest.raises(PermissionDeniedError, match="needs viewer"):
+        authorize(Actor("anon", viewer=False), "model.predict")
     with pytest.raises(PermissionDeniedError):
         authorize(Actor("ana", teams=frozenset({"risk"})), "team.create")
 

@@ -518,7 +518,12 @@ def test_access_is_checked_per_route(
         running(guest, log_predictions=False) as url,
         httpx.Client(base_url=url) as c,
     ):
-        assert c.post("/models/churn/predict", json={"instances": [_row()]}).status_code == 200
+        assert_error(
+            c.post("/models/churn/predict", json={"instances": [_row()]}),
+            403,
+            "'eve' may not model.predict: it needs viewer",
+            "permission_denied",
+        )
         assert_error(c.get("/metrics"), 403, "'eve' may not metrics.read", "permission_denied")
         assert_error(
             c.post("/models/churn/labels", json=[{"prediction_id": "x", "label": 1}]),

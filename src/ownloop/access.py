@@ -29,9 +29,9 @@ class Role(IntEnum):
 # action -> the least role that may perform it
 POLICY: dict[str, Role] = {
     "health.read": Role.ANYONE,
-    "model.predict": Role.ANYONE,
-    "model.metadata": Role.ANYONE,
-    "api.read": Role.ANYONE,
+    "model.predict": Role.VIEWER,  # anyone too, when a server is told --public-inference
+    "model.metadata": Role.VIEWER,
+    "api.read": Role.VIEWER,
     "metrics.read": Role.VIEWER,
     "model.read": Role.VIEWER,
     "team.read": Role.VIEWER,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import replace
 from datetime import timedelta
@@ -15,15 +14,6 @@ from ownloop.cli._monitor import DURATION
 from ownloop.datasets import read_frame
 from ownloop.errors import InvalidInputError
 from ownloop.labels import LabelReport, frame_rows, labels_table, record_label_batches
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @cli.command()
@@ -45,12 +35,25 @@ def _loopback(host: str) -> bool:
     help="Also run the monitors this often (over a window of the same length), in the process "
     "that holds the alert evaluator's turn. Default: another process runs 'ownloop monitor'.",
 )
+@click.option(
+    "--auth",
+    is_flag=True,
+    help="Require a token on loopback too (always required off loopback). Also OWNLOOP_AUTH=1.",
+)
+@click.option(
+    "--public-inference",
+    is_flag=True,
+    help="Answer inference without a token; every other route but health still needs one. "
+    "Also OWNLOOP_PUBLIC_INFERENCE=1.",
+)
 def serve(
     host: str,
     port: int,
     no_log: bool,
     allow_env_mismatch: bool,
     monitor_every: timedelta | None,
+    auth: bool,
+    public_inference: bool,
 ) -> None:
     """Serve what deploy routes (v2 + simple JSON, labels, /metrics), following every change.
 
@@ -58,15 +61,36 @@ def serve(
     reloads every model at once. Each serve process also takes its turn running the rollout
     controller and the alert evaluator (each by one process at a time, under a lease in the
     store): rules over the stored monitor figures and deploy events, routed to the owning team.
+
+    Off loopback (or with --auth) every route but health needs 'Authorization: Bearer <token>'
+    (see 'ownloop token create'), and serve refuses to start until an active token exists.
     """
+    from ownloop.server import check_exposure, loopback
     from ownloop.server import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
-    if not _loopback(host):
-        console.print(
-            f"[yellow]warning:[/] binding {esc(host)}: inference is open to anyone who can reach it"
-        )
     ws = workspace()
+    try:
+        check_exposure(ws, host)
+    except InvalidInputError as exc:  # nothing is bound yet: a usage error, exit 2
+        click.echo(f"error: {exc.message}", err=True)
+        click.get_current_context().exit(2)
+    if auth or public_inference:
+        ws.config = replace(
+            ws.config,
+            auth=ws.config.auth or auth,
+            public_inference=ws.config.public_inference or public_inference,
+        )
+    if ws.config.auth or not loopback(host):
+        where = "" if loopback(host) else f"binding {esc(host)}: "
+        inference = (
+            "inference is open to anyone who can reach it"
+            if ws.config.public_inference
+            else "inference needs one too"
+        )
+        console.print(
+            f"[yellow]auth is on:[/] {where}every route but health needs a token; {inference}"
+        )
     if allow_env_mismatch:
         ws.config = replace(ws.config, allow_env_mismatch=True)
     if monitor_every is not None:

@@ -6,12 +6,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import uvicorn
 
 from ownloop.server._app import ROUTES, RouteSpec, create_app
+from ownloop.server._auth import check_exposure, loopback
 from ownloop.workspace import Workspace
 
-__all__ = ["ROUTES", "RouteSpec", "create_app", "serve", "uvicorn_config"]
+__all__ = [
+    "ROUTES",
+    "RouteSpec",
+    "check_exposure",
+    "create_app",
+    "loopback",
+    "serve",
+    "uvicorn_config",
+]
 
 
 def uvicorn_config(
@@ -22,7 +33,13 @@ def uvicorn_config(
     log_predictions: bool = True,
     log_level: str = "info",
 ) -> uvicorn.Config:
-    """A uvicorn configuration for the app of ``ws`` (loopback unless told otherwise)."""
+    """A uvicorn configuration for the app of ``ws`` (loopback unless told otherwise).
+
+    Off loopback, auth is on and serving is refused until a token exists (``check_exposure``).
+    """
+    check_exposure(ws, host)
+    if not loopback(host):
+        ws.config = replace(ws.config, auth=True)
     return uvicorn.Config(
         create_app(ws, log_predictions=log_predictions),
         host=host,

@@ -27,11 +27,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ownloop import __version__, labels, predlog
-from ownloop.access import Actor, authorize
+from ownloop.access import Actor, Role, required_role
 from ownloop.alerts import AlertLoop
-from ownloop.errors import InvalidInputError, NotReadyError, OwnloopError, PayloadTooLargeError
+from ownloop.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+    NotReadyError,
+    OwnloopError,
+    PayloadTooLargeError,
+)
 from ownloop.predlog import PredictionLogger
 from ownloop.server import _decode
+from ownloop.server._auth import ANONYMOUS, anonymous, presented_secret, public, unauthenticated
 from ownloop.server._controller import Controller
 from ownloop.server._live import Live, LiveModel, feature_key, find, routing_key
 from ownloop.server._metrics import Metrics
@@ -188,7 +196,8 @@ class _Server:
     def __init__(self, ws: Workspace, *, log_predictions: bool) -> None:
         self.ws = ws
         self.config = ws.config
-        self.actor: Actor = ws.actor
+        # auth: every route but health needs a token (set by serve off loopback, or asked for)
+        self.auth = ws.config.auth
         self.metrics = Metrics(ws.config.cpu_hour_price)
         self.routing = Live(
             ws.deploy,
@@ -259,21 +268,55 @@ class _Server:
             )
 
     def guard(self, spec: RouteSpec) -> Handler:
+        """The endpoint of ``spec``: who calls (token, local user or anonymous), may they, then
+        the handler, run as that caller so every check and audit row inside names them."""
         handler: Handler = getattr(self, spec.handler)
 
         async def endpoint(request: Request) -> Response:
-            name = request.path_params.get("name")
-            live = self.served.get(name) if name is not None else None
-            authorize(self.actor, spec.action, live.stable.owner if live is not None else None)
+            presented = "authorization" in request.headers
             try:
-                return await handler(request)
-            except OwnloopError:
-                raise
-            except Exception:  # the HTTP boundary: a bug becomes a logged 500, the connection lives
-                return _internal(request)
+                actor = await self._caller(request, spec.action)
+            except AuthenticationError as exc:
+                return unauthenticated(exc, presented=presented)
+            with self.ws.acting_as(actor):
+                if not (actor is ANONYMOUS and public(self.config, spec.action)):
+                    name = request.path_params.get("name")
+                    owner = await self._owner(name, spec.action)
+                    self.ws.acting.check(spec.action, owner, target=name)
+                try:
+                    return await handler(request)
+                except OwnloopError:
+                    raise
+                except (
+                    Exception
+                ):  # the HTTP boundary: a bug becomes a logged 500, the connection lives
+                    return _internal(request)
 
         endpoint.__name__ = spec.handler
         return endpoint
+
+    async def _caller(self, request: Request, action: str) -> Actor:
+        """The actor of this request; AuthenticationError for a bad token or a missing one."""
+        secret = presented_secret(request.headers.get("authorization"))
+        if secret is not None:  # checked even when auth is off: a bad token is never ignored
+            return await run_in_threadpool(self.ws.tokens.verify, secret)
+        if not self.auth:
+            return self.ws.acting.default
+        return anonymous(self.config, action)
+
+    async def _owner(self, name: str | None, action: str) -> str | None:
+        """The team owning model ``name`` now: read from the registry for an owner's action, so a
+        transfer counts from the next request; the served model's owner is enough otherwise."""
+        if name is None:
+            return None
+        if required_role(action) is not Role.OWNER or self.ws.actor.admin:
+            live = self.served.get(name)
+            return live.stable.owner if live is not None else None
+        try:
+            model = await run_in_threadpool(self.ws.registry.get_model, name)
+        except (NotFoundError, InvalidInputError):
+            return None  # nobody but an admin may act on it; an admin learns it is missing
+        return model.owner
 
     # -- bodies ---------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ownloop.access import required_role
+from ownloop.access import Role, required_role
 
 __all__ = ["openapi"]
 
@@ -198,6 +198,14 @@ _WHY = {
 }
 
 
+# API tokens ('ownloop token create'); required when auth is on (always off loopback)
+SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer"}}
+_AUTH_WHY = {
+    "401": "No token where one is required, or a token unknown, expired or revoked",
+    "403": "The token's role or team may not do this",
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -211,6 +219,8 @@ def _operation(spec: _Spec) -> dict[str, Any]:
             "role": required_role(spec.action).name.lower(),
         },
     }
+    if required_role(spec.action) is not Role.ANYONE:
+        op["security"] = [{"bearer": []}]
     params = re.findall(r"{(\w+)}", spec.path)
     if params:
         op["parameters"] = [
@@ -238,6 +248,12 @@ def _operation(spec: _Spec) -> dict[str, Any]:
             "description": _HEALTH_WHY[spec.handler] if health else _WHY[status],
             "content": {"application/json": {"schema": schema}},
         }
+    if "security" in op:
+        for status, why in _AUTH_WHY.items():
+            op["responses"].setdefault(
+                status,
+                {"description": why, "content": {"application/json": {"schema": _ref("Error")}}},
+            )
     return op
 
 
@@ -254,5 +270,5 @@ def openapi(routes: Sequence[_Spec], version: str) -> dict[str, Any]:
             "description": "Inference (Open Inference Protocol v2 and simple JSON), labels, metrics.",
         },
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
     }
