@@ -62,6 +62,7 @@ POLICY: dict[str, Role] = {
     "token.create": Role.ADMIN,
     "token.read": Role.ADMIN,
     "token.revoke": Role.ADMIN,
+    "token.verify": Role.ANYONE,  # authentication itself: verify and any_active
 }
 
 
@@ -73,11 +74,41 @@ class Actor:
     teams: frozenset[str] = field(default_factory=frozenset)
     admin: bool = False
     viewer: bool = True
+    team: str | None = None  # the team a token was made for (None: local user, admin token)
+    role: str = "admin"  # viewer | owner | admin, as granted
+    via: str = "local"  # local | token | anonymous: how this actor was established
 
     @classmethod
     def local(cls, name: str) -> Actor:
         """The person at this machine: full rights until tokens are switched on."""
         return cls(name=name, admin=True)
+
+    @classmethod
+    def for_token(cls, name: str, *, team: str | None, role: str) -> Actor:
+        """The actor a token stands for, named ``token:<name>@<team>`` in audit rows.
+
+        >>> Actor.for_token("ci", team="risk", role="owner").name
+        'token:ci@risk'
+        """
+        shown = f"token:{name}@{team}" if team else f"token:{name}"
+        if role == "admin":
+            return cls(name=shown, admin=True, team=team, role=role, via="token")
+        if role == "owner":
+            return cls(
+                name=shown,
+                teams=frozenset({team} if team else ()),
+                team=team,
+                role=role,
+                via="token",
+            )
+        if role == "viewer":
+            return cls(name=shown, team=team, role=role, via="token")
+        raise InvalidInputError(f"unknown role '{role}'; use viewer, owner or admin")
+
+    @classmethod
+    def anonymous(cls) -> Actor:
+        """A caller who presented no token: only what POLICY grants to anyone."""
+        return cls(name="anonymous", viewer=False, role="anonymous", via="anonymous")
 
 
 # The actor of the current request or task, with the ``Acting`` it was set on; module-level as

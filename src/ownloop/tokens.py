@@ -8,17 +8,48 @@ frozenset({'risk'})
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
 
 from ownloop.access import Acting, Actor
 from ownloop.clock import Clock
+from ownloop.errors import (
+    AlreadyExistsError,
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+)
+from ownloop.names import validate_name
 from ownloop.registry import Registry
-from ownloop.store import Store
+from ownloop.store import Store, aware
+from ownloop.store import tables as t
 
 __all__ = ["NewToken", "TokenInfo", "Tokens"]
 
 ROLES = ("viewer", "owner", "admin")
+PREFIX = "olt_"
+# olt_<16 hex key id>_<secrets.token_urlsafe(32): 43 url-safe characters>
+_TOKEN = re.compile(r"olt_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+# scrypt cost: about 16 MiB and tens of milliseconds per check, paid once per cache refresh
+_N, _R, _P, _DKLEN = 2**14, 8, 1, 32
+CACHE_TTL_S = 1.0  # a revocation or expiry is seen within this long in every process
+CACHE_MAX = 10_000  # entries; the cache is emptied when full rather than grow without bound
+LAST_USED_EVERY = timedelta(minutes=1)
+REJECTED = (
+    "the token is unknown, expired or revoked; ask an admin for a new one with "
+    "'ownloop token create'"
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +66,9 @@ class TokenInfo:
     revoked_at: datetime | None
     last_used_at: datetime | None
 
+    def active(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
 
 @dataclass(frozen=True)
 class NewToken:
@@ -42,6 +76,42 @@ class NewToken:
 
     info: TokenInfo
     secret: str
+
+
+@dataclass(frozen=True)
+class _Verified:
+    actor: Actor
+    row_id: int
+    expires_at: datetime | None
+    checked_at: float  # monotonic seconds
+
+
+def hash_secret(secret: str, salt: bytes | None = None) -> str:
+    """``scrypt$N$r$p$<salt>$<hash>``: a slow salted hash, the only form a secret is stored in."""
+    salt = secrets.token_bytes(16) if salt is None else salt
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=_DKLEN)
+    b64 = base64.b64encode
+    return f"scrypt${_N}${_R}${_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def secret_matches(secret: str, stored: str) -> bool:
+    """Whether ``secret`` hashes to ``stored`` (compared in constant time)."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest, validate=True)
+        got = hashlib.scrypt(
+            secret.encode(),
+            salt=base64.b64decode(salt, validate=True),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+        )
+    except ValueError:  # a damaged stored hash never authenticates
+        return False
+    return hmac.compare_digest(got, expected)
 
 
 class Tokens:
@@ -54,6 +124,15 @@ class Tokens:
         self.registry = registry
         self.clock = clock
         self.acting = Acting.of(actor)
+        # seconds for the verification cache's age; tests replace it to step time by hand
+        self.monotonic: Callable[[], float] = time.monotonic
+        self._cache: dict[bytes, _Verified] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def actor(self) -> Actor:
+        """Who acts now: the request's actor, else the workspace's."""
+        return self.acting.actor
 
     def create(
         self,
@@ -63,19 +142,211 @@ class Tokens:
         role: str,
         expires_in: timedelta | None = None,
     ) -> NewToken:
-        raise NotImplementedError("tokens are being built")
+        """Make a token for ``team`` with ``role``; its secret is in the result and nowhere else."""
+        validate_name("token", name)
+        actor = self.acting.check("token.create", target=f"token:{name}")
+        team = _check_role_team(role, team)
+        if expires_in is not None and expires_in <= timedelta(0):
+            raise InvalidInputError(
+                f"token expiry must be in the future, not {expires_in}; give e.g. '90d'"
+            )
+        now = self.clock.now()
+        expires_at = None if expires_in is None else now + expires_in
+        key_id = secrets.token_hex(8)
+        secret = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        with self.store.write() as conn:
+            if team is not None:
+                _require_team(conn, team)
+            active = [r for r in _rows(conn, name) if _info(r).active(now)]
+            if active:
+                raise AlreadyExistsError(
+                    f"an active token named '{name}' already exists; revoke it first with "
+                    f"'ownloop token revoke {name}' or choose another name"
+                )
+            values: dict[str, Any] = {
+                "key_id": key_id,
+                "name": name,
+                "team": team,
+                "role": role,
+                "secret_hash": hash_secret(secret),
+                "created_at": now,
+                "created_by": actor.name,
+                "expires_at": expires_at,
+            }
+            row_id = conn.execute(t.api_tokens.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
+            self.store.audit(
+                conn,
+                at=now,
+                actor=actor.name,
+                action="token.create",
+                target=f"token:{name}",
+                after={
+                    "key_id": key_id,
+                    "team": team,
+                    "role": role,
+                    "expires_at": None if expires_at is None else expires_at.isoformat(),
+                },
+            )
+        info = TokenInfo(
+            id=int(row_id),
+            name=name,
+            team=team,
+            role=role,
+            created_at=now,
+            created_by=actor.name,
+            expires_at=expires_at,
+            revoked_at=None,
+            last_used_at=None,
+        )
+        return NewToken(info=info, secret=secret)
 
     def list(self, *, include_revoked: bool = False) -> list[TokenInfo]:
-        raise NotImplementedError("tokens are being built")
+        """Tokens without their secrets, oldest first: the active ones, or all with
+        ``include_revoked`` (revoked and expired too)."""
+        self.acting.check("token.read")
+        now = self.clock.now()
+        with self.store.read() as conn:
+            rows = conn.execute(sa.select(t.api_tokens).order_by(t.api_tokens.c.id)).all()
+        infos = [_info(r) for r in rows]
+        return infos if include_revoked else [i for i in infos if i.active(now)]
 
     def revoke(self, name: str) -> TokenInfo:
-        raise NotImplementedError("tokens are being built")
+        """Revoke the token named ``name``; every process refuses it within ``CACHE_TTL_S``."""
+        validate_name("token", name)
+        actor = self.acting.check("token.revoke", target=f"token:{name}")
+        now = self.clock.now()
+        with self.store.write() as conn:
+            live = [r for r in _rows(conn, name) if r.revoked_at is None]
+            if not live:
+                raise NotFoundError(
+                    f"no unrevoked token is named '{name}'; see 'ownloop token list --all'"
+                )
+            ids = [r.id for r in live]
+            conn.execute(
+                t.api_tokens.update()
+                .where(t.api_tokens.c.id.in_(ids))
+                .values(revoked_at=now, revoked_by=actor.name)
+            )
+            self.store.audit(
+                conn,
+                at=now,
+                actor=actor.name,
+                action="token.revoke",
+                target=f"token:{name}",
+                before={"key_id": [r.key_id for r in live], "revoked": False},
+                after={"revoked": True},
+            )
+            row = conn.execute(sa.select(t.api_tokens).where(t.api_tokens.c.id == ids[-1])).one()
+        with self._lock:
+            for key in [k for k, v in self._cache.items() if v.row_id in ids]:
+                del self._cache[key]
+        return _info(row)
 
     def verify(self, presented: str) -> Actor:
         """The actor a presented secret stands for; AuthenticationError if unknown, expired or
         revoked."""
-        raise NotImplementedError("tokens are being built")
+        self.acting.check("token.verify")
+        key = hashlib.sha256(presented.encode("utf-8", "replace")).digest()
+        now, tick = self.clock.now(), self.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        fresh = hit is not None and tick - hit.checked_at < CACHE_TTL_S
+        if fresh and hit is not None and (hit.expires_at is None or hit.expires_at > now):
+            return hit.actor
+        verified = self._check(presented, now, tick, hit)
+        with self._lock:
+            if verified is None:
+                self._cache.pop(key, None)
+            else:
+                if len(self._cache) >= CACHE_MAX:
+                    self._cache.clear()
+                self._cache[key] = verified
+        if verified is None:
+            raise AuthenticationError(REJECTED)
+        return verified.actor
+
+    def _check(
+        self, presented: str, now: datetime, tick: float, hit: _Verified | None
+    ) -> _Verified | None:
+        """Read the token's row and check it; None when it does not authenticate."""
+        match = _TOKEN.fullmatch(presented)
+        if match is None:
+            return None
+        with self.store.read() as conn:
+            row = conn.execute(
+                sa.select(t.api_tokens).where(t.api_tokens.c.key_id == match.group(1))
+            ).first()
+        if row is None:
+            return None
+        info = _info(row)
+        if not info.active(now):
+            return None
+        # the hash was checked when the entry was made and a row's hash never changes
+        if (hit is None or hit.row_id != row.id) and not secret_matches(presented, row.secret_hash):
+            return None
+        if info.last_used_at is None or now - info.last_used_at >= LAST_USED_EVERY:
+            with self.store.write() as conn:
+                conn.execute(
+                    t.api_tokens.update()
+                    .where(t.api_tokens.c.id == row.id)
+                    .values(last_used_at=now)
+                )
+        actor = Actor.for_token(info.name, team=info.team, role=info.role)
+        return _Verified(actor=actor, row_id=info.id, expires_at=info.expires_at, checked_at=tick)
 
     def any_active(self) -> bool:
         """Whether at least one unexpired, unrevoked token exists (serve off loopback needs one)."""
-        raise NotImplementedError("tokens are being built")
+        self.acting.check("token.verify")
+        now = self.clock.now()
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(t.api_tokens.c.expires_at).where(t.api_tokens.c.revoked_at.is_(None))
+            ).all()
+        return any(r.expires_at is None or aware(r.expires_at) > now for r in rows)
+
+
+def _check_role_team(role: str, team: str | None) -> str | None:
+    if role not in ROLES:
+        raise InvalidInputError(f"token role '{role}' is unknown; use one of {', '.join(ROLES)}")
+    if role == "admin":
+        if team is not None:
+            raise InvalidInputError(
+                f"an admin token acts for every team, so it takes no team (got '{team}'); "
+                "leave out --team"
+            )
+        return None
+    if team is None:
+        raise InvalidInputError(f"a {role} token needs a team; give --team TEAM")
+    return validate_name("team", team)
+
+
+def _require_team(conn: sa.Connection, name: str) -> None:
+    if conn.execute(sa.select(t.teams.c.id).where(t.teams.c.name == name)).first() is None:
+        known = conn.execute(sa.select(t.teams.c.name).order_by(t.teams.c.name)).scalars().all()
+        hint = f"known teams: {', '.join(known)}" if known else "no teams exist yet"
+        raise NotFoundError(
+            f"team '{name}' does not exist ({hint}); create it with 'ownloop team add {name}'"
+        )
+
+
+def _rows(conn: sa.Connection, name: str) -> list[sa.Row[Any]]:
+    query = sa.select(t.api_tokens).where(t.api_tokens.c.name == name).order_by(t.api_tokens.c.id)
+    return list(conn.execute(query).all())
+
+
+def _when(value: datetime | None) -> datetime | None:
+    return None if value is None else aware(value)
+
+
+def _info(row: sa.Row[Any]) -> TokenInfo:
+    return TokenInfo(
+        id=int(row.id),
+        name=row.name,
+        team=row.team,
+        role=row.role,
+        created_at=aware(row.created_at),
+        created_by=row.created_by,
+        expires_at=_when(row.expires_at),
+        revoked_at=_when(row.revoked_at),
+        last_used_at=_when(row.last_used_at),
+    )
