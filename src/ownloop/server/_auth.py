@@ -28,7 +28,7 @@ __all__ = [
     "unauthenticated",
 ]
 
-ANONYMOUS = Actor("anonymous", viewer=False)
+ANONYMOUS = Actor.anonymous()
 REALM = 'Bearer realm="ownloop"'
 
 
