@@ -136,6 +136,8 @@ def test_bad_revoked_and_expired_tokens_are_401_with_a_challenge(
             assert r.headers["www-authenticate"] == f'{CHALLENGE}, error="invalid_token"', why
             assert set(r.json()) == {"error", "code"} and r.json()["code"] == "unauthenticated"
             assert header.partition(" ")[2] not in r.text or not header.partition(" ")[2], why
+        twice = c.get("/models", headers=[("Authorization", f"Bearer {good}")] * 2)
+        assert twice.status_code == 401 and "send exactly one" in twice.text
         missing = c.get("/models")
         if auth:
             assert missing.status_code == 401

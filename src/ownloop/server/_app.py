@@ -297,7 +297,7 @@ class _Server:
 
     async def _caller(self, request: Request, action: str) -> Actor:
         """The actor of this request; AuthenticationError for a bad token or a missing one."""
-        secret = presented_secret(request.headers.get("authorization"))
+        secret = presented_secret(request.headers.getlist("authorization"))
         if secret is not None:  # checked even when auth is off: a bad token is never ignored
             return await run_in_threadpool(self.ws.tokens.verify, secret)
         if not self.auth:

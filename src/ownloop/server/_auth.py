@@ -53,11 +53,15 @@ def check_exposure(ws: Workspace, host: str) -> None:
     )
 
 
-def presented_secret(authorization: str | None) -> str | None:
-    """The secret of an ``Authorization: Bearer`` header, None when there is no header."""
-    if authorization is None:
+def presented_secret(authorization: list[str]) -> str | None:
+    """The secret of the ``Authorization: Bearer`` header, None when there is no header."""
+    if not authorization:
         return None
-    scheme, _, secret = authorization.strip().partition(" ")
+    if len(authorization) > 1:  # a proxy might read the other one: refuse the ambiguity
+        raise AuthenticationError(
+            f"{len(authorization)} Authorization headers were sent; send exactly one"
+        )
+    scheme, _, secret = authorization[0].strip().partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise AuthenticationError(
             "the Authorization header must be 'Bearer <token>'; create a token with "
