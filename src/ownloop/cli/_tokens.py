@@ -46,7 +46,8 @@ def token_create(
     name: str | None, team: str | None, role: str, expires: timedelta | None, as_json: bool
 ) -> None:
     """Make a token; its secret is printed this once and never stored."""
-    name = name or f"{team or 'admin'}-{role}-{secrets.token_hex(3)}"
+    # a long team name is cut so the default still fits the 64-character name limit
+    name = name or f"{(team or 'admin')[:48]}-{role}-{secrets.token_hex(3)}"
     new = workspace().tokens.create(name, team=team, role=role, expires_in=expires)
     if as_json:
         echo_json({**_info_json(new.info), "token": new.secret})
