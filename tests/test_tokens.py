@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from ownloop import Actor, Config, Workspace
+from ownloop.access import authorize
 from ownloop.clock import FrozenClock
 from ownloop.errors import (
     AlreadyExistsError,
@@ -218,3 +219,20 @@ def test_anonymous_actor_has_no_read_rights() -> None:
 def test_tokens_service_is_built_from_its_parts(ws: Workspace) -> None:
     assert isinstance(ws.tokens, Tokens)
     assert not ws.tokens.any_active()
+
+
+def test_token_actors_get_what_their_role_grants() -> None:
+    owner = Actor.for_token("ci", team="risk", role="owner")
+    authorize(owner, "label.write", "risk")
+    authorize(owner, "model.read")
+    with pytest.raises(PermissionDeniedError, match="team 'growth'"):
+        authorize(owner, "label.write", "growth")
+    viewer = Actor.for_token("dash", team="risk", role="viewer")
+    authorize(viewer, "metrics.read")
+    with pytest.raises(PermissionDeniedError):
+        authorize(viewer, "label.write", "risk")
+    with pytest.raises(PermissionDeniedError):
+        authorize(Actor.anonymous(), "model.read")
+    authorize(Actor.anonymous(), "token.verify")
+    with pytest.raises(InvalidInputError, match="unknown role"):
+        Actor.for_token("x", team="risk", role="root")

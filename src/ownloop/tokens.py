@@ -155,6 +155,10 @@ class Tokens:
         key_id = secrets.token_hex(8)
         secret = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         with self.store.write() as conn:
+            if self.store.dialect == "postgresql":
+                # two creates of one name must not both pass the check below (READ COMMITTED);
+                # SQLite takes its write lock at BEGIN already
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(20260013)"))
             if team is not None:
                 _require_team(conn, team)
             active = [r for r in _rows(conn, name) if _info(r).active(now)]
