@@ -75,13 +75,15 @@ class Actor:
     admin: bool = False
     viewer: bool = True
     team: str | None = None  # the team a token was made for (None: local user, admin token)
-    role: str = "admin"  # viewer | owner | admin, as granted
+    # viewer | owner | admin as a token grants it ("admin" for the local user); rights are
+    # decided by teams, admin and viewer above, never by this text
+    role: str = ""
     via: str = "local"  # local | token | anonymous: how this actor was established
 
     @classmethod
     def local(cls, name: str) -> Actor:
         """The person at this machine: full rights until tokens are switched on."""
-        return cls(name=name, admin=True)
+        return cls(name=name, admin=True, role="admin")
 
     @classmethod
     def for_token(cls, name: str, *, team: str | None, role: str) -> Actor:

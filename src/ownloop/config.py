@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,11 +15,32 @@ from ownloop.errors import InvalidInputError, StoreUnavailableError
 __all__ = ["Config"]
 
 
+# The name audit rows record for the local user; fullmatch, so no trailing newline slips in.
+_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+
+
 def _default_user() -> str:
     try:
-        return getpass.getuser()
+        name = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers)
-        return f"uid-{os.getuid()}"
+        name = ""
+    # LOGNAME or USER may hold anything; keep what a user name may hold, else fall back to the uid
+    cleaned = re.sub(r"[^A-Za-z0-9._@+-]", "_", name).lstrip("._@+-")[:64]
+    return cleaned if _USER.fullmatch(cleaned) else f"uid-{os.getuid()}"
+
+
+def _user(env: Mapping[str, str]) -> str:
+    raw = env.get("OWNLOOP_USER")
+    if not raw:
+        return _default_user()
+    if not _USER.fullmatch(raw):
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise InvalidInputError(
+            f"OWNLOOP_USER={shown!r} is not a user name ownloop records: use 1 to 64 letters, "
+            "digits, '.', '_', '@', '+' or '-', starting with a letter or digit "
+            "(e.g. OWNLOOP_USER=alice)"
+        )
+    return raw
 
 
 _N = TypeVar("_N", int, float)
@@ -90,7 +112,7 @@ class Config:
         return cls(
             home=home,
             db_url_override=env.get("OWNLOOP_DB_URL") or None,
-            user=env.get("OWNLOOP_USER") or _default_user(),
+            user=_user(env),
             predlog_flush_s=_number(env, "OWNLOOP_PREDLOG_FLUSH_S", 1.0, float, 0.01, 60.0),
             predlog_max_buffer=_number(env, "OWNLOOP_PREDLOG_MAX_BUFFER", 500_000, int, 1, 10**9),
             cpu_hour_price=_number(env, "OWNLOOP_CPU_HOUR_PRICE", 0.05, float, 0.0, 1e6),

@@ -15,6 +15,7 @@ from ownloop.cli import (  # noqa: F401  (commands register themselves on import
     _rollback,
     _scorecard,
     _serve,
+    _tokens,
 )
 from ownloop.cli._app import cli
 

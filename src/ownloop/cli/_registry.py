@@ -621,9 +621,24 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending schema migrations (back up the database first)."""
-    store = workspace(check_schema=False).store
+    ws = workspace(check_schema=False)
+    ws.acting.check("store.upgrade", target="store:schema")
+    store = ws.store
+    before = store.schema_version()
     applied = store.upgrade()
     if applied:
+        # right after the upgrade: the audit table's shape is the one this code knows only now
+        after = store.schema_version()
+        with store.write() as conn:
+            store.audit(
+                conn,
+                at=ws.clock.now(),
+                actor=ws.actor.name,
+                action="store.upgrade",
+                target="store:schema",
+                before={"schema_version": before},
+                after={"schema_version": after, "applied": applied},
+            )
         console.print(
             f"applied migrations {', '.join(map(str, applied))}; schema is at {store.schema_version()}"
         )
