@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from ownloop.access import POLICY
 from ownloop.demo import make_model
 from ownloop.predlog import read_labels, read_window
 from ownloop.server import ROUTES
-from tests.servers import running, viewer_workspace
+from tests.servers import running
 
 FEATURES = ["age", "tenure_months", "monthly_charges", "support_calls", "plan", "region"]
 
@@ -513,20 +514,25 @@ def test_access_is_checked_per_route(
     served: tuple[Workspace, str], churn_data: pd.DataFrame
 ) -> None:
     ws, _ = served
+    viewer = ws.tokens.create("risk-viewer", team="risk", role="viewer").secret
     with (
-        viewer_workspace(ws.config) as guest,
-        running(guest, log_predictions=False) as url,
+        Workspace(replace(ws.config, auth=True)) as guarded,
+        running(guarded, log_predictions=False) as url,
         httpx.Client(base_url=url) as c,
     ):
         assert_error(
             c.post("/models/churn/predict", json={"instances": [_row()]}),
-            403,
-            "'eve' may not model.predict: it needs viewer",
-            "permission_denied",
+            401,
+            "requires a token for model.predict",
+            "unauthenticated",
         )
-        assert_error(c.get("/metrics"), 403, "'eve' may not metrics.read", "permission_denied")
+        assert_error(c.get("/metrics"), 401, "requires a token for metrics.read", "unauthenticated")
         assert_error(
-            c.post("/models/churn/labels", json=[{"prediction_id": "x", "label": 1}]),
+            c.post(
+                "/models/churn/labels",
+                json=[{"prediction_id": "x", "label": 1}],
+                headers={"Authorization": f"Bearer {viewer}"},
+            ),
             403,
             "needs team 'risk'",
             "permission_denied",

@@ -48,7 +48,7 @@ def check_exposure(ws: Workspace, host: str) -> None:
         return
     raise InvalidInputError(
         f"refusing to serve on {host}: off loopback every route but health needs a token, and "
-        "no active token exists; create one with 'ownloop token create NAME --team TEAM "
+        "no active token exists; create one with 'ownloop token create --team TEAM "
         "--role owner', or serve on 127.0.0.1"
     )
 
