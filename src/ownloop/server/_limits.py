@@ -44,8 +44,9 @@ def _check_path(raw: bytes, patterns: list[list[str]]) -> None:
     shown = raw[:80].decode("ascii", "replace") + ("..." if len(raw) > 80 else "")
     if _HOSTILE.search(raw) or b"/../" in raw + b"/" or b"/./" in raw + b"/":
         raise InvalidInputError(
-            f"request path '{shown}' is not allowed: no '..', '.', encoded '/', '\\' or '.', "
-            "'%25', ';', control characters or empty segments; call the route with a plain name"
+            f"request path '{shown}' is not allowed: it has a '..' or '.' segment, an encoded "
+            "'/', '\\' or '.', '%25', ';', a control character or an empty segment; call the "
+            "route with a plain name"
         )
     segments = raw.strip(b"/").split(b"/")
     for pattern in patterns:
@@ -61,8 +62,8 @@ def _check_path(raw: bytes, patterns: list[list[str]]) -> None:
                         f"version '{text[:40]}' in the request path is not a version number; "
                         "use digits, like /versions/3"
                     )
-            elif p[0] == "{":
-                validate_name(p.strip("{}"), text)
+            elif p in ("{name}", "{team}", "{alias}"):
+                validate_name(p.strip("{}").replace("name", "model"), text)
 
 
 def checked_paths(app: ASGIApp, route_paths: Iterable[str]) -> ASGIApp:
