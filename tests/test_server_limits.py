@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 
 from ownloop import Config, Workspace
@@ -89,7 +90,9 @@ def test_a_head_over_the_byte_limit_is_answered_431(tmp_path: Path) -> None:
         sock.sendall(LIVE + b"X-Big: " + b"a" * 3000 + b"\r\n\r\n")
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
-    assert b"the limits are 2,048 bytes and 100 fields" in answer
+    error = orjson.loads(answer.partition(b"\r\n\r\n")[2])
+    assert error["code"] == "request_head_too_large"
+    assert "the limits are 2,048 bytes and 100 fields" in error["error"]
 
 
 def test_too_many_header_fields_are_answered_431(tmp_path: Path) -> None:

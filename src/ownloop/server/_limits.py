@@ -162,9 +162,14 @@ class _LimitedH11Protocol(H11Protocol):
             super().send_400_response(msg)
             return
         self.logger.warning("refused a request: %s", refusal)
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+        # the one error shape, though no handler ran: the head never reached the app
+        body = orjson.dumps({"error": refusal, "code": "request_head_too_large"})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         status = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
-        body = refusal.encode("ascii", "replace")
         for event in (
             h11.Response(status_code=status, headers=headers, reason=status.phrase.encode()),
             h11.Data(data=body),
