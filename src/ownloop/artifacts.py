@@ -1,4 +1,8 @@
-"""Content-addressed files: ``<home>/artifacts/sha256/<ab>/<digest>``, verified on every read."""
+"""Content-addressed files: ``<home>/artifacts/sha256/<ab>/<digest>``, verified on every read.
+
+Paths are built from the digest only, never from a name a client sent. Files are 0600 (mkstemp),
+folders 0700, and a link that leads out of the artifacts folder is refused.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ownloop._files import inside, private_folder
 from ownloop.errors import (
     IntegrityError,
     InvalidInputError,
@@ -77,7 +82,7 @@ class ArtifactStore:
             raise InvalidInputError(
                 f"'{digest}' is not a sha256 digest (64 lowercase hex characters)"
             )
-        return self.root / "sha256" / digest[:2] / digest
+        return inside(self.root, self.root / "sha256" / digest[:2] / digest)
 
     def put_bytes(self, data: bytes) -> Artifact:
         digest = sha256_bytes(data)
@@ -136,8 +141,7 @@ class ArtifactStore:
 
     def _staging(self) -> Path:
         """The staging folder, swept of copies a killed process left behind (older than a day)."""
-        staging = self.root / "tmp"
-        staging.mkdir(parents=True, exist_ok=True)
+        staging = private_folder(inside(self.root, self.root / "tmp"))
         cutoff = time.time() - STALE_STAGED_S
         for old in staging.glob(".tmp-*"):
             try:
@@ -155,7 +159,7 @@ class ArtifactStore:
                 if self._intact(target, staged.digest):
                     staged.path.unlink()
                 else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
+                    private_folder(target.parent)
                     os.replace(staged.path, target)
                     fsync_path(target.parent)
         except BaseException:
@@ -177,7 +181,7 @@ class ArtifactStore:
         return target.is_file() and sha256_file(target) == digest
 
     def _atomic_write(self, target: Path, chunks: list[bytes]) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(target.parent)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as f:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
+from ownloop._files import inside, private_folder
 from ownloop.errors import InvalidInputError, StoreUnavailableError
 
 __all__ = ["Config"]
@@ -150,9 +151,12 @@ class Config:
         return replace(self, home=Path(home).expanduser().absolute())
 
     def ensure_home(self) -> Path:
-        """Create the home folder; a clear error when it is a file or cannot be created."""
+        """Create the home folder (0700); a clear error when it is a file or cannot be created.
+
+        A link inside it that leads out of it (the database, artifacts, predictions) is refused.
+        """
         try:
-            self.home.mkdir(parents=True, exist_ok=True)
+            private_folder(self.home)
         except OSError as exc:
             raise StoreUnavailableError(
                 f"cannot use {self.home} as the ownloop home: {exc.strerror or exc}; "
@@ -162,6 +166,8 @@ class Config:
             raise StoreUnavailableError(
                 f"{self.home} is not a folder; point OWNLOOP_HOME at a writable folder"
             )
+        for name in ("ownloop.db", "ownloop.db-wal", "ownloop.db-shm", "artifacts", "predictions"):
+            inside(self.home, self.home / name)
         return self.home
 
     @property

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from ownloop import predlog
+from ownloop._files import create_private
 from ownloop.access import Acting, Actor, authorize
 from ownloop.artifacts import fsync_path
 from ownloop.clock import Clock
@@ -502,6 +503,7 @@ def _stage_table(table: pa.Table, out: Path, fmt: str) -> Path:
     """Write ``table`` under a hidden name beside ``out`` and flush it to disk."""
     tmp = _hidden(out)
     try:
+        create_private(tmp)
         if fmt == "parquet":
             pq.write_table(table, str(tmp))
         else:
@@ -519,6 +521,7 @@ def _stage_table(table: pa.Table, out: Path, fmt: str) -> Path:
 def _stage_text(text: str, out: Path) -> Path:
     tmp = _hidden(out)
     try:
+        create_private(tmp)
         tmp.write_text(text, encoding="utf-8")
         fsync_path(tmp)
     except OSError as exc:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import os
 import pickle
 import zipfile
 import zlib
@@ -26,11 +28,14 @@ __all__ = [
     "check_archive",
     "detect_format",
     "dump_skops",
+    "inline_onnx",
     "load_model",
     "read_header",
     "sniff_format",
     "untrusted_types",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("skops", "onnx", "pickle", "joblib")
 PICKLE_FORMATS = frozenset({"pickle", "joblib"})
@@ -164,8 +169,9 @@ def load_model(
     *,
     trusted: Sequence[str] = (),
     allow_pickle: bool = False,
+    what: str = "a model",
 ) -> Any:
-    """Turn verified artifact bytes into a model object."""
+    """Turn verified artifact bytes into a model object (``what`` names it in the log)."""
     if fmt == "skops":
         return _load_skops(data, trusted)
     if fmt == "onnx":
@@ -177,6 +183,13 @@ def load_model(
                 "skops (skops.io.dump) or ONNX, or register it with allow_unsafe_pickle=True if you "
                 "trust its source"
             )
+        # shown on every load, not only at registration: whoever serves it should know
+        log.warning(
+            "loading %s, a %s file registered with allow_unsafe_pickle: it runs whatever code it "
+            "holds; re-register it as skops or ONNX to stop trusting its source",
+            what,
+            fmt,
+        )
         if fmt == "joblib":
             import joblib
 
@@ -200,10 +213,86 @@ def _load_skops(data: bytes, trusted: Sequence[str]) -> Any:
         raise InvalidInputError(f"the skops file could not be loaded: {exc}") from exc
 
 
+def _external_locations(model: Any) -> list[str]:
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    return [
+        entry.value
+        for tensor in _get_all_tensors(model)
+        if uses_external_data(tensor)
+        for entry in tensor.external_data
+        if entry.key == "location"
+    ]
+
+
+def _decode_errors() -> tuple[type[Exception], ...]:
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+
+    return (DecodeError, ValueError)
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ModuleNotFoundError as exc:
+        raise InvalidInputError(
+            "reading this ONNX model needs the onnx package; run: pip install 'ownloop[onnx]'"
+        ) from exc
+    return onnx
+
+
+def inline_onnx(path: Path) -> bytes | None:
+    """The bytes of an ONNX model with its external data inlined, or None if it has none.
+
+    Every external data file must lie in the model's own folder (or below it), reached with no
+    symbolic link: a location like ``../x``, an absolute path or a link is refused, so a model
+    file cannot make ownloop read any other file.
+    """
+    onnx = _onnx()
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except _decode_errors() as exc:
+        raise InvalidInputError(f"{path.name} is not a valid ONNX model: {exc}") from exc
+    locations = _external_locations(model)
+    if not locations:
+        return None
+    folder = path.absolute().parent
+    for location in locations:
+        _check_external(folder, location, path.name)
+    onnx.load_external_data_for_model(model, str(folder))
+    return bytes(model.SerializeToString())
+
+
+def _check_external(folder: Path, location: str, shown: str) -> None:
+    target = Path(os.path.normpath(folder / location))
+    if Path(location).is_absolute() or not target.is_relative_to(folder) or target == folder:
+        raise InvalidInputError(
+            f"{shown} keeps its weights in '{location}', outside the model's folder; put the "
+            "external data file beside the model (or below it) and save the model again"
+        )
+    current = folder
+    for part in target.relative_to(folder).parts:
+        current = current / part
+        if current.is_symlink():
+            raise InvalidInputError(
+                f"{shown} keeps its weights in '{location}', reached through the symbolic link "
+                f"{current}; external data must be real files in the model's folder"
+            )
+    if not target.is_file():
+        raise InvalidInputError(
+            f"{shown} keeps its weights in '{location}', which is not a file beside the model"
+        )
+
+
 class OnnxModel:
-    """An ONNX graph behind the scikit-learn predict/predict_proba interface."""
+    """An ONNX graph behind the scikit-learn predict/predict_proba interface.
+
+    A stored model is one self-contained file: a graph that still points at external data is
+    refused, since its location would be read relative to wherever the server runs.
+    """
 
     def __init__(self, data: bytes) -> None:
+        self._refuse_external(data)
         try:
             import onnxruntime as ort
         except ModuleNotFoundError as exc:
@@ -237,6 +326,22 @@ class OnnxModel:
             self.input_types = {i.name: _FEATURE_TYPES.get(i.type) for i in self._inputs}
         elif self._inputs[0].shape and isinstance(self._inputs[0].shape[-1], int):
             self.n_features_in_ = int(self._inputs[0].shape[-1])
+
+    @staticmethod
+    def _refuse_external(data: bytes) -> None:
+        if b"location" not in data:  # cheap: every external data entry has this key
+            return
+        try:
+            model = _onnx().load_model_from_string(data)
+        except _decode_errors() as exc:
+            raise InvalidInputError(f"not a valid ONNX model: {exc}") from exc
+        locations = _external_locations(model)
+        if locations:
+            raise InvalidInputError(
+                f"this ONNX model points at external data ({', '.join(locations[:3])}); ownloop "
+                "stores a model as one file: register it from its path so the data is checked "
+                "and included"
+            )
 
     @property
     def is_classifier(self) -> bool:

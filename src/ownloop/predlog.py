@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ownloop._files import create_private, inside, private_folder
 from ownloop.artifacts import fsync_path
 from ownloop.errors import InvalidInputError
 from ownloop.names import validate_name
@@ -169,7 +170,12 @@ def new_ids(n: int) -> list[str]:
 
 
 def _model_dir(root: Path, model: str) -> Path:
-    return root / validate_name("model", model)
+    return inside(root, root / validate_name("model", model))
+
+
+def _linked_inside(folder: Path, path: Path) -> Path:
+    """``path`` (in ``folder``), refused if it is a link that leads out of ``folder``."""
+    return inside(folder, path) if path.is_symlink() else path
 
 
 def _day_of(path: Path) -> date | None:
@@ -198,10 +204,11 @@ def _dictionary_columns(table: pa.Table) -> list[str]:
 
 def _write_hidden(folder: Path, table: pa.Table) -> tuple[Path, Path]:
     """Write and fsync ``table`` under a hidden ``.tmp-*`` name; return it and its final name."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_folder(_linked_inside(folder.parent, folder))
     name = _segment_name()
     tmp = folder / f".tmp-{name}"
     try:
+        create_private(tmp)
         # a path, not a Python file object: Arrow then writes natively without taking the GIL
         # for every chunk, so serving threads are not held up by a flush
         pq.write_table(
@@ -302,8 +309,11 @@ def _segments_under(folder: Path, start: datetime | None, end: datetime | None) 
             continue
         if (first is not None and day < first) or (last is not None and day > last):
             continue
+        _linked_inside(folder, day_dir)
         files.extend(
-            p for p in sorted(day_dir.iterdir()) if p.suffix == ".parquet" and p.name[0] != "."
+            _linked_inside(folder, p)
+            for p in sorted(day_dir.iterdir())
+            if p.suffix == ".parquet" and p.name[0] != "."
         )
     return files
 
@@ -665,7 +675,7 @@ _PENDING = ".pending-"
 
 
 def _labels_dir(root: Path, model: str) -> Path:
-    return _model_dir(root, model) / "labels"
+    return inside(root, _model_dir(root, model) / "labels")
 
 
 @dataclass(frozen=True)
@@ -696,10 +706,11 @@ def stage_labels(root: Path, model: str, table: pa.Table) -> StagedLabels:
     try:
         for day, part in _split_by_day(table, "labeled_at"):
             day_dir = folder / f"{_DAY_PREFIX}{day.isoformat()}"
-            day_dir.mkdir(parents=True, exist_ok=True)
+            private_folder(inside(folder, day_dir))
             name = _segment_name()
             hidden = day_dir / f"{_PENDING}{name}"
             files.append((hidden, day_dir / name))
+            create_private(hidden)
             pq.write_table(part, str(hidden), compression="lz4")
             fsync_path(hidden)
     except BaseException:

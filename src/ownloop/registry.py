@@ -32,6 +32,7 @@ from ownloop.formats import (
     PICKLE_FORMATS,
     check_archive,
     dump_skops,
+    inline_onnx,
     load_model,
     read_header,
     sniff_format,
@@ -653,7 +654,16 @@ class Registry:
                 f"{p} is a {fmt} file, which runs arbitrary code when loaded; it was not loaded. "
                 "Save the model with skops or ONNX, or pass allow_unsafe_pickle=True if you trust its source"
             )
-        staged = self.artifacts.stage_file(p, self.max_model_bytes)
+        inlined = inline_onnx(p) if fmt == "onnx" else None  # external data, checked and included
+        if inlined is not None and len(inlined) > self.max_model_bytes:
+            raise PayloadTooLargeError(
+                f"{p} with its external data is {len(inlined):,} bytes, over the limit of "
+                f"{self.max_model_bytes:,} (OWNLOOP_MAX_MODEL_BYTES)"
+            )
+        if inlined is not None:
+            staged = self.artifacts.stage_bytes(inlined)
+        else:
+            staged = self.artifacts.stage_file(p, self.max_model_bytes)
         try:
             if fmt == "zip":
                 fmt = check_archive(staged.path, self.max_model_bytes, p.name)
@@ -903,6 +913,7 @@ class Registry:
             version.artifact_format,
             trusted=version.trusted_types,
             allow_pickle=version.unsafe_pickle,
+            what=version.ref,
         )
 
     def load_profile(self, ref: str | VersionRef) -> ReferenceProfile:

@@ -12,6 +12,7 @@ import uvicorn
 
 from ownloop.server._app import ROUTES, RouteSpec, create_app
 from ownloop.server._auth import check_exposure, loopback
+from ownloop.server._limits import checked_paths, limited_protocol
 from ownloop.workspace import Workspace
 
 __all__ = [
@@ -36,18 +37,27 @@ def uvicorn_config(
     """A uvicorn configuration for the app of ``ws`` (loopback unless told otherwise).
 
     Off loopback, auth is on and serving is refused until a token exists (``check_exposure``).
+    Request paths are checked before routing (hostile paths and bad names: 400). The request
+    limits come from ``ws.config``: head size and field count (431), the time to send
+    a head, the keep-alive idle time, and the open connections (more are answered 503).
     """
     check_exposure(ws, host)
     if not loopback(host):
         ws.config = replace(ws.config, auth=True)
+    limits = ws.config
     return uvicorn.Config(
-        create_app(ws, log_predictions=log_predictions),
+        checked_paths(create_app(ws, log_predictions=log_predictions), [r.path for r in ROUTES]),
         host=host,
         port=port,
         lifespan="on",
         access_log=False,
         log_level=log_level,
         timeout_graceful_shutdown=10,
+        http=limited_protocol(limits.max_header_bytes, limits.max_headers, limits.header_timeout_s),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type]
+        # uvicorn counts the connection asking too, so one more lets max_connections be served
+        limit_concurrency=limits.max_connections + 1,
     )
 
 

@@ -57,6 +57,7 @@ class ServedModel:
     signature: Signature
     model: Any = None
     reason: str | None = None
+    unsafe_pickle: bool = False  # registered as a pickle by explicit opt-in: shown in metadata
     schema: pa.Schema = field(init=False)
     classes: np.ndarray | None = field(init=False)
     class_text: list[str] | None = field(init=False)
@@ -162,6 +163,7 @@ class ServedModel:
                 "owner": self.owner,
                 "task": self.signature.task,
                 "classes": None if self.classes is None else list(self.signature.classes or ()),
+                "unsafe_pickle": self.unsafe_pickle,
             },
         }
 
@@ -307,7 +309,9 @@ def load_version(
     mismatch is logged and audited.
     """
     found = registry.get_version(VersionRef(name, version=version))
-    entry = ServedModel(found.model, found.version, found.owner, found.signature)
+    entry = ServedModel(
+        found.model, found.version, found.owner, found.signature, unsafe_pickle=found.unsafe_pickle
+    )
     try:
         mismatches = needs.require_runnable(found, force=allow_mismatch)
         if any(m.blocking for m in mismatches):
@@ -320,7 +324,8 @@ def load_version(
         # the full error (paths, traceback) stays in the server's own log
         log.error("model %s is not ready and will not serve: %s", found.ref, exc, exc_info=exc)
     else:
-        log.info("loaded %s (owner %s)", found.ref, found.owner)
+        unsafe = ", an UNSAFE pickle (opted in)" if found.unsafe_pickle else ""
+        log.info("loaded %s (owner %s%s)", found.ref, found.owner, unsafe)
     return entry
 
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from ownloop._files import create_private, private_folder
 from ownloop.errors import InvalidInputError, StoreUnavailableError
 
 __all__ = ["BUSY_TIMEOUT_MS", "create_engine", "safe_url"]
@@ -43,7 +44,7 @@ def create_engine(url: str) -> sa.Engine:
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
     if url.database and url.database != ":memory:":
-        _make_folder(Path(url.database))
+        _make_file(Path(url.database))
     engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -69,10 +70,18 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
     return engine
 
 
-def _make_folder(database: Path) -> None:
+def _make_file(database: Path) -> None:
+    """The database's folder (0700) and, when new, an empty database file (0600).
+
+    SQLite gives the -wal and -shm files the mode of the database file, so they are 0600 too.
+    """
     folder = database.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
+        if not database.exists():
+            create_private(database)
+    except FileExistsError:  # another process created the database first
+        pass
     except OSError as exc:
         raise StoreUnavailableError(
             f"cannot create the folder {folder} for the SQLite database {database}: "
