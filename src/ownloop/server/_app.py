@@ -381,7 +381,14 @@ class _Server:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_doc(self, request: Request) -> Response:
-        return _json(openapi(ROUTES, __version__))
+        # the models served now (and a canary's version, which answers by version) are listed
+        # in the path parameters, so a client or a fuzzer reaches real models
+        served: dict[str, list[str]] = {}
+        for live in self.served.values():
+            served[live.name] = [str(live.stable.version)]
+            if live.canary and live.candidate is not None:
+                served[live.name].append(str(live.candidate.version))
+        return _json(openapi(ROUTES, __version__, served))
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -762,7 +769,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         code = "method_not_allowed"
     else:
         message, code = str(exc.detail), "http_error"
-    return _json({"error": message, "code": code}, exc.status_code)
+    response = _json({"error": message, "code": code}, exc.status_code)
+    response.headers.update(exc.headers or {})  # a 405 names the methods allowed (RFC 9110)
+    return response
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
