@@ -162,3 +162,53 @@ def test_instances_that_are_neither_records_nor_rows_are_400(served: str, instan
     r = httpx.post(f"{served}/models/churn/predict", json={"instances": [instance]})
     assert r.status_code == 400, r.text
     assert "every instance must be a record (object) or a row (list)" in r.json()["error"]
+
+
+ROW = {
+    "age": 41,
+    "tenure_months": 12,
+    "monthly_charges": 70.5,
+    "support_calls": 1,
+    "plan": "basic",
+    "region": "north",
+}
+
+
+def _v2(**extra: Any) -> dict[str, Any]:
+    inputs = [
+        {
+            "name": k,
+            "shape": [1],
+            "datatype": "BYTES" if isinstance(v, str) else "FP64",
+            "data": [v],
+        }
+        for k, v in ROW.items()
+    ]
+    return {"inputs": inputs, **extra}
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({"parameters": [None]}, "'parameters' must be an object"),
+        ({"outputs": {}}, "'outputs' must be a list"),
+        ({"outputs": None}, "'outputs' must be a list"),
+        ({"id": None}, "'id' must be a string"),
+    ],
+)
+def test_v2_fields_of_the_wrong_type_are_400(
+    served: str, extra: dict[str, Any], match: str
+) -> None:
+    assert httpx.post(f"{served}/v2/models/churn/infer", json=_v2()).status_code == 200
+    r = httpx.post(f"{served}/v2/models/churn/infer", json=_v2(**extra))
+    assert r.status_code == 400, r.text
+    assert match in r.json()["error"]
+
+
+@pytest.mark.parametrize(("params", "status"), [(None, 200), ({}, 200), ([], 400), (0, 400)])
+def test_mlflow_params_may_be_empty_or_null_and_nothing_else(
+    served: str, params: Any, status: int
+) -> None:
+    body = {"dataframe_records": [ROW], "params": params}
+    r = httpx.post(f"{served}/models/churn/invocations", json=body)
+    assert r.status_code == status, r.text

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ownloop.access import required_role
 
-__all__ = ["openapi"]
+__all__ = ["Served", "openapi"]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A model served when the document is built: its versions, and one row it accepts.
+
+    ``row`` maps each feature to ``(value, v2 datatype)``; ``label`` is one label it accepts.
+    """
+
+    versions: tuple[str, ...]
+    row: Mapping[str, tuple[Any, str]]
+    label: Any
 
 
 class _Spec(Protocol):
@@ -105,7 +118,7 @@ SCHEMAS: dict[str, Any] = {
             "dataframe_records": {"type": "array", "items": {"type": "object"}},
             "instances": {"type": "array"},
             "inputs": {"oneOf": [{"type": "array"}, {"type": "object"}]},
-            "params": {"type": "object", "maxProperties": 0},
+            "params": {"oneOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}]},
         },
         "additionalProperties": False,
     },
@@ -217,11 +230,12 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _path_parameter(name: str, served: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def _path_parameter(name: str, served: Mapping[str, Served]) -> dict[str, Any]:
     """A path parameter; the names and versions served when the document was built are listed,
     so a client (or a fuzzer) can reach a real model. Any other value answers 404."""
     schema: dict[str, Any] = {"type": "string"}
-    values = sorted(served) if name == "name" else sorted({v for vs in served.values() for v in vs})
+    versions = {v for m in served.values() for v in m.versions}
+    values = sorted(served) if name == "name" else sorted(versions)
     if values:
         schema["enum"] = values
     param: dict[str, Any] = {"name": name, "in": "path", "required": True, "schema": schema}
@@ -231,7 +245,21 @@ def _path_parameter(name: str, served: Mapping[str, Sequence[str]]) -> dict[str,
     return param
 
 
-def _operation(spec: _Spec, served: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def _example(handler: str, model: Served) -> Any:
+    """A request body ``model`` accepts, in the shape ``handler`` reads."""
+    if handler == "infer":
+        inputs = [
+            {"name": n, "shape": [1], "datatype": datatype, "data": [value]}
+            for n, (value, datatype) in model.row.items()
+        ]
+        return {"inputs": inputs}
+    if handler == "post_labels":
+        return [{"prediction_id": "not-a-prediction", "label": model.label}]
+    row = {n: value for n, (value, _) in model.row.items()}
+    return {"instances": [row]} if handler == "predict" else {"dataframe_records": [row]}
+
+
+def _operation(spec: _Spec, served: Mapping[str, Served]) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": spec.summary,
         "operationId": f"{spec.handler}_{spec.method.lower()}_{len(spec.path)}",
@@ -246,6 +274,11 @@ def _operation(spec: _Spec, served: Mapping[str, Sequence[str]]) -> dict[str, An
     request, response = _BODIES.get(spec.handler, (None, None))
     if request is not None:
         content: dict[str, Any] = {"application/json": {"schema": _ref(request)}}
+        if served:
+            content["application/json"]["examples"] = {
+                name: {"summary": f"a row '{name}' accepts", "value": _example(spec.handler, m)}
+                for name, m in sorted(served.items())
+            }
         if request == "MlflowRequest":
             content["text/csv"] = {"schema": {"type": "string"}}
         op["requestBody"] = {"required": True, "content": content}
@@ -268,12 +301,12 @@ def _operation(spec: _Spec, served: Mapping[str, Sequence[str]]) -> dict[str, An
 
 
 def openapi(
-    routes: Sequence[_Spec], version: str, served: Mapping[str, Sequence[str]] | None = None
+    routes: Sequence[_Spec], version: str, served: Mapping[str, Served] | None = None
 ) -> dict[str, Any]:
     """OpenAPI 3.1 for ``routes``: every path, method, body, error shape and access rule.
 
-    ``served`` maps each served model to its served versions; they become the values of the
-    ``name`` and ``version`` path parameters.
+    ``served`` describes the models served now: their names and versions become the values of
+    the ``name`` and ``version`` path parameters, and a row each accepts the request examples.
     """
     paths: dict[str, Any] = {}
     for spec in routes:
