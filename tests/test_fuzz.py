@@ -89,6 +89,8 @@ def _schemathesis(
         str(EXAMPLES),
         "--generation-database",
         "none",
+        "--workers",
+        "4",
         "--no-color",
     ]
     seed = os.environ.get("OWNLOOP_FUZZ_SEED")
