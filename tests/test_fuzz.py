@@ -120,7 +120,7 @@ def test_fuzzing_the_running_api_finds_nothing(
     # the model routes reached the model, not only 404 (warnings.fail-on above)
     assert f"Selected: {len(ROUTES) - 1}/{len(ROUTES) - 1}" in out, out[-2000:]
     assert f"Tested: {len(ROUTES) - 1}" in out, out[-2000:]
-    assert cases >= EXAMPLES * (len(ROUTES) - 1), out[-2000:]
+    assert cases >= min(EXAMPLES, 10) * (len(ROUTES) - 1), out[-2000:]
     metrics = httpx.get(f"{served}/metrics").text
     reached = re.search(r'ownloop_requests_total\{[^}]*model="churn"[^}]*\} (\d+)', metrics)
     assert reached is not None and int(reached.group(1)) > 0, metrics[:2000]
