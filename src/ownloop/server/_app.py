@@ -43,7 +43,7 @@ from ownloop.server._auth import ANONYMOUS, anonymous, presented_secret, public,
 from ownloop.server._controller import Controller
 from ownloop.server._live import Live, LiveModel, feature_key, find, routing_key
 from ownloop.server._metrics import Metrics
-from ownloop.server._openapi import openapi
+from ownloop.server._openapi import Served, openapi
 from ownloop.server._served import Prediction, ServedModel, redact_paths, refused_block
 from ownloop.server._shadow import Shadow, ShadowJob
 from ownloop.workspace import Workspace
@@ -424,7 +424,9 @@ class _Server:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_doc(self, request: Request) -> Response:
-        return _json(openapi(ROUTES, __version__))
+        # the models served now are listed, so a client or a fuzzer reaches real models
+        served = {live.name: _described(live) for live in self.served.values()}
+        return _json(openapi(ROUTES, __version__, served))
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -601,6 +603,24 @@ class _Server:
         return labels.record_labels(self.ws.registry, self.config.predictions_dir, name, table)
 
 
+# One value of each feature type, for the example row of a served model's schema.
+_EXAMPLE_VALUE = {"float": 0.0, "integer": 0, "boolean": False, "string": "a"}
+
+
+def _described(live: LiveModel) -> Served:
+    """``live`` for the OpenAPI document: its versions (a canary's answers by version too)."""
+    entry = live.stable
+    versions = [str(entry.version)]
+    if live.canary and live.candidate is not None:
+        versions.append(str(live.candidate.version))
+    datatypes = {i["name"]: i["datatype"] for i in entry.metadata()["inputs"]}
+    row = {
+        f.name: (_EXAMPLE_VALUE.get(f.type, 0), datatypes[f.name]) for f in entry.signature.features
+    }
+    classes = entry.signature.classes
+    return Served(tuple(versions), row, classes[0] if classes else 0.0)
+
+
 def _check_label_text(rows: list[Any]) -> None:
     """Refuse label text UTF-8 cannot hold (a lone surrogate) before it reaches the label file."""
     for i, row in enumerate(rows):
@@ -704,7 +724,7 @@ class _MlflowShape(_SimpleShape):
     def decode(self, entry: ServedModel, payload: Any) -> _decode.Columns:
         if isinstance(payload, _CsvBody):
             return _decode.decode_csv(entry.signature, payload.data)
-        if isinstance(payload, dict) and payload.get("params"):
+        if isinstance(payload, dict) and payload.get("params") not in (None, {}):
             raise InvalidInputError(
                 "'params' are not supported: ownloop models take no inference parameters; "
                 "send the rows only"
@@ -724,15 +744,19 @@ class _V2Shape(_Shape):
         if not isinstance(payload, dict) or "inputs" not in payload:
             raise InvalidInputError("an inference request must be an object with 'inputs'")
         rid = payload.get("id")
-        if rid is not None and (not isinstance(rid, str) or _decode.printable(rid) != rid):
+        if "id" in payload and (not isinstance(rid, str) or _decode.printable(rid) != rid):
             raise InvalidInputError("'id' must be a string of valid Unicode text")
+        if "parameters" in payload and not isinstance(payload["parameters"], dict):
+            raise InvalidInputError("'parameters' must be an object (ownloop reads none)")
         self.outputs(entry, payload)  # an unknown output is refused before the model runs
         return _decode.decode_v2(entry.signature, payload["inputs"])
 
     def outputs(self, entry: ServedModel, payload: Any) -> list[str] | None:
         """The output names asked for, or None for all; an unknown name is a 400."""
         wanted = payload.get("outputs")
-        if not isinstance(wanted, list) or not wanted:
+        if "outputs" in payload and not isinstance(wanted, list):
+            raise InvalidInputError('\'outputs\' must be a list like [{"name": "predictions"}]')
+        if not wanted:
             return None
         names = [str(w.get("name") if isinstance(w, dict) else w) for w in wanted]
         have = {"predictions", "prediction_ids"} | (
@@ -805,7 +829,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         code = "method_not_allowed"
     else:
         message, code = str(exc.detail), "http_error"
-    return _json({"error": message, "code": code}, exc.status_code)
+    response = _json({"error": message, "code": code}, exc.status_code)
+    response.headers.update(exc.headers or {})  # a 405 names the methods allowed (RFC 9110)
+    return response
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

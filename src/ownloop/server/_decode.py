@@ -319,6 +319,11 @@ def decode_records(signature: Signature, instances: Any) -> Columns:
         return _from_records(signature, instances)
     if all(type(r) is list for r in instances):
         return _from_rows(signature, signature.feature_names, instances)
+    if type(instances[0]) not in (dict, list):
+        raise InvalidInputError(
+            f"row 0: every instance must be a record (object) or a row (list), "
+            f"not {_shown(instances[0])}"
+        )
     row = next(i for i, r in enumerate(instances) if type(r) is not type(instances[0]))
     kind = "records (objects)" if type(instances[0]) is dict else "rows (lists)"
     raise InvalidInputError(

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ownloop.access import Role, required_role
 
-__all__ = ["openapi"]
+__all__ = ["Served", "openapi"]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A model served when the document is built: its versions, and one row it accepts.
+
+    ``row`` maps each feature to ``(value, v2 datatype)``; ``label`` is one label it accepts.
+    """
+
+    versions: tuple[str, ...]
+    row: Mapping[str, tuple[Any, str]]
+    label: Any
 
 
 class _Spec(Protocol):
@@ -96,12 +109,16 @@ SCHEMAS: dict[str, Any] = {
             "header row"
         ),
         "type": "object",
+        "oneOf": [
+            {"required": [key]}
+            for key in ("dataframe_split", "dataframe_records", "instances", "inputs")
+        ],
         "properties": {
             "dataframe_split": {"type": "object"},
             "dataframe_records": {"type": "array", "items": {"type": "object"}},
             "instances": {"type": "array"},
             "inputs": {"oneOf": [{"type": "array"}, {"type": "object"}]},
-            "params": {"type": "object", "maxProperties": 0},
+            "params": {"oneOf": [{"type": "object", "maxProperties": 0}, {"type": "null"}]},
         },
         "additionalProperties": False,
     },
@@ -141,12 +158,20 @@ SCHEMAS: dict[str, Any] = {
     },
     "LabelsRequest": {
         "type": "array",
+        "minItems": 1,
         "items": {
             "type": "object",
             "required": ["prediction_id", "label"],
             "properties": {
-                "prediction_id": {"type": "string"},
-                "label": _SCALAR,
+                "prediction_id": {"type": "string", "minLength": 1},
+                "label": {
+                    "description": "a class of the model, or a number (regression)",
+                    "oneOf": [
+                        {"type": "number"},
+                        {"type": "boolean"},
+                        {"type": "string", "minLength": 1},
+                    ],
+                },
                 "weight": {"type": "number", "exclusiveMinimum": 0},
             },
             "additionalProperties": False,
@@ -189,8 +214,11 @@ _HEALTH_WHY = {
         "maps each model to its readiness and gives the writer's error"
     ),
 }
+# Any route may be refused to its caller (no token, or a role too low for the action).
+_ANY_ROUTE = ("401", "403")
 _WHY = {
     "400": "Invalid input (names the field and the row)",
+    "401": "No valid token (when authentication is on)",
     "403": "Not allowed",
     "404": "Unknown model or version",
     "413": "Body (after decompression) over the limit",
@@ -210,7 +238,36 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _operation(spec: _Spec) -> dict[str, Any]:
+def _path_parameter(name: str, served: Mapping[str, Served]) -> dict[str, Any]:
+    """A path parameter; the names and versions served when the document was built are listed,
+    so a client (or a fuzzer) can reach a real model. Any other value answers 404."""
+    schema: dict[str, Any] = {"type": "string"}
+    versions = {v for m in served.values() for v in m.versions}
+    values = sorted(served) if name == "name" else sorted(versions)
+    if values:
+        schema["enum"] = values
+    param: dict[str, Any] = {"name": name, "in": "path", "required": True, "schema": schema}
+    if values:
+        param["description"] = f"served now: {', '.join(values)} (others answer 404)"
+        param["example"] = values[0]
+    return param
+
+
+def _example(handler: str, model: Served) -> Any:
+    """A request body ``model`` accepts, in the shape ``handler`` reads."""
+    if handler == "infer":
+        inputs = [
+            {"name": n, "shape": [1], "datatype": datatype, "data": [value]}
+            for n, (value, datatype) in model.row.items()
+        ]
+        return {"inputs": inputs}
+    if handler == "post_labels":
+        return [{"prediction_id": "not-a-prediction", "label": model.label}]
+    row = {n: value for n, (value, _) in model.row.items()}
+    return {"instances": [row]} if handler == "predict" else {"dataframe_records": [row]}
+
+
+def _operation(spec: _Spec, served: Mapping[str, Served]) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": spec.summary,
         "operationId": f"{spec.handler}_{spec.method.lower()}_{len(spec.path)}",
@@ -223,13 +280,15 @@ def _operation(spec: _Spec) -> dict[str, Any]:
         op["security"] = [{"bearer": []}]
     params = re.findall(r"{(\w+)}", spec.path)
     if params:
-        op["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in params
-        ]
+        op["parameters"] = [_path_parameter(p, served) for p in params]
     request, response = _BODIES.get(spec.handler, (None, None))
     if request is not None:
         content: dict[str, Any] = {"application/json": {"schema": _ref(request)}}
+        if served:
+            content["application/json"]["examples"] = {
+                name: {"summary": f"a row '{name}' accepts", "value": _example(spec.handler, m)}
+                for name, m in sorted(served.items())
+            }
         if request == "MlflowRequest":
             content["text/csv"] = {"schema": {"type": "string"}}
         op["requestBody"] = {"required": True, "content": content}
@@ -241,7 +300,7 @@ def _operation(spec: _Spec) -> dict[str, Any]:
             "application/json": {"schema": _ref(response) if response else {"type": "object"}}
         }
     op["responses"] = {"200": ok}
-    for status in _ERRORS.get(spec.handler, ()):
+    for status in sorted({*_ERRORS.get(spec.handler, ()), *_ANY_ROUTE}):
         health = status == "400" and spec.handler in _HEALTH_WHY
         schema = {"type": "object"} if spec.handler == "server_ready" else _ref("Error")
         op["responses"][status] = {
@@ -257,11 +316,17 @@ def _operation(spec: _Spec) -> dict[str, Any]:
     return op
 
 
-def openapi(routes: Sequence[_Spec], version: str) -> dict[str, Any]:
-    """OpenAPI 3.1 for ``routes``: every path, method, body, error shape and access rule."""
+def openapi(
+    routes: Sequence[_Spec], version: str, served: Mapping[str, Served] | None = None
+) -> dict[str, Any]:
+    """OpenAPI 3.1 for ``routes``: every path, method, body, error shape and access rule.
+
+    ``served`` describes the models served now: their names and versions become the values of
+    the ``name`` and ``version`` path parameters, and a row each accepts the request examples.
+    """
     paths: dict[str, Any] = {}
     for spec in routes:
-        paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec)
+        paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec, served or {})
     return {
         "openapi": "3.1.0",
         "info": {
