@@ -114,11 +114,13 @@ def label(ws: Workspace) -> None:
 
 def flush(ws: Workspace) -> None:
     logger = PredictionLogger(ws.config.predictions_dir, flush_interval_s=3600)
+    rng = np.random.default_rng()
     while True:
-        ids = new_ids(50)
+        # segments of varied size, so a kill can land while one is being written
+        ids = new_ids(int(rng.integers(100, 30_000)))
         logger.submit(MODEL, predictions(ids, ws))
         logger.flush()
-        ack(" ".join(ids))
+        ack(f"{ids[0]} {ids[-1]} {len(ids)}")
 
 
 OPERATIONS = {

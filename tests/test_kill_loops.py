@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -144,11 +145,11 @@ def _kill(
             if not on_temp:
                 moment = "ack"
             elif temp is not None and temp():
-                moment = "temp file"
+                moment = "file appeared"
             elif len(forker.acks) >= acks_before + 40:
                 moment = "ack (no temp file seen in 40 writes)"
         time.sleep(0.0005)
-    time.sleep(rng.uniform(0, 0.02))
+    time.sleep(rng.uniform(0, 0.02 if moment.startswith("ack") else 0.005))
     forker.kill(pid)
     return moment, list(forker.acks)
 
@@ -249,10 +250,16 @@ def _check_label(ws: Workspace, acks: list[str]) -> None:
 
 
 def _check_flush(ws: Workspace, acks: list[str]) -> None:
-    logged = set(read_log(ws.config.predictions_dir, MODEL).table["prediction_id"].to_pylist())
+    logged = np.sort(
+        read_log(ws.config.predictions_dir, MODEL)
+        .table["prediction_id"]
+        .to_numpy(zero_copy_only=False)
+    )
     for a in acks:
-        missing = [pid for pid in a.split() if pid not in logged]
-        assert not missing, f"{len(missing)} acknowledged prediction rows are missing"
+        first, last, n = a.split()
+        # one flush's ids are consecutive: all of them between its first and its last
+        found = np.searchsorted(logged, last, "right") - np.searchsorted(logged, first, "left")
+        assert found == int(n), f"{int(n) - found} of {n} acknowledged rows are missing"
 
 
 CHECKS: dict[str, Callable[[Workspace, list[str]], None]] = {
@@ -264,13 +271,30 @@ CHECKS: dict[str, Callable[[Workspace, list[str]], None]] = {
 }
 
 
+def _new_segment(folder: Path) -> Callable[[], bool]:
+    """True when a segment has appeared under its final name since the previous call (a write
+    that is not atomic would be caught half-written here)."""
+    before: set[Path] | None = None
+
+    def seen() -> bool:
+        nonlocal before
+        now = {p for p in folder.rglob("*.parquet") if not p.name.startswith(".")}
+        appeared = before is not None and bool(now - before)
+        before = now
+        return appeared
+
+    return seen
+
+
 def _temps(operation: str, home: Path) -> Callable[[], bool] | None:
-    """The temp file that marks a write half-way, for operations that stage one."""
+    """The file that marks a write half-way, for operations that stage one."""
     log = home / "predictions" / MODEL
+    if operation == "flush":
+        temp, new = _temp_under(log, ".tmp-"), _new_segment(log)
+        return lambda: temp() or new()
     return {
         "register": _temp_under(home / "artifacts", ".tmp-"),
         "label": _temp_under(log / "labels", ".pending-"),
-        "flush": _temp_under(log, ".tmp-"),
     }.get(operation)
 
 
