@@ -1,17 +1,22 @@
 """One of several real processes registering, moving aliases, deploying and labelling at once.
 
-    python tests/_race_child.py SEED ROUNDS     (OWNLOOP_HOME / OWNLOOP_DB_URL name the store)
+    python tests/_race_child.py PROCESSES ROUNDS     (OWNLOOP_HOME / OWNLOOP_DB_URL name the store)
 
-Each write either succeeds or fails with a clear error; the last stdout line is a JSON summary:
-how many of each write succeeded, and each refusal's class and message. The test decides which
+It imports ownloop once, then forks PROCESSES children that run at the same moment, each with its
+own store connection (opened after the fork) and its own random sequence.
+
+Each write either succeeds or fails with a clear error; each child prints one JSON line: how
+many of each write succeeded, and each refusal's class and message. The test decides which
 refusals are acceptable.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +30,7 @@ from tests._kill_child import fitted, frame
 MODEL = "race"
 
 
-def main() -> None:
-    seed, rounds = int(sys.argv[1]), int(sys.argv[2])
+def race(seed: int, rounds: int) -> None:
     rng = random.Random(seed)
     data = frame(seed)
     done: Counter[str] = Counter()
@@ -80,6 +84,25 @@ def main() -> None:
                     done[name] += 1
     summary: dict[str, Any] = {"done": dict(done), "refused": refused}
     sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    processes, rounds = int(sys.argv[1]), int(sys.argv[2])
+    children = []
+    for seed in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                race(seed, rounds)
+            except BaseException:
+                traceback.print_exc()
+                sys.stderr.flush()
+                os._exit(1)
+            os._exit(0)
+        children.append(pid)
+    failed = [pid for pid in children if os.waitpid(pid, 0)[1] != 0]
+    sys.exit(f"{len(failed)} of {processes} processes failed" if failed else 0)
 
 
 if __name__ == "__main__":

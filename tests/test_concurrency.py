@@ -57,30 +57,29 @@ def test_concurrent_writers_leave_one_production_and_a_full_audit(
         ws.deploy.set_production(MODEL, 1, force=True, reason="set up")
         write_segment(ws.config.predictions_dir, MODEL, child.predictions(new_ids(60), ws))
     env = {**env_for(config), "PYTHONPATH": str(CHILD.parent.parent)}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(CHILD), str(seed), str(ROUNDS)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for seed in range(PROCESSES)
-    ]
+    # one process imports ownloop and forks the writers, so they start together and the test
+    # does not pay the imports four times
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(PROCESSES), str(ROUNDS)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    summaries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(summaries) == PROCESSES
     done: Counter[str] = Counter()
     refused: list[tuple[str, str, str]] = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=300)
-            assert p.returncode == 0, err[-3000:]
-            summary = json.loads(out.strip().splitlines()[-1])
-            done.update(summary["done"])
-            refused += [tuple(r) for r in summary["refused"]]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=60)
+    for summary in summaries:
+        done.update(summary["done"])
+        refused += [tuple(r) for r in summary["refused"]]
     unclear = [r for r in refused if not _acceptable(*r)]
     assert not unclear, f"refusals without a clear reason or retry: {unclear[:5]}"
     print(f"done {dict(done)}; refused {Counter((op, kind) for op, kind, _ in refused)}")
