@@ -241,8 +241,12 @@ def _operation(spec: _Spec) -> dict[str, Any]:
     return op
 
 
-def openapi(routes: Sequence[_Spec], version: str) -> dict[str, Any]:
+def openapi(
+    routes: Sequence[_Spec], version: str, *, max_label_rows: int = 10_000
+) -> dict[str, Any]:
     """OpenAPI 3.1 for ``routes``: every path, method, body, error shape and access rule."""
+    schemas = dict(SCHEMAS)
+    schemas["LabelsRequest"] = {**SCHEMAS["LabelsRequest"], "maxItems": max_label_rows}
     paths: dict[str, Any] = {}
     for spec in routes:
         paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec)
@@ -254,5 +258,5 @@ def openapi(routes: Sequence[_Spec], version: str) -> dict[str, Any]:
             "description": "Inference (Open Inference Protocol v2 and simple JSON), labels, metrics.",
         },
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": schemas},
     }
