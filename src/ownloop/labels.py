@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -212,25 +212,19 @@ def labels_table(rows: Sequence[Mapping[str, Any]], *, at: datetime, source: str
 
 
 def _logged_versions(root: Path, model: str, ids: pa.Array) -> np.ndarray:
-    """The version that made each prediction id (-1 where the id is not in the log)."""
+    """The version that made each prediction id (-1 where the id is not in the log).
+
+    Opens only the log segments that can hold these ids (see :func:`predlog.segments_holding`).
+    """
     out = np.full(len(ids), -1, dtype=np.int64)
-    days = _log_days(ids.to_pylist())
-    if not days:
+    files = predlog.segments_holding(root, model, ids.to_pylist())
+    if not files:
         return out
-    parts = [
-        predlog.read_window(
-            root,
-            model,
-            start=datetime.combine(first, time(), UTC),
-            end=datetime.combine(last + timedelta(days=1), time(), UTC),
-            columns=["prediction_id", "version"],
-        )
-        for first, last in _runs(days)
-    ]
-    parts = [p for p in parts if p.num_rows]
-    if not parts:
+    logged = predlog.read_segments(
+        files, columns=["prediction_id", "version"], what=f"prediction log of '{model}'"
+    ).table
+    if logged.num_rows == 0:
         return out
-    logged = pa.concat_tables(parts, promote_options="permissive")
     index = pc.index_in(ids, value_set=logged["prediction_id"].combine_chunks())
     found = np.asarray(index.to_numpy(zero_copy_only=False), dtype=float)
     hit = np.isfinite(found)
@@ -239,29 +233,6 @@ def _logged_versions(root: Path, model: str, ids: pa.Array) -> np.ndarray:
         np.int64
     )
     return out
-
-
-def _log_days(ids: Sequence[str]) -> list[date]:
-    """The log days that can hold these ids: each id's UTC day and the days either side (its row
-    may be stamped a little before or after the id was made, across midnight)."""
-    days: set[date] = set()
-    for pid in ids:
-        made = id_time(pid)
-        if made is not None:
-            day = made.date()
-            days.update((day - timedelta(days=1), day, day + timedelta(days=1)))
-    return sorted(days)
-
-
-def _runs(days: Sequence[date]) -> list[tuple[date, date]]:
-    """Sorted days as runs of consecutive days ``(first, last)``."""
-    runs: list[tuple[date, date]] = []
-    for day in days:
-        if runs and runs[-1][1] + timedelta(days=1) == day:
-            runs[-1] = (runs[-1][0], day)
-        else:
-            runs.append((day, day))
-    return runs
 
 
 @dataclass(frozen=True)

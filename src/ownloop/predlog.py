@@ -65,6 +65,7 @@ __all__ = [
     "read_log",
     "read_segments",
     "read_window",
+    "segments_holding",
     "select_rows",
     "stage_labels",
     "write_labels",
@@ -218,7 +219,7 @@ def _dictionary_columns(table: pa.Table) -> list[str]:
 def _write_hidden(folder: Path, table: pa.Table) -> tuple[Path, Path]:
     """Write and fsync ``table`` under a hidden ``.tmp-*`` name; return it and its final name."""
     folder.mkdir(parents=True, exist_ok=True)
-    name = _segment_name()
+    name = _span_name(table)
     tmp = folder / f".tmp-{name}"
     try:
         # a path, not a Python file object: Arrow then writes natively without taking the GIL
@@ -716,7 +717,7 @@ def stage_labels(root: Path, model: str, table: pa.Table) -> StagedLabels:
         for day, part in _split_by_day(table, "labeled_at"):
             day_dir = folder / f"{_DAY_PREFIX}{day.isoformat()}"
             day_dir.mkdir(parents=True, exist_ok=True)
-            name = _label_segment_name(part)
+            name = _span_name(part)
             hidden = day_dir / f"{_PENDING}{name}"
             files.append((hidden, day_dir / name))
             pq.write_table(part, str(hidden), compression="lz4")
@@ -744,7 +745,7 @@ def _latest(labels: pa.Table) -> pa.Table:
     return ordered.drop_columns(["_row"])
 
 
-def _label_segment_name(table: pa.Table) -> str:
+def _span_name(table: pa.Table) -> str:
     """A segment name that also carries the id times its rows span (``...-<lo>-<hi>.parquet``),
     so a lookup of some ids opens only the segments that can hold them."""
     name = _segment_name()
@@ -770,6 +771,30 @@ def _may_hold(path: Path, times: Sequence[int]) -> bool:
         return True
     at = bisect_left(times, span[0])
     return at < len(times) and times[at] <= span[1]
+
+
+def segments_holding(root: Path, model: str, ids: Sequence[str]) -> list[Path]:
+    """The prediction segments that can hold ``ids``: in the day folders of each id's day and the
+    days either side (a row's ``ts`` may fall across midnight from its id's time), and whose
+    names do not rule them out. Ids that carry no time match nothing."""
+    times = sorted(t for t in map(id_ms, ids) if t is not None)
+    folder = _model_dir(root, model)
+    if not times or not folder.is_dir():
+        return []
+    wanted: set[date] = set()
+    for t in times:
+        day = (_EPOCH + timedelta(milliseconds=t)).date()
+        wanted.update((day - timedelta(days=1), day, day + timedelta(days=1)))
+    files: list[Path] = []
+    for day_dir in sorted(folder.iterdir()):
+        if _day_of(day_dir) not in wanted or not day_dir.is_dir():
+            continue
+        files.extend(
+            p
+            for p in sorted(day_dir.iterdir())
+            if p.suffix == ".parquet" and p.name[0] != "." and _may_hold(p, times)
+        )
+    return files
 
 
 def _label_files(root: Path, model: str) -> list[Path]:
