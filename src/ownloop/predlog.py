@@ -21,7 +21,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import chain
@@ -311,19 +311,30 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _segments_under(folder: Path, start: datetime | None, end: datetime | None) -> list[Path]:
+def _segments_under(
+    folder: Path,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    days: Container[date] | None = None,
+    keep: Callable[[str], bool] | None = None,
+) -> list[Path]:
+    """Published segments in the day folders in ``[start, end)`` (and in ``days``, if given)
+    whose names ``keep`` accepts, in name order (names are sorted as text: it is cheap)."""
     if not folder.is_dir():
         return []
     first, last = _days(start, end)
     files: list[Path] = []
     for day_dir in sorted(folder.iterdir()):
         day = _day_of(day_dir)
-        if day is None or not day_dir.is_dir():
+        if day is None or not day_dir.is_dir() or (days is not None and day not in days):
             continue
         if (first is not None and day < first) or (last is not None and day > last):
             continue
         files.extend(
-            p for p in sorted(day_dir.iterdir()) if p.suffix == ".parquet" and p.name[0] != "."
+            day_dir / name
+            for name in sorted(os.listdir(day_dir))
+            if name.endswith(".parquet") and name[0] != "." and (keep is None or keep(name))
         )
     return files
 
@@ -756,17 +767,17 @@ def _span_name(table: pa.Table) -> str:
     return f"{name.removesuffix('.parquet')}-{min(known):012x}-{max(known):012x}.parquet"
 
 
-def _id_span(path: Path) -> tuple[int, int] | None:
-    """The id times a label segment holds, from its name (None: not named with them)."""
-    parts = path.name.removesuffix(".parquet").split("-")
+def _id_span(name: str) -> tuple[int, int] | None:
+    """The id times a segment holds, from its name (None: not named with them)."""
+    parts = name.removesuffix(".parquet").split("-")
     if len(parts) != 4 or not all(len(p) == 12 and _HEX.issuperset(p) for p in parts[2:]):
         return None
     return int(parts[2], 16), int(parts[3], 16)
 
 
-def _may_hold(path: Path, times: Sequence[int]) -> bool:
-    """Whether a label segment can hold an id made at one of ``times`` (sorted)."""
-    span = _id_span(path)
+def _may_hold(name: str, times: Sequence[int]) -> bool:
+    """Whether the segment named ``name`` can hold an id made at one of ``times`` (sorted)."""
+    span = _id_span(name)
     if span is None:
         return True
     at = bisect_left(times, span[0])
@@ -785,16 +796,9 @@ def segments_holding(root: Path, model: str, ids: Sequence[str]) -> list[Path]:
     for t in times:
         day = (_EPOCH + timedelta(milliseconds=t)).date()
         wanted.update((day - timedelta(days=1), day, day + timedelta(days=1)))
-    files: list[Path] = []
-    for day_dir in sorted(folder.iterdir()):
-        if _day_of(day_dir) not in wanted or not day_dir.is_dir():
-            continue
-        files.extend(
-            p
-            for p in sorted(day_dir.iterdir())
-            if p.suffix == ".parquet" and p.name[0] != "." and _may_hold(p, times)
-        )
-    return files
+    return _segments_under(
+        folder, None, None, days=wanted, keep=lambda name: _may_hold(name, times)
+    )
 
 
 def _label_files(root: Path, model: str) -> list[Path]:
@@ -818,11 +822,14 @@ def labelled_ids(root: Path, model: str, among: Sequence[str]) -> set[str]:
     """
     if not among:
         return set()
-    files = _label_files(root, model)
     times = [id_ms(p) for p in among]
-    if all(t is not None for t in times):
-        known = sorted(t for t in times if t is not None)
-        files = [p for p in files if _may_hold(p, known)]
+    known = sorted(t for t in times if t is not None)
+    files = _segments_under(
+        _labels_dir(root, model),
+        None,
+        None,
+        keep=(lambda name: _may_hold(name, known)) if len(known) == len(times) else None,
+    )
     if not files:
         return set()
     found = read_segments(files, columns=["prediction_id"], what=f"labels of '{model}'").table
