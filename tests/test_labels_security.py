@@ -189,6 +189,8 @@ def test_a_label_post_opens_only_label_files_that_can_hold_its_ids(
     report = ownloop.record_labels("churn", _rows(fresh), workspace=ws)
     assert (report.stored, report.replaced) == (3, 0)
     assert [p for p in opened if label_dir in p.parents] == []
+    # and of the 13 prediction segments, only the one holding these ids
+    assert len([p for p in opened if label_dir not in p.parents]) == 1
 
     # relabelling opens the files that can hold those ids, and still counts them as replaced
     opened.clear()
