@@ -6,7 +6,9 @@ Layout under ``root`` (``Config.predictions_dir``)::
     <model>/labels/date=YYYY-MM-DD/<segment>.parquet    labels
 
 A segment is written to a ``.tmp-*`` name in its folder, fsynced and renamed, so a reader never sees
-a torn file; readers skip names that start with ``.``.
+a torn file; readers skip names that start with ``.``. A segment is named
+``<written µs>-<random>[-<first id ms>-<last id ms>].parquet``: the id times let a lookup of some
+prediction ids open only the segments that can hold them (names without them are always read).
 
 >>> table = read_window(config.predictions_dir, "churn", version=3, start=day)  # doctest: +SKIP
 """
