@@ -97,14 +97,20 @@ def test_late_duplicate_label_wins_and_is_audited(ws: Workspace, logged: list[st
 
 
 def test_labels_need_the_owning_team(ws: Workspace, logged: list[str]) -> None:
-    ws.registry.actor = Actor("mallory", teams=frozenset({"other"}))
-    with pytest.raises(PermissionDeniedError, match="needs team 'risk'"):
+    denied: list[tuple[str, str, str | None, str | None]] = []
+    ws.acting.on_denied = lambda actor, action, team, target: denied.append(
+        (actor.name, action, team, target)
+    )
+    mallory = Actor("mallory", teams=frozenset({"other"}))
+    with ws.acting_as(mallory), pytest.raises(PermissionDeniedError, match="needs team 'risk'"):
         record_labels(
             ws.registry,
             ws.config.predictions_dir,
             "churn",
             labels(ws, [{"prediction_id": logged[0], "label": 1}]),
         )
+    assert denied == [("mallory", "label.write", "risk", "model:churn")]
+    assert read_labels(ws.config.predictions_dir, "churn").num_rows == 0
 
 
 @pytest.mark.parametrize(

@@ -138,7 +138,13 @@ def record_labels(
 
     with _use(workspace) as ws:
         table = _labels.labels_table(_labels.label_rows(labels), at=ws.clock.now(), source=source)
-        return _labels.record_labels(ws.registry, ws.config.predictions_dir, model, table)
+        return _labels.record_labels(
+            ws.registry,
+            ws.config.predictions_dir,
+            model,
+            table,
+            max_rows=ws.config.max_label_rows,
+        )
 
 
 def load(ref: str, *, workspace: Workspace | None = None) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +19,44 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ownloop import predlog
-from ownloop.access import authorize
 from ownloop.datasets import read_frame
-from ownloop.errors import InvalidInputError, NotFoundError
+from ownloop.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
 from ownloop.names import validate_name
 from ownloop.profile import ClassificationProfile
 from ownloop.registry import Registry
 
 __all__ = [
+    "MAX_ROWS",
     "LabelReport",
+    "check_batch_size",
+    "clip",
     "frame_rows",
     "id_time",
     "label_rows",
     "labels_table",
+    "normal_id",
     "record_label_batches",
     "record_labels",
 ]
 
-_SHOWN = 50
+MAX_ROWS = 10_000  # rows in one batch unless the caller passes its own (OWNLOOP_MAX_LABEL_ROWS)
+_SHOWN = 50  # unknown ids listed in an answer
+_AUDITED = 20  # unknown ids kept in an audit row
+_QUOTED = 64  # characters of one piece of client text quoted back
+
+
+def clip(text: str, limit: int = _QUOTED) -> str:
+    """``text`` cut to at most ``limit`` characters (the last one an ellipsis when cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_batch_size(rows: int, limit: int) -> None:
+    """PayloadTooLargeError (413, an InvalidInputError) when a batch holds more than ``limit`` rows."""
+    if rows > limit:
+        raise PayloadTooLargeError(
+            f"the label batch has {rows} rows; the limit is {limit} a batch "
+            "(OWNLOOP_MAX_LABEL_ROWS): split it into batches of at most that many and send each"
+        )
 
 
 @dataclass(frozen=True)
@@ -56,19 +76,32 @@ class LabelReport:
             "stored": self.stored,
             "replaced": self.replaced,
             "unknown_count": len(self.unknown),
-            "unknown": self.unknown[:_SHOWN],
+            "unknown": [clip(pid) for pid in self.unknown[:_SHOWN]],
         }
 
 
 def id_time(prediction_id: str) -> datetime | None:
-    """When an id was made (its leading millisecond field), or None if it is not an ownloop id."""
-    if len(prediction_id) != 32:
-        return None
-    try:
-        ms = int(prediction_id[:11], 16)
-    except ValueError:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    """When an id was made (its millisecond field), or None if it is not an ownloop id.
+
+    Reads UUIDv7 ids and the legacy ids of earlier releases (see :func:`predlog.id_ms`).
+    """
+    ms = predlog.id_ms(normal_id(prediction_id))
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def normal_id(prediction_id: str) -> str:
+    """A prediction id as the log writes it: a UUID with dashes or in capitals becomes 32
+    lowercase hex; anything else is returned as given."""
+    if len(prediction_id) == 36 and [len(p) for p in prediction_id.split("-")] == _UUID_GROUPS:
+        prediction_id = prediction_id.replace("-", "")
+    if len(prediction_id) == 32:
+        lower = prediction_id.lower()
+        if predlog.id_ms(lower) is not None:
+            return lower
+    return prediction_id
+
+
+_UUID_GROUPS = [8, 4, 4, 4, 12]
 
 
 def _label_text(value: Any, where: str) -> tuple[str, float | None]:
@@ -86,7 +119,9 @@ def _label_text(value: Any, where: str) -> tuple[str, float | None]:
         except ValueError:
             return value, None
         return value, number if math.isfinite(number) else None
-    raise InvalidInputError(f"{where}: label must be a class name or a number, not {value!r}")
+    raise InvalidInputError(
+        f"{where}: label must be a class name or a number, not {clip(repr(value))}"
+    )
 
 
 def frame_rows(frame: pd.DataFrame, *, where: str = "the label frame") -> list[dict[str, Any]]:
@@ -138,8 +173,9 @@ def labels_table(rows: Sequence[Mapping[str, Any]], *, at: datetime, source: str
             raise InvalidInputError(f"{where} must be an object with prediction_id and label")
         extra = set(row) - {"prediction_id", "label", "weight"}
         if extra:
+            shown = clip(", ".join(sorted(clip(str(k)) for k in extra)), 200)
             raise InvalidInputError(
-                f"{where} has unknown field {', '.join(sorted(extra))}; use prediction_id, label, weight"
+                f"{where} has unknown field {shown}; use prediction_id, label, weight"
             )
         pid = row.get("prediction_id")
         if not isinstance(pid, str) or not pid:
@@ -154,8 +190,10 @@ def labels_table(rows: Sequence[Mapping[str, Any]], *, at: datetime, source: str
             or not math.isfinite(weight)
             or weight <= 0
         ):
-            raise InvalidInputError(f"{where}: weight must be a positive number, not {weight!r}")
-        ids.append(pid)
+            raise InvalidInputError(
+                f"{where}: weight must be a positive number, not {clip(repr(weight))}"
+            )
+        ids.append(normal_id(pid))
         texts.append(text)
         values.append(number)
         weights.append(None if weight is None else float(weight))
@@ -174,17 +212,19 @@ def labels_table(rows: Sequence[Mapping[str, Any]], *, at: datetime, source: str
 
 
 def _logged_versions(root: Path, model: str, ids: pa.Array) -> np.ndarray:
-    """The version that made each prediction id (-1 where the id is not in the log)."""
+    """The version that made each prediction id (-1 where the id is not in the log).
+
+    Opens only the log segments that can hold these ids (see :func:`predlog.segments_holding`).
+    """
     out = np.full(len(ids), -1, dtype=np.int64)
-    times = [id_time(i) for i in ids.to_pylist()]
-    valid = [t for t in times if t is not None]
-    if not valid:
+    files = predlog.segments_holding(root, model, ids.to_pylist())
+    if not files:
         return out
-    start = min(valid).replace(hour=0, minute=0, second=0, microsecond=0)
-    end = max(valid) + timedelta(days=1)
-    logged = predlog.read_window(
-        root, model, start=start, end=end, columns=["prediction_id", "version"]
-    )
+    logged = predlog.read_segments(
+        files, columns=["prediction_id", "version"], what=f"prediction log of '{model}'"
+    ).table
+    if logged.num_rows == 0:
+        return out
     index = pc.index_in(ids, value_set=logged["prediction_id"].combine_chunks())
     found = np.asarray(index.to_numpy(zero_copy_only=False), dtype=float)
     hit = np.isfinite(found)
@@ -271,7 +311,7 @@ def _checked(registry: Registry, model: str, table: pa.Table, versions: np.ndarr
 
 def _bad_labels(model: str, bad: Sequence[tuple[str, str, _Allowed, int | None]]) -> str:
     shown = "; ".join(
-        f"{text!r} for prediction {pid}"
+        f"{clip(repr(text))} for prediction {clip(pid)}"
         + (f" (made by {model}@{v})" if v is not None else "")
         + f": must be {rule.describe()}"
         for pid, text, rule, v in bad[:5]
@@ -286,13 +326,14 @@ def _bad_labels(model: str, bad: Sequence[tuple[str, str, _Allowed, int | None]]
 def _audit_body(
     received: int, stored: int, replaced_ids: Sequence[str], unknown: Sequence[str]
 ) -> dict[str, Any]:
+    """Counts and a bounded sample of ids: a row stays small whatever the client sent."""
     return {
         "received": received,
         "stored": stored,
         "replaced": len(replaced_ids),
-        "replaced_ids": list(replaced_ids[:_SHOWN]),
+        "replaced_ids": [clip(pid) for pid in replaced_ids[:_SHOWN]],
         "unknown": len(unknown),
-        "unknown_ids": list(unknown[:_SHOWN]),
+        "unknown_ids": [clip(pid) for pid in unknown[:_AUDITED]],
     }
 
 
@@ -312,10 +353,13 @@ class _Prepared:
         )
 
 
-def _prepare(registry: Registry, root: Path, model: str, table: pa.Table) -> _Prepared:
+def _prepare(
+    registry: Registry, root: Path, model: str, table: pa.Table, max_rows: int
+) -> _Prepared:
     validate_name("model", model)
+    check_batch_size(table.num_rows, max_rows)
     owner = registry.get_model(model).owner
-    authorize(registry.actor, "label.write", owner)
+    registry.acting.check("label.write", owner, target=f"model:{model}")
     received = table.num_rows
     ids = table["prediction_id"].combine_chunks()
     versions = _logged_versions(root, model, ids) if received else np.zeros(0, dtype=np.int64)
@@ -333,7 +377,9 @@ def _prepare(registry: Registry, root: Path, model: str, table: pa.Table) -> _Pr
     return _Prepared(model, received, table, replaced_ids, unknown)
 
 
-def record_labels(registry: Registry, root: Path, model: str, table: pa.Table) -> LabelReport:
+def record_labels(
+    registry: Registry, root: Path, model: str, table: pa.Table, *, max_rows: int = MAX_ROWS
+) -> LabelReport:
     """Store labels for logged predictions of ``model``; unknown ids are reported, not stored.
 
     Each label must be one of the classes of the version that made its prediction (compared by
@@ -341,16 +387,23 @@ def record_labels(registry: Registry, root: Path, model: str, table: pa.Table) -
     InvalidInputError names the bad labels and the allowed values, and nothing is stored.
     A later label for the same prediction id wins (within the batch and over earlier batches).
     The label files become visible only after the batch's audit row committed.
+    A batch of more than ``max_rows`` rows is refused (PayloadTooLargeError, an
+    InvalidInputError) and nothing is stored.
     """
-    return record_label_batches(registry, root, [(model, table)])[0]
+    return record_label_batches(registry, root, [(model, table)], max_rows=max_rows)[0]
 
 
 def record_label_batches(
-    registry: Registry, root: Path, batches: Sequence[tuple[str, pa.Table]]
+    registry: Registry,
+    root: Path,
+    batches: Sequence[tuple[str, pa.Table]],
+    *,
+    max_rows: int = MAX_ROWS,
 ) -> list[LabelReport]:
     """:func:`record_labels` for several models at once: every batch is checked before any is
-    stored, and all audit rows commit in one transaction before any label becomes visible."""
-    prepared = [_prepare(registry, root, model, table) for model, table in batches]
+    stored, and all audit rows commit in one transaction before any label becomes visible.
+    ``max_rows`` limits each batch."""
+    prepared = [_prepare(registry, root, model, table, max_rows) for model, table in batches]
     now = registry.clock.now()
     staged: list[predlog.StagedLabels] = []
     try:

@@ -6,7 +6,9 @@ Layout under ``root`` (``Config.predictions_dir``)::
     <model>/labels/date=YYYY-MM-DD/<segment>.parquet    labels
 
 A segment is written to a ``.tmp-*`` name in its folder, fsynced and renamed, so a reader never sees
-a torn file; readers skip names that start with ``.``.
+a torn file; readers skip names that start with ``.``. A segment is named
+``<written µs>-<random>[-<first id ms>-<last id ms>].parquet``: the id times let a lookup of some
+prediction ids open only the segments that can hold them (names without them are always read).
 
 >>> table = read_window(config.predictions_dir, "churn", version=3, start=day)  # doctest: +SKIP
 """
@@ -19,8 +21,9 @@ import os
 import secrets
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import chain
@@ -53,6 +56,7 @@ __all__ = [
     "blocks_to_table",
     "conform",
     "feature_type",
+    "id_ms",
     "join_labels",
     "label_key",
     "label_keys",
@@ -64,6 +68,7 @@ __all__ = [
     "read_log",
     "read_segments",
     "read_window",
+    "segments_holding",
     "select_rows",
     "stage_labels",
     "write_labels",
@@ -131,39 +136,56 @@ def prediction_schema(signature: Signature) -> pa.Schema:
 
 
 class _IdSource:
-    """Ids ``<ms since epoch:11 hex><process:10 hex><counter:11 hex>``: sortable by time, unique.
+    """UUIDv7 ids (RFC 9562) as 32 lowercase hex: 48-bit unix milliseconds, the version nibble 7,
+    then 74 random bits around the variant bits. Sortable by time across milliseconds, unguessable
+    within one (ids of the same millisecond are in no particular order).
 
-    The process part is random per process (re-drawn after a fork), the counter never goes back,
-    and the millisecond part never goes back within a process even if the wall clock does.
+    The millisecond part never goes back within a process even if the wall clock does.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid = -1
-        self._process = ""
-        self._counter = 0
         self._last_ms = 0
 
     def take(self, n: int) -> list[str]:
         with self._lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._process = secrets.token_hex(5)
-                self._counter = 0
             ms = max(self._last_ms, time.time_ns() // 1_000_000)
             self._last_ms = ms
-            start = self._counter
-            self._counter += n
-        prefix = f"{ms:011x}{self._process}"
-        return [f"{prefix}{c:011x}" for c in range(start, start + n)]
+        high = (ms & _MS_MASK) << 80 | 0x7 << 76
+        pool = os.urandom(10 * n)  # 80 bits an id, 74 of them kept
+        ids = []
+        for i in range(0, 10 * n, 10):
+            rand = int.from_bytes(pool[i : i + 10])
+            rand_a = rand >> 68  # 12 bits
+            rand_b = rand & _RAND_B_MASK  # 62 bits
+            ids.append(f"{high | rand_a << 64 | _VARIANT | rand_b:032x}")
+        return ids
 
 
+_MS_MASK = (1 << 48) - 1
+_RAND_B_MASK = (1 << 62) - 1
+_VARIANT = 0b10 << 62
 _IDS = _IdSource()
+_HEX = frozenset("0123456789abcdef")
 
 
 def new_ids(n: int) -> list[str]:
-    """``n`` fresh prediction ids, sortable by creation time and unique across processes."""
+    """``n`` fresh prediction ids: UUIDv7 (74 random bits), sortable by creation millisecond."""
     return _IDS.take(n)
+
+
+def id_ms(prediction_id: str) -> int | None:
+    """The unix millisecond an ownloop id was made, or None if it is not one.
+
+    Reads UUIDv7 ids (``0190a3f2c41b7...``) and the legacy ids of earlier releases (11 hex
+    milliseconds, 10 hex process part, 11 hex counter). A legacy id made since 2004 starts with a
+    non-zero digit; a UUIDv7 id made before 2527 starts with ``0``, so the two never meet.
+    """
+    if len(prediction_id) != 32 or not _HEX.issuperset(prediction_id):
+        return None
+    if prediction_id[0] == "0" and prediction_id[12] == "7" and prediction_id[16] in "89ab":
+        return int(prediction_id[:12], 16)
+    return int(prediction_id[:11], 16)
 
 
 # -- segments --------------------------------------------------------------------------------
@@ -205,7 +227,7 @@ def _dictionary_columns(table: pa.Table) -> list[str]:
 def _write_hidden(folder: Path, table: pa.Table) -> tuple[Path, Path]:
     """Write and fsync ``table`` under a hidden ``.tmp-*`` name; return it and its final name."""
     private_folder(_linked_inside(folder.parent, folder))
-    name = _segment_name()
+    name = _span_name(table)
     tmp = folder / f".tmp-{name}"
     try:
         create_private(tmp)
@@ -298,22 +320,31 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _segments_under(folder: Path, start: datetime | None, end: datetime | None) -> list[Path]:
+def _segments_under(
+    folder: Path,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    days: Container[date] | None = None,
+    keep: Callable[[str], bool] | None = None,
+) -> list[Path]:
+    """Published segments in the day folders in ``[start, end)`` (and in ``days``, if given)
+    whose names ``keep`` accepts, in name order (names are sorted as text: it is cheap)."""
     if not folder.is_dir():
         return []
     first, last = _days(start, end)
     files: list[Path] = []
     for day_dir in sorted(folder.iterdir()):
         day = _day_of(day_dir)
-        if day is None or not day_dir.is_dir():
+        if day is None or not day_dir.is_dir() or (days is not None and day not in days):
             continue
         if (first is not None and day < first) or (last is not None and day > last):
             continue
         _linked_inside(folder, day_dir)
         files.extend(
-            _linked_inside(folder, p)
-            for p in sorted(day_dir.iterdir())
-            if p.suffix == ".parquet" and p.name[0] != "."
+            _linked_inside(folder, day_dir / name)
+            for name in sorted(os.listdir(day_dir))
+            if name.endswith(".parquet") and name[0] != "." and (keep is None or keep(name))
         )
     return files
 
@@ -707,7 +738,7 @@ def stage_labels(root: Path, model: str, table: pa.Table) -> StagedLabels:
         for day, part in _split_by_day(table, "labeled_at"):
             day_dir = folder / f"{_DAY_PREFIX}{day.isoformat()}"
             private_folder(inside(folder, day_dir))
-            name = _segment_name()
+            name = _span_name(part)
             hidden = day_dir / f"{_PENDING}{name}"
             files.append((hidden, day_dir / name))
             create_private(hidden)
@@ -736,6 +767,51 @@ def _latest(labels: pa.Table) -> pa.Table:
     return ordered.drop_columns(["_row"])
 
 
+def _span_name(table: pa.Table) -> str:
+    """A segment name that also carries the id times its rows span (``...-<lo>-<hi>.parquet``),
+    so a lookup of some ids opens only the segments that can hold them."""
+    name = _segment_name()
+    times = [id_ms(p) for p in table["prediction_id"].to_pylist()]
+    if not times or any(t is None for t in times):
+        return name
+    known = [t for t in times if t is not None]
+    return f"{name.removesuffix('.parquet')}-{min(known):012x}-{max(known):012x}.parquet"
+
+
+def _id_span(name: str) -> tuple[int, int] | None:
+    """The id times a segment holds, from its name (None: not named with them)."""
+    parts = name.removesuffix(".parquet").split("-")
+    if len(parts) != 4 or not all(len(p) == 12 and _HEX.issuperset(p) for p in parts[2:]):
+        return None
+    return int(parts[2], 16), int(parts[3], 16)
+
+
+def _may_hold(name: str, times: Sequence[int]) -> bool:
+    """Whether the segment named ``name`` can hold an id made at one of ``times`` (sorted)."""
+    span = _id_span(name)
+    if span is None:
+        return True
+    at = bisect_left(times, span[0])
+    return at < len(times) and times[at] <= span[1]
+
+
+def segments_holding(root: Path, model: str, ids: Sequence[str]) -> list[Path]:
+    """The prediction segments that can hold ``ids``: in the day folders of each id's day and the
+    days either side (a row's ``ts`` may fall across midnight from its id's time), and whose
+    names do not rule them out. Ids that carry no time match nothing."""
+    times = sorted(t for t in map(id_ms, ids) if t is not None)
+    folder = _model_dir(root, model)
+    if not times or not folder.is_dir():
+        return []
+    wanted: set[date] = set()
+    for t in times:
+        day = (_EPOCH + timedelta(milliseconds=t)).date()
+        wanted.update((day - timedelta(days=1), day, day + timedelta(days=1)))
+    return _segments_under(
+        folder, None, None, days=wanted, keep=lambda name: _may_hold(name, times)
+    )
+
+
 def _label_files(root: Path, model: str) -> list[Path]:
     return _segments_under(_labels_dir(root, model), None, None)
 
@@ -750,9 +826,22 @@ def read_labels(root: Path, model: str) -> pa.Table:
 
 
 def labelled_ids(root: Path, model: str, among: Sequence[str]) -> set[str]:
-    """Which of ``among`` already have a published label (reads only the id column)."""
-    files = _label_files(root, model)
-    if not files or not among:
+    """Which of ``among`` already have a published label.
+
+    Reads only the id column of the segments that can hold these ids (by the id times in their
+    names), not every label segment ever written.
+    """
+    if not among:
+        return set()
+    times = [id_ms(p) for p in among]
+    known = sorted(t for t in times if t is not None)
+    files = _segments_under(
+        _labels_dir(root, model),
+        None,
+        None,
+        keep=(lambda name: _may_hold(name, known)) if len(known) == len(times) else None,
+    )
+    if not files:
         return set()
     found = read_segments(files, columns=["prediction_id"], what=f"labels of '{model}'").table
     hit = pc.is_in(found["prediction_id"], value_set=pa.array(list(among), pa.string()))

@@ -110,7 +110,9 @@ def _import_labels(file: Path, model: str | None, source: str) -> list[LabelRepo
         (str(name), labels_table(frame_rows(part, where=str(file)), at=now, source=source))
         for name, part in groups
     ]
-    return record_label_batches(ws.registry, ws.config.predictions_dir, tables)
+    return record_label_batches(
+        ws.registry, ws.config.predictions_dir, tables, max_rows=ws.config.max_label_rows
+    )
 
 
 @cli.group()

@@ -426,7 +426,9 @@ class _Server:
     async def openapi_doc(self, request: Request) -> Response:
         # the models served now are listed, so a client or a fuzzer reaches real models
         served = {live.name: _described(live) for live in self.served.values()}
-        return _json(openapi(ROUTES, __version__, served))
+        return _json(
+            openapi(ROUTES, __version__, served, max_label_rows=self.config.max_label_rows)
+        )
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -591,6 +593,7 @@ class _Server:
             raise InvalidInputError(
                 'labels must be a non-empty list like [{"prediction_id": "...", "label": 1}]'
             )
+        labels.check_batch_size(len(rows), self.config.max_label_rows)
         _check_label_text(rows)
         table = labels.labels_table(rows, at=self.ws.clock.now(), source="api")
         report = await run_in_threadpool(self._record_labels, name, table)
@@ -600,7 +603,13 @@ class _Server:
         if self.logger is not None:
             self.shadow.drain()
             self.logger.flush()  # a label may arrive before its prediction's segment is written
-        return labels.record_labels(self.ws.registry, self.config.predictions_dir, name, table)
+        return labels.record_labels(
+            self.ws.registry,
+            self.config.predictions_dir,
+            name,
+            table,
+            max_rows=self.config.max_label_rows,
+        )
 
 
 # One value of each feature type, for the example row of a served model's schema.
@@ -813,10 +822,19 @@ _v2 = _V2Shape()
 # -- errors ------------------------------------------------------------------------------------
 
 
+_MAX_MESSAGE = 1_000  # characters of an error message answered; the rest is cut
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "… (truncated)"
+
+
 async def _ownloop_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OwnloopError)
-    # a message may quote client text that UTF-8 cannot hold (a lone surrogate): escape it
-    return _json({k: _decode.printable(v) for k, v in exc.to_dict().items()}, exc.http_status)
+    # a message may quote client text that UTF-8 cannot hold (a lone surrogate): escape it, and
+    # however much client text it quotes, the answer stays small
+    body = {k: _bounded(_decode.printable(v)) for k, v in exc.to_dict().items()}
+    return _json(body, exc.http_status)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

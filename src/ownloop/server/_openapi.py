@@ -317,13 +317,19 @@ def _operation(spec: _Spec, served: Mapping[str, Served]) -> dict[str, Any]:
 
 
 def openapi(
-    routes: Sequence[_Spec], version: str, served: Mapping[str, Served] | None = None
+    routes: Sequence[_Spec],
+    version: str,
+    served: Mapping[str, Served] | None = None,
+    *,
+    max_label_rows: int = 10_000,
 ) -> dict[str, Any]:
     """OpenAPI 3.1 for ``routes``: every path, method, body, error shape and access rule.
 
     ``served`` describes the models served now: their names and versions become the values of
     the ``name`` and ``version`` path parameters, and a row each accepts the request examples.
     """
+    schemas = dict(SCHEMAS)
+    schemas["LabelsRequest"] = {**SCHEMAS["LabelsRequest"], "maxItems": max_label_rows}
     paths: dict[str, Any] = {}
     for spec in routes:
         paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec, served or {})
@@ -335,5 +341,5 @@ def openapi(
             "description": "Inference (Open Inference Protocol v2 and simple JSON), labels, metrics.",
         },
         "paths": paths,
-        "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }
