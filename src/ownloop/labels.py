@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ownloop import predlog
-from ownloop.access import authorize
 from ownloop.datasets import read_frame
 from ownloop.errors import InvalidInputError, NotFoundError
 from ownloop.names import validate_name
@@ -315,7 +314,7 @@ class _Prepared:
 def _prepare(registry: Registry, root: Path, model: str, table: pa.Table) -> _Prepared:
     validate_name("model", model)
     owner = registry.get_model(model).owner
-    authorize(registry.actor, "label.write", owner)
+    registry.acting.check("label.write", owner, target=f"model:{model}")
     received = table.num_rows
     ids = table["prediction_id"].combine_chunks()
     versions = _logged_versions(root, model, ids) if received else np.zeros(0, dtype=np.int64)
