@@ -555,6 +555,7 @@ def test_matrix(world: World, churn_model: object, method: str) -> None:
 
 def test_permission_follows_ownership_at_the_time_of_the_call(world: World) -> None:
     ws, risk, growth = world.ws, ROLES["risk"], ROLES["growth"]
+    alert_id = _fresh_alert(world)  # opened for team 'risk'
     with ws.acting_as(ROOT):
         ws.registry.transfer("churn", "growth")
     try:
@@ -568,6 +569,10 @@ def test_permission_follows_ownership_at_the_time_of_the_call(world: World) -> N
             "access.denied",
             {"action": "alias.set", "owner_team": "growth"},
         )
+        with ws.acting_as(risk), pytest.raises(PermissionDeniedError, match="team 'growth'"):
+            ws.alerts.ack(alert_id)
+        with ws.acting_as(growth):
+            assert ws.alerts.ack(alert_id).acked_by == "gus"
     finally:
         with ws.acting_as(ROOT):
             ws.registry.transfer("churn", "risk")

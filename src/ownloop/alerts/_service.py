@@ -807,7 +807,7 @@ class Alerts:
         if row is None:
             raise NotFoundError(f"alert {alert_id} does not exist; see 'ownloop alerts'")
         if check:
-            self.acting.check("alert.read", row.team, target=f"alert:{alert_id}")
+            self.acting.check("alert.read", target=f"alert:{alert_id}")
         return alert_from_row(row)
 
     @action("alert.read")
@@ -901,10 +901,11 @@ class Alerts:
         row = _row(conn, alert_id)
         if row is None:
             raise NotFoundError(f"alert {alert_id} does not exist; see 'ownloop alerts'")
+        team = _owner_now(conn, row)
         if audited:
-            self.acting.check(action, row.team, target=f"alert:{alert_id}")
+            self.acting.check(action, team, target=f"alert:{alert_id}")
         else:  # inside a write transaction, after the audited check: a denial here is a race
-            authorize(self.actor, action, row.team)
+            authorize(self.actor, action, team)
         return row
 
     def _audit(
@@ -981,6 +982,16 @@ def _open_row(conn: sa.Connection, fp: str) -> sa.Row[Any] | None:
 
 def _row(conn: sa.Connection, alert_id: int) -> sa.Row[Any] | None:
     return conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id)).first()
+
+
+def _owner_now(conn: sa.Connection, row: sa.Row[Any]) -> str:
+    """The team owning the alert's model now (permission follows ownership), else the alert's."""
+    owner = conn.execute(
+        sa.select(t.teams.c.name)
+        .join(t.models, t.models.c.team_id == t.teams.c.id)
+        .where(t.models.c.name == row.model)
+    ).scalar()
+    return str(owner) if owner is not None else str(row.team)
 
 
 def _set(conn: sa.Connection, alert_id: int, **values: Any) -> None:
