@@ -13,10 +13,20 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, TypeVar
 
 from ownloop.errors import InvalidInputError, PermissionDeniedError
 
-__all__ = ["POLICY", "Acting", "Actor", "Role", "authorize", "required_role"]
+__all__ = [
+    "POLICY",
+    "Acting",
+    "Actor",
+    "Role",
+    "action",
+    "action_of",
+    "authorize",
+    "required_role",
+]
 
 
 class Role(IntEnum):
@@ -62,7 +72,16 @@ POLICY: dict[str, Role] = {
     "token.create": Role.ADMIN,
     "token.read": Role.ADMIN,
     "token.revoke": Role.ADMIN,
-    "token.verify": Role.ANYONE,  # authentication itself: verify and any_active
+    "token.verify": Role.ANYONE,  # presenting a token is how anyone becomes someone
+    "monitor.read": Role.VIEWER,
+    "monitor.run": Role.OWNER,
+    "deploy.tick": Role.ADMIN,  # the rollout controller steps every model's rollout
+    "deploy.pause": Role.OWNER,
+    "deploy.resume": Role.OWNER,
+    "evaluation.read": Role.VIEWER,
+    "label.read": Role.VIEWER,
+    "notification.read": Role.VIEWER,
+    "notification.deliver": Role.ADMIN,  # the outbox loop sends for every team
 }
 
 
@@ -188,3 +207,29 @@ def authorize(actor: Actor, action: str, owner_team: str | None = None) -> None:
         return
     who = f"team '{owner_team}'" if role is Role.OWNER and owner_team else role.name.lower()
     raise PermissionDeniedError(f"'{actor.name}' may not {action}: it needs {who}")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+ACTION_ATTRIBUTE = "__ownloop_action__"
+
+
+def action(name: str) -> Callable[[_F], _F]:
+    """Name the POLICY action a service method performs; an unknown action fails at import.
+
+    The method itself calls ``self.acting.check(name, owner_team, target=...)`` with the owner
+    at the time of the call; the name recorded here lets a test prove every method has a rule.
+    """
+    required_role(name)
+
+    def mark(method: _F) -> _F:
+        setattr(method, ACTION_ATTRIBUTE, name)
+        return method
+
+    return mark
+
+
+def action_of(method: Callable[..., Any]) -> str | None:
+    """The POLICY action a service method was marked with, or None."""
+    found = getattr(method, ACTION_ATTRIBUTE, None)
+    return found if isinstance(found, str) else None

@@ -30,7 +30,7 @@ import yaml
 
 from ownloop import predlog
 from ownloop._files import create_private
-from ownloop.access import Acting, Actor, authorize
+from ownloop.access import Acting, Actor, action
 from ownloop.artifacts import fsync_path
 from ownloop.clock import Clock
 from ownloop.config import Config
@@ -157,14 +157,17 @@ class Feedback:
         """Who acts now: the request's actor, else the workspace's."""
         return self.acting.actor
 
+    @action("label.read")
     def labelled_count(
         self, model: str, *, since: timedelta = timedelta(days=7), end: datetime | None = None
     ) -> int:
         """How many answered predictions of the window (stable and canary arms) have a label."""
-        authorize(self.actor, "model.read", self.registry.get_model(model).owner)
+        owner = self.registry.get_model(model).owner
+        self.acting.check("label.read", owner, target=f"model:{model}")
         window = self._window(model, since, end, None, None)
         return int(self._labelled(window).labels.num_rows)
 
+    @action("evalset.export")
     def export_evalset(
         self,
         model: str,
@@ -186,7 +189,7 @@ class Feedback:
         >>> ws.feedback.export_evalset("churn", "evals/prod.parquet", since=timedelta(days=1))  # doctest: +SKIP
         """
         owner = self.registry.get_model(model).owner
-        authorize(self.actor, "evalset.export", owner)
+        self.acting.check("evalset.export", owner, target=f"model:{model}")
         out = Path(out)
         suite = Path(suite_out) if suite_out is not None else out.with_suffix(".yaml")
         fmt = _format_of(out)

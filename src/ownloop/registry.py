@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ownloop import needs, progress
-from ownloop.access import Acting, Actor, authorize
+from ownloop.access import Acting, Actor, action, authorize
 from ownloop.artifacts import ArtifactStore, Staged
 from ownloop.clock import Clock
 from ownloop.datasets import file_digest, frame_digest, read_frame
@@ -268,6 +268,7 @@ class Registry:
         """Who acts now: the request's actor, else the workspace's."""
         return self.acting.actor
 
+    @action("team.create")
     def add_team(
         self,
         name: str,
@@ -281,7 +282,7 @@ class Registry:
     ) -> Team:
         """Create a team with its notification routes and where its unacknowledged pages go."""
         validate_name("team", name)
-        authorize(self.actor, "team.create")
+        self.acting.check("team.create", target=f"team:{name}")
         values: dict[str, Any] = {
             "email": _check_email(email),
             "webhook_url": _check_url("webhook", webhook_url),
@@ -325,6 +326,7 @@ class Registry:
                 after={**values, "members": list(dict.fromkeys(members))},
             )
 
+    @action("team.update")
     def update_team(
         self,
         name: str,
@@ -347,7 +349,7 @@ class Registry:
             changes["webhook_url"] = _check_url("webhook", webhook_url)
         if slack_webhook_url is not _UNSET:
             changes["slack_webhook_url"] = _check_url("Slack webhook", slack_webhook_url)
-        authorize(self.actor, "team.update", validate_name("team", name))
+        self.acting.check("team.update", validate_name("team", name), target=f"team:{name}")
         now = self.clock.now()
         with self.store.write() as conn:
             row = self._require_team(conn, name)
@@ -384,9 +386,10 @@ class Registry:
         self._require_team(conn, checked["escalate_to"])
         return checked
 
+    @action("team.update")
     def add_member(self, team: str, member: str) -> Team:
         validate_name("member", member)
-        authorize(self.actor, "team.update", validate_name("team", team))
+        self.acting.check("team.update", validate_name("team", team), target=f"team:{team}")
         try:
             self._insert_member(team, member)
         except ConcurrentChangeError as exc:  # the same member added by a concurrent request
@@ -416,9 +419,10 @@ class Registry:
                 after={"member": member},
             )
 
+    @action("team.update")
     def remove_member(self, team: str, member: str) -> Team:
         validate_name("member", member)
-        authorize(self.actor, "team.update", validate_name("team", team))
+        self.acting.check("team.update", validate_name("team", team), target=f"team:{team}")
         now = self.clock.now()
         with self.store.write() as conn:
             row = self._require_team(conn, team)
@@ -439,8 +443,10 @@ class Registry:
             )
         return self.get_team(team)
 
+    @action("team.read")
     def get_team(self, name: str) -> Team:
         validate_name("team", name)
+        self.acting.check("team.read", name, target=f"team:{name}")
         with self.store.read() as conn:
             row = self._require_team(conn, name)
             members = (
@@ -464,7 +470,9 @@ class Registry:
             escalate_after_s=row.escalate_after_s,
         )
 
+    @action("team.read")
     def list_teams(self) -> list[Team]:
+        self.acting.check("team.read", target="teams")
         with self.store.read() as conn:
             names = conn.execute(sa.select(t.teams.c.name).order_by(t.teams.c.name)).scalars().all()
         return [self.get_team(n) for n in names]
@@ -484,6 +492,7 @@ class Registry:
 
     # -- models and versions ----------------------------------------------------------------
 
+    @action("model.register")
     def register(
         self,
         model: Any = None,
@@ -616,7 +625,7 @@ class Registry:
                         "owner=TEAM (see 'ownloop team list', or create one with 'ownloop team add')"
                     )
                 self._require_team(conn, owner)
-                authorize(self.actor, "model.register", owner)
+                self.acting.check("model.register", owner, target=f"model:{name}")
                 return
             current = row.owner
         if owner is not None and owner != current:
@@ -624,7 +633,7 @@ class Registry:
                 f"model '{name}' is owned by team '{current}', not '{owner}'; to hand it over run "
                 f"'ownloop transfer {name} --to {owner}'"
             )
-        authorize(self.actor, "model.register", current)
+        self.acting.check("model.register", current, target=f"model:{name}")
 
     def _stage_model(
         self, model: Any, path: str | Path | None, trust: Sequence[str], allow_pickle: bool
@@ -778,9 +787,12 @@ class Registry:
             .where(t.models.c.name == name)
         ).first()
 
+    @action("model.read")
     def require_model_row(self, conn: sa.Connection, name: str) -> sa.Row[Any]:
         """The model's row (with its ``owner`` team) in the caller's transaction, or NotFoundError."""
-        return self._require_model(conn, validate_name("model", name))
+        row = self._require_model(conn, validate_name("model", name))
+        self.acting.check("model.read", row.owner, target=f"model:{name}")
+        return row
 
     def _require_model(self, conn: sa.Connection, name: str) -> sa.Row[Any]:
         row = self._model_row(conn, name)
@@ -797,10 +809,12 @@ class Registry:
             raise NotFoundError(f"model '{name}' does not exist ({hint}); see 'ownloop models'")
         return row
 
+    @action("model.read")
     def get_model(self, name: str) -> Model:
         validate_name("model", name)
         with self.store.read() as conn:
             row = self._require_model(conn, name)
+            self.acting.check("model.read", row.owner, target=f"model:{name}")
             aliases = self._aliases(conn, row.id)
         return Model(
             row.name,
@@ -812,7 +826,9 @@ class Registry:
             row.created_by,
         )
 
+    @action("model.read")
     def list_models(self, owner: str | None = None) -> list[Model]:
+        self.acting.check("model.read", owner, target="models")
         with self.store.read() as conn:
             query = (
                 sa.select(t.models.c.name, t.teams.c.name.label("owner"))
@@ -833,10 +849,12 @@ class Registry:
         )
         return {r.alias: r.version for r in rows}
 
+    @action("model.read")
     def list_versions(self, name: str) -> list[ModelVersion]:
         validate_name("model", name)
         with self.store.read() as conn:
             model = self._require_model(conn, name)
+            self.acting.check("model.read", model.owner, target=f"model:{name}")
             numbers = (
                 conn.execute(
                     sa.select(t.versions.c.version)
@@ -848,14 +866,17 @@ class Registry:
             )
         return [self.get_version(VersionRef(name, version=n)) for n in numbers]
 
+    @action("model.read")
     def resolve(self, ref: str | VersionRef) -> VersionRef:
         """Turn ``churn``, ``churn@production`` or ``churn@3`` into an exact version reference."""
         return VersionRef(parse_ref(ref).model, version=self.get_version(ref).version)
 
+    @action("model.read")
     def get_version(self, ref: str | VersionRef) -> ModelVersion:
         r = parse_ref(ref)
         with self.store.read() as conn:
             model = self._require_model(conn, r.model)
+            self.acting.check("model.read", model.owner, target=f"model:{r.model}")
             aliases = self._aliases(conn, model.id)
             number = r.version
             if r.alias is not None:
@@ -901,6 +922,7 @@ class Registry:
             needs=None if row.needs is None else dict(row.needs),
         )
 
+    @action("model.read")
     def load(self, ref: str | VersionRef) -> Any:
         """The model object of a version, after verifying its artifact digest.
 
@@ -916,6 +938,7 @@ class Registry:
             what=version.ref,
         )
 
+    @action("model.read")
     def load_profile(self, ref: str | VersionRef) -> ReferenceProfile:
         version = self.get_version(ref)
         if version.profile_digest is None:
@@ -927,14 +950,16 @@ class Registry:
 
     # -- ownership ----------------------------------------------------------------------
 
+    @action("model.transfer")
     def transfer(self, name: str, team: str) -> Model:
         """Hand a model over to another team (audited)."""
         validate_name("model", name)
         validate_name("team", team)
+        self._check_model("model.transfer", name)
         now = self.clock.now()
         with self.store.write() as conn:
             model = self._require_model(conn, name)
-            authorize(self.actor, "model.transfer", model.owner)
+            authorize(self.actor, "model.transfer", model.owner)  # the owner may have changed
             new = self._require_team(conn, team)
             if model.owner == team:
                 raise ConflictError(f"model '{name}' is already owned by team '{team}'")
@@ -953,6 +978,7 @@ class Registry:
 
     # -- aliases ------------------------------------------------------------------------
 
+    @action("alias.set")
     def set_alias(self, name: str, alias: str, version: int | str) -> ModelVersion:
         """Point ``alias`` at a version; the move is kept in the alias history and the audit log.
 
@@ -960,6 +986,7 @@ class Registry:
         """
         validate_alias(alias)
         _refuse_reserved(name, alias, version)
+        self._check_model("alias.set", validate_name("model", name))
         target = self.get_version(
             VersionRef(validate_name("model", name), version=version_number(version))
         )
@@ -974,9 +1001,10 @@ class Registry:
         now = self.clock.now()
         with self.store.write() as conn:
             model = self._require_model(conn, name)
-            authorize(self.actor, "alias.set", model.owner)
+            authorize(self.actor, "alias.set", model.owner)  # the owner may have changed
             self.move_alias(conn, model, alias, number, now)
 
+    @action("alias.set")
     def move_alias(
         self,
         conn: sa.Connection,
@@ -992,6 +1020,7 @@ class Registry:
         The caller has checked permission; deploy moves ``production`` through here, writing its
         own audit row (``audit=False``) that carries the evidence.
         """
+        self.acting.check("alias.set", model.owner, target=f"{model.name}@{alias}")
         version_id = conn.execute(
             sa.select(t.versions.c.id).where(
                 t.versions.c.model_id == model.id, t.versions.c.version == number
@@ -1017,6 +1046,7 @@ class Registry:
         self._record_alias(conn, model.id, model.name, alias, number, previous, now, audit=audit)
         return previous
 
+    @action("alias.delete")
     def delete_alias(self, name: str, alias: str) -> None:
         validate_name("alias", alias)
         if alias == PRODUCTION:
@@ -1024,10 +1054,11 @@ class Registry:
                 f"'{PRODUCTION}' is what model '{name}' serves and only deploy moves it; "
                 f"to stop a rollout run 'ownloop abort {name}', to go back 'ownloop rollback {name}'"
             )
+        self._check_model("alias.delete", validate_name("model", name), target=f"{name}@{alias}")
         now = self.clock.now()
         with self.store.write() as conn:
-            model = self._require_model(conn, validate_name("model", name))
-            authorize(self.actor, "alias.delete", model.owner)
+            model = self._require_model(conn, name)
+            authorize(self.actor, "alias.delete", model.owner)  # the owner may have changed
             previous = self._aliases(conn, model.id).get(alias)
             if previous is None:
                 raise NotFoundError(f"model '{name}' has no alias '{alias}'")
@@ -1073,19 +1104,31 @@ class Registry:
             after=None if version is None else {"version": version},
         )
 
+    @action("model.read")
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
         with self.store.read() as conn:
             model = self._require_model(conn, validate_name("model", name))
+            self.acting.check("model.read", model.owner, target=f"model:{name}")
             query = sa.select(t.alias_history).where(t.alias_history.c.model_id == model.id)
             if alias is not None:
                 query = query.where(t.alias_history.c.alias == alias)
             rows = conn.execute(query.order_by(t.alias_history.c.id)).all()
         return [AliasEvent(r.alias, r.version, r.previous_version, aware(r.at), r.by) for r in rows]
 
+    def _check_model(self, action: str, name: str, *, target: str | None = None) -> str:
+        """Check ``action`` on model ``name`` against its owner now, before a write transaction
+        opens (a denial is audited in a transaction of its own); returns that owner."""
+        with self.store.read() as conn:
+            owner: str = self._require_model(conn, name).owner
+        self.acting.check(action, owner, target=target or f"model:{name}")
+        return owner
+
     # -- audit --------------------------------------------------------------------------
 
+    @action("audit.read")
     def audit_log(self, model: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest first: who changed what, when."""
+        self.acting.check("audit.read", target="audit" if model is None else f"model:{model}")
         query = sa.select(t.audit).order_by(t.audit.c.id.desc()).limit(limit)
         if model is not None:
             query = query.where(t.audit.c.model == validate_name("model", model))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -22,6 +23,11 @@ from ownloop.store import Store
 from ownloop.tokens import Tokens
 
 __all__ = ["Workspace"]
+
+log = logging.getLogger("ownloop.workspace")
+
+# the audit columns a denial fills (store/_schema.py: actor 200, target 200 characters)
+_AUDIT_TEXT = 200
 
 
 class Workspace:
@@ -46,6 +52,7 @@ class Workspace:
         self.acting = Acting(actor if actor is not None else Actor.local(self.config.user))
         self.config.ensure_home()
         self.store = Store(self.config.db_url, check_schema=check_schema)
+        self.acting.on_denied = self._audit_denial
         self.artifacts = ArtifactStore(self.config.artifacts_dir)
         self.registry = Registry(
             self.store,
@@ -93,6 +100,24 @@ class Workspace:
         when they copy the context, as anyio's worker threads do)."""
         with self.acting.as_actor(actor):
             yield self
+
+    def _audit_denial(
+        self, actor: Actor, action: str, owner_team: str | None, target: str | None
+    ) -> None:
+        """One ``access.denied`` audit row, in a transaction of its own (the refused change rolls
+        back, its denial stays). Never raises: a store failure here must not hide the denial."""
+        try:
+            with self.store.write() as conn:
+                self.store.audit(
+                    conn,
+                    at=self.clock.now(),
+                    actor=actor.name[:_AUDIT_TEXT],
+                    action="access.denied",
+                    target=(target or action)[:_AUDIT_TEXT],
+                    after={"action": action, "owner_team": owner_team},
+                )
+        except Exception as exc:  # logged, not raised: the caller raises the denial itself
+            log.warning("could not audit the denial of %s to %s: %s", action, actor.name, exc)
 
     def close(self) -> None:
         self.outbound.close()

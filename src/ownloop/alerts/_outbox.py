@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ownloop.access import Acting, Actor
+from ownloop.access import Acting, Actor, action
 from ownloop.alerts._mail import SmtpSettings, send_mail
 from ownloop.alerts._model import (
     Alert,
@@ -100,9 +100,11 @@ class Outbox:
         """Who acts now: the request's actor, else the workspace's."""
         return self.acting.actor
 
+    @action("notification.deliver")
     def deliver_due(self, *, limit: int = 50) -> list[Delivery]:
         """Claim and send due notifications, a group at a time, until about ``limit`` attempts
         are made; the attempts made (one per notification of each group sent)."""
+        self.acting.check("notification.deliver", target="notifications")
         done: list[Delivery] = []
         seen: set[int] = set()
         while len(done) < limit:
@@ -373,8 +375,10 @@ class Outbox:
 
     # -- reading ----------------------------------------------------------------------------
 
+    @action("notification.read")
     def pending(self) -> list[Notification]:
         """Notifications still to be sent, the next due first."""
+        self.acting.check("notification.read", target="notifications")
         n = t.alert_notifications
         query = (
             sa.select(n)
@@ -384,15 +388,19 @@ class Outbox:
         with self.store.read() as conn:
             return [_notification(r) for r in conn.execute(query)]
 
+    @action("notification.read")
     def notifications(self, alert_id: int) -> list[Notification]:
         """Every notification of one alert, oldest first."""
+        self.acting.check("notification.read", target=f"alert:{alert_id}")
         n = t.alert_notifications
         query = sa.select(n).where(n.c.alert_id == alert_id).order_by(n.c.id)
         with self.store.read() as conn:
             return [_notification(r) for r in conn.execute(query)]
 
+    @action("notification.read")
     def deliveries(self, notification_id: int) -> list[Delivery]:
         """Every attempt to deliver one notification, in order."""
+        self.acting.check("notification.read", target=f"notification:{notification_id}")
         d = t.alert_deliveries
         query = (
             sa.select(d).where(d.c.notification_id == notification_id).order_by(d.c.attempt, d.c.id)

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
-from ownloop.access import Acting, Actor, authorize
+from ownloop.access import Acting, Actor, action, authorize
 from ownloop.alerts._evaluate import Context, Figure, Reading, Window, read
 from ownloop.alerts._model import (
     Alert,
@@ -89,13 +89,16 @@ class Alerts:
         """Who acts now: the request's actor, else the workspace's."""
         return self.acting.actor
 
+    @action("alert.read")
     def rules(self, model: str) -> builtins.list[Rule]:
         """Every rule in force for ``model``: the defaults with their overrides, and where from."""
         with self.store.read() as conn:
             row = self.registry.require_model_row(conn, model)
+            self.acting.check("alert.read", row.owner, target=f"model:{row.name}")
             stored = self._stored_rules(conn, row.id)
         return [merge(name, *stored.get(name, (None, "default"))) for name in METRICS]
 
+    @action("alert.read")
     def rule(self, model: str, name: str) -> Rule:
         known_metric(name)
         return next(r for r in self.rules(model) if r.name == name)
@@ -112,6 +115,7 @@ class Alerts:
             out[r.rule] = (settings, str(settings.get("source", "store")))
         return out
 
+    @action("alert.rules")
     def set_rule(
         self,
         model: str,
@@ -143,17 +147,20 @@ class Alerts:
                 f"nothing to set on rule '{name}'; give --above/--below, --for, --severity, "
                 "--enable/--disable, --command or --retrain-webhook"
             )
+        self._check_rules(model)
         settings = check_settings(name, given)
         self._write_rules(model, {name: settings}, source="store", merge_existing=True)
         return self.rule(model, name)
 
+    @action("alert.rules")
     def reset_rule(self, model: str, name: str) -> Rule:
         """Drop the override of rule ``name``: the default is in force again; audited."""
         known_metric(name)
+        self._check_rules(model)
         now = self.clock.now()
         with self.store.write() as conn:
             row = self.registry.require_model_row(conn, model)
-            authorize(self.actor, "alert.rules", row.owner)
+            authorize(self.actor, "alert.rules", row.owner)  # the owner may have changed
             before = self._stored_rules(conn, row.id).get(name, (None, ""))[0]
             if before is None:
                 raise NotFoundError(
@@ -168,6 +175,7 @@ class Alerts:
             self._audit(conn, now, "alert.rules", f"rule:{model}/{name}", model, before, None)
         return self.rule(model, name)
 
+    @action("alert.rules")
     def load_rules(self, model: str, path: str | Path) -> builtins.list[Rule]:
         """Load the rule overrides of ``model`` from a YAML file (source ``file:<path>``).
 
@@ -175,6 +183,7 @@ class Alerts:
         command: [argv...] | retrain_webhook: URL}}``; overrides loaded earlier from the same
         file and no longer in it are dropped. All or nothing: one bad rule loads none.
         """
+        self._check_rules(model)
         p = Path(path)
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
@@ -194,13 +203,18 @@ class Alerts:
         self._write_rules(model, parsed, source=source, merge_existing=False)
         return self.rules(model)
 
+    def _check_rules(self, model: str) -> None:
+        """May the actor change ``model``'s rules (checked before the write transaction opens)?"""
+        owner = self.registry.get_model(model).owner
+        self.acting.check("alert.rules", owner, target=f"model:{model}")
+
     def _write_rules(
         self, model: str, rules: Mapping[str, dict[str, Any]], *, source: str, merge_existing: bool
     ) -> None:
         now = self.clock.now()
         with self.store.write() as conn:
             row = self.registry.require_model_row(conn, model)
-            authorize(self.actor, "alert.rules", row.owner)
+            authorize(self.actor, "alert.rules", row.owner)  # the owner may have changed
             stored = self._stored_rules(conn, row.id)
             if not merge_existing:  # a file replaces what it loaded before
                 for name, (settings, src) in stored.items():
@@ -242,6 +256,7 @@ class Alerts:
 
     # -- evaluation -----------------------------------------------------------------------
 
+    @action("alert.evaluate")
     def evaluate(self, models: Sequence[str] | None = None) -> builtins.list[Alert]:
         """Apply every enabled rule to the models in production; what changed this call.
 
@@ -249,7 +264,7 @@ class Alerts:
         event), resolves those whose latest window no longer crosses, and repeats and
         escalates open pages. Safe to run from two processes at once.
         """
-        authorize(self.actor, "alert.evaluate")
+        self.acting.check("alert.evaluate", target="alerts")
         names = list(models) if models is not None else self.monitor.monitored_models()
         changed: builtins.list[Alert] = []
         for name in names:
@@ -784,6 +799,7 @@ class Alerts:
 
     # -- reading, ack, resolve -----------------------------------------------------------------
 
+    @action("alert.read")
     def get(self, alert_id: int, *, check: bool = True) -> Alert:
         """One alert by id."""
         with self.store.read() as conn:
@@ -791,9 +807,10 @@ class Alerts:
         if row is None:
             raise NotFoundError(f"alert {alert_id} does not exist; see 'ownloop alerts'")
         if check:
-            authorize(self.actor, "alert.read", row.team)
+            self.acting.check("alert.read", target=f"alert:{alert_id}")
         return alert_from_row(row)
 
+    @action("alert.read")
     def list(
         self,
         *,
@@ -804,7 +821,7 @@ class Alerts:
         limit: int = 100,
     ) -> builtins.list[Alert]:
         """Alerts newest first; ``mine``: of the teams the actor belongs to."""
-        authorize(self.actor, "alert.read")
+        self.acting.check("alert.read", target="alerts")
         if not 1 <= limit <= 10_000:
             raise InvalidInputError(f"limit {limit} must lie between 1 and 10000")
         q = sa.select(t.alerts)
@@ -828,11 +845,14 @@ class Alerts:
         ).scalars()
         return set(member) | set(self.actor.teams)
 
+    @action("alert.ack")
     def ack(self, alert_id: int, note: str | None = None) -> Alert:
         """Acknowledge an open alert: no more repeats or escalation; audited."""
+        with self.store.read() as conn:  # checked before the write transaction opens
+            self._require(conn, alert_id, "alert.ack")
         now = self.clock.now()
         with self.store.write() as conn:
-            row = self._require(conn, alert_id, "alert.ack")
+            row = self._require(conn, alert_id, "alert.ack", audited=False)
             if row.state == AlertState.RESOLVED:
                 raise ConflictError(
                     f"alert {alert_id} was resolved at {aware(row.resolved_at):%Y-%m-%d %H:%M} "
@@ -859,6 +879,7 @@ class Alerts:
             )
         return self.get(alert_id, check=False)
 
+    @action("alert.resolve")
     def resolve(self, alert_id: int, note: str) -> Alert:
         """Resolve an open alert by hand (with a note saying what was done); audited."""
         if not note or not note.strip():
@@ -874,11 +895,17 @@ class Alerts:
             raise ConflictError(f"alert {alert_id} was resolved by someone else just now")
         return done
 
-    def _require(self, conn: sa.Connection, alert_id: int, action: str) -> sa.Row[Any]:
+    def _require(
+        self, conn: sa.Connection, alert_id: int, action: str, *, audited: bool = True
+    ) -> sa.Row[Any]:
         row = _row(conn, alert_id)
         if row is None:
             raise NotFoundError(f"alert {alert_id} does not exist; see 'ownloop alerts'")
-        authorize(self.actor, action, row.team)
+        team = _owner_now(conn, row)
+        if audited:
+            self.acting.check(action, team, target=f"alert:{alert_id}")
+        else:  # inside a write transaction, after the audited check: a denial here is a race
+            authorize(self.actor, action, team)
         return row
 
     def _audit(
@@ -955,6 +982,16 @@ def _open_row(conn: sa.Connection, fp: str) -> sa.Row[Any] | None:
 
 def _row(conn: sa.Connection, alert_id: int) -> sa.Row[Any] | None:
     return conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id)).first()
+
+
+def _owner_now(conn: sa.Connection, row: sa.Row[Any]) -> str:
+    """The team owning the alert's model now (permission follows ownership), else the alert's."""
+    owner = conn.execute(
+        sa.select(t.teams.c.name)
+        .join(t.models, t.models.c.team_id == t.teams.c.id)
+        .where(t.models.c.name == row.model)
+    ).scalar()
+    return str(owner) if owner is not None else str(row.team)
 
 
 def _set(conn: sa.Connection, alert_id: int, **values: Any) -> None:

@@ -528,7 +528,7 @@ def check_rollback(
 ) -> RollbackCheck:
     """Check the rollback target of ``model`` on the current version's recent logged rows."""
     m = deploy.registry.get_model(validate_name("model", model))
-    authorize(deploy.actor, permission, m.owner)
+    deploy.acting.check(permission, m.owner, target=f"model:{m.name}")
     if rows < MIN_ROWS:
         raise InvalidInputError(
             f"the rollback check needs a window of at least {MIN_ROWS} rows, not {rows}"
@@ -750,7 +750,7 @@ def rollback(
 def _act(deploy: Deployments, check: RollbackCheck) -> RollbackCheck:
     with deploy.store.write() as conn:
         row = deploy.registry.require_model_row(conn, check.model)
-        authorize(deploy.actor, "deploy.rollback", row.owner)
+        authorize(deploy.actor, "deploy.rollback", row.owner)  # the owner may have changed
         deploy.refuse_if_rolling_out(conn, row)
         live = _production_in(conn, row.id)
         if live != check.current:

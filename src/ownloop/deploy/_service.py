@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ownloop import needs
-from ownloop.access import Acting, Actor, authorize
+from ownloop.access import Acting, Actor, action, authorize
 from ownloop.clock import Clock
 from ownloop.config import Config
 from ownloop.deploy import _rollback
@@ -94,18 +94,23 @@ class Deployments:
 
     # -- what is live: read by every server process -----------------------------------------
 
+    @action("deploy.read")
     def routes(self) -> dict[str, Route]:
         """Every deployed model's routing, by model name (one small query)."""
+        self.acting.check("deploy.read", target="routes")
         with self.store.read() as conn:
             rows = conn.execute(sa.select(t.deployments)).all()
         return {r.model: _route(r) for r in rows}
 
+    @action("deploy.read")
     def generations(self) -> dict[str, int]:
         """Each deployed model's generation: a server polls this and reloads only what changed."""
+        self.acting.check("deploy.read", target="routes")
         with self.store.read() as conn:
             rows = conn.execute(sa.select(t.deployments.c.model, t.deployments.c.generation)).all()
         return {r.model: int(r.generation) for r in rows}
 
+    @action("deploy.read")
     def route(self, model: str) -> Route:
         """The routing of one model; NotFoundError when nothing of it is deployed."""
         found = self.routes().get(validate_name("model", model))
@@ -118,6 +123,7 @@ class Deployments:
 
     # -- rollouts: started by a user, advanced by the serve process holding the lease --------
 
+    @action("deploy.start")
     def deploy(
         self,
         ref: str | VersionRef,
@@ -140,6 +146,7 @@ class Deployments:
         >>> ws.deploy.deploy("churn@4", steps=(5, 25, 50, 100))  # doctest: +SKIP
         """
         target = self.registry.get_version(ref)
+        self.acting.check("deploy.start", target.owner, target=target.ref)
         if PRODUCTION in target.aliases:  # checked again in the transaction, against a race
             raise _already_production(target)
         plan = merge_plan(
@@ -189,7 +196,7 @@ class Deployments:
         now = self.clock.now()
         with self.store.write() as conn:
             row = self.registry.require_model_row(conn, target.model)
-            authorize(self.actor, "deploy.start", row.owner)
+            authorize(self.actor, "deploy.start", row.owner)  # the owner may have changed
             self.refuse_if_rolling_out(conn, row)
             stable = _production(conn, row.id)
             if stable == target.version:
@@ -277,12 +284,14 @@ class Deployments:
             ).inserted_primary_key[0]  # type: ignore[index]
         )
 
+    @action("deploy.tick")
     def tick(self) -> list[RolloutEvent]:
         """Analyse every active rollout once and take the transitions the evidence calls for.
 
         Paused rollouts wait for a person. An analysis that raises is recorded on its rollout
         (``status`` shows it) and leaves the rollout where it was; the others go on.
         """
+        self.acting.check("deploy.tick", target="rollouts")
         now = self.clock.now()
         with self.store.read() as conn:
             rows = conn.execute(
@@ -343,8 +352,7 @@ class Deployments:
             values.update(active_model_id=None, finished_at=now)
         with self.store.write() as conn:
             row = self.registry.require_model_row(conn, rollout.model)
-            action = "deploy.abort" if move.to == State.ABORTED else "deploy.promote"
-            authorize(self.actor, action, row.owner)
+            authorize(self.actor, _action_of(move), row.owner)  # the owner may have changed
             if conn.execute(_unchanged(rollout).values(**values)).rowcount == 0:
                 return None
             self._route_after(conn, row, rollout, move, now, evidence)
@@ -440,12 +448,14 @@ class Deployments:
 
     # -- a person ends, holds or goes on with the active rollout ----------------------------
 
+    @action("deploy.promote")
     def promote(self, model: str, *, reason: str | None = None) -> Rollout:
         """Promote the active rollout's candidate now, whatever step it is at."""
         rollout = self._active(model, "promote")
         why = f"promoted by {self.actor.name}" + (f": {reason}" if reason else "")
         return self._by_person(rollout, Move(State.PROMOTED, rollout.step, 100.0, why))
 
+    @action("deploy.abort")
     def abort(self, model: str, *, reason: str) -> Rollout:
         """Abort the active rollout: the route goes back to stable only. ``reason`` is required."""
         if not reason or not reason.strip():
@@ -456,6 +466,7 @@ class Deployments:
         why = f"aborted by {self.actor.name}: {reason}"
         return self._by_person(rollout, Move(State.ABORTED, rollout.step, 0.0, why))
 
+    @action("deploy.pause")
     def pause(self, model: str, *, reason: str | None = None) -> Rollout:
         """Hold the active rollout where it is (its traffic split stays) until resumed."""
         rollout = self._active(model, "pause")
@@ -467,6 +478,7 @@ class Deployments:
         why = f"paused by {self.actor.name}" + (f": {reason}" if reason else "")
         return self._by_person(rollout, Move(State.PAUSED, rollout.step, rollout.weight, why))
 
+    @action("deploy.resume")
     def resume(self, model: str) -> Rollout:
         """Go on with a paused rollout from where it was paused; its wait starts again."""
         rollout = self._active(model, "resume")
@@ -488,6 +500,7 @@ class Deployments:
     def _active(self, model: str, verb: str) -> Rollout:
         with self.store.read() as conn:
             row = self.registry.require_model_row(conn, model)
+            self.acting.check(f"deploy.{verb}", row.owner, target=f"model:{row.name}")
             found = conn.execute(
                 sa.select(t.rollouts).where(t.rollouts.c.active_model_id == row.id)
             ).first()
@@ -508,11 +521,12 @@ class Deployments:
 
     # -- reading: status, history, following --------------------------------------------------
 
+    @action("deploy.read")
     def status(self, model: str) -> DeployStatus:
         """Where ``model`` stands: route, active (or last) rollout, latest analysis, what is next."""
         with self.store.read() as conn:
             row = self.registry.require_model_row(conn, model)
-            authorize(self.actor, "deploy.read", row.owner)
+            self.acting.check("deploy.read", row.owner, target=f"model:{row.name}")
             route = conn.execute(
                 sa.select(t.deployments).where(t.deployments.c.model_id == row.id)
             ).first()
@@ -535,27 +549,31 @@ class Deployments:
             next=describe_next(rollout, analysis, error, self.clock.now()),
         )
 
+    @action("deploy.read")
     def statuses(self) -> list[DeployStatus]:
         """``status`` of every model that is deployed or has a rollout, by name."""
+        self.acting.check("deploy.read", target="rollouts")
         with self.store.read() as conn:
             names = set(conn.execute(sa.select(t.deployments.c.model)).scalars())
             names |= set(conn.execute(sa.select(t.rollouts.c.model).distinct()).scalars())
         return [self.status(n) for n in sorted(names)]
 
+    @action("deploy.read")
     def rollout(self, rollout_id: int) -> Rollout:
         """One rollout by id; NotFoundError when there is none."""
-        authorize(self.actor, "deploy.read")
+        self.acting.check("deploy.read", target=f"rollout:{rollout_id}")
         with self.store.read() as conn:
             found = conn.execute(sa.select(t.rollouts).where(t.rollouts.c.id == rollout_id)).first()
         if found is None:
             raise NotFoundError(f"there is no rollout #{rollout_id}; see 'ownloop rollouts MODEL'")
         return rollout_from_row(found)
 
+    @action("deploy.read")
     def rollouts(self, model: str, limit: int = 20) -> list[Rollout]:
         """The model's rollouts, newest first."""
         with self.store.read() as conn:
             row = self.registry.require_model_row(conn, model)
-            authorize(self.actor, "deploy.read", row.owner)
+            self.acting.check("deploy.read", row.owner, target=f"model:{row.name}")
             rows = conn.execute(
                 sa.select(t.rollouts)
                 .where(t.rollouts.c.model_id == row.id)
@@ -564,9 +582,10 @@ class Deployments:
             ).all()
         return [rollout_from_row(r) for r in rows]
 
+    @action("deploy.read")
     def events(self, rollout_id: int) -> list[RolloutEvent]:
         """A rollout's transitions, oldest first, each with the evidence that drove it."""
-        authorize(self.actor, "deploy.read")
+        self.acting.check("deploy.read", target=f"rollout:{rollout_id}")
         with self.store.read() as conn:
             rows = conn.execute(
                 sa.select(t.rollout_events)
@@ -575,6 +594,7 @@ class Deployments:
             ).all()
         return [event_from_row(r) for r in rows]
 
+    @action("deploy.read")
     def wait(
         self,
         rollout_id: int,
@@ -611,23 +631,28 @@ class Deployments:
 
     # -- each model's default plan ------------------------------------------------------------
 
+    @action("deploy.read")
     def policy(self, model: str) -> Plan:
         """The model's default rollout plan (``Plan()`` when none was set)."""
         with self.store.read() as conn:
             row = self.registry.require_model_row(conn, model)
+            self.acting.check("deploy.read", row.owner, target=f"model:{row.name}")
             stored = conn.execute(
                 sa.select(t.deploy_policies.c.policy).where(t.deploy_policies.c.model_id == row.id)
             ).scalar()
         return Plan() if stored is None else Plan.from_dict(dict(stored))
 
+    @action("deploy.policy")
     def set_policy(self, model: str, plan: Plan) -> Plan:
         """Set the model's default rollout plan (checked like a deploy's; audited)."""
-        features = self.registry.get_version(validate_name("model", model)).signature.feature_names
+        latest = self.registry.get_version(validate_name("model", model))
+        self.acting.check("deploy.policy", latest.owner, target=f"model:{model}")
+        features = latest.signature.feature_names
         check_plan(plan, features)
         now = self.clock.now()
         with self.store.write() as conn:
             row = self.registry.require_model_row(conn, model)
-            authorize(self.actor, "deploy.policy", row.owner)
+            authorize(self.actor, "deploy.policy", row.owner)  # the owner may have changed
             before = conn.execute(
                 sa.select(t.deploy_policies.c.policy).where(t.deploy_policies.c.model_id == row.id)
             ).scalar()
@@ -654,6 +679,7 @@ class Deployments:
 
     # -- production, moved only here -------------------------------------------------------
 
+    @action("evaluation.read")
     def check_gate(self, version: ModelVersion) -> StoredEvaluation:
         """The passed gate run of ``version``; GateFailedError naming the run when it did not pass."""
         latest = self.evaluations.latest(version.ref)
@@ -672,6 +698,7 @@ class Deployments:
             )
         return latest
 
+    @action("deploy.promote")
     def set_production(
         self, model: str, version: int | str, *, force: bool = False, reason: str | None = None
     ) -> ModelVersion:
@@ -684,6 +711,7 @@ class Deployments:
         target = self.registry.get_version(
             VersionRef(validate_name("model", model), version=version_number(version))
         )
+        self.acting.check("deploy.promote", target.owner, target=target.ref)
         evidence = {"strategy": "direct", **self._gate_evidence(target, force, reason)}
         try:
             self._direct(model, target.version, reason, evidence)
@@ -698,13 +726,15 @@ class Deployments:
         now = self.clock.now()
         with self.store.write() as conn:
             row = self.registry.require_model_row(conn, model)
-            authorize(self.actor, "deploy.promote", row.owner)
+            authorize(self.actor, "deploy.promote", row.owner)  # the owner may have changed
             self.refuse_if_rolling_out(conn, row)
             self.move_production(
                 conn, row, version, now, action="deploy.direct", reason=reason, evidence=evidence
             )
 
+    @action("deploy.read")
     def refuse_if_rolling_out(self, conn: sa.Connection, model: sa.Row[Any]) -> None:
+        self.acting.check("deploy.read", model.owner, target=f"model:{model.name}")
         active = conn.execute(
             sa.select(t.rollouts.c.id, t.rollouts.c.candidate_version, t.rollouts.c.state).where(
                 t.rollouts.c.active_model_id == model.id
@@ -717,6 +747,7 @@ class Deployments:
                 f"'ownloop promote {model.name}' or 'ownloop abort {model.name} --reason TEXT'"
             )
 
+    @action("deploy.promote")
     def move_production(
         self,
         conn: sa.Connection,
@@ -729,6 +760,7 @@ class Deployments:
         evidence: dict[str, Any] | None,
     ) -> None:
         """Inside the caller's transaction: ``production`` -> ``version``, stable arm only, audited."""
+        self.acting.check("deploy.promote", model.owner, target=f"{model.name}@{PRODUCTION}")
         previous = self.registry.move_alias(conn, model, PRODUCTION, version, now, audit=False)
         self.write_route(conn, model, now, stable=version)
         self.store.audit(
@@ -742,6 +774,7 @@ class Deployments:
             after={"version": version, "reason": reason, "evidence": evidence},
         )
 
+    @action("deploy.promote")
     def write_route(
         self,
         conn: sa.Connection,
@@ -756,6 +789,7 @@ class Deployments:
         rollout_id: int | None = None,
     ) -> None:
         """Inside the caller's transaction: the model's routing, with its generation moved on."""
+        self.acting.check("deploy.promote", model.owner, target=f"model:{model.name}")
         values = {
             "stable_version": stable,
             "candidate_version": candidate,
@@ -780,6 +814,7 @@ class Deployments:
 
     # -- drift-aware rollback (logic in _rollback.py) -----------------------------------------
 
+    @action("deploy.read")
     def check_rollback(
         self, model: str, *, to: int | str | None = None, rows: int = ROLLBACK_ROWS
     ) -> RollbackCheck:
@@ -790,6 +825,7 @@ class Deployments:
         """
         return _rollback.check_rollback(self, model, to=to, rows=rows)
 
+    @action("deploy.rollback")
     def rollback(
         self,
         model: str,
@@ -810,6 +846,14 @@ class Deployments:
         return _rollback.rollback(
             self, model, to=to, force=force, check_only=check_only, reason=reason, rows=rows
         )
+
+
+def _action_of(move: Move) -> str:
+    """The action a rollout move performs (what its actor must be allowed)."""
+    return {
+        State.ABORTED: "deploy.abort",
+        State.PAUSED: "deploy.pause",
+    }.get(move.to, "deploy.promote")
 
 
 def _route(r: Any) -> Route:

@@ -14,7 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ownloop import progress
-from ownloop.access import authorize
+from ownloop.access import action
 from ownloop.errors import InvalidInputError, NotFoundError
 from ownloop.evaluation._checks import Context, run_checks
 from ownloop.evaluation._data import Dataset, load_dataset, model_outputs
@@ -67,9 +67,11 @@ class Evaluations:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self.acting = registry.acting
 
     # -- running -------------------------------------------------------------------------
 
+    @action("version.evaluate")
     def evaluate(
         self,
         ref: str,
@@ -89,7 +91,9 @@ class Evaluations:
         started_at, start = self.registry.clock.now(), time.perf_counter()
         version = self.registry.get_version(ref)
         if store:
-            authorize(self.registry.actor, "version.evaluate", version.owner)
+            self.acting.check("version.evaluate", version.owner, target=version.ref)
+        else:
+            self.acting.check("model.read", version.owner, target=version.ref)
         notes: list[str] = []
         frames: dict[str, pd.DataFrame] = {}
         if suite is None:
@@ -310,9 +314,11 @@ class Evaluations:
 
     # -- queries -------------------------------------------------------------------------
 
+    @action("evaluation.read")
     def history(self, ref: str, limit: int = 50) -> list[StoredEvaluation]:
         """Gate runs of one version, newest first."""
         version = self.registry.get_version(ref)
+        self.acting.check("evaluation.read", version.owner, target=version.ref)
         with self.registry.store.read() as conn:
             rows = conn.execute(
                 sa.select(t.evaluations)
@@ -325,15 +331,20 @@ class Evaluations:
             ).all()
         return [_stored(r) for r in rows]
 
+    @action("evaluation.read")
     def latest(self, ref: str) -> StoredEvaluation | None:
         """The newest gate run of a version, or None when it was never evaluated."""
         found = self.history(ref, limit=1)
         return found[0] if found else None
 
+    @action("evaluation.read")
     def latest_verdict(self, ref: str) -> str:
         """'passed', 'failed', 'inconclusive' or 'not_evaluated' for a version (alias or number)."""
-        return self.registry.get_version(ref).gate_status
+        version = self.registry.get_version(ref)
+        self.acting.check("evaluation.read", version.owner, target=version.ref)
+        return version.gate_status
 
+    @action("evaluation.read")
     def gate_passed(self, ref: str) -> bool:
         """True only when the version's latest gate run passed (what deploy checks)."""
         return self.latest_verdict(ref) == "passed"

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from scipy import stats
 
 from ownloop import predlog, progress
-from ownloop.access import Acting, Actor, authorize
+from ownloop.access import Acting, Actor, action
 from ownloop.clock import Clock
 from ownloop.config import Config
 from ownloop.errors import InvalidInputError, NotFoundError
@@ -161,9 +161,11 @@ class Monitor:
         """Who acts now: the request's actor, else the workspace's."""
         return self.acting.actor
 
+    @action("monitor.read")
     def settings(self, model: str) -> DriftSettings:
         """The drift settings stored for ``model`` (defaults when none were saved)."""
         validate_name("model", model)
+        self.acting.check("monitor.read", target=f"model:{model}")
         with self.store.read() as conn:
             row = conn.execute(
                 sa.select(t.monitor_settings.c.settings)
@@ -172,6 +174,7 @@ class Monitor:
             ).first()
         return DriftSettings.from_stored(row.settings) if row is not None else DriftSettings()
 
+    @action("model.read")
     def known_features(self, model: str) -> list[str]:
         """Names a per-feature threshold may use: every version's features and prediction checks."""
         names: dict[str, None] = {}
@@ -184,8 +187,10 @@ class Monitor:
                 names["predicted_value"] = None
         return list(names)
 
+    @action("monitor.read")
     def check_settings(self, model: str, settings: DriftSettings) -> DriftSettings:
         """Refuse per-feature thresholds for features ``model`` does not have (closest names first)."""
+        self.acting.check("monitor.read", target=f"model:{model}")
         known = self.known_features(model)
         for name in settings.feature_thresholds:
             if name not in known:
@@ -196,10 +201,11 @@ class Monitor:
                 )
         return settings
 
+    @action("monitor.configure")
     def configure(self, model: str, settings: DriftSettings) -> DriftSettings:
         """Store the drift settings of ``model`` (audited); thresholds must name known features."""
         m = self.registry.get_model(model)
-        authorize(self.actor, "monitor.configure", m.owner)
+        self.acting.check("monitor.configure", m.owner, target=f"model:{model}")
         self.check_settings(model, settings)
         data = json.loads(json.dumps(asdict(settings)))
         now = self.clock.now()
@@ -234,10 +240,12 @@ class Monitor:
 
     # -- running ------------------------------------------------------------------------------
 
+    @action("model.read")
     def monitored_models(self) -> list[str]:
         """Models with a production alias."""
         return [m.name for m in self.registry.list_models() if PRODUCTION in m.aliases]
 
+    @action("monitor.run")
     def run(
         self,
         model: str | None = None,
@@ -257,6 +265,12 @@ class Monitor:
         every arm but ``shadow`` counts, since shadow answers are never returned to clients.
         """
         select_arms(arm)
+        if model is None:  # every monitored model: the monitor loop, or an admin
+            self.acting.check("monitor.run", target="models")
+        elif store:
+            self.acting.check(
+                "monitor.run", self.registry.get_model(model).owner, target=f"model:{model}"
+            )
         names = [model] if model is not None else self.monitored_models()
         end = end or self.clock.now()
         reports: list[WindowReport] = []
@@ -272,12 +286,14 @@ class Monitor:
                 reports.append(self._store(rep) if store else rep)
         return reports
 
+    @action("monitor.read")
     def row_window_start(
         self, model: str, rows: int, end: datetime, *, arm: str | None = None
     ) -> datetime:
         """The start of the window holding the last ``rows`` log rows of ``model`` before ``end``."""
         return self.row_window(model, rows, end, arm=arm)[0]
 
+    @action("monitor.read")
     def row_window(
         self, model: str, rows: int, end: datetime, *, arm: str | None = None
     ) -> tuple[datetime, str | None]:
@@ -289,6 +305,7 @@ class Monitor:
         """
         if rows < 1:
             raise InvalidInputError(f"a row-count window needs at least 1 row, not {rows}")
+        self.acting.check("monitor.read", target=f"model:{validate_name('model', model)}")
         by_day: dict[str, list[Path]] = {}
         for seg in predlog.list_segments(self.config.predictions_dir, model, end=end):
             by_day.setdefault(seg.parent.name, []).append(seg)
@@ -311,6 +328,7 @@ class Monitor:
         start = datetime.fromtimestamp(int(every[first]) / 1_000_000, UTC)
         return start, str(every_id[first])
 
+    @action("monitor.read")
     def window_reports(
         self,
         model: str,
@@ -330,7 +348,7 @@ class Monitor:
         named in each report's ``skipped_segments`` and notes.
         """
         m = self.registry.get_model(model)
-        authorize(self.actor, "model.read", m.owner)
+        self.acting.check("monitor.read", m.owner, target=f"model:{model}")
         s = settings or self.settings(model)
         root = self.config.predictions_dir
         window = _Window(start, end, first_id, select_arms(arm))
@@ -681,6 +699,7 @@ class Monitor:
 
     # -- review sample and report ------------------------------------------------------------
 
+    @action("monitor.read")
     def sample(
         self,
         model: str,
@@ -695,7 +714,7 @@ class Monitor:
     ) -> ReviewSample:
         """Rows of the window for human review, with their sampling weights."""
         m = self.registry.get_model(model)
-        authorize(self.actor, "model.read", m.owner)
+        self.acting.check("monitor.read", m.owner, target=f"model:{model}")
         end = end or self.clock.now()
         schema = None
         if version is not None:  # read with the version's own column types
@@ -710,8 +729,10 @@ class Monitor:
         )
         return sample_rows(table, n, low_confidence=low_confidence, low_share=low_share, seed=seed)
 
+    @action("monitor.read")
     def drift_html(self, report: WindowReport) -> str:
         """A self-contained HTML drift report of one window."""
+        self.acting.check("monitor.read", target=f"model:{report.model}")
         title = f"drift of {report.model}@{report.version}, {report.start:%Y-%m-%d %H:%M} to {report.end:%Y-%m-%d %H:%M} UTC"
         if report.drift is None:
             return render_drift_html(
@@ -774,8 +795,10 @@ class Monitor:
             **{**{f: getattr(rep, f) for f in rep.__dataclass_fields__}, "run_id": int(run_id)}
         )
 
+    @action("monitor.read")
     def runs(self, model: str, *, limit: int = 50) -> list[MonitorRun]:
         validate_name("model", model)
+        self.acting.check("monitor.read", target=f"model:{model}")
         with self.store.read() as conn:
             rows = conn.execute(
                 sa.select(t.monitor_runs)
@@ -799,6 +822,7 @@ class Monitor:
             for r in rows
         ]
 
+    @action("monitor.read")
     def results(
         self,
         model: str,
@@ -813,6 +837,7 @@ class Monitor:
         (``window_start``, ``window_end``); docs/alerts.md says what each kind is compared with.
         """
         validate_name("model", model)
+        self.acting.check("monitor.read", target=f"model:{model}")
         res, runs = t.monitor_results, t.monitor_runs
         q = (
             sa.select(res, runs.c.window_start)
@@ -829,6 +854,7 @@ class Monitor:
             rows = conn.execute(q.order_by(res.c.window_end, res.c.id)).all()
         return [_stored_result(r) for r in rows]
 
+    @action("monitor.read")
     def latest_results(
         self,
         model: str,

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from ownloop.access import Acting, Actor, authorize
+from ownloop.access import Acting, Actor, action
 from ownloop.clock import Clock
 from ownloop.errors import InvalidInputError
 from ownloop.intervals import wilson_interval
@@ -104,6 +104,7 @@ class Scorecards:
         """Who acts now: the request's actor, else the workspace's."""
         return self.acting.actor
 
+    @action("scorecard.read")
     def card(
         self,
         *,
@@ -116,7 +117,7 @@ class Scorecards:
         Teams are the models' current owners (after a transfer, a model's history counts for its
         new team). Each figure carries its count; an empty period gives counts of 0 and no values.
         """
-        authorize(self.actor, "scorecard.read")
+        self.acting.check("scorecard.read", team, target=f"model:{model}" if model else "scorecard")
         if not isinstance(since, timedelta) or since <= timedelta(0):
             raise InvalidInputError(f"period {since!r} must be a positive duration, e.g. 90d")
         until = self.clock.now()
