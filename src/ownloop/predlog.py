@@ -138,7 +138,8 @@ def prediction_schema(signature: Signature) -> pa.Schema:
 class _IdSource:
     """UUIDv7 ids (RFC 9562) as 32 lowercase hex: 48-bit unix milliseconds, the version nibble 7,
     then 74 random bits around the variant bits. Sortable by time across milliseconds, unguessable
-    within one (ids of the same millisecond are in no particular order).
+    within one. The ids of one batch share its millisecond and are handed out sorted, so a
+    request's rows sort in the order they were sent; batches of the same millisecond interleave.
 
     The millisecond part never goes back within a process even if the wall clock does.
     """
@@ -159,6 +160,7 @@ class _IdSource:
             rand_a = rand >> 68  # 12 bits
             rand_b = rand & _RAND_B_MASK  # 62 bits
             ids.append(f"{high | rand_a << 64 | _VARIANT | rand_b:032x}")
+        ids.sort()
         return ids
 
 
