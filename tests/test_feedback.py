@@ -246,13 +246,13 @@ def test_the_export_needs_the_owning_team_and_is_audited(
 ) -> None:
     ws, frame, logged = served
     post_labels(ws, truth_rows(frame, logged, np.arange(50)))
-    ws.feedback.actor = Actor("mallory", teams=frozenset({"other"}))
-    with pytest.raises(
-        PermissionDeniedError, match=r"may not evalset.export: it needs team 'risk'"
+    with (
+        ws.acting_as(Actor("mallory", teams=frozenset({"other"}))),
+        pytest.raises(PermissionDeniedError, match=r"may not evalset.export: it needs team 'risk'"),
     ):
         export(ws, evals / "prod.parquet")
-    ws.feedback.actor = Actor("tess", teams=frozenset({"risk"}))
-    export(ws, evals / "prod.parquet")
+    with ws.acting_as(Actor("tess", teams=frozenset({"risk"}))):
+        export(ws, evals / "prod.parquet")
     row = next(a for a in ws.registry.audit_log("churn") if a.action == "evalset.export")
     assert row.actor == "tess"
     assert row.after["rows"] == 50 and row.after["path"] == str(evals / "prod.parquet")
