@@ -7,6 +7,7 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ownloop._files import create_private, private_folder
 from ownloop.errors import InvalidInputError
 from ownloop.evaluation._results import FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckResult, EvalResult
 
@@ -132,8 +133,10 @@ def write_report(path: str | Path, text: str) -> Path:
     """Write a report file (creating its folder); a path that cannot be written is an input error."""
     p = Path(path)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(p.parent)
         tmp = p.with_name(p.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        create_private(tmp)  # 0600 from the start, as every file ownloop writes
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(p)
     except OSError as exc:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from ownloop._files import create_private, private_folder
 from ownloop.errors import InvalidInputError
 
 __all__ = ["ReviewSample", "sample_rows", "write_sample"]
@@ -85,7 +86,11 @@ def sample_rows(
 def write_sample(sample: ReviewSample, out: Path) -> Path:
     """Write the queue as CSV or Parquet (by the file's suffix)."""
     name = out.name.lower()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if not name.endswith((".parquet", ".pq", ".csv")):
+        raise InvalidInputError(f"{out}: write the review queue as .csv or .parquet")
+    private_folder(out.parent)
+    if not out.exists():
+        create_private(out)  # 0600, as every file ownloop writes; the writer keeps the mode
     if name.endswith((".parquet", ".pq")):
         pq.write_table(sample.table, out)
     elif name.endswith(".csv"):
