@@ -43,25 +43,39 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
 
 
 @pytest.fixture(scope="module")
-def served(
+def server(
     tmp_path_factory: pytest.TempPathFactory, churn_model: Any, churn_data: pd.DataFrame
-) -> Iterator[str]:
-    """churn@1 in production, served by uvicorn on loopback, on SQLite."""
+) -> Iterator[tuple[str, str]]:
+    """churn@1 in production, served by uvicorn on loopback with auth on, on SQLite; the URL and
+    an owner token of the model's team."""
     home = tmp_path_factory.mktemp("fuzz") / "home"
-    with Workspace(Config(home=home, user="tester")) as ws:
+    with Workspace(Config(home=home, user="tester", auth=True)) as ws:
         ws.registry.add_team("risk", members=["tester"])
         v = ws.registry.register(
             churn_model, name="churn", owner="risk", reference=churn_data, target="churned"
         )
         ws.deploy.set_production("churn", v.version, force=True, reason="set up")
+        token = ws.tokens.create("fuzz", team="risk", role="owner").secret
         with running(ws) as url:
-            yield url
+            yield url, token
+
+
+@pytest.fixture(scope="module")
+def served(server: tuple[str, str]) -> str:
+    return server[0]
 
 
 @pytest.fixture
-def fuzz_headers() -> dict[str, str]:
-    """Headers sent with every fuzzed request."""
-    return {}
+def fuzz_headers(server: tuple[str, str]) -> dict[str, str]:
+    """Headers sent with every fuzzed request: the owner token of the served model's team."""
+    return {"Authorization": f"Bearer {server[1]}"}
+
+
+@pytest.fixture
+def api(server: tuple[str, str]) -> Iterator[httpx.Client]:
+    """A client sending the owner token."""
+    with httpx.Client(headers={"Authorization": f"Bearer {server[1]}"}) as client:
+        yield client
 
 
 def _schemathesis(
@@ -105,6 +119,7 @@ def _schemathesis(
 @pytest.mark.slow
 def test_fuzzing_the_running_api_finds_nothing(
     served: str,
+    api: httpx.Client,
     fuzz_headers: dict[str, str],
     tmp_path: Path,
     record_property: Any,
@@ -121,7 +136,7 @@ def test_fuzzing_the_running_api_finds_nothing(
     assert f"Selected: {len(ROUTES) - 1}/{len(ROUTES) - 1}" in out, out[-2000:]
     assert f"Tested: {len(ROUTES) - 1}" in out, out[-2000:]
     assert cases >= min(EXAMPLES, 10) * (len(ROUTES) - 1), out[-2000:]
-    metrics = httpx.get(f"{served}/metrics").text
+    metrics = api.get(f"{served}/metrics").text
     reached = re.search(r'ownloop_requests_total\{[^}]*model="churn"[^}]*\} (\d+)', metrics)
     assert reached is not None and int(reached.group(1)) > 0, metrics[:2000]
 
@@ -129,7 +144,9 @@ def test_fuzzing_the_running_api_finds_nothing(
 # -- what fuzzing found, pinned ----------------------------------------------------------------
 
 
-def test_an_undocumented_method_is_405_naming_the_allowed_ones(served: str) -> None:
+def test_an_undocumented_method_is_405_naming_the_allowed_ones(
+    served: str, api: httpx.Client
+) -> None:
     for spec in ROUTES:
         path = spec.path.replace("{name}", "churn").replace("{version}", "1")
         other = "DELETE" if spec.method == "GET" else "PUT"
@@ -139,29 +156,31 @@ def test_an_undocumented_method_is_405_naming_the_allowed_ones(served: str) -> N
         assert spec.method in {m.strip() for m in r.headers["allow"].split(",")}, spec.path
 
 
-def test_the_schema_names_the_served_models_and_versions(served: str) -> None:
-    doc = httpx.get(f"{served}/openapi.json").json()
+def test_the_schema_names_the_served_models_and_versions(served: str, api: httpx.Client) -> None:
+    doc = api.get(f"{served}/openapi.json").json()
     params = doc["paths"]["/v2/models/{name}/versions/{version}/infer"]["post"]["parameters"]
     assert {p["name"]: p["schema"].get("enum") for p in params} == {
         "name": ["churn"],
         "version": ["1"],
     }
     # a name not served is still answered, with a 404
-    r = httpx.post(f"{served}/models/nobody/predict", json={"instances": [[1]]})
+    r = api.post(f"{served}/models/nobody/predict", json={"instances": [[1]]})
     assert r.status_code == 404, r.text
 
 
-def test_the_schema_refuses_what_the_server_refuses(served: str) -> None:
-    schemas = httpx.get(f"{served}/openapi.json").json()["components"]["schemas"]
+def test_the_schema_refuses_what_the_server_refuses(served: str, api: httpx.Client) -> None:
+    schemas = api.get(f"{served}/openapi.json").json()["components"]["schemas"]
     assert schemas["LabelsRequest"]["minItems"] == 1
-    assert httpx.post(f"{served}/models/churn/labels", json=[]).status_code == 400
+    assert api.post(f"{served}/models/churn/labels", json=[]).status_code == 400
     assert "oneOf" in schemas["MlflowRequest"]
-    assert httpx.post(f"{served}/invocations", json={}).status_code == 400
+    assert api.post(f"{served}/invocations", json={}).status_code == 400
 
 
 @pytest.mark.parametrize("instance", ["AAA", 1, None, True])
-def test_instances_that_are_neither_records_nor_rows_are_400(served: str, instance: Any) -> None:
-    r = httpx.post(f"{served}/models/churn/predict", json={"instances": [instance]})
+def test_instances_that_are_neither_records_nor_rows_are_400(
+    served: str, api: httpx.Client, instance: Any
+) -> None:
+    r = api.post(f"{served}/models/churn/predict", json={"instances": [instance]})
     assert r.status_code == 400, r.text
     assert "every instance must be a record (object) or a row (list)" in r.json()["error"]
 
@@ -199,18 +218,18 @@ def _v2(**extra: Any) -> dict[str, Any]:
     ],
 )
 def test_v2_fields_of_the_wrong_type_are_400(
-    served: str, extra: dict[str, Any], match: str
+    served: str, api: httpx.Client, extra: dict[str, Any], match: str
 ) -> None:
-    assert httpx.post(f"{served}/v2/models/churn/infer", json=_v2()).status_code == 200
-    r = httpx.post(f"{served}/v2/models/churn/infer", json=_v2(**extra))
+    assert api.post(f"{served}/v2/models/churn/infer", json=_v2()).status_code == 200
+    r = api.post(f"{served}/v2/models/churn/infer", json=_v2(**extra))
     assert r.status_code == 400, r.text
     assert match in r.json()["error"]
 
 
 @pytest.mark.parametrize(("params", "status"), [(None, 200), ({}, 200), ([], 400), (0, 400)])
 def test_mlflow_params_may_be_empty_or_null_and_nothing_else(
-    served: str, params: Any, status: int
+    served: str, api: httpx.Client, params: Any, status: int
 ) -> None:
     body = {"dataframe_records": [ROW], "params": params}
-    r = httpx.post(f"{served}/models/churn/invocations", json=body)
+    r = api.post(f"{served}/models/churn/invocations", json=body)
     assert r.status_code == status, r.text
