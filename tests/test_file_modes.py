@@ -63,6 +63,7 @@ def test_everything_written_in_a_loop_is_private(
             ownloop.record_labels(
                 "churn", [{"prediction_id": i, "label": 1} for i in ids], workspace=ws
             )
+            ws.monitor.run("churn")  # caches its per-segment partials under the home
             exports = tmp_path / "exports"
             exports.mkdir()
             ws.feedback.export_evalset("churn", exports / "evals.parquet")
@@ -77,6 +78,7 @@ def test_everything_written_in_a_loop_is_private(
     assert any(n.startswith("artifacts/sha256/") and len(n) > 30 for n in names), names
     assert any(n.startswith("predictions/churn/date=") and n.endswith(".parquet") for n in names)
     assert any(n.startswith("predictions/churn/labels/date=") for n in names), names
+    assert any(n.startswith("monitoring/partials/churn/") for n in names), names
     assert not_private(found, home) == {}
     written = {n: m for n, m in modes(exports).items() if n != "."}
     assert len(written) == 4, written  # two exports and their suites

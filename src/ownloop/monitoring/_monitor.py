@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from scipy import stats
 
 from ownloop import predlog, progress
+from ownloop._files import create_private, private_folder
 from ownloop.access import Acting, Actor, action
 from ownloop.clock import Clock
 from ownloop.config import Config
@@ -516,7 +517,7 @@ class Monitor:
         parts: dict[int, tuple[str, WindowPartial]],
     ) -> None:
         path = self._cache_path(seg, model, arms)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         body = {
             "size": seg.stat().st_size,
             "format": PARTIAL_CACHE_FORMAT,
@@ -525,6 +526,8 @@ class Monitor:
             },
         }
         tmp = path.with_name(f".tmp-{path.name}")
+        tmp.unlink(missing_ok=True)
+        create_private(tmp)  # 0600 like every file ownloop writes
         tmp.write_text(json.dumps(body))
         tmp.replace(path)
 
