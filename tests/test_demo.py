@@ -141,6 +141,30 @@ def test_demo_serves_logs_and_labels(demo: tuple[Path, str]) -> None:
     assert "label.write" in actions
 
 
+def test_demo_serves_with_tokens_and_audits_each_caller(demo: tuple[Path, str]) -> None:
+    """The demo's server requires tokens: the churn service's labels are audited under its token,
+    and the same labels sent with no token (401) or team growth's token (403) are refused; the
+    403 is in the audit log too. Only the hashes of the tokens are stored."""
+    home, out = demo
+    with Workspace(Config(home=home)) as ws:
+        entries = ws.registry.audit_log(limit=10_000)
+        listed = {t.name: t for t in ws.tokens.list()}
+        with ws.store.engine.connect() as conn:
+            stored = conn.execute(sa.select(t.api_tokens.c.secret_hash)).scalars().all()
+    assert {n: (x.team, x.role) for n, x in listed.items()} == {
+        "churn-app": ("risk", "owner"),
+        "upsell-app": ("growth", "owner"),
+    }
+    assert all(h.startswith("scrypt$") for h in stored) and len(stored) == 2
+    label_actors = {e.actor for e in entries if e.action == "label.write"}
+    assert label_actors == {"token:churn-app@risk"}
+    denied = [e for e in entries if e.action == "access.denied"]
+    assert [e.actor for e in denied] == ["token:upsell-app@growth"]
+    assert denied[0].after["action"] == "label.write"
+    line = next(x for x in out.splitlines() if "labels with no token" in x)
+    assert "labels with no token: 401" in line and "'upsell-app': 403" in line
+
+
 def test_demo_monitor_step_finds_the_drifted_windows(demo: tuple[Path, str]) -> None:
     home, _ = demo
     with Workspace(Config(home=home)) as ws:

@@ -96,6 +96,7 @@ class DemoResult:
     alerts: list[int] = field(default_factory=list)  # ids of the alerts the drift round opened
     received: list[dict[str, Any]] = field(default_factory=list)  # bodies the webhook got
     export: EvalsetExport | None = None
+    tokens: list[str] = field(default_factory=list)  # names of the tokens the demo made
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def prepare_home(home: Path) -> None:
                 f"{home} exists and is not an ownloop demo folder; pass --home with a new path"
             )
         shutil.rmtree(home)
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, as ownloop's homes are
     (home / MARKER).write_text("created by `ownloop demo`; safe to delete\n")
 
 
@@ -130,6 +131,7 @@ def demo_config(home: Path) -> Config:
 
     Alerts may reach private addresses here, because the demo's webhook receiver listens on
     loopback; in production such addresses are refused unless OWNLOOP_ALLOW_PRIVATE_WEBHOOKS=1.
+    The server requires tokens although it listens on loopback, as it does off loopback.
     """
     env = Config.from_env()
     return Config(
@@ -141,6 +143,7 @@ def demo_config(home: Path) -> Config:
         reload_poll_s=0.2,
         deploy_tick_s=1.0,
         allow_private_webhooks=True,
+        auth=True,  # tokens switched on, as off loopback: every request names its caller
     )
 
 
@@ -163,9 +166,10 @@ def run_demo(
         _step_register(ws, home, result, say, receiver.url)
         _step_first_release(ws, home, result, say)
         _step_regression(ws, home, result, say)
+        token = _make_tokens(ws, result)
         with _serving(ws) as port:
-            _step_serve(ws, port, result, say)
-            _step_rollout(ws, port, result, say, shown)
+            _step_serve(ws, port, result, say, token)
+            _step_rollout(ws, port, result, say, shown, token)
         _step_monitor(ws, home, result, say)
         _step_rollback(ws, result, say, shown)
         _step_alerts(ws, receiver, result, say, shown)
@@ -597,9 +601,15 @@ def _one_native_thread(run: Callable[[], None]) -> Callable[[], None]:
     return limited
 
 
-def _post(conn: http.client.HTTPConnection, path: str, body: Any) -> tuple[int, Any, str | None]:
-    """POST ``body`` as JSON: the status, the decoded answer and the arm that answered."""
-    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+def _post(
+    conn: http.client.HTTPConnection, path: str, body: Any, token: str | None
+) -> tuple[int, Any, str | None]:
+    """POST ``body`` as JSON with ``token`` as its bearer: the status, the decoded answer and the
+    arm that answered."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request("POST", path, json.dumps(body), headers)
     response = conn.getresponse()
     return response.status, json.loads(response.read()), response.getheader("x-ownloop-arm")
 
@@ -627,8 +637,43 @@ def _serving(ws: Workspace) -> Iterator[int]:
         thread.join()
 
 
-def _step_serve(ws: Workspace, port: int, result: DemoResult, say: Callable[[str], None]) -> None:
-    """Predict over HTTP, send a bad request, post labels."""
+APP_TOKEN = "churn-app"  # the churn service's token: owner for team risk
+OTHER_TOKEN = "upsell-app"  # another team's service, which may not touch churn
+
+
+def _make_tokens(ws: Workspace, result: DemoResult) -> dict[str, str]:
+    """Two teams' service tokens, as an admin makes them with ``ownloop token create``."""
+    ws.registry.add_team("growth", email="growth@example.com")
+    mine = ws.tokens.create(APP_TOKEN, team="risk", role="owner")
+    theirs = ws.tokens.create(OTHER_TOKEN, team="growth", role="owner")
+    result.tokens = [APP_TOKEN, OTHER_TOKEN]
+    return {APP_TOKEN: mine.secret, OTHER_TOKEN: theirs.secret}
+
+
+def _show_access(
+    conn: http.client.HTTPConnection,
+    truth: list[dict[str, Any]],
+    tokens: dict[str, str],
+    say: Callable[[str], None],
+) -> None:
+    """The same labels sent with no token and with another team's token: both refused."""
+    anonymous, _, _ = _post(conn, "/models/churn/labels", truth, None)
+    other, answer, _ = _post(conn, "/models/churn/labels", truth, tokens[OTHER_TOKEN])
+    say(
+        f"   labels with no token: {anonymous}; with team growth's token '{OTHER_TOKEN}': "
+        f"{other} ({answer['error']}); the refusal is in the audit log"
+    )
+
+
+def _step_serve(
+    ws: Workspace,
+    port: int,
+    result: DemoResult,
+    say: Callable[[str], None],
+    tokens: dict[str, str],
+) -> None:
+    """Predict over HTTP with the app's token, send a bad request, post labels; the same labels
+    without a token and with another team's token are refused."""
     from ownloop.predlog import join_labels, read_labels, read_window
 
     say(
@@ -636,6 +681,12 @@ def _step_serve(ws: Workspace, port: int, result: DemoResult, say: Callable[[str
         f"JSON); the server also runs the rollout controller (a tick every "
         f"{ws.config.deploy_tick_s:g} s here) and the alert evaluator"
     )
+    say(
+        f"   tokens are on: 'ownloop token create --name {APP_TOKEN} --team risk --role owner' "
+        f"gave {tokens[APP_TOKEN][:12]}... (shown once, stored only as a scrypt hash); the "
+        f"churn service sends it as 'Authorization: Bearer'; team growth has '{OTHER_TOKEN}'"
+    )
+    token = tokens[APP_TOKEN]
     traffic = make_churn_data(400, seed=3)
     features = traffic.drop(columns="churned")
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -643,17 +694,20 @@ def _step_serve(ws: Workspace, port: int, result: DemoResult, say: Callable[[str
     try:
         for start in range(0, 200, 2):  # small requests, as an app would send them
             rows = features.iloc[start : start + 2].to_dict("records")
-            ids += _post(conn, "/models/churn/predict", {"instances": rows})[1]["prediction_ids"]
+            answer = _post(conn, "/models/churn/predict", {"instances": rows}, token)[1]
+            ids += answer["prediction_ids"]
         split = json.loads(features.iloc[200:].to_json(orient="split", index=False))
-        ids += _post(conn, "/models/churn/predict", {"dataframe_split": split})[1]["prediction_ids"]
+        split_body = {"dataframe_split": split}
+        ids += _post(conn, "/models/churn/predict", split_body, token)[1]["prediction_ids"]
         bad = {"instances": [{**features.iloc[0].to_dict(), "age": "forty"}]}
-        status, error, _ = _post(conn, "/models/churn/predict", bad)
+        status, error, _ = _post(conn, "/models/churn/predict", bad, token)
         say(f"   a bad request is refused with {status}: {error['error']}")
         truth = [
             {"prediction_id": i, "label": int(y)}
             for i, y in zip(ids, traffic["churned"], strict=True)
         ]
-        report = _post(conn, "/models/churn/labels", truth[:250])[1]
+        _show_access(conn, truth[:250], tokens, say)
+        report = _post(conn, "/models/churn/labels", truth[:250], token)[1]
     finally:
         conn.close()
     root = ws.config.predictions_dir
@@ -697,7 +751,12 @@ ROLLOUT_DEADLINE_S = 240.0  # the demo gives up (and aborts) past this; a rollou
 
 
 def _step_rollout(
-    ws: Workspace, port: int, result: DemoResult, say: Callable[[str], None], views: Views
+    ws: Workspace,
+    port: int,
+    result: DemoResult,
+    say: Callable[[str], None],
+    views: Views,
+    tokens: dict[str, str],
 ) -> None:
     """v3 (a sound retrain) passes its gate, then shadow and canary steps under live traffic."""
     train = make_churn_data(8000, seed=1)
@@ -731,7 +790,7 @@ def _step_rollout(
         f"   live traffic: requests of {ROWS_PER_REQUEST} customers, labels for every other "
         "request arriving as it goes; each transition as 'ownloop deploy --wait' prints it:"
     )
-    done, arms = _drive(ws, port, rollout, say, views)
+    done, arms = _drive(ws, port, rollout, say, views, tokens[APP_TOKEN])
     answered = ", ".join(f"{arm} {n:,}" for arm, n in sorted(arms.items()))
     say(f"   requests answered by arm: {answered} (shadow answers are scored, never returned)")
     if done.state == State.PROMOTED:
@@ -750,6 +809,7 @@ class _Traffic:
 
     conn: http.client.HTTPConnection
     frame: pd.DataFrame
+    token: str
     sent: int = 0
     arms: Counter[str] = field(default_factory=Counter)
     labels: list[dict[str, Any]] = field(default_factory=list)
@@ -758,7 +818,7 @@ class _Traffic:
         start = (self.sent * ROWS_PER_REQUEST) % (len(self.frame) - ROWS_PER_REQUEST)
         rows = self.frame.iloc[start : start + ROWS_PER_REQUEST]
         body = {"instances": rows.drop(columns="churned").to_dict("records")}
-        status, answer, arm = _post(self.conn, "/models/churn/predict", body)
+        status, answer, arm = _post(self.conn, "/models/churn/predict", body, self.token)
         if status != 200:
             raise InvalidInputError(f"the demo's request was answered {status}: {answer}")
         self.arms[arm or "stable"] += 1
@@ -771,19 +831,26 @@ class _Traffic:
 
     def send_labels(self) -> None:
         if self.labels:
-            _post(self.conn, "/models/churn/labels", self.labels)
+            _post(self.conn, "/models/churn/labels", self.labels, self.token)
             self.labels = []
 
 
 def _drive(
-    ws: Workspace, port: int, rollout: Rollout, say: Callable[[str], None], views: Views
+    ws: Workspace,
+    port: int,
+    rollout: Rollout,
+    say: Callable[[str], None],
+    views: Views,
+    token: str,
 ) -> tuple[Rollout, Counter[str]]:
     """Send traffic until the rollout ends; print each transition, and the status once a canary
     analysis holds half a step's rows. Only this traffic moves the rollout on, so every transition
     is seen here whatever the machine's speed, and so is such an analysis: at the latest, the
     PASS of step 1 while step 2 gathers its rows."""
     traffic = _Traffic(
-        http.client.HTTPConnection("127.0.0.1", port, timeout=30), make_churn_data(6000, seed=4)
+        http.client.HTTPConnection("127.0.0.1", port, timeout=30),
+        make_churn_data(6000, seed=4),
+        token,
     )
     seen, shown = 0, False
     deadline = time.monotonic() + ROLLOUT_DEADLINE_S

@@ -51,6 +51,7 @@ def demo(home: Path) -> None:
         "rules churn",
         "alerts --model churn",
         "scorecard --team risk",
+        "token list",
         "audit",
     ):
         _say(f"  OWNLOOP_HOME={home} {exe} {args}")
