@@ -156,6 +156,30 @@ def test_cli_label_import(
     assert latest == {logged[0]: "1", logged[1]: "1"}
 
 
+def test_cli_label_import_of_a_file_over_the_batch_limit_stores_it_in_batches(
+    config: Config, ws: Workspace, logged: list[str], tmp_path: Path
+) -> None:
+    """The batch limit guards the HTTP route; a local file is recorded in batches of the limit."""
+    frame = pd.DataFrame({"prediction_id": logged[:5], "label": [0, 1, 0, 1, 1]})
+    path = tmp_path / "labels.csv"
+    frame.to_csv(path, index=False)
+    env = {**env_for(config), "OWNLOOP_MAX_LABEL_ROWS": "2"}
+    exe = str(Path(sys.executable).parent / "ownloop")
+    done = subprocess.run(
+        [exe, "label", "import", str(path), "--model", "churn"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "5 labels stored" in done.stdout, done.stdout
+    stored = read_labels(config.predictions_dir, "churn")
+    assert sorted(stored["prediction_id"].to_pylist()) == sorted(logged[:5])
+    batches = [e for e in ws.registry.audit_log("churn") if e.action == "label.write"]
+    assert len(batches) == 3  # 2 + 2 + 1 rows, each batch audited
+
+
 def test_cli_label_import_needs_the_columns(config: Config, ws: Workspace, tmp_path: Path) -> None:
     path = tmp_path / "labels.csv"
     pd.DataFrame({"id": ["x"], "label": [1]}).to_csv(path, index=False)

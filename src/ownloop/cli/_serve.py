@@ -110,9 +110,30 @@ def _import_labels(file: Path, model: str | None, source: str) -> list[LabelRepo
         (str(name), labels_table(frame_rows(part, where=str(file)), at=now, source=source))
         for name, part in groups
     ]
-    return record_label_batches(
-        ws.registry, ws.config.predictions_dir, tables, max_rows=ws.config.max_label_rows
-    )
+    # a file is the local user's own input: it is recorded in batches of the batch limit (all
+    # checked before any is stored), one report per model
+    limit = ws.config.max_label_rows
+    batches = [
+        (name, table.slice(start, limit))
+        for name, table in tables
+        for start in range(0, max(table.num_rows, 1), limit)
+    ]
+    reports = record_label_batches(ws.registry, ws.config.predictions_dir, batches, max_rows=limit)
+    merged: dict[str, LabelReport] = {}
+    for r in reports:
+        seen = merged.get(r.model)
+        merged[r.model] = (
+            r
+            if seen is None
+            else LabelReport(
+                model=r.model,
+                received=seen.received + r.received,
+                stored=seen.stored + r.stored,
+                replaced=seen.replaced + r.replaced,
+                unknown=seen.unknown + r.unknown,
+            )
+        )
+    return list(merged.values())
 
 
 @cli.group()
