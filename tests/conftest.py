@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -51,14 +52,14 @@ def pg_admin_url() -> str:
     return url
 
 
-@pytest.fixture
-def pg_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh, empty schema on the test PostgreSQL, dropped afterwards."""
+@contextmanager
+def pg_schema(admin_url: str) -> Iterator[str]:
+    """A fresh, empty schema on the test PostgreSQL (its URL), dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_admin_url)
+    admin = sa.create_engine(admin_url)
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(pg_admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
     try:
         yield url.render_as_string(hide_password=False)
     finally:
@@ -67,7 +68,28 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty schema on the test PostgreSQL, dropped afterwards."""
+    with pg_schema(pg_admin_url) as url:
+        yield url
+
+
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def store_url(request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:
+    """The store URL for ``request.param`` ("sqlite" in ``folder``, or a fresh PostgreSQL schema);
+    for fixtures of a wider scope than a test, parametrized with ``STORES``."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{folder / 'ownloop.db'}"
+        return
+    with pg_schema(request.getfixturevalue("pg_admin_url")) as url:
+        yield url
+
+
+@pytest.fixture(params=STORES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Every store-touching test runs on real SQLite and, when reachable, real PostgreSQL."""
     if request.param == "sqlite":
