@@ -210,11 +210,28 @@ def scripted(
         yield config
 
 
+_SCRIPTED = (t.teams, t.models, t.versions, t.alias_history, t.evaluations, t.rollouts, t.alerts)
+
+
+def _fingerprint(ws: Workspace) -> tuple[object, ...]:
+    """What the scorecard reads from the scripted history: row counts, and who owns what."""
+    with ws.store.read() as conn:
+        counts = [
+            conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in _SCRIPTED
+        ]
+    models = [(m.name, m.owner, sorted(m.aliases.items())) for m in ws.registry.list_models()]
+    return (*counts, models)
+
+
 @pytest.fixture
 def history(scripted: Config) -> Iterator[Workspace]:
-    """A workspace on the shared scripted history, for tests that only read it."""
+    """A workspace on the shared scripted history, for tests that only read it; a test that
+    changes it fails here (it needs ``own_history``), so no test sees another's leftovers."""
     with Workspace(scripted, clock=FrozenClock(NOW)) as ws:
+        before = _fingerprint(ws)
         yield ws
+        assert _fingerprint(ws) == before, "a test changed the shared history: use own_history"
 
 
 @pytest.fixture
