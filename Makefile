@@ -20,12 +20,15 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml
 demo: $(VENV)/.core  ## run the whole loop on bundled data
 	$(BIN)/ownloop demo
 
+# one test process per core; a file's tests stay in one process, so its module fixtures are built once
+TEST_WORKERS ?= auto
+
 test: $(VENV)/.dev  ## lint, types, then the whole test suite
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 check: $(VENV)/.dev  ## lint and types only
 	$(BIN)/ruff format --check src tests bench

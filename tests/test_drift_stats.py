@@ -54,6 +54,7 @@ def _window(data: dict[str, Any]) -> pa.Table:
     return pa.table({f"in.{k}": v for k, v in data.items()})
 
 
+@pytest.mark.slow  # hundreds of simulated windows
 @pytest.mark.parametrize("n", [300, 5000])
 def test_no_drift_false_alarms_stay_at_or_below_alpha(
     reference: tuple[ReferenceProfile, PartialSpec], n: int
@@ -71,6 +72,7 @@ def test_no_drift_false_alarms_stay_at_or_below_alpha(
     assert dataset / windows <= 0.05
 
 
+@pytest.mark.slow  # hundreds of simulated windows
 def test_mean_shift_of_half_sd_in_3_of_20_features_found_in_95pct_of_5000_row_windows(
     reference: tuple[ReferenceProfile, PartialSpec],
 ) -> None:
@@ -89,6 +91,7 @@ def test_mean_shift_of_half_sd_in_3_of_20_features_found_in_95pct_of_5000_row_wi
     assert rep.dataset_drift is False  # 3 of 25 features is under the 0.5 share
 
 
+@pytest.mark.slow  # hundreds of simulated windows
 def test_category_share_10_to_30_pct_found_in_95pct_of_5000_row_windows(
     reference: tuple[ReferenceProfile, PartialSpec],
 ) -> None:
@@ -130,6 +133,7 @@ def test_small_and_large_windows_use_one_rule(
         assert "moved 0." in x0.detail and " sd " in x0.detail
 
 
+@pytest.mark.slow  # a 300,000-row window
 def test_huge_window_does_not_flag_a_trivial_shift(
     reference: tuple[ReferenceProfile, PartialSpec],
 ) -> None:

@@ -531,6 +531,7 @@ def test_cli_default_suite_says_what_it_did_and_no_store_leaves_no_verdict(
     assert ws.registry.get_version("churn@2").gate_status == "not_evaluated"
 
 
+@pytest.mark.empty_store
 def test_a_database_from_before_evaluations_upgrades(config: Config) -> None:
     from ownloop import SchemaOutOfDateError
     from ownloop.store import Store

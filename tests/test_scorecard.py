@@ -24,7 +24,7 @@ from ownloop.deploy import Outcome, State
 from ownloop.errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from ownloop.intervals import wilson_interval
 from ownloop.store import tables as t
-from tests.conftest import env_for
+from tests.conftest import STORES, env_for, store_url
 from tests.test_deploy import Script
 
 DAY = timedelta(days=1)
@@ -133,17 +133,14 @@ def _window(ws: Workspace, model: str, end: datetime, arms: list[str], **figures
         )
 
 
-@pytest.fixture
-def history(
-    config: Config, tmp_path: Path, train: pd.DataFrame, fitted: Any
-) -> Iterator[Workspace]:
+def _script_history(config: Config, folder: Path, train: pd.DataFrame, fitted: Any) -> None:
     """churn (risk): promoted on days 1 (v1), 5 (v2, rolled back on day 8) and 10 (v3 through a
     canary); a canary of v2 aborted on day 3; failed gates on days 9 (v2) and 12 (v1), neither
     in production then. upsell (risk): v1 promoted on day 2, its gate failed on day 4 while in
     production. ledger (ops): nothing. Alerts resolved after 30 and 90 min (churn), 240 (upsell)."""
     clock = FrozenClock(T)
     script = Script()
-    data = tmp_path / "holdout.parquet"
+    data = folder / "holdout.parquet"
     train.to_parquet(data)
     with Workspace(config, clock=clock) as ws:
         ws.deploy.analyser = script
@@ -196,6 +193,54 @@ def history(
         _window(ws, "churn", T + 32 * DAY, ["shadow"], estimated=0.1, p99=9.0)  # not served
         clock.advance(days=48)
         assert clock.now() == NOW
+
+
+@pytest.fixture(scope="module", params=STORES)
+def scripted(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    train: pd.DataFrame,
+    fitted: Any,
+) -> Iterator[Config]:
+    """The scripted history, built once per module and store (it takes a second or two)."""
+    folder = tmp_path_factory.mktemp("history")
+    with store_url(request, folder) as url:
+        config = Config(home=folder / "home", db_url_override=url, user="tester")
+        _script_history(config, folder, train, fitted)
+        yield config
+
+
+_SCRIPTED = (t.teams, t.models, t.versions, t.alias_history, t.evaluations, t.rollouts, t.alerts)
+
+
+def _fingerprint(ws: Workspace) -> tuple[object, ...]:
+    """What the scorecard reads from the scripted history: row counts, and who owns what."""
+    with ws.store.read() as conn:
+        counts = [
+            conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in _SCRIPTED
+        ]
+    models = [(m.name, m.owner, sorted(m.aliases.items())) for m in ws.registry.list_models()]
+    return (*counts, models)
+
+
+@pytest.fixture
+def history(scripted: Config) -> Iterator[Workspace]:
+    """A workspace on the shared scripted history, for tests that only read it; a test that
+    changes it fails here (it needs ``own_history``), so no test sees another's leftovers."""
+    with Workspace(scripted, clock=FrozenClock(NOW)) as ws:
+        before = _fingerprint(ws)
+        yield ws
+        assert _fingerprint(ws) == before, "a test changed the shared history: use own_history"
+
+
+@pytest.fixture
+def own_history(
+    config: Config, tmp_path: Path, train: pd.DataFrame, fitted: Any
+) -> Iterator[Workspace]:
+    """The scripted history in a store of its own, for a test that changes it."""
+    _script_history(config, tmp_path, train, fitted)
+    with Workspace(config, clock=FrozenClock(NOW)) as ws:
         yield ws
 
 
@@ -277,9 +322,9 @@ def test_the_weekly_trend_adds_up_to_the_period(history: Workspace) -> None:
     assert first.key.deployment_frequency.weeks == pytest.approx(1.0)
 
 
-def test_a_transferred_model_counts_for_its_new_owner(history: Workspace) -> None:
-    history.registry.transfer("upsell", "ops")
-    card = history.scorecard.card(team="ops")
+def test_a_transferred_model_counts_for_its_new_owner(own_history: Workspace) -> None:
+    own_history.registry.transfer("upsell", "ops")
+    card = own_history.scorecard.card(team="ops")
     assert card.team("ops").models == ("ledger", "upsell")
     assert card.team("ops").key.deployment_frequency.count == 1
     assert [m.model for m in card.models] == ["ledger", "upsell"]
@@ -297,8 +342,8 @@ def test_unknown_names_and_bad_periods_are_refused(history: Workspace) -> None:
 
 
 def test_reading_the_scorecard_needs_a_viewer(history: Workspace) -> None:
-    history.scorecard.actor = Actor("stranger", frozenset(), viewer=False)
-    with pytest.raises(PermissionDeniedError, match="scorecard.read"):
+    stranger = Actor("stranger", frozenset(), viewer=False)
+    with history.acting_as(stranger), pytest.raises(PermissionDeniedError, match="scorecard.read"):
         history.scorecard.card()
 
 

@@ -13,6 +13,8 @@ from ownloop.errors import InvalidInputError, SchemaOutOfDateError, StoreUnavail
 from ownloop.store import Store, tables
 from ownloop.store.migrations import all_migrations, latest_version
 
+pytestmark = pytest.mark.empty_store  # these tests build and upgrade stores from empty
+
 
 def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
     with Store(f"sqlite:///{tmp_path / 'm.db'}") as store, store.read() as conn:
