@@ -95,6 +95,7 @@ def test_default_user_is_always_a_valid_name(monkeypatch: pytest.MonkeyPatch) ->
         assert Config.from_env({"OWNLOOP_USER": user}).user == user
 
 
+@pytest.mark.empty_store  # it upgrades a store from an older schema
 def test_db_upgrade_writes_one_audit_row(config: Config) -> None:
     numbers = [m.number for m in all_migrations()]
     with Store(config.db_url, check_schema=False) as old:

@@ -39,6 +39,13 @@ fail-on = ["missing_test_data"]
 [[operations]]
 include-operation-id-regex = "{MODEL_INPUT}"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
+
+# a label batch over its limit (maxItems) is refused as too large: 413 is a rejection too
+[[operations]]
+include-operation-id-regex = "^post_labels_"
+checks.negative_data_rejection.expected-statuses = [
+  "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"
+]
 """
 
 

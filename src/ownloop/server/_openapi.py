@@ -202,7 +202,7 @@ _ERRORS = {
     "invocations": ("400", "413", "503"),
     "infer": ("400", "404", "413", "503"),
     "post_labels": ("400", "403", "404", "413"),
-    "model_metadata": ("404",),
+    "model_metadata": ("400", "404"),
     "model_ready": ("400", "404"),
     "server_ready": ("400",),
 }
