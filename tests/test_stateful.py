@@ -4,6 +4,7 @@ rollout per model, every change audited, labels stored only for logged predictio
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -15,9 +16,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from sklearn.linear_model import LogisticRegression
 
 from ownloop import Config, ConflictError, Workspace
@@ -56,6 +57,14 @@ class Lifecycle(RuleBasedStateMachine):
         shutil.rmtree(self.home, ignore_errors=True)
 
     # -- operations ---------------------------------------------------------------------------
+
+    @initialize()
+    def two_versions_of_a_in_production(self) -> None:
+        """Start where rollouts are possible (a production version and another to roll out), so
+        the rollout invariants are exercised in most examples, not only in lucky ones."""
+        self.register("a")
+        self.register("a")
+        self.deploy("a", 0, direct=True)
 
     @rule(model=st.sampled_from(MODELS))
     def register(self, model: str) -> None:
@@ -193,7 +202,9 @@ class Lifecycle(RuleBasedStateMachine):
                 r for r in self.ws.deploy.rollouts(model, limit=1000) if r.state in ACTIVE_STATES
             ]
             assert len(active) <= 1
-            assert [r.candidate_version for r in active] == (
+            if active:
+                event("a model with an active rollout")  # shown by --hypothesis-show-statistics
+            assert [r.candidate for r in active] == (
                 [self.active[model]] if self.active[model] is not None else []
             )
 
@@ -219,7 +230,7 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 Lifecycle.TestCase.settings = settings(
-    max_examples=20,
+    max_examples=int(os.environ.get("OWNLOOP_STATEFUL_EXAMPLES", "20")),
     stateful_step_count=15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
