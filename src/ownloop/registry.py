@@ -52,6 +52,7 @@ __all__ = [
     "ModelVersion",
     "Registry",
     "Team",
+    "require_team",
     "version_number",
 ]
 
@@ -241,6 +242,18 @@ def git_commit(cwd: Path | None = None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def require_team(conn: sa.Connection, name: str) -> sa.Row[Any]:
+    """The row of team ``name``; NotFoundError naming the known teams if there is none."""
+    row = conn.execute(sa.select(t.teams).where(t.teams.c.name == name)).first()
+    if row is None:
+        known = conn.execute(sa.select(t.teams.c.name).order_by(t.teams.c.name)).scalars().all()
+        hint = f"known teams: {', '.join(known)}" if known else "no teams exist yet"
+        raise NotFoundError(
+            f"team '{name}' does not exist ({hint}); create it with 'ownloop team add {name}'"
+        )
+    return row
 
 
 class Registry:
@@ -481,14 +494,7 @@ class Registry:
         return conn.execute(sa.select(t.teams).where(t.teams.c.name == name)).first()
 
     def _require_team(self, conn: sa.Connection, name: str) -> sa.Row[Any]:
-        row = self._team_row(conn, name)
-        if row is None:
-            known = conn.execute(sa.select(t.teams.c.name).order_by(t.teams.c.name)).scalars().all()
-            hint = f"known teams: {', '.join(known)}" if known else "no teams exist yet"
-            raise NotFoundError(
-                f"team '{name}' does not exist ({hint}); create it with 'ownloop team add {name}'"
-            )
-        return row
+        return require_team(conn, name)
 
     # -- models and versions ----------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from ownloop.errors import (
     NotFoundError,
 )
 from ownloop.names import validate_name
-from ownloop.registry import Registry
+from ownloop.registry import Registry, require_team
 from ownloop.store import Store, aware
 from ownloop.store import tables as t
 
@@ -160,7 +160,7 @@ class Tokens:
                 # SQLite takes its write lock at BEGIN already
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(20260013)"))
             if team is not None:
-                _require_team(conn, team)
+                require_team(conn, team)
             active = [r for r in _rows(conn, name) if _info(r).active(now)]
             if active:
                 raise AlreadyExistsError(
@@ -323,15 +323,6 @@ def _check_role_team(role: str, team: str | None) -> str | None:
     if team is None:
         raise InvalidInputError(f"a {role} token needs a team; give --team TEAM")
     return validate_name("team", team)
-
-
-def _require_team(conn: sa.Connection, name: str) -> None:
-    if conn.execute(sa.select(t.teams.c.id).where(t.teams.c.name == name)).first() is None:
-        known = conn.execute(sa.select(t.teams.c.name).order_by(t.teams.c.name)).scalars().all()
-        hint = f"known teams: {', '.join(known)}" if known else "no teams exist yet"
-        raise NotFoundError(
-            f"team '{name}' does not exist ({hint}); create it with 'ownloop team add {name}'"
-        )
 
 
 def _rows(conn: sa.Connection, name: str) -> list[sa.Row[Any]]:
