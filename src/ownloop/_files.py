@@ -11,7 +11,14 @@ from pathlib import Path
 
 from ownloop.errors import IntegrityError
 
-__all__ = ["FILE_MODE", "FOLDER_MODE", "create_private", "inside", "private_folder"]
+__all__ = [
+    "FILE_MODE",
+    "FOLDER_MODE",
+    "create_private",
+    "inside",
+    "private_folder",
+    "replace_private_text",
+]
 
 FILE_MODE = 0o600
 FOLDER_MODE = 0o700
@@ -53,4 +60,14 @@ def inside(root: Path, path: Path) -> Path:
             f"{path} leads outside {root} (to {resolved}) through a symbolic link; ownloop does "
             f"not follow links out of its folders: replace the link with a real folder or file"
         )
+    return path
+
+
+def replace_private_text(path: Path, text: str, tmp: Path) -> Path:
+    """Write ``text`` to ``path`` through ``tmp`` (created 0600, then renamed over ``path``), so a
+    reader sees the old file or the new one, never a part, and nobody else can read either."""
+    tmp.unlink(missing_ok=True)
+    create_private(tmp)
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
     return path

@@ -7,7 +7,7 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ownloop._files import create_private, private_folder
+from ownloop._files import private_folder, replace_private_text
 from ownloop.errors import InvalidInputError
 from ownloop.evaluation._results import FAIL, INCONCLUSIVE, PASS, SKIPPED, CheckResult, EvalResult
 
@@ -134,11 +134,7 @@ def write_report(path: str | Path, text: str) -> Path:
     p = Path(path)
     try:
         private_folder(p.parent)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        create_private(tmp)  # 0600 from the start, as every file ownloop writes
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(p)
+        replace_private_text(p, text, p.with_name(p.name + ".tmp"))
     except OSError as exc:
         raise InvalidInputError(f"cannot write report {p}: {exc.strerror or exc}") from exc
     return p

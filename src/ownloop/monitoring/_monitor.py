@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from scipy import stats
 
 from ownloop import predlog, progress
-from ownloop._files import create_private, private_folder
+from ownloop._files import private_folder, replace_private_text
 from ownloop.access import Acting, Actor, action
 from ownloop.clock import Clock
 from ownloop.config import Config
@@ -525,11 +525,7 @@ class Monitor:
                 str(v): {"digest": d, "partial": p.to_json()} for v, (d, p) in parts.items()
             },
         }
-        tmp = path.with_name(f".tmp-{path.name}")
-        tmp.unlink(missing_ok=True)
-        create_private(tmp)  # 0600 like every file ownloop writes
-        tmp.write_text(json.dumps(body))
-        tmp.replace(path)
+        replace_private_text(path, json.dumps(body), path.with_name(f".tmp-{path.name}"))
 
     def _labels(self, model: str) -> pa.Table:
         return predlog.read_labels(self.config.predictions_dir, model)
