@@ -4,6 +4,7 @@ files that would read other files or run code are refused (or, for an opted-in p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pickle
@@ -124,6 +125,24 @@ def test_hostile_paths_outside_the_named_routes_are_400(
 def test_a_plain_name_still_reaches_the_route(served: tuple[tuple[str, int], Path]) -> None:
     status, body = send_raw(served[0], "GET", "/v2/models/churn.v2_a-1")
     assert status == 404 and b"is not served" in body, body
+
+
+def test_the_app_itself_checks_paths_however_it_is_served(tmp_path: Path) -> None:
+    """The check is part of the app (create_app), not only of ``ownloop serve``'s uvicorn setup."""
+    from ownloop.server import create_app
+
+    with Workspace(Config(home=tmp_path / "home", user="tester")) as ws:
+        app = create_app(ws, log_predictions=False)
+        transport = httpx.ASGITransport(app=app)
+
+        async def get(path: str) -> httpx.Response:
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as c:
+                return await c.get(path)
+
+        hostile = asyncio.run(get("/v2/models/a%2f..%2fb"))
+        plain = asyncio.run(get("/v2/models/churn"))
+    assert hostile.status_code == 400 and hostile.json()["code"] == "invalid_input"
+    assert plain.status_code == 404  # a valid name reaches the route: it is not served
 
 
 @pytest.fixture

@@ -192,9 +192,8 @@ def test_serve_off_loopback_without_a_token_exits_2_before_binding(config: Confi
 def test_off_loopback_auth_is_on_whatever_the_configuration_says(ws: Workspace) -> None:
     ws.tokens.create("edge", team=None, role="admin")
     assert not ws.config.auth
-    uvicorn_config(ws, "192.0.2.1", 0, log_predictions=False)  # built, never bound
-    # the app was built from this configuration (behind the path check, which hides its state)
-    assert ws.config.auth is True
+    config = uvicorn_config(ws, "192.0.2.1", 0, log_predictions=False)  # built, never bound
+    assert config.app.state.server.auth is True
 
 
 def test_openapi_declares_bearer_tokens_on_every_route_but_health() -> None:

@@ -12,7 +12,7 @@ import uvicorn
 
 from ownloop.server._app import ROUTES, RouteSpec, create_app
 from ownloop.server._auth import check_exposure, loopback
-from ownloop.server._limits import checked_paths, limited_protocol
+from ownloop.server._limits import limited_protocol
 from ownloop.workspace import Workspace
 
 __all__ = [
@@ -37,8 +37,7 @@ def uvicorn_config(
     """A uvicorn configuration for the app of ``ws`` (loopback unless told otherwise).
 
     Off loopback, auth is on and serving is refused until a token exists (``check_exposure``).
-    Request paths are checked before routing (hostile paths and bad names: 400). The request
-    limits come from ``ws.config``: head size and field count (431), the time to send
+    The request limits come from ``ws.config``: head size and field count (431), the time to send
     a head, the keep-alive idle time, and the open connections (more are answered 503).
     """
     check_exposure(ws, host)
@@ -46,7 +45,7 @@ def uvicorn_config(
         ws.config = replace(ws.config, auth=True)
     limits = ws.config
     return uvicorn.Config(
-        checked_paths(create_app(ws, log_predictions=log_predictions), [r.path for r in ROUTES]),
+        create_app(ws, log_predictions=log_predictions),
         host=host,
         port=port,
         lifespan="on",

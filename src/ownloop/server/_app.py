@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -41,6 +42,7 @@ from ownloop.predlog import PredictionLogger
 from ownloop.server import _decode
 from ownloop.server._auth import ANONYMOUS, anonymous, presented_secret, public, unauthenticated
 from ownloop.server._controller import Controller
+from ownloop.server._limits import CheckedPaths
 from ownloop.server._live import Live, LiveModel, feature_key, find, routing_key
 from ownloop.server._metrics import Metrics
 from ownloop.server._openapi import Served, openapi
@@ -910,6 +912,8 @@ def create_app(ws: Workspace, *, log_predictions: bool = True) -> Starlette:
     routes = [Route(s.path, server.guard(s), methods=[s.method]) for s in ROUTES]
     app = Starlette(
         routes=routes,
+        # hostile paths and bad names are a 400 before routing, whoever serves the app
+        middleware=[Middleware(CheckedPaths, route_paths=[s.path for s in ROUTES])],
         lifespan=lifespan,
         exception_handlers={
             OwnloopError: _ownloop_error,

@@ -28,7 +28,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ownloop.errors import InvalidInputError
 from ownloop.names import validate_name
 
-__all__ = ["checked_paths", "limited_protocol"]
+__all__ = ["CheckedPaths", "limited_protocol"]
 
 # In the raw path: a separator or a dot written as %XX, a %-escape of %, a backslash, a path
 # parameter, a control character, or an empty segment. Ownloop's routes never need any of them.
@@ -66,15 +66,19 @@ def _check_path(raw: bytes, patterns: list[list[str]]) -> None:
                 validate_name(p.strip("{}").replace("name", "model"), text)
 
 
-def checked_paths(app: ASGIApp, route_paths: Iterable[str]) -> ASGIApp:
-    """``app`` behind a check of every HTTP request path (400 in the one error shape)."""
-    patterns = _route_patterns(route_paths)
+class CheckedPaths:
+    """ASGI middleware: every HTTP request path is checked before routing (400 in the one error
+    shape). Part of the app itself (``create_app``), so every way of serving it checks paths."""
 
-    async def checked(scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, app: ASGIApp, route_paths: Iterable[str]) -> None:
+        self.app = app
+        self.patterns = _route_patterns(route_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             raw = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
             try:
-                _check_path(raw.partition(b"?")[0], patterns)
+                _check_path(raw.partition(b"?")[0], self.patterns)
             except InvalidInputError as exc:
                 body = orjson.dumps(exc.to_dict())
                 await send(
@@ -89,9 +93,7 @@ def checked_paths(app: ASGIApp, route_paths: Iterable[str]) -> ASGIApp:
                 )
                 await send({"type": "http.response.body", "body": body})
                 return
-        await app(scope, receive, send)
-
-    return checked
+        await self.app(scope, receive, send)
 
 
 class _LimitedConnection(h11.Connection):
