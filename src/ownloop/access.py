@@ -82,6 +82,8 @@ POLICY: dict[str, Role] = {
     "label.read": Role.VIEWER,
     "notification.read": Role.VIEWER,
     "notification.deliver": Role.ADMIN,  # the outbox loop sends for every team
+    "ui.read": Role.VIEWER,  # the dashboard's pages
+    "ui.login": Role.ANYONE,  # the sign-in page, its form and the dashboard's static files
 }
 
 

@@ -105,6 +105,9 @@ class Config:
     header_timeout_s: float = 10.0  # a client must send its request line and headers in this time
     keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
     max_connections: int = 1000  # open connections per serve process; more are answered 503
+    session_hours: float = 12.0  # a dashboard sign-in lasts this long (and never past its token)
+    # Host names the dashboard answers besides loopback ones (DNS-rebinding guard), e.g. a proxy's
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -145,6 +148,12 @@ class Config:
             header_timeout_s=_number(env, "OWNLOOP_HEADER_TIMEOUT_S", 10.0, float, 0.1, 600.0),
             keep_alive_s=_number(env, "OWNLOOP_KEEP_ALIVE_S", 5.0, float, 0.1, 3600.0),
             max_connections=_number(env, "OWNLOOP_MAX_CONNECTIONS", 1000, int, 1, 10**6),
+            session_hours=_number(env, "OWNLOOP_SESSION_HOURS", 12.0, float, 0.01, 24.0 * 90),
+            allowed_hosts=tuple(
+                h.strip().lower()
+                for h in env.get("OWNLOOP_ALLOWED_HOSTS", "").split(",")
+                if h.strip()
+            ),
         )
 
     def with_home(self, home: Path | str) -> Config:

@@ -48,6 +48,7 @@ from ownloop.server._metrics import Metrics
 from ownloop.server._openapi import Served, openapi
 from ownloop.server._served import Prediction, ServedModel, redact_paths, refused_block
 from ownloop.server._shadow import Shadow, ShadowJob
+from ownloop.ui import UI_ROUTES, Dashboard
 from ownloop.workspace import Workspace
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
@@ -65,6 +66,7 @@ class RouteSpec:
     handler: str
     action: str
     summary: str
+    ui: bool = False  # a dashboard route: HTML, and a browser's session cookie names the caller
 
 
 # Who may call what, in one place. Switching tokens on changes the actor, never these lines.
@@ -269,10 +271,13 @@ class _Server:
                 "prediction log closed: %d rows written, %d dropped", stats.flushed, stats.dropped
             )
 
-    def guard(self, spec: RouteSpec) -> Handler:
+    def guard(self, spec: RouteSpec, handler: Handler | None = None) -> Handler:
         """The endpoint of ``spec``: who calls (token, local user or anonymous), may they, then
-        the handler, run as that caller so every check and audit row inside names them."""
-        handler: Handler = getattr(self, spec.handler)
+        the handler (this server's ``spec.handler`` unless given), run as that caller so every
+        check and audit row inside names them."""
+        if handler is None:
+            handler = getattr(self, spec.handler)
+        assert handler is not None
 
         async def endpoint(request: Request) -> Response:
             presented = "authorization" in request.headers
@@ -909,11 +914,18 @@ def create_app(ws: Workspace, *, log_predictions: bool = True) -> Starlette:
             hangup()
             server.stop()
 
+    dashboard = Dashboard(ws, ws.config)
+    pages = [
+        (RouteSpec(r.method, r.path, r.handler, r.action, r.summary, ui=True), dashboard.handler(r))
+        for r in UI_ROUTES
+    ]
     routes = [Route(s.path, server.guard(s), methods=[s.method]) for s in ROUTES]
+    routes += [Route(s.path, server.guard(s, h), methods=[s.method]) for s, h in pages]
+    paths = [s.path for s in ROUTES] + [s.path for s, _ in pages]
     app = Starlette(
         routes=routes,
         # hostile paths and bad names are a 400 before routing, whoever serves the app
-        middleware=[Middleware(CheckedPaths, route_paths=[s.path for s in ROUTES])],
+        middleware=[Middleware(CheckedPaths, route_paths=paths)],
         lifespan=lifespan,
         exception_handlers={
             OwnloopError: _ownloop_error,

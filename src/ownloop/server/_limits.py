@@ -56,10 +56,11 @@ def _check_path(raw: bytes, patterns: list[list[str]]) -> None:
             continue
         for p, s in zip(pattern, segments, strict=True):
             text = unquote_to_bytes(s).decode("utf-8", "replace")
-            if p == "{version}":
+            if p in ("{version}", "{eval_id}", "{alert_id}"):
                 if not (text.isascii() and text.isdigit() and len(text) <= 18):
+                    what = p.strip("{}").replace("_", " ")
                     raise InvalidInputError(
-                        f"version '{text[:40]}' in the request path is not a version number; "
+                        f"{what} '{text[:40]}' in the request path is not a number; "
                         "use digits, like /versions/3"
                     )
             elif p in ("{name}", "{team}", "{alias}"):

@@ -28,6 +28,7 @@ __all__ = [
     "schema_versions",
     "team_members",
     "teams",
+    "ui_sessions",
     "versions",
 ]
 
@@ -205,6 +206,8 @@ monitor_results = sa.Table(
     sa.Column("reference", sa.Float),  # the reference figure the value is compared with
     sa.Column("bound", sa.Float),  # the bound the value (or p_value, for 'test') is held to
     sa.Column("compare", sa.String(16)),  # 'above' | 'below' | 'test' | NULL (no direction)
+    # migration 9: drift rows' histogram, {"kind", "edges", "labels", "reference", "current"}
+    sa.Column("bins", sa.JSON),
 )
 
 deployments = sa.Table(
@@ -411,3 +414,16 @@ api_tokens = sa.Table(
     sa.Column("last_used_at", _ts),
 )
 sa.Index("ix_api_tokens_name", api_tokens.c.name)
+
+ui_sessions = sa.Table(
+    "ui_sessions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("token_id", sa.Integer, nullable=False),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", _ts, nullable=False),
+    sa.Column("expires_at", _ts, nullable=False),
+    sa.Column("closed_at", _ts),
+)
+sa.Index("ix_ui_sessions_token", ui_sessions.c.token_id)
