@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeGuard
+from typing import NamedTuple, Protocol, TypeGuard
 
 from markupsafe import Markup, escape
 
@@ -95,10 +95,9 @@ class Interval:
 
 def _finite(value: float | None) -> float | None:
     """The value as a float, or None for None, NaN and infinities (a gap)."""
-    if value is None:
+    if value is None or not math.isfinite(value):
         return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    return float(value)
 
 
 def _span(lo: float, hi: float) -> tuple[float, float]:
@@ -232,8 +231,15 @@ def _time_ticks(start: datetime, end: datetime, count: int = 6) -> list[tuple[da
     return ticks
 
 
-def _when(moment: datetime) -> str:
-    return _utc(moment).strftime("%Y-%m-%d %H:%M UTC")
+def _stamp(moment: datetime) -> float:
+    """Seconds since the epoch (a naive datetime is taken to be UTC already)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _when(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _fmt(x: float) -> str:
@@ -259,20 +265,33 @@ _W, _H = 720, 260
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 34, 34
 
 
-@dataclass(frozen=True)
-class _Point:
-    """One plotted value: a window or a bucket of windows."""
+class _Point(NamedTuple):
+    """One plotted value: a window or a bucket of windows (times in seconds since the epoch)."""
 
-    start: datetime
-    end: datetime
+    start: float
+    end: float
     value: float | None
     lower: float | None
     upper: float | None
     windows: int
 
 
-def _points(series: Series) -> list[_Point]:
-    """The series' windows as points, checking the lengths agree."""
+class _Columns(NamedTuple):
+    """A series' windows as columns, oldest first; non-finite values already None."""
+
+    times: list[float]
+    values: list[float | None]
+    lower: list[float | None] | None
+    upper: list[float | None] | None
+
+
+def _clean(column: Sequence[float | None]) -> list[float | None]:
+    isfinite = math.isfinite
+    return [v if v is not None and isfinite(v) else None for v in column]
+
+
+def _columns(series: Series) -> _Columns:
+    """The series' windows as clean columns in time order, checking the lengths agree."""
     count = len(series.times)
     for name, column in (
         ("values", series.values),
@@ -284,43 +303,57 @@ def _points(series: Series) -> list[_Point]:
                 f"chart series {series.label!r} has {count} times but {len(column)} {name}; "
                 "give one entry per window (None for a gap)"
             )
-    lower = series.lower if series.lower is not None else [None] * count
-    upper = series.upper if series.upper is not None else [None] * count
-    rows = sorted(
-        zip(series.times, series.values, lower, upper, strict=True), key=lambda r: _utc(r[0])
-    )
-    return [
-        _Point(_utc(t), _utc(t), _finite(v), _finite(lo), _finite(up), 1) for t, v, lo, up in rows
-    ]
+    times = [_stamp(t) for t in series.times]
+    columns = [series.values, series.lower, series.upper]
+    if any(b < a for a, b in itertools.pairwise(times)):
+        order = sorted(range(count), key=times.__getitem__)
+        times = [times[i] for i in order]
+        columns = [None if c is None else [c[i] for i in order] for c in columns]
+    values, lower, upper = (None if c is None else _clean(c) for c in columns)
+    return _Columns(times, values or [], lower, upper)
 
 
-def _bucket(points: list[_Point], max_points: int) -> list[_Point]:
+def _bucket(columns: _Columns, max_points: int) -> list[_Point]:
     """At most ``max_points`` points: the mean per bucket of consecutive windows, min..max as band."""
-    if len(points) <= max_points:
-        return points
+    times, values = columns.times, columns.values
+    count = len(times)
+    nothing: list[float | None] = [None] * count
+    lower = columns.lower or nothing
+    upper = columns.upper or nothing
+    if count <= max_points:
+        return [
+            _Point(t, t, v, lo, up, 1)
+            for t, v, lo, up in zip(times, values, lower, upper, strict=True)
+        ]
     buckets: list[_Point] = []
     for i in range(max_points):
-        chunk = points[i * len(points) // max_points : (i + 1) * len(points) // max_points]
-        values = [p.value for p in chunk if p.value is not None]
-        lows = [p.lower if p.lower is not None else p.value for p in chunk]
-        highs = [p.upper if p.upper is not None else p.value for p in chunk]
-        low = [x for x in lows if x is not None]
-        high = [x for x in highs if x is not None]
+        first, last = i * count // max_points, (i + 1) * count // max_points
+        present = [v for v in values[first:last] if v is not None]
+        low = [
+            lo if lo is not None else v
+            for v, lo in zip(values[first:last], lower[first:last], strict=True)
+        ]
+        high = [
+            up if up is not None else v
+            for v, up in zip(values[first:last], upper[first:last], strict=True)
+        ]
+        lows = [x for x in low if x is not None]
+        highs = [x for x in high if x is not None]
         buckets.append(
             _Point(
-                chunk[0].start,
-                chunk[-1].end,
-                math.fsum(values) / len(values) if values else None,
-                min(low) if low else None,
-                max(high) if high else None,
-                len(chunk),
+                times[first],
+                times[last - 1],
+                math.fsum(present) / len(present) if present else None,
+                min(lows) if lows else None,
+                max(highs) if highs else None,
+                last - first,
             )
         )
     return buckets
 
 
-def _mid(point: _Point) -> datetime:
-    return point.start + (point.end - point.start) / 2
+def _mid(point: _Point) -> float:
+    return (point.start + point.end) / 2
 
 
 def _runs(points: Sequence[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
@@ -377,8 +410,8 @@ def time_chart(
     """
     if max_points < 1:
         raise InvalidInputError(f"max_points must be at least 1, not {max_points}")
-    raw = [_points(s) for s in series]
-    plotted = [_bucket(points, max_points) for points in raw]
+    raw = [_columns(s) for s in series]
+    plotted = [_bucket(columns, max_points) for columns in raw]
     values = [
         x
         for points in plotted
@@ -387,26 +420,26 @@ def time_chart(
         if x is not None and p.value is not None
     ]
     if not values:
-        windows = len({p.start for points in raw for p in points})
+        windows = len({t for columns in raw for t in columns.times})
         return _no_data(title, f"no data in {windows} windows" if windows else "no data")
     reference = _finite(reference)
     y_lo, y_hi, y_ticks = _ticks(
         min(values + ([reference] if reference is not None else [])),
         max(values + ([reference] if reference is not None else [])),
     )
-    times = [p.start for points in raw for p in points] + [p.end for points in raw for p in points]
-    t_lo, t_hi = min(times), max(times)
+    t_lo = min(columns.times[0] for columns in raw if columns.times)
+    t_hi = max(columns.times[-1] for columns in raw if columns.times)
     if t_hi == t_lo:
-        t_lo, t_hi = t_lo - timedelta(minutes=30), t_hi + timedelta(minutes=30)
+        t_lo, t_hi = t_lo - 1800, t_hi + 1800
     inner_w, inner_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
 
-    def x_of(moment: datetime) -> float:
-        return _LEFT + inner_w * ((moment - t_lo) / (t_hi - t_lo))
+    def x_of(stamp: float) -> float:
+        return _LEFT + inner_w * (stamp - t_lo) / (t_hi - t_lo)
 
     def y_of(value: float) -> float:
         return _TOP + inner_h * (1 - (value - y_lo) / (y_hi - y_lo))
 
-    windows = len({p.start for points in raw for p in points})
+    windows = len({t for columns in raw for t in columns.times})
     positions = max(len(points) for points in plotted)
     parts = [
         _open_svg("time", _W, _H, title, f' data-windows="{windows}" data-points="{positions}"'),
@@ -423,7 +456,7 @@ def time_chart(
             f"<title>reference {escape(_value_text(reference, unit))}</title></line>"
         )
     for index, (s, points, source) in enumerate(zip(series, plotted, raw, strict=True)):
-        parts.append(_series_group(index, s.label, points, len(source), unit, x_of, y_of))
+        parts.append(_series_group(index, s.label, points, len(source.times), unit, x_of, y_of))
     if len(series) > 1:
         parts.append(_legend([s.label for s in series]))
     parts.append("</svg>")
@@ -445,14 +478,15 @@ def _y_axis(ticks: Sequence[float], y_of: Callable[[float], float], unit: str) -
     return "".join(parts)
 
 
-def _x_axis(start: datetime, end: datetime, x_of: Callable[[datetime], float]) -> str:
+def _x_axis(start: float, end: float, x_of: Callable[[float], float]) -> str:
     base = _H - _BOTTOM
     parts = [
         f'<g class="axis x"><line class="axis-line" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{base}" '
         f'y2="{base}" stroke="#90a4ae" stroke-width="1"/>'
     ]
-    for moment, text in _time_ticks(start, end):
-        x = _fmt(x_of(moment))
+    ticks = _time_ticks(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC))
+    for moment, text in ticks:
+        x = _fmt(x_of(moment.timestamp()))
         parts.append(
             f'<line class="tick-mark" x1="{x}" x2="{x}" y1="{base}" y2="{base + 4}" '
             'stroke="#90a4ae" stroke-width="1"/>'
@@ -472,7 +506,7 @@ def _series_group(
     points: Sequence[_Point],
     windows: int,
     unit: str,
-    x_of: Callable[[datetime], float],
+    x_of: Callable[[float], float],
     y_of: Callable[[float], float],
 ) -> str:
     colour = PALETTE[index % len(PALETTE)]
