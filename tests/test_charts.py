@@ -462,3 +462,15 @@ def test_series_of_stored_figures_uses_window_ends_and_the_band() -> None:
     assert series.times == [T0, T0 + timedelta(hours=1)] and series.values == [0.9, None]
     assert series.lower == [0.85, None] and series.upper == [0.95, None]
     assert Series.of("estimated", figures, band=False).lower is None
+
+
+def test_float_noise_on_a_constant_reads_as_a_constant() -> None:
+    root = parse(time_chart([Series("v", times(2), [0.5, 0.5 + 1e-13])], title="v"))
+    labels = tick_labels(root, "y")
+    assert len(set(labels)) == len(labels) and all(len(label) <= 5 for label in labels)
+
+
+def test_histogram_of_a_single_value_stays_visible() -> None:
+    root = parse(histogram([3.0, 3.0, 3.0], [0.5, 0.5], [0.5, 0.5], title="one value"))
+    assert all(w >= 1.0 and h > 0 for _, w, h in rect_spans(root, "cur"))
+    assert "3.00" in tick_labels(root, "x")

@@ -102,8 +102,9 @@ def _finite(value: float | None) -> float | None:
 
 def _span(lo: float, hi: float) -> tuple[float, float]:
     """A non-empty range around lo..hi, so a constant series never divides by zero."""
-    if hi > lo:
+    if hi - lo > max(abs(lo), abs(hi)) * 1e-9:
         return lo, hi
+    # equal, or equal but for float noise: a range around the value itself
     pad = abs(lo) * 0.05 if lo != 0 else 1.0
     return lo - pad, hi + pad
 
@@ -202,17 +203,12 @@ _TIME_STEPS = tuple(
 _MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
 
 
-def _utc(moment: datetime) -> datetime:
-    """A timezone-aware UTC datetime (a naive one is taken to be UTC already)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _time_ticks(start: datetime, end: datetime, count: int = 6) -> list[tuple[datetime, str]]:
     """Ticks on whole minutes/hours/days (UTC) between start and end, with short labels."""
     span = end - start
     step = next((s for s in _TIME_STEPS if span / s <= count), _TIME_STEPS[-1])
+    while span / step > count:  # beyond a few years: whole multiples of a year
+        step += _TIME_STEPS[-1]
     # steps up to a day divide a day, so ticks fall on round UTC clock times; weeks start Monday
     anchor = _MONDAY if step >= timedelta(days=7) else datetime(1970, 1, 1, tzinfo=UTC)
     moment = anchor + step * math.ceil((start - anchor) / step)
@@ -724,7 +720,8 @@ def histogram(
         ("cur", cur, CURRENT_COLOUR, "0.3"),
     ):
         for i, share in enumerate(shares):
-            left, right = x_of(cuts[i]), x_of(cuts[i + 1])
+            left = x_of(cuts[i])
+            right = max(x_of(cuts[i + 1]), left + 1.0)  # a bin of tied values stays visible
             top = y_of(share * scale[i])
             name = "reference" if kind == "ref" else "current"
             tip = (
