@@ -12,7 +12,16 @@ import pytest
 from markupsafe import Markup
 
 from ownloop.errors import InvalidInputError
-from ownloop.ui._charts import Interval, Series, bars, histogram, intervals, sparkline, time_chart
+from ownloop.ui._charts import (
+    Interval,
+    Series,
+    bars,
+    distribution,
+    histogram,
+    intervals,
+    sparkline,
+    time_chart,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 T0 = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
@@ -474,3 +483,21 @@ def test_histogram_of_a_single_value_stays_visible() -> None:
     root = parse(histogram([3.0, 3.0, 3.0], [0.5, 0.5], [0.5, 0.5], title="one value"))
     assert all(w >= 1.0 and h > 0 for _, w, h in rect_spans(root, "cur"))
     assert "3.00" in tick_labels(root, "x")
+
+
+def test_distribution_draws_numeric_bins_on_their_scale_and_categories_as_bars() -> None:
+    @dataclass(frozen=True)
+    class Bins:
+        kind: str
+        labels: tuple[str, ...]
+        edges: tuple[float, ...]
+        reference: tuple[float, ...]
+        current: tuple[float, ...]
+
+    numeric = Bins("numeric", ("[0, 1)", "[1, 3)"), (0.0, 1.0, 3.0), (0.5, 0.5), (0.2, 0.8))
+    root = parse(distribution(numeric, title="tenure"))
+    assert root.get("class") == "chart histogram"
+    widths = [w for _, w, _ in rect_spans(root, "ref")]
+    assert widths[1] == pytest.approx(2 * widths[0], abs=0.02)
+    categorical = Bins("categorical", ("fr", "de"), (), (0.5, 0.5), (0.9, 0.1))
+    assert parse(distribution(categorical, title="country")).get("class") == "chart bars"

@@ -26,8 +26,10 @@ from ownloop.errors import InvalidInputError
 __all__ = [
     "Interval",
     "Series",
+    "StoredBins",
     "StoredFigure",
     "bars",
+    "distribution",
     "histogram",
     "intervals",
     "sparkline",
@@ -54,6 +56,21 @@ class StoredFigure(Protocol):
     def lower(self) -> float | None: ...
     @property
     def upper(self) -> float | None: ...
+
+
+class StoredBins(Protocol):
+    """A stored histogram of one window (``ownloop.monitoring.Bins`` is one)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def labels(self) -> Sequence[str]: ...
+    @property
+    def edges(self) -> Sequence[float]: ...
+    @property
+    def reference(self) -> Sequence[float]: ...
+    @property
+    def current(self) -> Sequence[float]: ...
 
 
 @dataclass(frozen=True)
@@ -133,7 +150,7 @@ def _number(value: float, step: float, largest: float) -> str:
     """``value`` with as many decimals as the tick step needs; k/M/G/T for large axes."""
     if abs(value) < abs(step) * 1e-6:
         return "0"
-    if largest < 1e-3:
+    if step < 1e-6:  # fixed decimals would run past six places
         digits = max(0, math.floor(math.log10(largest)) - math.floor(math.log10(step)))
         return f"{value:.{min(digits, 6)}e}"
     divisor, suffix = 1.0, ""
@@ -791,7 +808,7 @@ def bars(
         return _HTOP + inner_h * (1 - share / y_hi)
 
     parts = [
-        _open_svg("bars", _HW, _HH, title, f' data-bins="{count}"'),
+        _open_svg("bars", _HW, _HH + (40 if slanted else 0), title, f' data-bins="{count}"'),
         f'<text class="chart-title" x="{_HLEFT}" y="18" font-size="13" font-weight="600">'
         f"{escape(title)}</text>",
         _share_axis(_HTOP, y_ticks, y_of),
@@ -822,6 +839,13 @@ def bars(
     parts.append(_legend_pair(_HW - _HRIGHT))
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def distribution(bins: StoredBins, *, title: str, unit: str = "") -> Markup:
+    """A stored histogram drawn as it was binned: numeric bins on their value axis, else bars."""
+    if bins.kind == "numeric" and len(bins.edges) == len(bins.reference) + 1:
+        return histogram(bins.edges, bins.reference, bins.current, title=title, unit=unit)
+    return bars(bins.labels, bins.reference, bins.current, title=title)
 
 
 # --- intervals ----------------------------------------------------------------------------
