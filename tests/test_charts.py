@@ -155,6 +155,7 @@ def test_time_chart_draws_the_reference_line_within_the_axis() -> None:
     root = parse(time_chart([Series("v", times(3), [0.8, 0.85, 0.9])], title="v", reference=0.7))
     refs = every(root, "line", "ref")
     assert len(refs) == 1
+    assert [t.text for t in every(root, "text", "ref-label")] == ["reference 0.7"]
     y_ref = float(refs[0].get("y1") or 0)
     ys = [float(c.get("cy") or 0) for c in every(root, "circle", "pt")]
     per_unit = (ys[1] - ys[0]) / 0.05

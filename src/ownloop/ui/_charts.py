@@ -467,6 +467,9 @@ def time_chart(
             f'<line class="ref" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y}" y2="{y}" '
             f'stroke="{REFERENCE_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4">'
             f"<title>reference {escape(_value_text(reference, unit))}</title></line>"
+            f'<text class="ref-label" x="{_W - _RIGHT - 2}" y="{y}" dy="-4" font-size="10" '
+            f'text-anchor="end" fill="#607d8b">reference {escape(_value_text(reference, unit))}'
+            "</text>"
         )
     for index, (s, points, source) in enumerate(zip(series, plotted, raw, strict=True)):
         parts.append(_series_group(index, s.label, points, len(source.times), unit, x_of, y_of))
