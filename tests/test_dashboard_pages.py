@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from ownloop import Config, Workspace
 from ownloop.access import Actor
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data, make_model
+from ownloop.deploy import Guardrail, Outcome, Rollout, StepAnalysis
 from tests.conftest import STORES, store_url
 from tests.servers import running
 
@@ -141,7 +143,7 @@ def test_model_page_charts_have_one_point_per_window(base: str) -> None:
     assert r.status_code == 200
     charts = section(r.text, "charts")
     figures = re.findall(r"<figure.*?</figure>", charts, re.S)
-    captions = [re.search(r"<figcaption>(.*?)</figcaption>", f, re.S).group(1) for f in figures]  # type: ignore[union-attr]
+    captions = [re.search(r'data-chart="(.*?)"', f).group(1) for f in figures]  # type: ignore[union-attr]
     assert captions == [
         "accuracy",
         "latency",
@@ -273,3 +275,86 @@ def test_mine_without_teams_says_so(config: Config) -> None:
         with running(ws, log_predictions=False) as url:
             page = get(url, "/", mine="1").text
     assert "You (loner) belong to no team" in page
+
+
+# -- an active rollout ---------------------------------------------------------------------------
+
+
+def _passing_step(rollout: Rollout, now: datetime, looks: int) -> StepAnalysis:
+    guard = Guardrail(
+        name="error_rate",
+        outcome=Outcome.PASS,
+        stable=0.003,
+        candidate=0.004,
+        difference=0.001,
+        lower=-0.002,
+        upper=0.006,
+        bound=0.01,
+        n_stable=1890,
+        n_candidate=812,
+        min_samples=500,
+        method="sequential difference of proportions",
+        text="error rate canary 0.4% vs stable 0.3% <within> the allowed +1.0 pt",
+    )
+    return StepAnalysis(
+        outcome=Outcome.PASS,
+        at=now,
+        window_start=now - timedelta(minutes=10),
+        window_end=now,
+        arm="canary",
+        n_stable=1890,
+        n_candidate=812,
+        guardrails=(guard,),
+        decided_by=("error_rate",),
+        summary="every guardrail passed with its minimum sample",
+        looks=looks,
+    )
+
+
+@pytest.fixture
+def rolling(config: Config, tmp_path: Path) -> Iterator[str]:
+    """churn@1 in production and churn@2 in canary at its second step (25%), a step analysed."""
+    with Workspace(config, clock=FrozenClock(T0)) as ws:
+        ws.deploy.analyser = _passing_step
+        ws.registry.add_team("risk", members=["tester"])
+        train = make_churn_data(300, seed=3)
+        model = make_model(max_iter=5).fit(train.drop(columns="churned"), train["churned"])
+        for _ in range(2):
+            ws.registry.register(
+                model, name="churn", owner="risk", reference=train, target="churned"
+            )
+        ws.deploy.set_production("churn", 1, force=True, reason="set up")
+        holdout = tmp_path / "holdout.parquet"
+        train.to_parquet(holdout)
+        gate = {
+            "datasets": {"holdout": {"path": str(holdout), "label": "churned"}},
+            "checks": [{"type": "model_size", "at_most": 1000}],
+        }
+        ws.evaluations.evaluate("churn@2", gate)
+        ws.deploy.deploy("churn@2", steps=(5, 25, 100), min_samples=100)
+        ws.deploy.tick()  # pending -> canary 5%
+        ws.deploy.tick()  # the step passes -> canary 25%
+        with running(ws, log_predictions=False) as url:
+            yield url
+
+
+def test_model_page_shows_the_active_rollout_its_analysis_and_its_forms(rolling: str) -> None:
+    page = get(rolling, "/ui/models/churn").text
+    rollout = section(page, "rollout")
+    assert "rollout of <b>v2</b> against stable v1" in rollout
+    assert "step 2 of 3" in rollout
+    assert "candidate share <b>25%</b>, stable 75%" in rollout
+    assert "every guardrail passed with its minimum sample" in rollout
+    assert "n stable 1890, n canary 812" in rollout
+    assert "decided by error_rate" in rollout
+    assert "&lt;within&gt;" in rollout  # stored text is escaped
+    assert 'action="/ui/models/churn/promote"' in rollout
+    assert 'action="/ui/models/churn/abort"' in rollout
+    assert 'name="reason" required' in rollout
+    versions = section(page, "versions")
+    assert re.search(r'<a href="/ui/evaluations/\d+">passed</a>', versions)
+
+
+def test_models_page_shows_the_rollout_state(rolling: str) -> None:
+    page = get(rolling, "/").text
+    assert "canary rollout of v2: canary, step 2/3, candidate share 25%" in page
