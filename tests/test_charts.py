@@ -5,13 +5,23 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from markupsafe import Markup
 
 from ownloop.errors import InvalidInputError
-from ownloop.ui._charts import Interval, Series, bars, histogram, intervals, sparkline, time_chart
+from ownloop.ui._charts import (
+    Interval,
+    Series,
+    bars,
+    distribution,
+    histogram,
+    intervals,
+    sparkline,
+    time_chart,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 T0 = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
@@ -118,7 +128,9 @@ def test_time_chart_gaps_break_the_line_at_none_nan_and_inf() -> None:
     values: list[float | None] = [1.0, 2.0, None, 3.0, 4.0, math.nan, 5.0, 6.0, math.inf, 7.0, 8.0]
     root = parse(time_chart([Series("v", times(len(values)), values)], title="v"))
     assert len(every(root, "circle", "pt")) == 8
-    assert root.get("data-windows") == "11" and root.get("data-points") == "8"
+    # every window has its position on the axis; the gaps have no circle
+    assert root.get("data-windows") == "11" and root.get("data-points") == "11"
+    assert every(root, "g", "series")[0].get("data-values") == "8"
     runs = line_runs(root)
     assert len(runs) == 4
     assert all(d.count("M") == 1 and d.count("L") == 1 for d in runs)
@@ -143,6 +155,7 @@ def test_time_chart_draws_the_reference_line_within_the_axis() -> None:
     root = parse(time_chart([Series("v", times(3), [0.8, 0.85, 0.9])], title="v", reference=0.7))
     refs = every(root, "line", "ref")
     assert len(refs) == 1
+    assert [t.text for t in every(root, "text", "ref-label")] == ["reference 0.7"]
     y_ref = float(refs[0].get("y1") or 0)
     ys = [float(c.get("cy") or 0) for c in every(root, "circle", "pt")]
     per_unit = (ys[1] - ys[0]) / 0.05
@@ -155,7 +168,8 @@ def test_time_chart_several_series_share_one_axis_and_get_a_legend() -> None:
     root = parse(time_chart([a, b], title="accuracy"))
     groups = every(root, "g", "series")
     assert [g.get("data-label") for g in groups] == ["estimated", "realised"]
-    assert root.get("data-windows") == "6" and root.get("data-points") == "6"
+    assert root.get("data-windows") == "3" and root.get("data-points") == "3"
+    assert len(every(root, "circle", "pt")) == 6
     legend = every(root, "g", "legend")
     assert len(legend) == 1 and [t.text for t in every(legend[0], "text")] == [
         "estimated",
@@ -168,6 +182,16 @@ def test_time_chart_several_series_share_one_axis_and_get_a_legend() -> None:
         c.get("fill") for c in every(groups[1], "circle")
     }
     assert len(colours) == 2
+
+
+def test_time_chart_counts_distinct_windows_over_series() -> None:
+    hourly = Series("hourly", times(4, timedelta(hours=1)), [1.0, 2.0, 3.0, 4.0])
+    daily = Series("sparse", [T0, T0 + timedelta(minutes=90)], [2.0, 2.5])
+    root = parse(time_chart([hourly, daily], title="v"))
+    assert root.get("data-windows") == "5" and root.get("data-points") == "4"
+    groups = every(root, "g", "series")
+    assert [g.get("data-windows") for g in groups] == ["4", "2"]
+    assert [g.get("data-values") for g in groups] == ["4", "2"]
 
 
 def test_time_chart_buckets_past_max_points_with_mean_and_min_max_band() -> None:
@@ -188,7 +212,8 @@ def test_time_chart_bucket_with_only_gaps_stays_a_gap() -> None:
     values: list[float | None] = [1.0] * 10 + [None] * 10 + [2.0] * 10
     root = parse(time_chart([Series("v", times(30), values)], title="v", max_points=3))
     assert len(every(root, "circle", "pt")) == 2
-    assert root.get("data-points") == "2" and root.get("data-windows") == "30"
+    assert root.get("data-points") == "3" and root.get("data-windows") == "30"
+    assert every(root, "g", "series")[0].get("data-values") == "2"
     assert len(line_runs(root)) == 0  # two single points, no line across the gap
 
 
@@ -432,3 +457,48 @@ def test_every_chart_escapes_text_from_data() -> None:
         assert every(root, "script") == []
         assert not [name for e in root.iter() for name in e.attrib if name.lower().startswith("on")]
         no_inline_style(chart)
+
+
+def test_series_of_stored_figures_uses_window_ends_and_the_band() -> None:
+    @dataclass(frozen=True)
+    class Figure:
+        window_end: datetime
+        value: float | None
+        lower: float | None
+        upper: float | None
+
+    figures = [Figure(T0, 0.9, 0.85, 0.95), Figure(T0 + timedelta(hours=1), None, None, None)]
+    series = Series.of("estimated", figures)
+    assert series.times == [T0, T0 + timedelta(hours=1)] and series.values == [0.9, None]
+    assert series.lower == [0.85, None] and series.upper == [0.95, None]
+    assert Series.of("estimated", figures, band=False).lower is None
+
+
+def test_float_noise_on_a_constant_reads_as_a_constant() -> None:
+    root = parse(time_chart([Series("v", times(2), [0.5, 0.5 + 1e-13])], title="v"))
+    labels = tick_labels(root, "y")
+    assert len(set(labels)) == len(labels) and all(len(label) <= 5 for label in labels)
+
+
+def test_histogram_of_a_single_value_stays_visible() -> None:
+    root = parse(histogram([3.0, 3.0, 3.0], [0.5, 0.5], [0.5, 0.5], title="one value"))
+    assert all(w >= 1.0 and h > 0 for _, w, h in rect_spans(root, "cur"))
+    assert "3.00" in tick_labels(root, "x")
+
+
+def test_distribution_draws_numeric_bins_on_their_scale_and_categories_as_bars() -> None:
+    @dataclass(frozen=True)
+    class Bins:
+        kind: str
+        labels: tuple[str, ...]
+        edges: tuple[float, ...]
+        reference: tuple[float, ...]
+        current: tuple[float, ...]
+
+    numeric = Bins("numeric", ("[0, 1)", "[1, 3)"), (0.0, 1.0, 3.0), (0.5, 0.5), (0.2, 0.8))
+    root = parse(distribution(numeric, title="tenure"))
+    assert root.get("class") == "chart histogram"
+    widths = [w for _, w, _ in rect_spans(root, "ref")]
+    assert widths[1] == pytest.approx(2 * widths[0], abs=0.02)
+    categorical = Bins("categorical", ("fr", "de"), (), (0.5, 0.5), (0.9, 0.1))
+    assert parse(distribution(categorical, title="country")).get("class") == "chart bars"

@@ -17,13 +17,24 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeGuard
+from typing import NamedTuple, Protocol, TypeGuard
 
 from markupsafe import Markup, escape
 
 from ownloop.errors import InvalidInputError
 
-__all__ = ["Interval", "Series", "bars", "histogram", "intervals", "sparkline", "time_chart"]
+__all__ = [
+    "Interval",
+    "Series",
+    "StoredBins",
+    "StoredFigure",
+    "bars",
+    "distribution",
+    "histogram",
+    "intervals",
+    "sparkline",
+    "time_chart",
+]
 
 REFERENCE_COLOUR = "#90a4ae"
 CURRENT_COLOUR = "#e65100"
@@ -32,6 +43,34 @@ PALETTE = ("#e65100", "#1565c0", "#2e7d32", "#6a1b9a", "#00838f", "#ad1457")
 FAIL_COLOUR = "#c62828"
 PASS_COLOUR = "#2e7d32"
 _XMLNS = "http://www.w3.org/2000/svg"
+
+
+class StoredFigure(Protocol):
+    """What a stored figure of one window offers a chart (``ownloop.monitoring.Point`` does)."""
+
+    @property
+    def window_end(self) -> datetime: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def lower(self) -> float | None: ...
+    @property
+    def upper(self) -> float | None: ...
+
+
+class StoredBins(Protocol):
+    """A stored histogram of one window (``ownloop.monitoring.Bins`` is one)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def labels(self) -> Sequence[str]: ...
+    @property
+    def edges(self) -> Sequence[float]: ...
+    @property
+    def reference(self) -> Sequence[float]: ...
+    @property
+    def current(self) -> Sequence[float]: ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +82,17 @@ class Series:
     values: Sequence[float | None]
     lower: Sequence[float | None] | None = None
     upper: Sequence[float | None] | None = None
+
+    @classmethod
+    def of(cls, label: str, points: Sequence[StoredFigure], *, band: bool = True) -> Series:
+        """A series from stored figures, placed at each window's end; ``band`` keeps lower/upper."""
+        return cls(
+            label,
+            [p.window_end for p in points],
+            [p.value for p in points],
+            [p.lower for p in points] if band else None,
+            [p.upper for p in points] if band else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -62,16 +112,16 @@ class Interval:
 
 def _finite(value: float | None) -> float | None:
     """The value as a float, or None for None, NaN and infinities (a gap)."""
-    if value is None:
+    if value is None or not math.isfinite(value):
         return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    return float(value)
 
 
 def _span(lo: float, hi: float) -> tuple[float, float]:
     """A non-empty range around lo..hi, so a constant series never divides by zero."""
-    if hi > lo:
+    if hi - lo > max(abs(lo), abs(hi)) * 1e-9:
         return lo, hi
+    # equal, or equal but for float noise: a range around the value itself
     pad = abs(lo) * 0.05 if lo != 0 else 1.0
     return lo - pad, hi + pad
 
@@ -100,7 +150,7 @@ def _number(value: float, step: float, largest: float) -> str:
     """``value`` with as many decimals as the tick step needs; k/M/G/T for large axes."""
     if abs(value) < abs(step) * 1e-6:
         return "0"
-    if largest < 1e-3:
+    if step < 1e-6:  # fixed decimals would run past six places
         digits = max(0, math.floor(math.log10(largest)) - math.floor(math.log10(step)))
         return f"{value:.{min(digits, 6)}e}"
     divisor, suffix = 1.0, ""
@@ -170,17 +220,12 @@ _TIME_STEPS = tuple(
 _MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
 
 
-def _utc(moment: datetime) -> datetime:
-    """A timezone-aware UTC datetime (a naive one is taken to be UTC already)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _time_ticks(start: datetime, end: datetime, count: int = 6) -> list[tuple[datetime, str]]:
     """Ticks on whole minutes/hours/days (UTC) between start and end, with short labels."""
     span = end - start
     step = next((s for s in _TIME_STEPS if span / s <= count), _TIME_STEPS[-1])
+    while span / step > count:  # beyond a few years: whole multiples of a year
+        step += _TIME_STEPS[-1]
     # steps up to a day divide a day, so ticks fall on round UTC clock times; weeks start Monday
     anchor = _MONDAY if step >= timedelta(days=7) else datetime(1970, 1, 1, tzinfo=UTC)
     moment = anchor + step * math.ceil((start - anchor) / step)
@@ -199,8 +244,15 @@ def _time_ticks(start: datetime, end: datetime, count: int = 6) -> list[tuple[da
     return ticks
 
 
-def _when(moment: datetime) -> str:
-    return _utc(moment).strftime("%Y-%m-%d %H:%M UTC")
+def _stamp(moment: datetime) -> float:
+    """Seconds since the epoch (a naive datetime is taken to be UTC already)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _when(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _fmt(x: float) -> str:
@@ -226,20 +278,33 @@ _W, _H = 720, 260
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 34, 34
 
 
-@dataclass(frozen=True)
-class _Point:
-    """One plotted value: a window or a bucket of windows."""
+class _Point(NamedTuple):
+    """One plotted value: a window or a bucket of windows (times in seconds since the epoch)."""
 
-    start: datetime
-    end: datetime
+    start: float
+    end: float
     value: float | None
     lower: float | None
     upper: float | None
     windows: int
 
 
-def _points(series: Series) -> list[_Point]:
-    """The series' windows as points, checking the lengths agree."""
+class _Columns(NamedTuple):
+    """A series' windows as columns, oldest first; non-finite values already None."""
+
+    times: list[float]
+    values: list[float | None]
+    lower: list[float | None] | None
+    upper: list[float | None] | None
+
+
+def _clean(column: Sequence[float | None]) -> list[float | None]:
+    isfinite = math.isfinite
+    return [v if v is not None and isfinite(v) else None for v in column]
+
+
+def _columns(series: Series) -> _Columns:
+    """The series' windows as clean columns in time order, checking the lengths agree."""
     count = len(series.times)
     for name, column in (
         ("values", series.values),
@@ -251,43 +316,57 @@ def _points(series: Series) -> list[_Point]:
                 f"chart series {series.label!r} has {count} times but {len(column)} {name}; "
                 "give one entry per window (None for a gap)"
             )
-    lower = series.lower if series.lower is not None else [None] * count
-    upper = series.upper if series.upper is not None else [None] * count
-    rows = sorted(
-        zip(series.times, series.values, lower, upper, strict=True), key=lambda r: _utc(r[0])
-    )
-    return [
-        _Point(_utc(t), _utc(t), _finite(v), _finite(lo), _finite(up), 1) for t, v, lo, up in rows
-    ]
+    times = [_stamp(t) for t in series.times]
+    columns = [series.values, series.lower, series.upper]
+    if any(b < a for a, b in itertools.pairwise(times)):
+        order = sorted(range(count), key=times.__getitem__)
+        times = [times[i] for i in order]
+        columns = [None if c is None else [c[i] for i in order] for c in columns]
+    values, lower, upper = (None if c is None else _clean(c) for c in columns)
+    return _Columns(times, values or [], lower, upper)
 
 
-def _bucket(points: list[_Point], max_points: int) -> list[_Point]:
+def _bucket(columns: _Columns, max_points: int) -> list[_Point]:
     """At most ``max_points`` points: the mean per bucket of consecutive windows, min..max as band."""
-    if len(points) <= max_points:
-        return points
+    times, values = columns.times, columns.values
+    count = len(times)
+    nothing: list[float | None] = [None] * count
+    lower = columns.lower or nothing
+    upper = columns.upper or nothing
+    if count <= max_points:
+        return [
+            _Point(t, t, v, lo, up, 1)
+            for t, v, lo, up in zip(times, values, lower, upper, strict=True)
+        ]
     buckets: list[_Point] = []
     for i in range(max_points):
-        chunk = points[i * len(points) // max_points : (i + 1) * len(points) // max_points]
-        values = [p.value for p in chunk if p.value is not None]
-        lows = [p.lower if p.lower is not None else p.value for p in chunk]
-        highs = [p.upper if p.upper is not None else p.value for p in chunk]
-        low = [x for x in lows if x is not None]
-        high = [x for x in highs if x is not None]
+        first, last = i * count // max_points, (i + 1) * count // max_points
+        present = [v for v in values[first:last] if v is not None]
+        low = [
+            lo if lo is not None else v
+            for v, lo in zip(values[first:last], lower[first:last], strict=True)
+        ]
+        high = [
+            up if up is not None else v
+            for v, up in zip(values[first:last], upper[first:last], strict=True)
+        ]
+        lows = [x for x in low if x is not None]
+        highs = [x for x in high if x is not None]
         buckets.append(
             _Point(
-                chunk[0].start,
-                chunk[-1].end,
-                math.fsum(values) / len(values) if values else None,
-                min(low) if low else None,
-                max(high) if high else None,
-                len(chunk),
+                times[first],
+                times[last - 1],
+                math.fsum(present) / len(present) if present else None,
+                min(lows) if lows else None,
+                max(highs) if highs else None,
+                last - first,
             )
         )
     return buckets
 
 
-def _mid(point: _Point) -> datetime:
-    return point.start + (point.end - point.start) / 2
+def _mid(point: _Point) -> float:
+    return (point.start + point.end) / 2
 
 
 def _runs(points: Sequence[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
@@ -330,20 +409,22 @@ def time_chart(
 ) -> Markup:
     """A time-series chart; one ``circle.pt`` per plotted window (bucketed past ``max_points``).
 
-    ``data-windows`` on the ``<svg>`` counts the windows of all series, ``data-points`` the
-    plotted points (fewer when windows are bucketed or have no value); each ``<g class="series">``
-    carries its own counts.
+    On the ``<svg>``, ``data-windows`` counts the distinct windows of all series and
+    ``data-points`` the positions plotted on the time axis: the same number unless windows were
+    bucketed, then the number of buckets. A position whose value is missing is a gap, not a
+    circle. Each ``<g class="series">`` carries its own ``data-windows``, ``data-points`` and
+    ``data-values`` (its circles).
 
     >>> from datetime import datetime, timezone
     >>> t = [datetime(2026, 1, 1, h, tzinfo=timezone.utc) for h in range(3)]
     >>> svg = time_chart([Series("accuracy", t, [0.91, None, 0.93])], title="Accuracy", unit="%")
-    >>> 'data-points="2"' in svg
-    True
+    >>> 'data-windows="3" data-points="3"' in svg, svg.count('class="pt"')
+    (True, 2)
     """
     if max_points < 1:
         raise InvalidInputError(f"max_points must be at least 1, not {max_points}")
-    raw = [_points(s) for s in series]
-    plotted = [_bucket(points, max_points) for points in raw]
+    raw = [_columns(s) for s in series]
+    plotted = [_bucket(columns, max_points) for columns in raw]
     values = [
         x
         for points in plotted
@@ -352,29 +433,29 @@ def time_chart(
         if x is not None and p.value is not None
     ]
     if not values:
-        windows = sum(len(points) for points in raw)
+        windows = len({t for columns in raw for t in columns.times})
         return _no_data(title, f"no data in {windows} windows" if windows else "no data")
     reference = _finite(reference)
     y_lo, y_hi, y_ticks = _ticks(
         min(values + ([reference] if reference is not None else [])),
         max(values + ([reference] if reference is not None else [])),
     )
-    times = [p.start for points in raw for p in points] + [p.end for points in raw for p in points]
-    t_lo, t_hi = min(times), max(times)
+    t_lo = min(columns.times[0] for columns in raw if columns.times)
+    t_hi = max(columns.times[-1] for columns in raw if columns.times)
     if t_hi == t_lo:
-        t_lo, t_hi = t_lo - timedelta(minutes=30), t_hi + timedelta(minutes=30)
+        t_lo, t_hi = t_lo - 1800, t_hi + 1800
     inner_w, inner_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
 
-    def x_of(moment: datetime) -> float:
-        return _LEFT + inner_w * ((moment - t_lo) / (t_hi - t_lo))
+    def x_of(stamp: float) -> float:
+        return _LEFT + inner_w * (stamp - t_lo) / (t_hi - t_lo)
 
     def y_of(value: float) -> float:
         return _TOP + inner_h * (1 - (value - y_lo) / (y_hi - y_lo))
 
-    windows = sum(len(points) for points in raw)
-    points_drawn = sum(1 for points in plotted for p in points if p.value is not None)
+    windows = len({t for columns in raw for t in columns.times})
+    positions = max(len(points) for points in plotted)
     parts = [
-        _open_svg("time", _W, _H, title, f' data-windows="{windows}" data-points="{points_drawn}"'),
+        _open_svg("time", _W, _H, title, f' data-windows="{windows}" data-points="{positions}"'),
         f'<text class="chart-title" x="{_LEFT}" y="18" font-size="13" font-weight="600">'
         f"{escape(title)}</text>",
         _y_axis(y_ticks, y_of, unit),
@@ -386,9 +467,12 @@ def time_chart(
             f'<line class="ref" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y}" y2="{y}" '
             f'stroke="{REFERENCE_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4">'
             f"<title>reference {escape(_value_text(reference, unit))}</title></line>"
+            f'<text class="ref-label" x="{_W - _RIGHT - 2}" y="{y}" dy="-4" font-size="10" '
+            f'text-anchor="end" fill="#607d8b">reference {escape(_value_text(reference, unit))}'
+            "</text>"
         )
     for index, (s, points, source) in enumerate(zip(series, plotted, raw, strict=True)):
-        parts.append(_series_group(index, s.label, points, len(source), unit, x_of, y_of))
+        parts.append(_series_group(index, s.label, points, len(source.times), unit, x_of, y_of))
     if len(series) > 1:
         parts.append(_legend([s.label for s in series]))
     parts.append("</svg>")
@@ -410,14 +494,15 @@ def _y_axis(ticks: Sequence[float], y_of: Callable[[float], float], unit: str) -
     return "".join(parts)
 
 
-def _x_axis(start: datetime, end: datetime, x_of: Callable[[datetime], float]) -> str:
+def _x_axis(start: float, end: float, x_of: Callable[[float], float]) -> str:
     base = _H - _BOTTOM
     parts = [
         f'<g class="axis x"><line class="axis-line" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{base}" '
         f'y2="{base}" stroke="#90a4ae" stroke-width="1"/>'
     ]
-    for moment, text in _time_ticks(start, end):
-        x = _fmt(x_of(moment))
+    ticks = _time_ticks(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC))
+    for moment, text in ticks:
+        x = _fmt(x_of(moment.timestamp()))
         parts.append(
             f'<line class="tick-mark" x1="{x}" x2="{x}" y1="{base}" y2="{base + 4}" '
             'stroke="#90a4ae" stroke-width="1"/>'
@@ -437,14 +522,14 @@ def _series_group(
     points: Sequence[_Point],
     windows: int,
     unit: str,
-    x_of: Callable[[datetime], float],
+    x_of: Callable[[float], float],
     y_of: Callable[[float], float],
 ) -> str:
     colour = PALETTE[index % len(PALETTE)]
     drawn = [p for p in points if p.value is not None]
     parts = [
         f'<g class="series s{index}" data-label="{escape(label)}" data-windows="{windows}" '
-        f'data-points="{len(drawn)}">'
+        f'data-points="{len(points)}" data-values="{len(drawn)}">'
     ]
     banded = [(p, p.lower, p.upper) for p in points]
     for run in _band_runs(banded):
@@ -655,7 +740,8 @@ def histogram(
         ("cur", cur, CURRENT_COLOUR, "0.3"),
     ):
         for i, share in enumerate(shares):
-            left, right = x_of(cuts[i]), x_of(cuts[i + 1])
+            left = x_of(cuts[i])
+            right = max(x_of(cuts[i + 1]), left + 1.0)  # a bin of tied values stays visible
             top = y_of(share * scale[i])
             name = "reference" if kind == "ref" else "current"
             tip = (
@@ -725,7 +811,7 @@ def bars(
         return _HTOP + inner_h * (1 - share / y_hi)
 
     parts = [
-        _open_svg("bars", _HW, _HH, title, f' data-bins="{count}"'),
+        _open_svg("bars", _HW, _HH + (40 if slanted else 0), title, f' data-bins="{count}"'),
         f'<text class="chart-title" x="{_HLEFT}" y="18" font-size="13" font-weight="600">'
         f"{escape(title)}</text>",
         _share_axis(_HTOP, y_ticks, y_of),
@@ -756,6 +842,13 @@ def bars(
     parts.append(_legend_pair(_HW - _HRIGHT))
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def distribution(bins: StoredBins, *, title: str, unit: str = "") -> Markup:
+    """A stored histogram drawn as it was binned: numeric bins on their value axis, else bars."""
+    if bins.kind == "numeric" and len(bins.edges) == len(bins.reference) + 1:
+        return histogram(bins.edges, bins.reference, bins.current, title=title, unit=unit)
+    return bars(bins.labels, bins.reference, bins.current, title=title)
 
 
 # --- intervals ----------------------------------------------------------------------------
