@@ -183,9 +183,8 @@ def _prediction(results: Sequence[StoredResult]) -> tuple[StoredResult, Markup] 
 
 
 def _draw_bins(bins: Bins, title: str) -> Markup:
-    if bins.kind == "numeric":
-        return _charts.histogram(bins.edges, bins.reference, bins.current, title=title)
-    return _charts.bars(bins.labels, bins.reference, bins.current, title=title)
+    """Numeric bins at their real widths on a value axis; categories side by side."""
+    return _charts.distribution(bins, title=title)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
