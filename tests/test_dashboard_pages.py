@@ -11,7 +11,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from markupsafe import escape
 
@@ -20,11 +22,13 @@ from ownloop.access import Actor
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data, make_model
 from ownloop.deploy import Guardrail, Outcome, Rollout, StepAnalysis
+from ownloop.predlog import LABEL_SCHEMA, write_labels
 from tests.conftest import STORES, store_url
 from tests.servers import running
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 WINDOWS = 3  # hours monitored, one window each; the last one drifted
+LABELLED = 0.3  # the share of predictions whose label arrives
 # a feature name a page must show as text, never as markup
 HOSTILE = '<img src=x>"tenure"&\''
 PLAIN = "tenure_months"
@@ -56,15 +60,42 @@ def _fill(ws: Workspace) -> None:
     ws.registry.register(model, name="churn", owner="risk", reference=train, target="churned")
     ws.deploy.set_production("churn", 1, force=True, reason="set up")
     ws.registry.register(model, name="quiet", owner="ml", reference=train, target="churned")
+    rng = np.random.default_rng(5)
     for h in range(WINDOWS):
         shift = 1.0 if h == WINDOWS - 1 else 0.0
-        frame = _frame(800, seed=30 + h, shift=shift).drop(columns="churned")
+        frame = _frame(800, seed=30 + h, shift=shift)
         start = T0 + timedelta(hours=h)
-        log_predictions(ws, "churn@1", frame, start, step=timedelta(seconds=4), seed=h)
+        logged = log_predictions(
+            ws, "churn@1", frame.drop(columns="churned"), start, step=timedelta(seconds=4), seed=h
+        )
+        picked = np.flatnonzero(rng.random(len(frame)) < LABELLED)
+        _labels(
+            ws,
+            logged.column("prediction_id").take(picked),
+            frame["churned"].to_numpy()[picked],
+            start,
+        )
     for h in range(WINDOWS):
         ws.monitor.run("churn", window=timedelta(hours=1), end=T0 + timedelta(hours=h + 1))
     ws.alerts.set_rule("churn", "dataset_drift", for_windows=1)
     ws.alerts.evaluate(["churn"])
+
+
+def _labels(ws: Workspace, ids: pa.Array, labels: np.ndarray, start: datetime) -> None:
+    """Labels for ``ids``, arrived within their hour."""
+    n = len(ids)
+    table = pa.table(
+        {
+            "prediction_id": ids,
+            "label": [str(v) for v in labels],
+            "label_value": labels.astype(float),
+            "labeled_at": [start + timedelta(minutes=59)] * n,
+            "source": ["test"] * n,
+            "weight": pa.nulls(n, pa.float64()),
+        },
+        schema=LABEL_SCHEMA,
+    )
+    write_labels(ws.config.predictions_dir, "churn", table)
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +184,9 @@ def test_model_page_charts_have_one_point_per_window(base: str) -> None:
         "confidence",
     ]
     by = dict(zip(captions, figures, strict=True))
+    assert points(by["accuracy"]) == 2 * WINDOWS  # estimated and realised
+    assert '<path class="band"' in by["accuracy"]
+    assert "realised accuracy: label coverage" in charts
     assert points(by["latency"]) == 2 * WINDOWS  # p50 and p99
     for name in ("error rate", "cost per 1,000 predictions", "drift share", "confidence"):
         assert points(by[name]) == WINDOWS, name
@@ -358,3 +392,8 @@ def test_model_page_shows_the_active_rollout_its_analysis_and_its_forms(rolling:
 def test_models_page_shows_the_rollout_state(rolling: str) -> None:
     page = get(rolling, "/").text
     assert "canary rollout of v2: canary, step 2/3, candidate share 25%" in page
+
+
+def test_done_message_after_an_action_is_shown_as_text(base: str) -> None:
+    page = get(base, "/ui/models/churn", done="alert 1 <b>acknowledged</b>").text
+    assert '<p class="done" role="status">alert 1 &lt;b&gt;acknowledged&lt;/b&gt;</p>' in page
