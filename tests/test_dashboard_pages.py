@@ -380,6 +380,7 @@ def test_model_page_shows_the_active_rollout_its_analysis_and_its_forms(rolling:
     rollout = section(page, "rollout")
     assert "rollout of <b>v2</b> against stable v1" in rollout
     assert "step 2 of 3" in rollout
+    assert "steps 5%, 25%, 100%;" in rollout
     assert "candidate share <b>25%</b>, stable 75%" in rollout
     assert "every guardrail passed with its minimum sample" in rollout
     assert "n stable 1890, n canary 812" in rollout
