@@ -502,3 +502,12 @@ def test_distribution_draws_numeric_bins_on_their_scale_and_categories_as_bars()
     assert widths[1] == pytest.approx(2 * widths[0], abs=0.02)
     categorical = Bins("categorical", ("fr", "de"), (), (0.5, 0.5), (0.9, 0.1))
     assert parse(distribution(categorical, title="country")).get("class") == "chart bars"
+
+
+def test_time_chart_band_stops_where_the_value_is_missing() -> None:
+    values: list[float | None] = [0.5, 0.6, None, 0.6, 0.5]
+    lower = [0.4, 0.5, 0.0, 0.5, 0.4]  # a bound without its value must not stretch the axis
+    upper = [0.6, 0.7, 9.0, 0.7, 0.6]
+    root = parse(time_chart([Series("est", times(5), values, lower, upper)], title="est"))
+    assert len(every(root, "path", "band")) == 2
+    assert tick_labels(root, "y")[-1] == "0.7"

@@ -195,28 +195,9 @@ def _value_text(value: float, unit: str) -> str:
     return f"{sign}{prefix}{abs(scaled):.4g}{suffix}"
 
 
-_TIME_STEPS = tuple(
-    timedelta(seconds=s)
-    for s in (
-        60,
-        300,
-        900,
-        1800,
-        3600,
-        2 * 3600,
-        3 * 3600,
-        6 * 3600,
-        12 * 3600,
-        86400,
-        2 * 86400,
-        7 * 86400,
-        14 * 86400,
-        28 * 86400,
-        91 * 86400,
-        182 * 86400,
-        364 * 86400,
-    )
-)
+_CLOCK_MINUTES = (1, 5, 15, 30, 60, 120, 180, 360, 720)  # each divides a day: round clock times
+_CALENDAR_DAYS = (1, 2, 7, 14, 28, 91, 182, 364)
+_TIME_STEPS = (*(timedelta(minutes=m) for m in _CLOCK_MINUTES), *map(timedelta, _CALENDAR_DAYS))
 _MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
 
 
@@ -531,7 +512,8 @@ def _series_group(
         f'<g class="series s{index}" data-label="{escape(label)}" data-windows="{windows}" '
         f'data-points="{len(points)}" data-values="{len(drawn)}">'
     ]
-    banded = [(p, p.lower, p.upper) for p in points]
+    # a band only where its value is drawn: the value axis was fitted to those points
+    banded = [(p, p.lower, p.upper) if p.value is not None else (p, None, None) for p in points]
     for run in _band_runs(banded):
         upper = " L".join(f"{_fmt(x_of(_mid(p)))} {_fmt(y_of(hi))}" for p, _, hi in run)
         lower = " L".join(f"{_fmt(x_of(_mid(p)))} {_fmt(y_of(lo))}" for p, lo, _ in reversed(run))
