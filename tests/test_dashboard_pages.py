@@ -164,6 +164,9 @@ def test_team_filter_keeps_one_team(base: str) -> None:
 def test_bad_filters_answer_400(base: str) -> None:
     assert get(base, "/", team="../etc").status_code == 400
     assert get(base, "/", team="ml", mine="1").status_code == 400
+    missing = get(base, "/", team="nosuch")
+    assert missing.status_code == 404
+    assert "nosuch" in missing.text
 
 
 # -- the model page ------------------------------------------------------------------------------
@@ -251,6 +254,9 @@ def test_missing_model_is_404_naming_it(base: str) -> None:
     r = get(base, "/ui/models/nosuch")
     assert r.status_code == 404
     assert "nosuch" in r.text
+    hostile = get(base, "/ui/models/" + quote("<b>x</b>", safe=""))
+    assert hostile.status_code in (400, 404)
+    assert "<b>x</b>" not in hostile.text
 
 
 # -- the feature page ----------------------------------------------------------------------------
