@@ -407,6 +407,7 @@ def test_every_dashboard_answer_carries_the_browser_headers(
         assert "<!doctype html>" in r.text and "Traceback" not in r.text, what
     assert answers["405"].status_code == 405 and "GET is not allowed" in answers["405"].text
     assert answers["404"].status_code == 404 and "alert 999 does not exist" in answers["404"].text
+    assert "token:risk-owner@risk" in answers["404"].text  # an error page still names the caller
 
 
 def test_pages_and_the_static_files_have_no_inline_script_or_style(
