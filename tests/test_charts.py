@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -118,7 +119,9 @@ def test_time_chart_gaps_break_the_line_at_none_nan_and_inf() -> None:
     values: list[float | None] = [1.0, 2.0, None, 3.0, 4.0, math.nan, 5.0, 6.0, math.inf, 7.0, 8.0]
     root = parse(time_chart([Series("v", times(len(values)), values)], title="v"))
     assert len(every(root, "circle", "pt")) == 8
-    assert root.get("data-windows") == "11" and root.get("data-points") == "8"
+    # every window has its position on the axis; the gaps have no circle
+    assert root.get("data-windows") == "11" and root.get("data-points") == "11"
+    assert every(root, "g", "series")[0].get("data-values") == "8"
     runs = line_runs(root)
     assert len(runs) == 4
     assert all(d.count("M") == 1 and d.count("L") == 1 for d in runs)
@@ -155,7 +158,8 @@ def test_time_chart_several_series_share_one_axis_and_get_a_legend() -> None:
     root = parse(time_chart([a, b], title="accuracy"))
     groups = every(root, "g", "series")
     assert [g.get("data-label") for g in groups] == ["estimated", "realised"]
-    assert root.get("data-windows") == "6" and root.get("data-points") == "6"
+    assert root.get("data-windows") == "3" and root.get("data-points") == "3"
+    assert len(every(root, "circle", "pt")) == 6
     legend = every(root, "g", "legend")
     assert len(legend) == 1 and [t.text for t in every(legend[0], "text")] == [
         "estimated",
@@ -168,6 +172,16 @@ def test_time_chart_several_series_share_one_axis_and_get_a_legend() -> None:
         c.get("fill") for c in every(groups[1], "circle")
     }
     assert len(colours) == 2
+
+
+def test_time_chart_counts_distinct_windows_over_series() -> None:
+    hourly = Series("hourly", times(4, timedelta(hours=1)), [1.0, 2.0, 3.0, 4.0])
+    daily = Series("sparse", [T0, T0 + timedelta(minutes=90)], [2.0, 2.5])
+    root = parse(time_chart([hourly, daily], title="v"))
+    assert root.get("data-windows") == "5" and root.get("data-points") == "4"
+    groups = every(root, "g", "series")
+    assert [g.get("data-windows") for g in groups] == ["4", "2"]
+    assert [g.get("data-values") for g in groups] == ["4", "2"]
 
 
 def test_time_chart_buckets_past_max_points_with_mean_and_min_max_band() -> None:
@@ -188,7 +202,8 @@ def test_time_chart_bucket_with_only_gaps_stays_a_gap() -> None:
     values: list[float | None] = [1.0] * 10 + [None] * 10 + [2.0] * 10
     root = parse(time_chart([Series("v", times(30), values)], title="v", max_points=3))
     assert len(every(root, "circle", "pt")) == 2
-    assert root.get("data-points") == "2" and root.get("data-windows") == "30"
+    assert root.get("data-points") == "3" and root.get("data-windows") == "30"
+    assert every(root, "g", "series")[0].get("data-values") == "2"
     assert len(line_runs(root)) == 0  # two single points, no line across the gap
 
 
@@ -432,3 +447,18 @@ def test_every_chart_escapes_text_from_data() -> None:
         assert every(root, "script") == []
         assert not [name for e in root.iter() for name in e.attrib if name.lower().startswith("on")]
         no_inline_style(chart)
+
+
+def test_series_of_stored_figures_uses_window_ends_and_the_band() -> None:
+    @dataclass(frozen=True)
+    class Figure:
+        window_end: datetime
+        value: float | None
+        lower: float | None
+        upper: float | None
+
+    figures = [Figure(T0, 0.9, 0.85, 0.95), Figure(T0 + timedelta(hours=1), None, None, None)]
+    series = Series.of("estimated", figures)
+    assert series.times == [T0, T0 + timedelta(hours=1)] and series.values == [0.9, None]
+    assert series.lower == [0.85, None] and series.upper == [0.95, None]
+    assert Series.of("estimated", figures, band=False).lower is None

@@ -17,13 +17,22 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeGuard
+from typing import Protocol, TypeGuard
 
 from markupsafe import Markup, escape
 
 from ownloop.errors import InvalidInputError
 
-__all__ = ["Interval", "Series", "bars", "histogram", "intervals", "sparkline", "time_chart"]
+__all__ = [
+    "Interval",
+    "Series",
+    "StoredFigure",
+    "bars",
+    "histogram",
+    "intervals",
+    "sparkline",
+    "time_chart",
+]
 
 REFERENCE_COLOUR = "#90a4ae"
 CURRENT_COLOUR = "#e65100"
@@ -32,6 +41,19 @@ PALETTE = ("#e65100", "#1565c0", "#2e7d32", "#6a1b9a", "#00838f", "#ad1457")
 FAIL_COLOUR = "#c62828"
 PASS_COLOUR = "#2e7d32"
 _XMLNS = "http://www.w3.org/2000/svg"
+
+
+class StoredFigure(Protocol):
+    """What a stored figure of one window offers a chart (``ownloop.monitoring.Point`` does)."""
+
+    @property
+    def window_end(self) -> datetime: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def lower(self) -> float | None: ...
+    @property
+    def upper(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,17 @@ class Series:
     values: Sequence[float | None]
     lower: Sequence[float | None] | None = None
     upper: Sequence[float | None] | None = None
+
+    @classmethod
+    def of(cls, label: str, points: Sequence[StoredFigure], *, band: bool = True) -> Series:
+        """A series from stored figures, placed at each window's end; ``band`` keeps lower/upper."""
+        return cls(
+            label,
+            [p.window_end for p in points],
+            [p.value for p in points],
+            [p.lower for p in points] if band else None,
+            [p.upper for p in points] if band else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -330,15 +363,17 @@ def time_chart(
 ) -> Markup:
     """A time-series chart; one ``circle.pt`` per plotted window (bucketed past ``max_points``).
 
-    ``data-windows`` on the ``<svg>`` counts the windows of all series, ``data-points`` the
-    plotted points (fewer when windows are bucketed or have no value); each ``<g class="series">``
-    carries its own counts.
+    On the ``<svg>``, ``data-windows`` counts the distinct windows of all series and
+    ``data-points`` the positions plotted on the time axis: the same number unless windows were
+    bucketed, then the number of buckets. A position whose value is missing is a gap, not a
+    circle. Each ``<g class="series">`` carries its own ``data-windows``, ``data-points`` and
+    ``data-values`` (its circles).
 
     >>> from datetime import datetime, timezone
     >>> t = [datetime(2026, 1, 1, h, tzinfo=timezone.utc) for h in range(3)]
     >>> svg = time_chart([Series("accuracy", t, [0.91, None, 0.93])], title="Accuracy", unit="%")
-    >>> 'data-points="2"' in svg
-    True
+    >>> 'data-windows="3" data-points="3"' in svg, svg.count('class="pt"')
+    (True, 2)
     """
     if max_points < 1:
         raise InvalidInputError(f"max_points must be at least 1, not {max_points}")
@@ -352,7 +387,7 @@ def time_chart(
         if x is not None and p.value is not None
     ]
     if not values:
-        windows = sum(len(points) for points in raw)
+        windows = len({p.start for points in raw for p in points})
         return _no_data(title, f"no data in {windows} windows" if windows else "no data")
     reference = _finite(reference)
     y_lo, y_hi, y_ticks = _ticks(
@@ -371,10 +406,10 @@ def time_chart(
     def y_of(value: float) -> float:
         return _TOP + inner_h * (1 - (value - y_lo) / (y_hi - y_lo))
 
-    windows = sum(len(points) for points in raw)
-    points_drawn = sum(1 for points in plotted for p in points if p.value is not None)
+    windows = len({p.start for points in raw for p in points})
+    positions = max(len(points) for points in plotted)
     parts = [
-        _open_svg("time", _W, _H, title, f' data-windows="{windows}" data-points="{points_drawn}"'),
+        _open_svg("time", _W, _H, title, f' data-windows="{windows}" data-points="{positions}"'),
         f'<text class="chart-title" x="{_LEFT}" y="18" font-size="13" font-weight="600">'
         f"{escape(title)}</text>",
         _y_axis(y_ticks, y_of, unit),
@@ -444,7 +479,7 @@ def _series_group(
     drawn = [p for p in points if p.value is not None]
     parts = [
         f'<g class="series s{index}" data-label="{escape(label)}" data-windows="{windows}" '
-        f'data-points="{len(drawn)}">'
+        f'data-points="{len(points)}" data-values="{len(drawn)}">'
     ]
     banded = [(p, p.lower, p.upper) for p in points]
     for run in _band_runs(banded):
