@@ -277,9 +277,9 @@ def test_team_page_trend_has_a_point_per_week(served: Any) -> None:
     deploys = charts[0]
     assert 'aria-label="deploys per week"' in deploys and 'data-windows="12"' in deploys
     assert deploys.count('<circle class="pt"') == 12
-    # two accuracy lines (realised, estimated), one line in every other chart
+    # every chart spans the same twelve weeks (accuracy has two lines over them)
     windows = [re.search(r'data-windows="(\d+)"', c).group(1) for c in charts]  # type: ignore[union-attr]
-    assert windows == ["12"] * 4 + ["24"] + ["12"] * 2
+    assert windows == ["12"] * 7
 
 
 def test_team_page_lists_models_and_open_alerts(served: Any) -> None:
@@ -328,7 +328,7 @@ def test_runs_page_lists_stored_runs_newest_first(served: Any) -> None:
     assert 'href="/ui/models/churn"' in row
     assert f"{drifted.rows:,}" in row
     assert f"{100 * drifted.summary['drift_share']:.1f}%" in row
-    assert f"{drifted.summary['accuracy']:.4g}" in row
+    assert f'{100 * drifted.summary["accuracy"]:.1f}% <span class="sub">estimated' in row
     assert f"{100 * drifted.summary['error_rate']:.1f}%" in row
     assert drifted.window_start.isoformat() in row and drifted.window_end.isoformat() in row
 
@@ -398,3 +398,16 @@ def test_no_runs_says_so_and_how_to_store_one(ws: Workspace) -> None:
     assert not _runs(page)
     assert "No monitor runs stored." in page
     assert "ownloop monitor MODEL" in page
+
+
+# -- every page -----------------------------------------------------------------------------------
+
+
+def test_pages_keep_to_the_content_security_policy(served: Any) -> None:
+    """No inline style or script and no event handlers: the policy would block them."""
+    _, client, eval_id = served
+    for path in (f"/ui/evaluations/{eval_id}", "/ui/teams/risk", "/ui/teams/ops", "/ui/runs"):
+        page = _page(client, path)
+        assert not re.search(r"\sstyle\s*=|<style|\son\w+\s*=", page, re.I), path
+        scripts = re.findall(r"<script[^>]*>", page)
+        assert scripts and all('src="/ui/static/' in s for s in scripts), path
