@@ -348,6 +348,9 @@ def test_runs_page_filters_by_arm_version_and_time(served: Any) -> None:
     assert len(later) == 2 and all((NOW - timedelta(hours=1)).isoformat() in r for r in later)
     assert len(_runs(_page(client, "/ui/runs", since="90m"))) == 2
     assert len(_runs(_page(client, "/ui/runs", until=since))) == 1
+    # a day alone: from its first moment, up to its last
+    day = NOW.date().isoformat()
+    assert len(_runs(_page(client, "/ui/runs", since=day, until=day))) == 3
     # the form keeps what was asked
     page = _page(client, "/ui/runs", arm="canary", model="churn")
     assert '<option value="canary" selected>' in page and 'value="churn"' in page
@@ -375,6 +378,8 @@ def test_runs_page_pages_keep_the_filter(served: Any, monkeypatch: pytest.Monkey
         ("since", "yesterday", "is not a time; write an ISO 8601 date"),
         ("until", "2026-13-01", "is not a time"),
         ("since", "0d", "must be positive"),
+        ("until", "9999-12-31", "is out of range"),
+        ("since", "0001-01-01T00:00+14:00", "is out of range"),
         ("model", "../etc", "is not allowed"),
     ],
 )
