@@ -6,11 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from markupsafe import escape
 
@@ -18,11 +21,14 @@ from ownloop import Config, Workspace
 from ownloop.access import Actor
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data, make_model
+from ownloop.deploy import Guardrail, Outcome, Rollout, StepAnalysis
+from ownloop.predlog import LABEL_SCHEMA, write_labels
 from tests.conftest import STORES, store_url
 from tests.servers import running
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 WINDOWS = 3  # hours monitored, one window each; the last one drifted
+LABELLED = 0.3  # the share of predictions whose label arrives
 # a feature name a page must show as text, never as markup
 HOSTILE = '<img src=x>"tenure"&\''
 PLAIN = "tenure_months"
@@ -54,15 +60,42 @@ def _fill(ws: Workspace) -> None:
     ws.registry.register(model, name="churn", owner="risk", reference=train, target="churned")
     ws.deploy.set_production("churn", 1, force=True, reason="set up")
     ws.registry.register(model, name="quiet", owner="ml", reference=train, target="churned")
+    rng = np.random.default_rng(5)
     for h in range(WINDOWS):
         shift = 1.0 if h == WINDOWS - 1 else 0.0
-        frame = _frame(800, seed=30 + h, shift=shift).drop(columns="churned")
+        frame = _frame(800, seed=30 + h, shift=shift)
         start = T0 + timedelta(hours=h)
-        log_predictions(ws, "churn@1", frame, start, step=timedelta(seconds=4), seed=h)
+        logged = log_predictions(
+            ws, "churn@1", frame.drop(columns="churned"), start, step=timedelta(seconds=4), seed=h
+        )
+        picked = np.flatnonzero(rng.random(len(frame)) < LABELLED)
+        _labels(
+            ws,
+            logged.column("prediction_id").take(picked),
+            frame["churned"].to_numpy()[picked],
+            start,
+        )
     for h in range(WINDOWS):
         ws.monitor.run("churn", window=timedelta(hours=1), end=T0 + timedelta(hours=h + 1))
     ws.alerts.set_rule("churn", "dataset_drift", for_windows=1)
     ws.alerts.evaluate(["churn"])
+
+
+def _labels(ws: Workspace, ids: pa.Array, labels: np.ndarray, start: datetime) -> None:
+    """Labels for ``ids``, arrived within their hour."""
+    n = len(ids)
+    table = pa.table(
+        {
+            "prediction_id": ids,
+            "label": [str(v) for v in labels],
+            "label_value": labels.astype(float),
+            "labeled_at": [start + timedelta(minutes=59)] * n,
+            "source": ["test"] * n,
+            "weight": pa.nulls(n, pa.float64()),
+        },
+        schema=LABEL_SCHEMA,
+    )
+    write_labels(ws.config.predictions_dir, "churn", table)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +174,7 @@ def test_model_page_charts_have_one_point_per_window(base: str) -> None:
     assert r.status_code == 200
     charts = section(r.text, "charts")
     figures = re.findall(r"<figure.*?</figure>", charts, re.S)
-    captions = [re.search(r"<figcaption>(.*?)</figcaption>", f, re.S).group(1) for f in figures]  # type: ignore[union-attr]
+    captions = [re.search(r'data-chart="(.*?)"', f).group(1) for f in figures]  # type: ignore[union-attr]
     assert captions == [
         "accuracy",
         "latency",
@@ -151,6 +184,9 @@ def test_model_page_charts_have_one_point_per_window(base: str) -> None:
         "confidence",
     ]
     by = dict(zip(captions, figures, strict=True))
+    assert points(by["accuracy"]) == 2 * WINDOWS  # estimated and realised
+    assert '<path class="band"' in by["accuracy"]
+    assert "realised accuracy: label coverage" in charts
     assert points(by["latency"]) == 2 * WINDOWS  # p50 and p99
     for name in ("error rate", "cost per 1,000 predictions", "drift share", "confidence"):
         assert points(by[name]) == WINDOWS, name
@@ -188,9 +224,12 @@ def test_model_page_sections_and_forms(base: str, history: Workspace) -> None:
     assert "<svg" in section(page, "predictions")  # the newest window's prediction bins
     alerts = section(page, "alerts")
     opened = history.alerts.list(model="churn", open_only=True)
+    assert opened
     for alert in opened:
         assert f'action="/ui/models/churn/alerts/{alert.id}/resolve"' in alerts
-        assert f'action="/ui/models/churn/alerts/{alert.id}/ack"' in alerts
+        # only a firing alert can be acknowledged
+        ack = f'action="/ui/models/churn/alerts/{alert.id}/ack"' in alerts
+        assert ack == (alert.state == "firing")
     assert 'name="note" required' in alerts
     assert 'name="csrf"' in alerts
     assert 'method="get"' not in page.lower()
@@ -273,3 +312,119 @@ def test_mine_without_teams_says_so(config: Config) -> None:
         with running(ws, log_predictions=False) as url:
             page = get(url, "/", mine="1").text
     assert "You (loner) belong to no team" in page
+
+
+# -- an active rollout ---------------------------------------------------------------------------
+
+
+def _passing_step(rollout: Rollout, now: datetime, looks: int) -> StepAnalysis:
+    guard = Guardrail(
+        name="error_rate",
+        outcome=Outcome.PASS,
+        stable=0.003,
+        candidate=0.004,
+        difference=0.001,
+        lower=-0.002,
+        upper=0.006,
+        bound=0.01,
+        n_stable=1890,
+        n_candidate=812,
+        min_samples=500,
+        method="sequential difference of proportions",
+        text="error rate canary 0.4% vs stable 0.3% <within> the allowed +1.0 pt",
+    )
+    return StepAnalysis(
+        outcome=Outcome.PASS,
+        at=now,
+        window_start=now - timedelta(minutes=10),
+        window_end=now,
+        arm="canary",
+        n_stable=1890,
+        n_candidate=812,
+        guardrails=(guard,),
+        decided_by=("error_rate",),
+        summary="every guardrail passed with its minimum sample",
+        looks=looks,
+    )
+
+
+@pytest.fixture
+def rolling(config: Config, tmp_path: Path) -> Iterator[str]:
+    """churn@1 in production and churn@2 in canary at its second step (25%), a step analysed."""
+    with Workspace(config, clock=FrozenClock(T0)) as ws:
+        ws.deploy.analyser = _passing_step
+        ws.registry.add_team("risk", members=["tester"])
+        train = make_churn_data(300, seed=3)
+        model = make_model(max_iter=5).fit(train.drop(columns="churned"), train["churned"])
+        for _ in range(2):
+            ws.registry.register(
+                model, name="churn", owner="risk", reference=train, target="churned"
+            )
+        ws.deploy.set_production("churn", 1, force=True, reason="set up")
+        holdout = tmp_path / "holdout.parquet"
+        train.to_parquet(holdout)
+        gate = {
+            "datasets": {"holdout": {"path": str(holdout), "label": "churned"}},
+            "checks": [{"type": "model_size", "at_most": 1000}],
+        }
+        ws.evaluations.evaluate("churn@2", gate)
+        ws.deploy.deploy("churn@2", steps=(5, 25, 100), min_samples=100)
+        ws.deploy.tick()  # pending -> canary 5%
+        ws.deploy.tick()  # the step passes -> canary 25%
+        with running(ws, log_predictions=False) as url:
+            yield url
+
+
+def test_model_page_shows_the_active_rollout_its_analysis_and_its_forms(rolling: str) -> None:
+    page = get(rolling, "/ui/models/churn").text
+    rollout = section(page, "rollout")
+    assert "rollout of <b>v2</b> against stable v1" in rollout
+    assert "step 2 of 3" in rollout
+    assert "candidate share <b>25%</b>, stable 75%" in rollout
+    assert "every guardrail passed with its minimum sample" in rollout
+    assert "n stable 1890, n canary 812" in rollout
+    assert "decided by error_rate" in rollout
+    assert "&lt;within&gt;" in rollout  # stored text is escaped
+    assert 'action="/ui/models/churn/promote"' in rollout
+    assert 'action="/ui/models/churn/abort"' in rollout
+    assert 'name="reason" required' in rollout
+    versions = section(page, "versions")
+    assert re.search(r'<a href="/ui/evaluations/\d+">passed</a>', versions)
+
+
+def test_models_page_shows_the_rollout_state(rolling: str) -> None:
+    page = get(rolling, "/").text
+    assert "canary rollout of v2: canary, step 2/3, candidate share 25%" in page
+
+
+def test_done_message_after_an_action_is_shown_as_text(base: str) -> None:
+    page = get(base, "/ui/models/churn", done="alert 1 <b>acknowledged</b>").text
+    assert '<p class="done" role="status">alert 1 &lt;b&gt;acknowledged&lt;/b&gt;</p>' in page
+
+
+def test_acknowledging_from_the_page_changes_the_alert_in_the_store(
+    base: str, history: Workspace
+) -> None:
+    firing = [a for a in history.alerts.list(model="churn", open_only=True) if a.state == "firing"]
+    alert = firing[0]
+    with httpx.Client(base_url=base, timeout=60) as browser:
+        page = browser.get("/ui/models/churn").text
+        form = re.search(
+            rf'<form method="post" action="/ui/models/churn/alerts/{alert.id}/ack".*?</form>',
+            page,
+            re.S,
+        )
+        assert form is not None
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.group(0))
+        assert csrf is not None
+        r = browser.post(
+            f"/ui/models/churn/alerts/{alert.id}/ack",
+            data={"csrf": csrf.group(1)},
+            headers={"Origin": base},
+        )
+        assert r.status_code == 303
+        assert r.headers["location"] == "/ui/models/churn?done=acknowledged"
+        after = browser.get(r.headers["location"]).text
+    assert history.alerts.get(alert.id).state == "acknowledged"
+    assert "Alert acknowledged:" in after
+    assert f'action="/ui/models/churn/alerts/{alert.id}/ack"' not in section(after, "alerts")

@@ -31,6 +31,13 @@ DRIFT = ("dataset_drift", "share")
 CONFIDENCE = ("confidence", "mean")
 SERIES_KEYS = (EST, REAL, P50, P99, ERRORS, COST, DRIFT, CONFIDENCE)
 EARLIER = 3  # earlier windows' histograms on the feature page
+# what the dashboard's actions report back (``?done=``), in words
+DONE = {
+    "acknowledged": "Alert acknowledged: it stays open, without repeats or escalation.",
+    "resolved": "Alert resolved.",
+    "promoted": "Rollout promoted: the candidate is the production version now.",
+    "aborted": "Rollout aborted: the stable version answers all traffic.",
+}
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ def model_page(view: View, name: str) -> str:
         range_key=range_key,
         ranges=list(RANGES),
         arm=arm,
-        done=(view.query.get("done") or "")[:200],
+        done=_done(view.query.get("done") or ""),
         versions=_versions(view, name),
         alias_history=list(reversed(ws.registry.alias_history(name)))[:30],
         status=status,
@@ -103,6 +110,11 @@ def model_page(view: View, name: str) -> str:
         fmt=_fmt,
         pct=_pct,
     )
+
+
+def _done(word: str) -> str:
+    """The message after an action (``?done=acknowledged``); unknown words are shown as text."""
+    return DONE.get(word, word[:200])
 
 
 def _versions(view: View, name: str) -> list[VersionRow]:
@@ -183,9 +195,8 @@ def _prediction(results: Sequence[StoredResult]) -> tuple[StoredResult, Markup] 
 
 
 def _draw_bins(bins: Bins, title: str) -> Markup:
-    if bins.kind == "numeric":
-        return _charts.histogram(bins.edges, bins.reference, bins.current, title=title)
-    return _charts.bars(bins.labels, bins.reference, bins.current, title=title)
+    """Numeric bins at their real widths on a value axis; categories side by side."""
+    return _charts.distribution(bins, title=title)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
