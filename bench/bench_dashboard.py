@@ -1,0 +1,316 @@
+"""Dashboard page loads over a store with 30 days of 5-minute windows for 20 models.
+
+    .venv/bin/python bench/bench_dashboard.py                       # SQLite in a temp folder
+    .venv/bin/python bench/bench_dashboard.py --db-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/bench_dashboard.py --models 2 --days 2   # a quick look
+
+The store: every model is registered through the real services (a logistic regression on
+``--features`` numeric features) and put in production; one real monitor run over one 5-minute
+window of its logged predictions (labels for half of them) gives the result rows the monitor
+stores for a window (system figures, estimated and realised accuracy, confidence, dataset and
+prediction drift, a drift row with its histogram bins per feature, ...). Those rows are then
+copied, with their values jittered, into every 5-minute window of ``--days`` days for every
+model by bulk SQL insert: monitoring 172,800 windows for real would take days, and the pages
+read only the stored rows.
+
+Then a real ``ownloop serve`` process, and the Models page and one Model page (default range,
+and ``range=30d``) loaded ``--repeat`` times each over HTTP: p50/p95/max in ms, beside the
+store's size. The target is a model page under 300 ms. The service reads behind the model page
+are timed in-process too, so a slow page can be traced to the query that costs the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_serve import free_port, wait_up  # noqa: E402
+
+from ownloop import Config, Workspace, record_labels  # noqa: E402
+from ownloop.demo import log_predictions  # noqa: E402
+from ownloop.store import tables as t  # noqa: E402
+
+WINDOW = timedelta(minutes=5)
+CHUNK = 20_000  # rows per INSERT batch
+
+
+def _model(features: int, seed: int) -> tuple[Any, pd.DataFrame]:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(
+        rng.normal(size=(2000, features)), columns=[f"f{i:02d}" for i in range(features)]
+    )
+    y = (X.iloc[:, : min(3, features)].sum(axis=1) + rng.normal(size=len(X)) > 0).astype(int)
+    return LogisticRegression(max_iter=200).fit(X, y), X.assign(y=y)
+
+
+def _register(ws: Workspace, models: int, features: int) -> list[str]:
+    ws.registry.add_team("risk", email="risk@example.com")
+    ws.registry.add_team("growth", email="growth@example.com")
+    names = []
+    for m in range(models):
+        model, data = _model(features, seed=m)
+        name = f"model{m:02d}"
+        ws.registry.register(
+            model, name=name, owner="risk" if m % 2 == 0 else "growth", reference=data, target="y"
+        )
+        ws.deploy.set_production(name, 1, force=True, reason="bench")
+        names.append(name)
+    return names
+
+
+def _template(ws: Workspace, name: str, features: int, end: datetime) -> tuple[Any, list[Any]]:
+    """One real monitor run of ``name`` over the window ending at ``end``: its run row and result
+    rows, as the monitor stored them."""
+    _, data = _model(features, seed=10_000)
+    frame = data.head(600)
+    step = WINDOW / (len(frame) + 1)
+    logged = log_predictions(
+        ws, f"{name}@1", frame.drop(columns="y"), end - WINDOW + step, step=step
+    )
+    ids = logged.column("prediction_id").to_pylist()
+    rows = [
+        {"prediction_id": i, "label": int(y)}
+        for i, y in zip(ids[::2], frame["y"][::2], strict=True)
+    ]
+    record_labels(name, rows, source="bench", workspace=ws)
+    ws.monitor.run(name, window=WINDOW, end=end)
+    with ws.store.read() as conn:
+        run = conn.execute(sa.select(t.monitor_runs).where(t.monitor_runs.c.model == name)).one()
+        results = conn.execute(
+            sa.select(t.monitor_results).where(t.monitor_results.c.run_id == run.id)
+        ).all()
+    with ws.store.write() as conn:
+        conn.execute(t.monitor_results.delete().where(t.monitor_results.c.run_id == run.id))
+        conn.execute(t.monitor_runs.delete().where(t.monitor_runs.c.id == run.id))
+    return run, results
+
+
+def _fill(
+    ws: Workspace, names: list[str], run: Any, results: list[Any], ends: list[datetime]
+) -> int:
+    """Copies of ``run`` and ``results`` into every window of every model; the rows written."""
+    rng = np.random.default_rng(0)
+    run_cols = {k: v for k, v in run._mapping.items() if k != "id"}
+    res_cols = [{k: v for k, v in r._mapping.items() if k not in ("id", "run_id")} for r in results]
+    run_id, result_id, written = 0, 0, 0
+    runs: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        with ws.store.write() as conn:
+            if runs:
+                conn.execute(t.monitor_runs.insert(), runs)
+            if rows:
+                conn.execute(t.monitor_results.insert(), rows)
+        runs.clear()
+        rows.clear()
+
+    for name in names:
+        for end in ends:
+            run_id += 1
+            runs.append(
+                {**run_cols, "id": run_id, "model": name, "window_start": end - WINDOW,
+                 "window_end": end, "started_at": end, "finished_at": end}
+            )  # fmt: skip
+            jitter = 1.0 + 0.05 * rng.standard_normal()
+            for r in res_cols:
+                result_id += 1
+                row = {**r, "id": result_id, "run_id": run_id, "model": name, "window_end": end}
+                for key in ("value", "lower", "upper"):
+                    if isinstance(row[key], float):
+                        row[key] = row[key] * jitter
+                rows.append(row)
+            if len(rows) >= CHUNK:
+                written += len(rows) + len(runs)
+                flush()
+    written += len(rows) + len(runs)
+    flush()
+    if ws.store.dialect == "postgresql":  # the copies took ids by hand: move the sequences on
+        with ws.store.write() as conn:
+            for table in ("monitor_runs", "monitor_results"):
+                conn.execute(
+                    sa.text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
+                    )
+                )
+    return written
+
+
+def _store_size(config: Config) -> str:
+    if config.db_url.startswith("sqlite"):
+        db = config.home / "ownloop.db"
+        size = sum(p.stat().st_size for p in db.parent.glob("ownloop.db*"))
+        return f"SQLite file {size / 2**20:,.0f} MiB"
+    engine = sa.create_engine(config.db_url)
+    with engine.connect() as conn:
+        size = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
+    engine.dispose()
+    return f"PostgreSQL database {size / 2**20:,.0f} MiB"
+
+
+def _counts(ws: Workspace) -> tuple[int, int]:
+    with ws.store.read() as conn:
+        runs = conn.execute(sa.select(sa.func.count()).select_from(t.monitor_runs)).scalar_one()
+        res = conn.execute(sa.select(sa.func.count()).select_from(t.monitor_results)).scalar_one()
+    return int(runs), int(res)
+
+
+def _figures(ms: list[float]) -> str:
+    a = np.asarray(ms)
+    return f"p50 {np.percentile(a, 50):7.1f} ms  p95 {np.percentile(a, 95):7.1f} ms  max {a.max():7.1f} ms"
+
+
+def _time(fn: Callable[[], Any], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def _pages(
+    base: str, model: str, repeat: int, say: Callable[[str], None]
+) -> dict[str, list[float]]:
+    pages = {
+        "Models page  /": "/",
+        f"Model page   /ui/models/{model}": f"/ui/models/{model}",
+        f"Model page   /ui/models/{model}?range=30d": f"/ui/models/{model}?range=30d",
+        f"Monitor runs /ui/runs?model={model}": f"/ui/runs?model={model}",
+    }
+    timings = {}
+    with httpx.Client(base_url=base, timeout=120) as client:
+        for label, path in pages.items():
+            first = client.get(path)
+            if first.status_code != 200:
+                say(f"  {label}: HTTP {first.status_code}: {first.text[:200]!r}")
+                continue
+            ms = _time(lambda p=path: client.get(p).raise_for_status(), repeat)  # type: ignore[misc]
+            timings[label] = ms
+            say(f"  {label:<44} {_figures(ms)}  ({len(first.content) / 1024:,.0f} KiB)")
+    return timings
+
+
+def _services(
+    ws: Workspace, model: str, feature: str, repeat: int, say: Callable[[str], None]
+) -> None:
+    """The reads behind a model page, timed one by one."""
+    now = ws.clock.now()
+    keys = [
+        ("estimated_performance", "accuracy"), ("realised_performance", "accuracy"),
+        ("system", "latency_p50_s"), ("system", "latency_p99_s"), ("system", "error_rate"),
+        ("system", "cost_per_1k"), ("dataset_drift", "share"), ("confidence", "mean"),
+    ]  # fmt: skip
+    calls: dict[str, Callable[[], Any]] = {
+        "registry.get_model": lambda: ws.registry.get_model(model),
+        "registry.list_versions": lambda: ws.registry.list_versions(model),
+        "deploy.status": lambda: ws.deploy.status(model),
+        "alerts.list(model=)": lambda: ws.alerts.list(model=model, limit=50),
+        "monitor.latest_results": lambda: ws.monitor.latest_results(model),
+    }
+    monitor = ws.monitor
+    if hasattr(monitor, "series"):
+        for days in (1, 30):
+            since = now - timedelta(days=days)
+            calls[f"monitor.series(8 keys, {days}d)"] = (
+                lambda s=since: monitor.series(model, keys, since=s)  # type: ignore[attr-defined]
+            )
+    if hasattr(monitor, "feature_history"):
+        for days in (1, 30):
+            since = now - timedelta(days=days)
+            calls[f"monitor.feature_history({days}d)"] = (
+                lambda s=since: monitor.feature_history(model, feature, since=s)  # type: ignore[attr-defined]
+            )
+    calls["monitor.runs(model, limit=50)"] = lambda: monitor.runs(model, limit=50)
+    for label, fn in calls.items():
+        ms = _time(fn, repeat)
+        say(f"  {label:<44} {_figures(ms)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=int, default=20)
+    ap.add_argument("--days", type=float, default=30.0)
+    ap.add_argument("--features", type=int, default=25)
+    ap.add_argument("--repeat", type=int, default=20, help="loads of each page")
+    ap.add_argument("--db-url", default=None, help="a PostgreSQL URL (default: SQLite in --home)")
+    ap.add_argument("--home", type=Path, default=None, help="keep the store here (default: temp)")
+    args = ap.parse_args()
+    say = print
+    home = args.home or Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
+    config = Config(home=home / "home", db_url_override=args.db_url, user="bench")
+    last = datetime.now(UTC).replace(second=0, microsecond=0)
+    last -= timedelta(minutes=last.minute % 5)
+    n = int(args.days * 24 * 12)
+    ends = [last - WINDOW * (n - 1 - i) for i in range(n)]
+    try:
+        start = time.perf_counter()
+        with Workspace(config) as ws:
+            names = _register(ws, args.models, args.features)
+            run, results = _template(ws, names[0], args.features, ends[-1])
+            say(
+                f"one real monitor run stored {len(results)} result rows for a window of "
+                f"{args.features} features ({sum(r.bins is not None for r in results)} with bins)"
+            )
+            written = _fill(ws, names, run, results, ends)
+            runs, rows = _counts(ws)
+        say(
+            f"store: {args.models} models x {n:,} windows of 5 min ({args.days:g} days) = {runs:,} "
+            f"runs, {rows:,} result rows; {_store_size(config)}; bulk insert of {written:,} rows "
+            f"took {time.perf_counter() - start:.0f} s"
+        )
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
+        env.update(
+            OWNLOOP_HOME=str(config.home), OWNLOOP_DB_URL=config.db_url, OWNLOOP_USER="bench"
+        )
+        ownloop = str(Path(sys.executable).parent / "ownloop")
+        proc = subprocess.Popen(
+            [ownloop, "serve", "--port", str(port)], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_up(port, proc)
+            say(
+                f"pages over HTTP from a real 'ownloop serve' ({args.repeat} loads each, after one warm-up):"
+            )
+            timings = _pages(f"http://127.0.0.1:{port}", names[0], args.repeat, say)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        model_p50 = [
+            float(np.percentile(ms, 50)) for k, ms in timings.items() if k.startswith("Model page")
+        ]
+        if model_p50:
+            verdict = "meets" if max(model_p50) < 300 else "MISSES"
+            say(
+                f"target: a model page under 300 ms: {verdict} it (worst p50 {max(model_p50):.0f} ms)"
+            )
+        say("the reads behind the model page, in-process (same store):")
+        with Workspace(config) as ws:
+            _services(ws, names[0], "f00", args.repeat, say)
+    finally:
+        if args.home is None:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
