@@ -300,6 +300,9 @@ CALLS: dict[str, Callable[[World, object], Any]] = {
     ),
     "Evaluations.history": lambda w, m: w.ws.evaluations.history("churn@2"),
     "Evaluations.latest": lambda w, m: w.ws.evaluations.latest("churn@2"),
+    "Evaluations.get": lambda w, m: w.ws.evaluations.get(
+        w.as_root(lambda: w.ws.evaluations.history("churn@2")[-1].id)
+    ),
     "Evaluations.latest_verdict": lambda w, m: w.ws.evaluations.latest_verdict("churn@2"),
     "Evaluations.gate_passed": lambda w, m: w.ws.evaluations.gate_passed("churn@2"),
     # monitor
@@ -319,6 +322,12 @@ CALLS: dict[str, Callable[[World, object], Any]] = {
     "Monitor.runs": lambda w, m: w.ws.monitor.runs("churn"),
     "Monitor.results": lambda w, m: w.ws.monitor.results("churn"),
     "Monitor.latest_results": lambda w, m: w.ws.monitor.latest_results("churn"),
+    "Monitor.series": lambda w, m: w.ws.monitor.series(
+        "churn", [("system", "error_rate")], since=NOW - timedelta(days=30)
+    ),
+    "Monitor.feature_history": lambda w, m: w.ws.monitor.feature_history(
+        "churn", "tenure", since=NOW - timedelta(days=30)
+    ),
     # deployments
     "Deployments.routes": lambda w, m: w.ws.deploy.routes(),
     "Deployments.generations": lambda w, m: w.ws.deploy.generations(),
@@ -333,6 +342,7 @@ CALLS: dict[str, Callable[[World, object], Any]] = {
     "Deployments.statuses": lambda w, m: w.ws.deploy.statuses(),
     "Deployments.rollout": lambda w, m: w.ws.deploy.rollout(w.rollout_id),
     "Deployments.rollouts": lambda w, m: w.ws.deploy.rollouts("churn"),
+    "Deployments.rollback_checks": lambda w, m: w.ws.deploy.rollback_checks("churn"),
     "Deployments.events": lambda w, m: w.ws.deploy.events(w.rollout_id),
     "Deployments.wait": lambda w, m: w.ws.deploy.wait(w.rollout_id, timeout_s=0),
     "Deployments.policy": lambda w, m: w.ws.deploy.policy("churn"),
@@ -378,6 +388,7 @@ CALLS: dict[str, Callable[[World, object], Any]] = {
     "Outbox.deliveries": lambda w, m: w.ws.outbox.deliveries(1),
     # scorecards
     "Scorecards.card": lambda w, m: w.ws.scorecard.card(model="churn"),
+    "Scorecards.trend": lambda w, m: w.ws.scorecard.trend(model="churn", periods=2),
 }
 
 
@@ -416,6 +427,7 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "Registry.audit_log": (D, A, A, A, A),
     "Evaluations.evaluate": (D, D, A, D, A),
     "Evaluations.history": (D, A, A, A, A),
+    "Evaluations.get": (D, A, A, A, A),
     "Evaluations.latest": (D, A, A, A, A),
     "Evaluations.latest_verdict": (D, A, A, A, A),
     "Evaluations.gate_passed": (D, A, A, A, A),
@@ -433,6 +445,8 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "Monitor.runs": (D, A, A, A, A),
     "Monitor.results": (D, A, A, A, A),
     "Monitor.latest_results": (D, A, A, A, A),
+    "Monitor.series": (D, A, A, A, A),
+    "Monitor.feature_history": (D, A, A, A, A),
     "Deployments.routes": (D, A, A, A, A),
     "Deployments.generations": (D, A, A, A, A),
     "Deployments.route": (D, A, A, A, A),
@@ -446,6 +460,7 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "Deployments.statuses": (D, A, A, A, A),
     "Deployments.rollout": (D, A, A, A, A),
     "Deployments.rollouts": (D, A, A, A, A),
+    "Deployments.rollback_checks": (D, A, A, A, A),
     "Deployments.events": (D, A, A, A, A),
     "Deployments.wait": (D, A, A, A, A),
     "Deployments.policy": (D, A, A, A, A),
@@ -474,6 +489,7 @@ MATRIX: dict[str, tuple[str, str, str, str, str]] = {
     "Outbox.notifications": (D, A, A, A, A),
     "Outbox.deliveries": (D, A, A, A, A),
     "Scorecards.card": (D, A, A, A, A),
+    "Scorecards.trend": (D, A, A, A, A),
 }
 
 # allowed calls that change something, so write an audit row naming who acted

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -17,11 +18,19 @@ from ownloop.cli._app import (
     esc,
     prepare_output,
     table,
+    when,
     workspace,
     write_output,
 )
 from ownloop.errors import InvalidInputError, NotFoundError, OwnloopError
-from ownloop.monitoring import FINDINGS, DriftSettings, WindowReport, parse_duration, write_sample
+from ownloop.monitoring import (
+    FINDINGS,
+    DriftSettings,
+    MonitorRun,
+    WindowReport,
+    parse_duration,
+    write_sample,
+)
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]
@@ -164,7 +173,27 @@ def _found(reports: list[WindowReport], kinds: set[str], as_json: bool) -> list[
     return found
 
 
-@cli.command()
+class _MonitorCommand(click.Command):
+    """``ownloop monitor [MODEL]``, and ``ownloop monitor runs ...`` (the stored runs).
+
+    A model named ``runs`` is monitored with ``ownloop monitor -- runs``.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args[:1] == ["runs"]:
+            ctx.meta["monitor.runs"] = args[1:]
+            return []
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        rest = ctx.meta.pop("monitor.runs", None)
+        if rest is None:
+            return super().invoke(ctx)
+        with monitor_runs.make_context("ownloop monitor runs", list(rest), parent=ctx) as sub:
+            return monitor_runs.invoke(sub)
+
+
+@cli.command(cls=_MonitorCommand)
 @click.argument("model", required=False)
 @click.option(
     "--window",
@@ -247,6 +276,9 @@ def monitor(
     as_json: bool,
 ) -> None:
     """Monitor MODEL (default: every model with a production alias) over the last window; store the results.
+
+    'ownloop monitor runs [MODEL]' lists the stored runs instead (see its --help); a model
+    named 'runs' is monitored with 'ownloop monitor -- runs'.
 
     The window counts the stable and canary arms' rows; shadow rows (scored, never answered to
     clients) count only with --arm shadow. --arm picks one arm; each stored run records its arms.
@@ -352,6 +384,158 @@ def _monitor(
     finally:
         if loop is not None:
             loop.stop()  # joins the threads and lets the lease go, so the next run need not wait
+
+
+class _Moment(click.ParamType):  # type: ignore[type-arg]
+    """A point in time: a duration back from now (``24h``, ``7d``) or an ISO 8601 time (UTC when
+    it names no zone)."""
+
+    name = "time"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime | timedelta:
+        if isinstance(value, datetime | timedelta):
+            return value
+        text = str(value).strip()
+        try:
+            return parse_duration(text)
+        except InvalidInputError:
+            pass
+        try:
+            at = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"'{value}' is neither a duration back from now (e.g. 24h, 7d) nor an ISO time "
+                "(e.g. 2026-01-31T12:00:00Z)",
+                param,
+                ctx,
+            )
+        return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+MOMENT = _Moment()
+
+
+def _at(value: datetime | timedelta | None, now: datetime) -> datetime | None:
+    return now - value if isinstance(value, timedelta) else value
+
+
+def _run_row(run: MonitorRun) -> list[str]:
+    s = run.summary
+    arms = s.get("arms")
+    return [
+        str(run.id),
+        run.model,
+        "-" if run.version is None else str(run.version),
+        f"{when(run.window_start)} to {when(run.window_end)}",
+        ",".join(arms) if isinstance(arms, list) else "stable,canary",
+        f"{run.rows:,}",
+        run.status,
+        _fmt(_num(s.get("drift_share")), ".0%"),
+        _fmt(_num(s.get("accuracy")))
+        + (f" ({s['accuracy_source']})" if s.get("accuracy_source") else ""),
+        _fmt(_num(s.get("error_rate")), ".2%"),
+    ]
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@click.command("runs")
+@click.argument("model", required=False)
+@click.option(
+    "--version", "version", type=click.IntRange(1), default=None, help="Only this version."
+)
+@click.option(
+    "--arm",
+    type=click.Choice(["stable", "canary", "shadow", "default"]),
+    default=None,
+    help="Only runs that counted exactly this arm ('default': stable and canary). Default: any.",
+)
+@click.option(
+    "--since",
+    type=MOMENT,
+    default=None,
+    help="Windows ending at or after this: a duration back from now (24h, 7d) or an ISO time.",
+)
+@click.option(
+    "--until",
+    type=MOMENT,
+    default=None,
+    help="Windows ending at or before this: an ISO time (UTC when no zone) or a duration back.",
+)
+@click.option(
+    "--status",
+    type=click.Choice(["ok", "no_data"]),
+    default=None,
+    help="Only runs with this status.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="At most this many.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+def monitor_runs(
+    model: str | None,
+    version: int | None,
+    arm: str | None,
+    since: datetime | timedelta | None,
+    until: datetime | timedelta | None,
+    status: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The stored monitor runs of MODEL (default: every model), newest window first.
+
+    Each row: the window, the version, the arms it counted, its rows, status, the share of
+    drifted features, the headline accuracy (estimated or realised) and the error rate.
+    """
+    ws = workspace()
+    now = ws.clock.now()
+    if version is not None and model is None:
+        raise InvalidInputError("--version needs a MODEL: 'ownloop monitor runs MODEL --version N'")
+    if model is not None:
+        ws.registry.get_model(model)  # an unknown name says so, with the close ones
+    runs = ws.monitor.runs(
+        model,
+        version=version,
+        arm=arm,
+        since=_at(since, now),
+        until=_at(until, now),
+        status=status,
+        limit=limit,
+    )
+    if as_json:
+        echo_json(runs)
+        return
+    if not runs:
+        what = f"model '{model}'" if model is not None else "any model"
+        console.print(
+            f"no stored monitor runs of {esc(what)} match; store one with 'ownloop monitor "
+            f"{esc(model or 'MODEL')}' or widen the filters"
+        )
+        return
+    table(
+        f"{len(runs)} monitor run(s), newest first (times UTC)",
+        [
+            "run",
+            "model",
+            "version",
+            "window",
+            "arms",
+            "rows",
+            "status",
+            "drift",
+            "accuracy",
+            "errors",
+        ],
+        [_run_row(r) for r in runs],
+    )
 
 
 def _print_round(done: Round, as_json: bool) -> None:

@@ -22,6 +22,7 @@ from ownloop.deploy._rollback import (
     RollbackCheck,
     RollbackRefusedError,
     RollbackVerdict,
+    StoredRollbackCheck,
 )
 from ownloop.deploy._rollout import DeployStatus, merge_plan, placed, position, span
 from ownloop.deploy._routing import MAX_KEY_CHARS, arm_for, bucket
@@ -51,6 +52,7 @@ __all__ = [
     "Route",
     "State",
     "StepAnalysis",
+    "StoredRollbackCheck",
     "Strategy",
     "arm_for",
     "bucket",

@@ -43,6 +43,7 @@ from ownloop.monitoring._performance import estimate_from_partial, support_from_
 from ownloop.names import VersionRef, validate_name
 from ownloop.profile import ReferenceProfile
 from ownloop.registry import PRODUCTION, ModelVersion, version_number
+from ownloop.store import aware
 from ownloop.store import tables as t
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ __all__ = [
     "RollbackCheck",
     "RollbackRefusedError",
     "RollbackVerdict",
+    "StoredRollbackCheck",
     "check_rollback",
     "rollback",
 ]
@@ -138,6 +140,55 @@ class RollbackCheck:
             value = getattr(self, k)
             out[k] = None if value is None else value.isoformat()
         return out
+
+
+@dataclass(frozen=True)
+class StoredRollbackCheck:
+    """A rollback check as stored: who checked when, the verdict, whether it acted, and why."""
+
+    id: int
+    model: str
+    at: datetime
+    by: str
+    current_version: int
+    target_version: int
+    verdict: str  # SAFE | INSUFFICIENT | WORSE
+    acted: bool  # production moved to the target
+    forced: bool
+    reasons: tuple[str, ...]
+    next_step: str | None
+    summary: str  # one line: the verdict, the versions and the first reason
+    report: Mapping[str, Any]  # the whole stored check (RollbackCheck.to_dict())
+
+
+def stored_check(r: Any) -> StoredRollbackCheck:
+    """A ``rollback_checks`` row read back."""
+    report = dict(r.report) if isinstance(r.report, Mapping) else {}
+    reasons = tuple(str(x) for x in report.get("reasons") or ())
+    acted = bool(r.acted)
+    forced = bool(report.get("forced", False))
+    verb = "rolled back" if acted else "checked only"
+    first = f": {reasons[0]}" if reasons else ""
+    summary = (
+        f"{r.verdict} rolling {r.model} back from version {r.current_version} to "
+        f"{r.target_version} ({verb}{', forced' if forced else ''}){first}"
+    )
+    next_step = report.get("next_step")
+    return StoredRollbackCheck(
+        id=int(r.id),
+        model=r.model,
+        at=aware(r.at),
+        by=r.by,
+        current_version=int(r.current_version),
+        target_version=int(r.target_version),
+        verdict=str(r.verdict),
+        acted=acted,
+        forced=forced,
+        reasons=reasons,
+        next_step=str(next_step) if next_step is not None else None,
+        summary=summary,
+        report=report,
+    )
 
 
 class RollbackRefusedError(ConflictError):

@@ -18,7 +18,7 @@ from ownloop.config import Config
 from ownloop.deploy import _rollback
 from ownloop.deploy._analysis import analyse_rollout
 from ownloop.deploy._model import Plan, Rollout, RolloutEvent, Route, State, StepAnalysis, Strategy
-from ownloop.deploy._rollback import ROLLBACK_ROWS, RollbackCheck
+from ownloop.deploy._rollback import ROLLBACK_ROWS, RollbackCheck, StoredRollbackCheck
 from ownloop.deploy._rollout import (
     DeployStatus,
     Move,
@@ -824,6 +824,23 @@ class Deployments:
         <RollbackVerdict.SAFE: 'SAFE'>
         """
         return _rollback.check_rollback(self, model, to=to, rows=rows)
+
+    @action("deploy.read")
+    def rollback_checks(self, model: str, *, limit: int = 10) -> list[StoredRollbackCheck]:
+        """The stored rollback checks of ``model``, newest first (NotFoundError for no model)."""
+        m = self.registry.get_model(model)
+        self.acting.check("deploy.read", m.owner, target=f"model:{model}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidInputError(f"limit {limit!r} must be a whole number from 1 to 1000")
+        checks = t.rollback_checks
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(checks)
+                .where(checks.c.model == m.name)
+                .order_by(checks.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [_rollback.stored_check(r) for r in rows]
 
     @action("deploy.rollback")
     def rollback(

@@ -332,6 +332,32 @@ class Evaluations:
         return [_stored(r) for r in rows]
 
     @action("evaluation.read")
+    def get(self, evaluation_id: int) -> StoredEvaluation:
+        """One gate run by its id (NotFoundError when there is none)."""
+        if (
+            isinstance(evaluation_id, bool)
+            or not isinstance(evaluation_id, int)
+            or not 1 <= evaluation_id < 2**63
+        ):
+            raise InvalidInputError(
+                f"evaluation id {evaluation_id!r} must be a whole number, 1 or more"
+            )
+        with self.registry.store.read() as conn:
+            row = conn.execute(
+                sa.select(t.evaluations).where(t.evaluations.c.id == evaluation_id)
+            ).first()
+        if row is None:
+            self.acting.check("evaluation.read", target=f"evaluation:{evaluation_id}")
+            raise NotFoundError(
+                f"gate run {evaluation_id} does not exist; a model's page lists the gate runs "
+                "of each of its versions"
+            )
+        found = _stored(row)
+        owner = self.registry.get_model(found.model).owner
+        self.acting.check("evaluation.read", owner, target=found.ref)
+        return found
+
+    @action("evaluation.read")
     def latest(self, ref: str) -> StoredEvaluation | None:
         """The newest gate run of a version, or None when it was never evaluated."""
         found = self.history(ref, limit=1)

@@ -289,15 +289,76 @@ def _ks_p(d: float, n: float, m: float) -> float:
     return float(stats.kstwo.sf(d, max(round(n_eff), 1)))
 
 
-def _bins(labels: list[str], ref: np.ndarray, cur: np.ndarray, top: int = 30) -> dict[str, Any]:
-    """Reference and current shares per bin, for plots (at most ``top`` bins)."""
+MAX_BINS = 30  # bins kept per stored histogram
+
+
+def _bins(
+    labels: list[str], ref: np.ndarray, cur: np.ndarray, top: int = MAX_BINS
+) -> dict[str, Any]:
+    """Reference and current shares per category, for plots (at most ``top`` bins: the rest
+    are folded into the last, so each side's shares still sum to 1)."""
+    ref, cur = np.asarray(ref, dtype=float), np.asarray(cur, dtype=float)
+    if len(labels) > top:
+        labels = [*labels[: top - 1], f"(other: {len(labels) - top + 1} more)"]
+        ref = np.append(ref[: top - 1], ref[top - 1 :].sum())
+        cur = np.append(cur[: top - 1], cur[top - 1 :].sum())
     r = ref / max(ref.sum(), 1)
     c = cur / max(cur.sum(), 1)
     return {
-        "labels": labels[:top],
-        "reference": r[:top].round(5).tolist(),
-        "current": c[:top].round(5).tolist(),
+        "kind": "categorical",
+        "labels": labels,
+        "edges": [],
+        "reference": r.round(5).tolist(),
+        "current": c.round(5).tolist(),
     }
+
+
+def numeric_bins(
+    cuts: np.ndarray, ref: np.ndarray, cur: np.ndarray, lo: float, hi: float
+) -> dict[str, Any]:
+    """Shares per quantile bin with the bins' real edges: ``lo``, the cut points, ``hi``.
+
+    ``lo`` and ``hi`` close the outer bins (the reference's min and max, widened to the
+    window's); bins of no width (an outer edge on a cut point) fold into their neighbour, so
+    the edges are strictly ascending and finite.
+    """
+    cuts = np.asarray(cuts, dtype=float)
+    edges = [min(lo, float(cuts[0])) if cuts.size else lo, *cuts.tolist()]
+    edges.append(max(hi, edges[-1]))
+    ref_l = np.asarray(ref, dtype=float).tolist()
+    cur_l = np.asarray(cur, dtype=float).tolist()
+    i = 0
+    while len(edges) > 2 and i < len(edges) - 1:
+        if edges[i + 1] > edges[i]:
+            i += 1
+            continue
+        j = i + 1 if i + 1 < len(ref_l) else i - 1  # fold the empty-width bin into a neighbour
+        ref_l[j] += ref_l[i]
+        cur_l[j] += cur_l[i]
+        del ref_l[i], cur_l[i]
+        del edges[i + 1 if i + 1 < len(edges) - 1 else i]
+    r = np.asarray(ref_l) / max(sum(ref_l), 1)
+    c = np.asarray(cur_l) / max(sum(cur_l), 1)
+    last = len(edges) - 2
+    labels = [
+        f"< {edges[k + 1]:.4g}" if k < last else f">= {edges[k]:.4g}" if last else "all"
+        for k in range(last + 1)
+    ]
+    return {
+        "kind": "numeric",
+        "labels": labels,
+        "edges": [float(e) for e in edges],
+        "reference": r.round(5).tolist(),
+        "current": c.round(5).tolist(),
+    }
+
+
+def _finite_min(*values: float | None) -> float:
+    return min(float(v) for v in values if v is not None and np.isfinite(v))
+
+
+def _finite_max(*values: float | None) -> float:
+    return max(float(v) for v in values if v is not None and np.isfinite(v))
 
 
 def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
@@ -555,11 +616,9 @@ def numeric_drift(
         extra.update(found)
         effect, moved = found["effect"], found["moved"]
     else:
-        extra["bins"] = _bins(
-            [f"< {c:.4g}" for c in cuts] + [f">= {cuts[-1]:.4g}" if cuts.size else "all"],
-            ref_coarse,
-            cur_coarse,
-        )
+        lo = _finite_min(ref.min, part.lo, float(grid[0]))
+        hi = _finite_max(ref.max, part.hi, float(grid[-1]))
+        extra["bins"] = numeric_bins(cuts, ref_coarse, cur_coarse, lo, hi)
         effect, moved = w, d
     if method == "auto" and discrete:
         method, score, p = AUTO_DISCRETE, effect, extra["p"]

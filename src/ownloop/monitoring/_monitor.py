@@ -49,8 +49,11 @@ from ownloop.monitoring._performance import (
 )
 from ownloop.monitoring._report import (
     DEFAULT_ARMS,
+    Bins,
     ConfidenceFigures,
+    FeatureWindow,
     MonitorRun,
+    Point,
     StoredResult,
     WindowReport,
     confidence_figures,
@@ -761,6 +764,7 @@ class Monitor:
                     rows=rep.rows,
                     status=status,
                     summary=facts,
+                    arms=arms_text(rep.arms),
                     started_at=now,
                     finished_at=self.clock.now(),
                     run_by=self.actor.name,
@@ -795,28 +799,199 @@ class Monitor:
         )
 
     @action("monitor.read")
-    def runs(self, model: str, *, limit: int = 50) -> list[MonitorRun]:
+    def runs(
+        self,
+        model: str | None = None,
+        *,
+        version: int | None = None,
+        arm: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[MonitorRun]:
+        """Stored monitor runs, newest window first (one query).
+
+        ``model`` (None: every model), ``version``, ``arm`` (None: any arms; ``stable``,
+        ``canary``, ``shadow``: runs that counted exactly that arm; ``default``: the default
+        arms), ``since``/``until`` (the window's end, inclusive) and ``status`` (``ok``,
+        ``no_data``) filter; ``limit`` and ``offset`` page.
+        """
+        if model is not None:
+            validate_name("model", model)
+        self.acting.check("monitor.read", target=f"model:{model}" if model else "models")
+        _check_page(limit, offset)
+        _check_span(since, until)
+        if status is not None and status not in RUN_STATUSES:
+            raise InvalidInputError(
+                f"run status '{status}' is not one of {', '.join(RUN_STATUSES)}"
+            )
+        if version is not None:
+            _check_version(version)
+        if arm is not None and arm != "default":
+            select_arms(arm)
+        return self._select_runs(model, version, arm, since, until, status, limit, offset)
+
+    def _select_runs(
+        self,
+        model: str | None,
+        version: int | None,
+        arm: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[MonitorRun]:
+        runs = t.monitor_runs
+        q = sa.select(runs)
+        if model is not None:
+            q = q.where(runs.c.model == model)
+        if version is not None:
+            q = q.where(runs.c.version == version)
+        if arm is not None:
+            q = q.where(_arms_clause(None if arm == "default" else arm))
+        if since is not None:
+            q = q.where(runs.c.window_end >= since)
+        if until is not None:
+            q = q.where(runs.c.window_end <= until)
+        if status is not None:
+            q = q.where(runs.c.status == status)
+        q = q.order_by(runs.c.window_end.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        with self.store.read() as conn:
+            rows = conn.execute(q).all()
+        return [_monitor_run(r) for r in rows]
+
+    @action("monitor.read")
+    def series(
+        self,
+        model: str,
+        keys: Sequence[tuple[str, str]],
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        arm: str | None = None,
+        version: int | None = None,
+    ) -> dict[tuple[str, str], list[Point]]:
+        """Stored figures of ``model`` by ``(kind, name)`` key, oldest window first (one query).
+
+        Keys are as stored, e.g. ``("system", "latency_p99_s")``,
+        ``("estimated_performance", "accuracy")``, ``("dataset_drift", "share")``; every key is
+        in the answer (an empty list when nothing was stored). Windows end in ``[since, until]``
+        and counted the default arms (every arm but shadow) unless ``arm`` names one;
+        ``version`` keeps one version's windows.
+        """
         validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}")
+        wanted = _check_keys(keys)
+        _check_span(since, until, need_since=True)
+        out: dict[tuple[str, str], list[Point]] = {k: [] for k in wanted}
+        if not wanted:
+            return out
+        res, runs = t.monitor_results, t.monitor_runs
+        q = (
+            sa.select(
+                res.c.kind,
+                res.c.name,
+                res.c.window_end,
+                runs.c.window_start,
+                res.c.version,
+                res.c.value,
+                res.c.lower,
+                res.c.upper,
+                res.c.n,
+                res.c.detail,
+                res.c.method,
+            )
+            .select_from(res.join(runs, runs.c.id == res.c.run_id))
+            .where(
+                res.c.model == model,
+                res.c.kind.in_(sorted({k for k, _ in wanted})),
+                res.c.name.in_(sorted({n for _, n in wanted})),
+                res.c.window_end >= since,
+                _arms_clause(select_arms(arm)[0] if arm is not None else None),
+            )
+        )
+        if until is not None:
+            q = q.where(res.c.window_end <= until)
+        if version is not None:
+            q = q.where(res.c.version == _check_version(version))
         with self.store.read() as conn:
-            rows = conn.execute(
-                sa.select(t.monitor_runs)
-                .where(t.monitor_runs.c.model == model)
-                .order_by(t.monitor_runs.c.window_end.desc(), t.monitor_runs.c.id.desc())
-                .limit(limit)
-            ).all()
+            rows = conn.execute(q.order_by(res.c.window_end, res.c.id)).all()
+        for r in rows:
+            found = out.get((r.kind, r.name))
+            if found is not None:
+                found.append(
+                    Point(
+                        aware(r.window_start) if r.window_start is not None else None,
+                        aware(r.window_end),
+                        r.version,
+                        r.value,
+                        r.lower,
+                        r.upper,
+                        r.n,
+                        r.detail,
+                        r.method,
+                    )
+                )
+        return out
+
+    @action("monitor.read")
+    def feature_history(
+        self,
+        model: str,
+        feature: str,
+        *,
+        since: datetime,
+        until: datetime | None = None,
+        kind: str = "feature_drift",
+    ) -> list[FeatureWindow]:
+        """One feature's drift figures and histogram per window, oldest first (one query).
+
+        ``kind`` ``"prediction_drift"`` reads a prediction output (``predicted_class``,
+        ``score_<class>``, ``predicted_value``). Windows end in ``[since, until]`` and counted
+        the default arms.
+        """
+        validate_name("model", model)
+        self.acting.check("monitor.read", target=f"model:{model}")
+        if kind not in DRIFT_KINDS:
+            raise InvalidInputError(f"drift kind '{kind}' is not one of {', '.join(DRIFT_KINDS)}")
+        if not isinstance(feature, str) or not feature or len(feature) > 200:
+            raise InvalidInputError(
+                f"feature {feature!r} must be a name of 1 to 200 characters, as in the drift table"
+            )
+        _check_span(since, until, need_since=True)
+        res, runs = t.monitor_results, t.monitor_runs
+        q = (
+            sa.select(res, runs.c.window_start)
+            .select_from(res.join(runs, runs.c.id == res.c.run_id))
+            .where(
+                res.c.model == model,
+                res.c.kind == kind,
+                res.c.name == feature,
+                res.c.window_end >= since,
+                _arms_clause(None),
+            )
+        )
+        if until is not None:
+            q = q.where(res.c.window_end <= until)
+        with self.store.read() as conn:
+            rows = conn.execute(q.order_by(res.c.window_end, res.c.id)).all()
         return [
-            MonitorRun(
-                r.id,
-                r.model,
-                r.version,
-                aware(r.window_start),
+            FeatureWindow(
+                aware(r.window_start) if r.window_start is not None else None,
                 aware(r.window_end),
-                r.rows,
+                r.version,
+                r.kind,
+                r.name,
                 r.status,
-                dict(r.summary),
-                aware(r.started_at),
-                r.run_by,
+                r.method,
+                r.value,
+                r.p_value,
+                r.alert,
+                r.n,
+                Bins.from_stored(r.bins),
             )
             for r in rows
         ]
@@ -871,16 +1046,10 @@ class Monitor:
         """
         if runs < 1:
             raise InvalidInputError(f"runs {runs} must be 1 or more, e.g. 3")
-        arms = list(select_arms(arm))
-        picked: list[MonitorRun] = []
-        for run in self.runs(model, limit=max(50, runs * 20)):
-            if version is not None and run.version != version:
-                continue
-            if list(run.summary.get("arms", DEFAULT_ARMS)) != arms:
-                continue
-            picked.append(run)
-            if len(picked) == runs:
-                break
+        select_arms(arm)
+        validate_name("model", model)
+        self.acting.check("monitor.read", target=f"model:{model}")
+        picked = self._select_runs(model, version, arm or "default", None, None, None, runs, 0)
         if not picked:
             return []
         ids = [r.id for r in picked]
@@ -897,6 +1066,95 @@ class Monitor:
         for r in rows:
             by_run[r.run_id].append(_stored_result(r))
         return [(run, by_run[run.id]) for run in picked]
+
+
+RUN_STATUSES = ("ok", "no_data")
+DRIFT_KINDS = ("feature_drift", "prediction_drift")
+MAX_PAGE = 1000  # runs per read
+MAX_KEYS = 100  # series keys per read
+
+
+def arms_text(arms: Sequence[str]) -> str:
+    """The arms a run counted, as stored in ``monitor_runs.arms`` (``"stable,canary"``)."""
+    return ",".join(arms)
+
+
+def _arms_clause(arm: str | None) -> sa.ColumnElement[bool]:
+    """Runs that counted exactly ``arm``; None: the default arms (rows stored before arms were
+    recorded, NULL, counted every arm, which was then all stable: the default)."""
+    col = t.monitor_runs.c.arms
+    if arm is None:
+        return sa.or_(col == arms_text(DEFAULT_ARMS), col.is_(None))
+    return col == arms_text(select_arms(arm))
+
+
+def _monitor_run(r: sa.Row[Any]) -> MonitorRun:
+    return MonitorRun(
+        r.id,
+        r.model,
+        r.version,
+        aware(r.window_start),
+        aware(r.window_end),
+        r.rows,
+        r.status,
+        dict(r.summary),
+        aware(r.started_at),
+        r.run_by,
+    )
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInputError(f"limit {limit!r} must be a whole number from 1 to {MAX_PAGE}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidInputError(f"offset {offset!r} must be a whole number, 0 or more")
+
+
+def _check_version(version: int) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidInputError(f"version {version!r} must be a whole number, 1 or more")
+    return version
+
+
+def _check_span(
+    since: datetime | None, until: datetime | None, *, need_since: bool = False
+) -> None:
+    """``since`` and ``until`` must be timezone-aware datetimes with ``since <= until``."""
+    if need_since and since is None:
+        raise InvalidInputError("since is required: the start of the span to read, e.g. now - 1d")
+    for label, value in (("since", since), ("until", until)):
+        if value is None:
+            continue
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise InvalidInputError(
+                f"{label} {value!r} must be a timezone-aware datetime (UTC), e.g. "
+                "datetime.now(UTC) - timedelta(days=1)"
+            )
+    if since is not None and until is not None and since > until:
+        raise InvalidInputError(
+            f"since {since.isoformat()} is after until {until.isoformat()}; swap them"
+        )
+
+
+def _check_keys(keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    if isinstance(keys, str | bytes) or not isinstance(keys, Sequence):
+        raise InvalidInputError(
+            f"keys {keys!r} must be a list of (kind, name) pairs, e.g. [('system', 'error_rate')]"
+        )
+    out: list[tuple[str, str]] = []
+    for key in keys:
+        if (
+            not isinstance(key, tuple | list)
+            or len(key) != 2
+            or not all(isinstance(x, str) and x for x in key)
+        ):
+            raise InvalidInputError(
+                f"series key {key!r} must be a (kind, name) pair, e.g. ('system', 'error_rate')"
+            )
+        out.append((key[0], key[1]))
+    if len(out) > MAX_KEYS:
+        raise InvalidInputError(f"{len(out)} series keys: read at most {MAX_KEYS} at once")
+    return list(dict.fromkeys(out))
 
 
 def _stored_result(r: sa.Row[Any]) -> StoredResult:
@@ -921,6 +1179,7 @@ def _stored_result(r: sa.Row[Any]) -> StoredResult:
         bound=r.bound,
         compare=r.compare,
         window_start=aware(r.window_start) if r.window_start is not None else None,
+        bins=Bins.from_stored(r.bins),
     )
 
 

@@ -20,8 +20,11 @@ from ownloop.profile import ClassificationProfile, ReferenceProfile
 __all__ = [
     "DEFAULT_ARMS",
     "FINDINGS",
+    "Bins",
     "ConfidenceFigures",
+    "FeatureWindow",
     "MonitorRun",
+    "Point",
     "StoredResult",
     "SystemFigures",
     "WindowReport",
@@ -256,6 +259,83 @@ class StoredResult:
     bound: float | None = None
     compare: str | None = None
     window_start: datetime | None = None  # the run's window start (None if the run is gone)
+    bins: Bins | None = None  # drift rows: the window's histogram (None on older rows)
+
+
+@dataclass(frozen=True)
+class Bins:
+    """A feature's histogram in one window, against its reference.
+
+    ``kind`` ``"numeric"``: ``edges`` holds ``len(labels) + 1`` finite, ascending values, so a
+    chart draws each bin at its real width (the outer edges are the reference's min and max,
+    widened to the window's when it goes beyond). ``"categorical"``: ``edges`` is empty and
+    ``labels`` names the categories. ``reference`` and ``current`` are shares per bin (each
+    sums to 1, or all 0 when a side had no values).
+    """
+
+    kind: str
+    labels: tuple[str, ...]
+    edges: tuple[float, ...]
+    reference: tuple[float, ...]
+    current: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "edges": list(self.edges),
+            "reference": list(self.reference),
+            "current": list(self.current),
+        }
+
+    @classmethod
+    def from_stored(cls, data: Any) -> Bins | None:
+        """The stored JSON read back; None for rows stored without bins or in another shape."""
+        if not isinstance(data, Mapping):
+            return None
+        try:
+            return cls(
+                str(data["kind"]),
+                tuple(str(x) for x in data["labels"]),
+                tuple(float(x) for x in data.get("edges") or ()),
+                tuple(float(x) for x in data["reference"]),
+                tuple(float(x) for x in data["current"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class Point:
+    """One stored figure of one window (a point of a time series)."""
+
+    window_start: datetime | None
+    window_end: datetime
+    version: int | None
+    value: float | None
+    lower: float | None
+    upper: float | None
+    n: int | None
+    detail: str | None
+    method: str | None
+
+
+@dataclass(frozen=True)
+class FeatureWindow:
+    """One window's drift figures of one feature (or prediction output), with its histogram."""
+
+    window_start: datetime | None
+    window_end: datetime
+    version: int | None
+    kind: str  # "feature_drift" | "prediction_drift"
+    name: str
+    status: str
+    method: str | None
+    value: float | None  # the score (effect size or distance; the statistic for bare tests)
+    p_value: float | None
+    alert: bool | None  # drifted
+    n: int | None
+    bins: Bins | None
 
 
 def _quantile(hist: np.ndarray, q: float) -> float | None:
@@ -350,7 +430,7 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
     def add(kind: str, name: str, status: str = "ok", **kw: Any) -> None:
-        row: dict[str, Any] = dict.fromkeys(_RESULT_COLUMNS)
+        row: dict[str, Any] = dict.fromkeys((*_RESULT_COLUMNS, "bins"))
         row.update(kind=kind, name=name, status=status)
         row.update(kw)
         for k in ("value", "lower", "upper", "threshold", "p_value", "reference", "bound"):
@@ -372,6 +452,7 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
                 alert=f.drifted,
                 n=f.n,
                 detail=f.detail,
+                bins=stored_bins(f.extra.get("bins")),
                 **_drift_comparison(f.method, f.threshold, d.alpha, f.drifted),
             )
             if f.tail_share is not None:
@@ -553,6 +634,15 @@ def result_rows(rep: WindowReport) -> list[dict[str, Any]]:
             method=_system_method(name, sysf),
         )
     return rows
+
+
+def stored_bins(data: Any) -> dict[str, Any] | None:
+    """A drift row's histogram as stored (``Bins.to_dict()``), or None when it has none that a
+    chart can draw (identifier checks keep two unrelated shares)."""
+    found = Bins.from_stored(data)
+    if found is None or found.kind not in ("numeric", "categorical"):
+        return None
+    return found.to_dict()
 
 
 def _drift_comparison(

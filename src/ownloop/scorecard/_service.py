@@ -111,8 +111,10 @@ class Scorecards:
         team: str | None = None,
         model: str | None = None,
         since: timedelta = timedelta(days=90),
+        until: datetime | None = None,
     ) -> Scorecard:
-        """The scorecard over the period ``since`` long ending now, for one team, one model or all.
+        """The scorecard over the period ``since`` long ending at ``until`` (default now), for
+        one team, one model or all.
 
         Teams are the models' current owners (after a transfer, a model's history counts for its
         new team). Each figure carries its count; an empty period gives counts of 0 and no values.
@@ -120,10 +122,61 @@ class Scorecards:
         self.acting.check("scorecard.read", team, target=f"model:{model}" if model else "scorecard")
         if not isinstance(since, timedelta) or since <= timedelta(0):
             raise InvalidInputError(f"period {since!r} must be a positive duration, e.g. 90d")
-        until = self.clock.now()
+        until = self._until(until)
         start = until - since
         owners = self._owners(team, model)
         history = self._load(list(owners), start, until)
+        return self._card(history, owners, team, model, start, until)
+
+    @action("scorecard.read")
+    def trend(
+        self,
+        *,
+        team: str | None = None,
+        model: str | None = None,
+        periods: int = 12,
+        period: timedelta = timedelta(days=7),
+        until: datetime | None = None,
+    ) -> list[Scorecard]:
+        """``periods`` consecutive scorecards, each over one ``period``, the last ending at
+        ``until`` (default now); oldest first. The history is read once for the whole span.
+        """
+        self.acting.check("scorecard.read", team, target=f"model:{model}" if model else "scorecard")
+        if isinstance(periods, bool) or not isinstance(periods, int) or not 1 <= periods <= 520:
+            raise InvalidInputError(f"periods {periods!r} must be a whole number from 1 to 520")
+        if not isinstance(period, timedelta) or period <= timedelta(0):
+            raise InvalidInputError(f"period {period!r} must be a positive duration, e.g. 7d")
+        until = self._until(until)
+        owners = self._owners(team, model)
+        history = self._load(list(owners), until - periods * period, until)
+        out = []
+        for k in reversed(range(periods)):
+            end = until - k * period
+            out.append(
+                self._card(
+                    _within(history, end - period, end), owners, team, model, end - period, end
+                )
+            )
+        return out
+
+    def _until(self, until: datetime | None) -> datetime:
+        if until is None:
+            return self.clock.now()
+        if not isinstance(until, datetime) or until.tzinfo is None:
+            raise InvalidInputError(
+                f"until {until!r} must be a timezone-aware datetime (UTC), e.g. datetime.now(UTC)"
+            )
+        return until
+
+    def _card(
+        self,
+        history: _History,
+        owners: dict[str, str],
+        team: str | None,
+        model: str | None,
+        start: datetime,
+        until: datetime,
+    ) -> Scorecard:
         models = tuple(
             ModelCard(
                 name,
@@ -283,6 +336,22 @@ class Scorecards:
 
 
 # -- the figures -------------------------------------------------------------------------------
+
+
+def _within(h: _History, start: datetime, until: datetime) -> _History:
+    """``h`` with only the quality samples of windows ending in ``(start, until]`` (the other
+    figures already count only events in the period they are asked for)."""
+    return _History(
+        moves=h.moves,
+        aborted=h.aborted,
+        failed_gates=h.failed_gates,
+        registered=h.registered,
+        restores=h.restores,
+        samples=defaultdict(
+            list,
+            {k: [x for x in v if start < x[0] <= until] for k, v in h.samples.items()},
+        ),
+    )
 
 
 def _key_metrics(

@@ -177,6 +177,8 @@ monitor_runs = sa.Table(
     sa.Column("started_at", _ts, nullable=False),
     sa.Column("finished_at", _ts, nullable=False),
     sa.Column("run_by", sa.String(200), nullable=False),
+    # migration 9: the arms the window counted, "stable,canary" (NULL: stored before, the default)
+    sa.Column("arms", sa.String(64)),
 )
 
 monitor_results = sa.Table(
@@ -378,6 +380,7 @@ sa.Index("ix_audit_model_at", audit.c.model, audit.c.at)
 sa.Index("ix_audit_at", audit.c.at)
 sa.Index("ix_evaluations_version", evaluations.c.version_id, evaluations.c.id)
 sa.Index("ix_monitor_runs_model_end", monitor_runs.c.model, monitor_runs.c.window_end)
+sa.Index("ix_monitor_runs_end", monitor_runs.c.window_end)
 sa.Index(
     "ix_monitor_results_model_kind_end",
     monitor_results.c.model,

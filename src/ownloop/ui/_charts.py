@@ -1,15 +1,35 @@
 """Charts drawn on the server as SVG: time series with bands, sparklines, histograms on their
-true scale, intervals on a shared axis. Pure functions of their data; markup is escaped."""
+true scale, intervals on a shared axis. Pure functions of their data; markup is escaped.
+
+Every chart is one ``<svg>`` with a ``viewBox`` and ``width="100%"`` (it scales with its
+container), drawn with classes and presentation attributes only: the dashboard's
+Content-Security-Policy forbids inline styles. Units on a value axis:
+
+- ``"%"``: values are fractions (0.93) shown as percentages (93%);
+- ``"s"``: values are seconds, labelled in ms when the axis stays under a second;
+- ``"$"``: a currency prefix; any other unit (``"ms"``, ``"rows"``) is a suffix.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
+
+from ownloop.errors import InvalidInputError
 
 __all__ = ["Interval", "Series", "bars", "histogram", "intervals", "sparkline", "time_chart"]
+
+REFERENCE_COLOUR = "#90a4ae"
+CURRENT_COLOUR = "#e65100"
+# first colour is "current" orange, as in the drift reports; the rest stay apart from it
+PALETTE = ("#e65100", "#1565c0", "#2e7d32", "#6a1b9a", "#00838f", "#ad1457")
+FAIL_COLOUR = "#c62828"
+PASS_COLOUR = "#2e7d32"
+_XMLNS = "http://www.w3.org/2000/svg"
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,269 @@ class Interval:
     passed: bool | None = None
 
 
+# --- numbers and axes ---------------------------------------------------------------------
+
+
+def _finite(value: float | None) -> float | None:
+    """The value as a float, or None for None, NaN and infinities (a gap)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _span(lo: float, hi: float) -> tuple[float, float]:
+    """A non-empty range around lo..hi, so a constant series never divides by zero."""
+    if hi > lo:
+        return lo, hi
+    pad = abs(lo) * 0.05 if lo != 0 else 1.0
+    return lo - pad, hi + pad
+
+
+def _nice_step(span: float, count: int) -> float:
+    """A 1-2-5 step giving about ``count`` intervals over ``span``."""
+    raw = span / max(count, 1)
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    for multiple in (1.0, 2.0, 5.0):
+        if raw <= multiple * magnitude * (1 + 1e-9):
+            return multiple * magnitude
+    return 10.0 * magnitude
+
+
+def _ticks(lo: float, hi: float, count: int = 5) -> tuple[float, float, list[float]]:
+    """A nice domain covering lo..hi and its tick values (multiples of a 1-2-5 step)."""
+    lo, hi = _span(lo, hi)
+    step = _nice_step(hi - lo, count)
+    first = math.floor(lo / step + 1e-9)
+    last = math.ceil(hi / step - 1e-9)
+    ticks = [k * step for k in range(first, last + 1)]
+    return ticks[0], ticks[-1], ticks
+
+
+def _number(value: float, step: float, largest: float) -> str:
+    """``value`` with as many decimals as the tick step needs; k/M/G/T for large axes."""
+    if abs(value) < abs(step) * 1e-6:
+        return "0"
+    if largest < 1e-3:
+        digits = max(0, math.floor(math.log10(largest)) - math.floor(math.log10(step)))
+        return f"{value:.{min(digits, 6)}e}"
+    divisor, suffix = 1.0, ""
+    for size, letter in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if largest >= 10 * size:
+            divisor, suffix = size, letter
+            break
+    decimals = max(0, math.ceil(-math.log10(step / divisor) - 1e-9))
+    return f"{value / divisor:.{min(decimals, 12)}f}{suffix}"
+
+
+def _unit_scale(unit: str, largest: float) -> tuple[float, str, str]:
+    """(factor, prefix, suffix) that turn a raw value into its label."""
+    if unit == "%":
+        return 100.0, "", "%"
+    if unit == "s":
+        return (1000.0, "", " ms") if largest < 1 else (1.0, "", " s")
+    if unit == "$":
+        return 1.0, "$", ""
+    return 1.0, "", f" {unit}" if unit else ""
+
+
+def _tick_labeller(unit: str, ticks: Sequence[float]) -> Callable[[float], str]:
+    """Labels for one axis: a shared step, scale and unit, so the labels read as one scale."""
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else abs(ticks[0]) or 1.0
+    largest = max(abs(t) for t in ticks) or step
+    factor, prefix, suffix = _unit_scale(unit, largest)
+
+    def label(value: float) -> str:
+        text = _number(abs(value) * factor, step * factor, largest * factor)
+        sign = "-" if value < 0 and text != "0" else ""
+        return f"{sign}{prefix}{text}{suffix}"
+
+    return label
+
+
+def _value_text(value: float, unit: str) -> str:
+    """One value for a tooltip, with four significant digits and its unit."""
+    factor, prefix, suffix = _unit_scale(unit, abs(value))
+    scaled = value * factor
+    sign = "-" if scaled < 0 else ""
+    return f"{sign}{prefix}{abs(scaled):.4g}{suffix}"
+
+
+_TIME_STEPS = tuple(
+    timedelta(seconds=s)
+    for s in (
+        60,
+        300,
+        900,
+        1800,
+        3600,
+        2 * 3600,
+        3 * 3600,
+        6 * 3600,
+        12 * 3600,
+        86400,
+        2 * 86400,
+        7 * 86400,
+        14 * 86400,
+        28 * 86400,
+        91 * 86400,
+        182 * 86400,
+        364 * 86400,
+    )
+)
+_MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """A timezone-aware UTC datetime (a naive one is taken to be UTC already)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _time_ticks(start: datetime, end: datetime, count: int = 6) -> list[tuple[datetime, str]]:
+    """Ticks on whole minutes/hours/days (UTC) between start and end, with short labels."""
+    span = end - start
+    step = next((s for s in _TIME_STEPS if span / s <= count), _TIME_STEPS[-1])
+    # steps up to a day divide a day, so ticks fall on round UTC clock times; weeks start Monday
+    anchor = _MONDAY if step >= timedelta(days=7) else datetime(1970, 1, 1, tzinfo=UTC)
+    moment = anchor + step * math.ceil((start - anchor) / step)
+    ticks: list[tuple[datetime, str]] = []
+    previous_day = None
+    while moment <= end:
+        if step < timedelta(days=1):
+            text = moment.strftime("%H:%M")
+            if moment.date() != previous_day:
+                text = moment.strftime("%b %d ") + text
+        else:
+            text = moment.strftime("%b %d" if span < timedelta(days=300) else "%Y-%m-%d")
+        previous_day = moment.date()
+        ticks.append((moment, text))
+        moment += step
+    return ticks
+
+
+def _when(moment: datetime) -> str:
+    return _utc(moment).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _fmt(x: float) -> str:
+    """A coordinate: two decimals are below a pixel at any sensible size."""
+    return f"{x:.2f}".rstrip("0").rstrip(".") if x else "0"
+
+
+def _open_svg(kind: str, width: int, height: int, title: str, attrs: str = "") -> str:
+    label = escape(title)
+    return (
+        f'<svg xmlns="{_XMLNS}" class="chart {kind}" viewBox="0 0 {width} {height}" '
+        f'width="100%" role="img" aria-label="{label}"{attrs}><title>{label}</title>'
+    )
+
+
+def _no_data(title: str, why: str = "no data") -> Markup:
+    return Markup(f'<p class="none">{escape(title)}: {escape(why)}</p>')
+
+
+# --- time chart ---------------------------------------------------------------------------
+
+_W, _H = 720, 260
+_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 34, 34
+
+
+@dataclass(frozen=True)
+class _Point:
+    """One plotted value: a window or a bucket of windows."""
+
+    start: datetime
+    end: datetime
+    value: float | None
+    lower: float | None
+    upper: float | None
+    windows: int
+
+
+def _points(series: Series) -> list[_Point]:
+    """The series' windows as points, checking the lengths agree."""
+    count = len(series.times)
+    for name, column in (
+        ("values", series.values),
+        ("lower", series.lower),
+        ("upper", series.upper),
+    ):
+        if column is not None and len(column) != count:
+            raise InvalidInputError(
+                f"chart series {series.label!r} has {count} times but {len(column)} {name}; "
+                "give one entry per window (None for a gap)"
+            )
+    lower = series.lower if series.lower is not None else [None] * count
+    upper = series.upper if series.upper is not None else [None] * count
+    rows = sorted(
+        zip(series.times, series.values, lower, upper, strict=True), key=lambda r: _utc(r[0])
+    )
+    return [
+        _Point(_utc(t), _utc(t), _finite(v), _finite(lo), _finite(up), 1) for t, v, lo, up in rows
+    ]
+
+
+def _bucket(points: list[_Point], max_points: int) -> list[_Point]:
+    """At most ``max_points`` points: the mean per bucket of consecutive windows, min..max as band."""
+    if len(points) <= max_points:
+        return points
+    buckets: list[_Point] = []
+    for i in range(max_points):
+        chunk = points[i * len(points) // max_points : (i + 1) * len(points) // max_points]
+        values = [p.value for p in chunk if p.value is not None]
+        lows = [p.lower if p.lower is not None else p.value for p in chunk]
+        highs = [p.upper if p.upper is not None else p.value for p in chunk]
+        low = [x for x in lows if x is not None]
+        high = [x for x in highs if x is not None]
+        buckets.append(
+            _Point(
+                chunk[0].start,
+                chunk[-1].end,
+                math.fsum(values) / len(values) if values else None,
+                min(low) if low else None,
+                max(high) if high else None,
+                len(chunk),
+            )
+        )
+    return buckets
+
+
+def _mid(point: _Point) -> datetime:
+    return point.start + (point.end - point.start) / 2
+
+
+def _runs(points: Sequence[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
+    """Consecutive (x, y) with y present: a None breaks the line."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for x, y in points:
+        if y is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append((x, y))
+    return [run for run in runs if run]
+
+
+def _line_path(run: Sequence[tuple[float, float]]) -> str:
+    return "M" + " L".join(f"{_fmt(x)} {_fmt(y)}" for x, y in run)
+
+
+def _point_title(label: str, point: _Point, unit: str) -> str:
+    if point.windows == 1:
+        when = _when(point.start)
+        text = f"{when} · {label}: {_value_text(point.value or 0.0, unit)}"
+        if point.lower is not None and point.upper is not None:
+            text += f" [{_value_text(point.lower, unit)} – {_value_text(point.upper, unit)}]"
+        return text
+    text = f"{_when(point.start)} – {_when(point.end)} · {label}: mean "
+    text += f"{_value_text(point.value or 0.0, unit)} of {point.windows} windows"
+    if point.lower is not None and point.upper is not None:
+        text += f" (range {_value_text(point.lower, unit)} – {_value_text(point.upper, unit)})"
+    return text
+
+
 def time_chart(
     series: Sequence[Series],
     *,
@@ -43,8 +326,180 @@ def time_chart(
     reference: float | None = None,
     max_points: int = 600,
 ) -> Markup:
-    """A time-series chart; one ``circle.pt`` per plotted window (bucketed past ``max_points``)."""
-    raise NotImplementedError
+    """A time-series chart; one ``circle.pt`` per plotted window (bucketed past ``max_points``).
+
+    ``data-windows`` on the ``<svg>`` counts the windows of all series, ``data-points`` the
+    plotted points (fewer when windows are bucketed or have no value); each ``<g class="series">``
+    carries its own counts.
+
+    >>> from datetime import datetime, timezone
+    >>> t = [datetime(2026, 1, 1, h, tzinfo=timezone.utc) for h in range(3)]
+    >>> svg = time_chart([Series("accuracy", t, [0.91, None, 0.93])], title="Accuracy", unit="%")
+    >>> 'data-points="2"' in svg
+    True
+    """
+    if max_points < 1:
+        raise InvalidInputError(f"max_points must be at least 1, not {max_points}")
+    raw = [_points(s) for s in series]
+    plotted = [_bucket(points, max_points) for points in raw]
+    values = [
+        x
+        for points in plotted
+        for p in points
+        for x in (p.value, p.lower, p.upper)
+        if x is not None and p.value is not None
+    ]
+    if not values:
+        windows = sum(len(points) for points in raw)
+        return _no_data(title, f"no data in {windows} windows" if windows else "no data")
+    reference = _finite(reference)
+    y_lo, y_hi, y_ticks = _ticks(
+        min(values + ([reference] if reference is not None else [])),
+        max(values + ([reference] if reference is not None else [])),
+    )
+    times = [p.start for points in raw for p in points] + [p.end for points in raw for p in points]
+    t_lo, t_hi = min(times), max(times)
+    if t_hi == t_lo:
+        t_lo, t_hi = t_lo - timedelta(minutes=30), t_hi + timedelta(minutes=30)
+    inner_w, inner_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
+
+    def x_of(moment: datetime) -> float:
+        return _LEFT + inner_w * ((moment - t_lo) / (t_hi - t_lo))
+
+    def y_of(value: float) -> float:
+        return _TOP + inner_h * (1 - (value - y_lo) / (y_hi - y_lo))
+
+    windows = sum(len(points) for points in raw)
+    points_drawn = sum(1 for points in plotted for p in points if p.value is not None)
+    parts = [
+        _open_svg("time", _W, _H, title, f' data-windows="{windows}" data-points="{points_drawn}"'),
+        f'<text class="chart-title" x="{_LEFT}" y="18" font-size="13" font-weight="600">'
+        f"{escape(title)}</text>",
+        _y_axis(y_ticks, y_of, unit),
+        _x_axis(t_lo, t_hi, x_of),
+    ]
+    if reference is not None:
+        y = _fmt(y_of(reference))
+        parts.append(
+            f'<line class="ref" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y}" y2="{y}" '
+            f'stroke="{REFERENCE_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4">'
+            f"<title>reference {escape(_value_text(reference, unit))}</title></line>"
+        )
+    for index, (s, points, source) in enumerate(zip(series, plotted, raw, strict=True)):
+        parts.append(_series_group(index, s.label, points, len(source), unit, x_of, y_of))
+    if len(series) > 1:
+        parts.append(_legend([s.label for s in series]))
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _y_axis(ticks: Sequence[float], y_of: Callable[[float], float], unit: str) -> str:
+    label = _tick_labeller(unit, ticks)
+    parts = ['<g class="axis y">']
+    for tick in ticks:
+        y = _fmt(y_of(tick))
+        parts.append(
+            f'<line class="grid" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y}" y2="{y}" '
+            'stroke="#eceff1" stroke-width="1"/>'
+            f'<text class="tick" x="{_LEFT - 6}" y="{y}" dy="4" font-size="11" '
+            f'text-anchor="end" fill="#546e7a">{escape(label(tick))}</text>'
+        )
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _x_axis(start: datetime, end: datetime, x_of: Callable[[datetime], float]) -> str:
+    base = _H - _BOTTOM
+    parts = [
+        f'<g class="axis x"><line class="axis-line" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{base}" '
+        f'y2="{base}" stroke="#90a4ae" stroke-width="1"/>'
+    ]
+    for moment, text in _time_ticks(start, end):
+        x = _fmt(x_of(moment))
+        parts.append(
+            f'<line class="tick-mark" x1="{x}" x2="{x}" y1="{base}" y2="{base + 4}" '
+            'stroke="#90a4ae" stroke-width="1"/>'
+            f'<text class="tick" x="{x}" y="{base + 16}" font-size="11" text-anchor="middle" '
+            f'fill="#546e7a">{escape(text)}</text>'
+        )
+    parts.append(
+        f'<text class="axis-note" x="{_W - _RIGHT}" y="{_H - 4}" font-size="10" '
+        'text-anchor="end" fill="#90a4ae">UTC</text></g>'
+    )
+    return "".join(parts)
+
+
+def _series_group(
+    index: int,
+    label: str,
+    points: Sequence[_Point],
+    windows: int,
+    unit: str,
+    x_of: Callable[[datetime], float],
+    y_of: Callable[[float], float],
+) -> str:
+    colour = PALETTE[index % len(PALETTE)]
+    drawn = [p for p in points if p.value is not None]
+    parts = [
+        f'<g class="series s{index}" data-label="{escape(label)}" data-windows="{windows}" '
+        f'data-points="{len(drawn)}">'
+    ]
+    banded = [(p, p.lower, p.upper) for p in points]
+    for run in _band_runs(banded):
+        upper = " L".join(f"{_fmt(x_of(_mid(p)))} {_fmt(y_of(hi))}" for p, _, hi in run)
+        lower = " L".join(f"{_fmt(x_of(_mid(p)))} {_fmt(y_of(lo))}" for p, lo, _ in reversed(run))
+        parts.append(
+            f'<path class="band" d="M{upper} L{lower} Z" fill="{colour}" opacity="0.18" '
+            'stroke="none"/>'
+        )
+    xy = [(x_of(_mid(p)), None if p.value is None else y_of(p.value)) for p in points]
+    for line in _runs(xy):
+        if len(line) > 1:
+            parts.append(
+                f'<path class="line" d="{_line_path(line)}" fill="none" stroke="{colour}" '
+                'stroke-width="1.5"/>'
+            )
+    for p, (x, y) in zip(points, xy, strict=True):
+        if y is not None:
+            parts.append(
+                f'<circle class="pt" cx="{_fmt(x)}" cy="{_fmt(y)}" r="2.5" fill="{colour}">'
+                f"<title>{escape(_point_title(label, p, unit))}</title></circle>"
+            )
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _band_runs(
+    rows: Sequence[tuple[_Point, float | None, float | None]],
+) -> list[list[tuple[_Point, float, float]]]:
+    """Consecutive points with both bounds (two or more, so the band has an area)."""
+    runs: list[list[tuple[_Point, float, float]]] = [[]]
+    for point, lo, hi in rows:
+        if lo is None or hi is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append((point, lo, hi))
+    return [run for run in runs if len(run) > 1]
+
+
+def _legend(labels: Sequence[str]) -> str:
+    parts = ['<g class="legend">']
+    x = float(_W - _RIGHT)
+    entries = []
+    for index, label in reversed(list(enumerate(labels))):
+        text = label if len(label) <= 24 else label[:23] + "…"
+        x -= 7 * len(text) + 22
+        entries.append(
+            f'<rect x="{_fmt(x)}" y="9" width="10" height="10" fill="{PALETTE[index % len(PALETTE)]}"/>'
+            f'<text x="{_fmt(x + 14)}" y="18" font-size="11" fill="#37474f">{escape(text)}</text>'
+        )
+    parts.extend(reversed(entries))
+    parts.append("</g>")
+    return "".join(parts)
+
+
+# --- the rest, drawn below ----------------------------------------------------------------
 
 
 def sparkline(values: Sequence[float | None], *, title: str) -> Markup:

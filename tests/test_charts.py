@@ -1,0 +1,237 @@
+"""The dashboard's SVG charts: parsed as XML, coordinates checked against known inputs."""
+
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from markupsafe import Markup
+
+from ownloop.errors import InvalidInputError
+from ownloop.ui._charts import Series, time_chart
+
+SVG = "{http://www.w3.org/2000/svg}"
+T0 = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
+HOSTILE = "<script>alert(1)</script>\"onload='x'&"
+
+
+def parse(markup: Markup) -> ET.Element:
+    """The chart as an XML tree (fails on anything not well-formed)."""
+    assert isinstance(markup, Markup)
+    return ET.fromstring(str(markup))
+
+
+def every(root: ET.Element, tag: str, cls: str | None = None) -> list[ET.Element]:
+    found = root.iter(SVG + tag)
+    return [e for e in found if cls is None or cls in (e.get("class") or "").split()]
+
+
+def times(count: int, step: timedelta = timedelta(minutes=5)) -> list[datetime]:
+    return [T0 + step * i for i in range(count)]
+
+
+def no_inline_style(markup: Markup) -> None:
+    text = str(markup)
+    assert "style=" not in text and "<style" not in text and "<script" not in text
+
+
+def line_runs(root: ET.Element) -> list[str]:
+    return [p.get("d") or "" for p in every(root, "path", "line")]
+
+
+def tick_labels(root: ET.Element, axis: str) -> list[str]:
+    group = next(g for g in every(root, "g", "axis") if axis in (g.get("class") or "").split())
+    return [t.text or "" for t in every(group, "text", "tick")]
+
+
+# --- time_chart ---------------------------------------------------------------------------
+
+
+def test_time_chart_one_point_per_window_with_a_title_each() -> None:
+    svg = time_chart(
+        [Series("accuracy", times(12), [0.9 + 0.005 * i for i in range(12)])],
+        title="Accuracy",
+        unit="%",
+    )
+    root = parse(svg)
+    assert root.get("class") == "chart time"
+    assert root.get("viewBox") == "0 0 720 260" and root.get("width") == "100%"
+    assert root.get("data-windows") == "12" and root.get("data-points") == "12"
+    points = every(root, "circle", "pt")
+    assert len(points) == 12
+    first = points[0].find(SVG + "title")
+    assert first is not None and first.text == "2026-11-30 00:00 UTC · accuracy: 90%"
+    no_inline_style(svg)
+
+
+def test_time_chart_coordinates_are_linear_in_time_and_value() -> None:
+    # uneven times and values: pixel differences must be proportional to data differences
+    moments = [T0, T0 + timedelta(hours=1), T0 + timedelta(hours=3), T0 + timedelta(hours=7)]
+    values = [1.0, 3.0, 2.0, 10.0]
+    root = parse(time_chart([Series("v", moments, values)], title="v"))
+    xs = [float(c.get("cx") or 0) for c in every(root, "circle", "pt")]
+    ys = [float(c.get("cy") or 0) for c in every(root, "circle", "pt")]
+    per_hour = (xs[1] - xs[0]) / 1
+    assert xs[2] - xs[0] == pytest.approx(3 * per_hour, abs=0.02)
+    assert xs[3] - xs[0] == pytest.approx(7 * per_hour, abs=0.02)
+    per_unit = (ys[1] - ys[0]) / (3.0 - 1.0)
+    assert per_unit < 0  # larger values are drawn higher
+    assert ys[3] - ys[0] == pytest.approx(9 * per_unit, abs=0.02)
+    assert ys[2] - ys[0] == pytest.approx(1 * per_unit, abs=0.02)
+
+
+def test_time_chart_value_ticks_are_nice_and_carry_the_unit() -> None:
+    root = parse(
+        time_chart([Series("p99", times(5), [0.12, 0.2, 0.31, 0.18, 0.25])], title="p99", unit="s")
+    )
+    labels = tick_labels(root, "y")
+    assert labels == ["100 ms", "150 ms", "200 ms", "250 ms", "300 ms", "350 ms"]
+    percent = parse(time_chart([Series("a", times(3), [0.9, 0.95, 0.97])], title="a", unit="%"))
+    assert tick_labels(percent, "y") == ["90%", "92%", "94%", "96%", "98%"]
+    cost = parse(time_chart([Series("c", times(3), [0, 12.0, 40.0])], title="c", unit="$"))
+    assert tick_labels(cost, "y") == ["$0", "$10", "$20", "$30", "$40"]
+
+
+def test_time_chart_tick_labels_sit_at_their_values() -> None:
+    root = parse(time_chart([Series("v", times(3), [0.0, 5.0, 10.0])], title="v"))
+    ys = [float(c.get("cy") or 0) for c in every(root, "circle", "pt")]
+    group = next(g for g in every(root, "g", "axis") if "y" in (g.get("class") or "").split())
+    ticks = {t.text: float(t.get("y") or 0) for t in every(group, "text", "tick")}
+    assert ticks["0"] == pytest.approx(ys[0]) and ticks["10"] == pytest.approx(ys[2])
+
+
+def test_time_chart_time_ticks_fall_on_round_utc_hours() -> None:
+    start = T0 + timedelta(minutes=17)
+    root = parse(
+        time_chart([Series("v", [start, start + timedelta(hours=25)], [1.0, 2.0])], title="v")
+    )
+    # the date is written where the day starts (and on the first tick)
+    assert tick_labels(root, "x") == ["Nov 30 06:00", "12:00", "18:00", "Dec 01 00:00"]
+    days = parse(time_chart([Series("v", [T0, T0 + timedelta(days=30)], [1.0, 2.0])], title="v"))
+    assert tick_labels(days, "x") == ["Nov 30", "Dec 07", "Dec 14", "Dec 21", "Dec 28"]  # Mondays
+
+
+def test_time_chart_gaps_break_the_line_at_none_nan_and_inf() -> None:
+    values: list[float | None] = [1.0, 2.0, None, 3.0, 4.0, math.nan, 5.0, 6.0, math.inf, 7.0, 8.0]
+    root = parse(time_chart([Series("v", times(len(values)), values)], title="v"))
+    assert len(every(root, "circle", "pt")) == 8
+    assert root.get("data-windows") == "11" and root.get("data-points") == "8"
+    runs = line_runs(root)
+    assert len(runs) == 4
+    assert all(d.count("M") == 1 and d.count("L") == 1 for d in runs)
+
+
+def test_time_chart_band_follows_lower_and_upper() -> None:
+    values = [0.5, 0.6, 0.7, 0.6]
+    series = Series("est", times(4), values, [v - 0.1 for v in values], [v + 0.1 for v in values])
+    root = parse(time_chart([series], title="est"))
+    bands = every(root, "path", "band")
+    assert len(bands) == 1
+    coords = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", bands[0].get("d") or "")]
+    band_ys = coords[1::2]
+    point_ys = [float(c.get("cy") or 0) for c in every(root, "circle", "pt")]
+    # upper edge then lower edge (reversed): each 0.1 above and below its point
+    half = (point_ys[0] - point_ys[1]) / (0.6 - 0.5) * 0.1
+    assert band_ys[:4] == pytest.approx([y - half for y in point_ys], abs=0.02)
+    assert band_ys[4:] == pytest.approx([y + half for y in reversed(point_ys)], abs=0.02)
+
+
+def test_time_chart_draws_the_reference_line_within_the_axis() -> None:
+    root = parse(time_chart([Series("v", times(3), [0.8, 0.85, 0.9])], title="v", reference=0.7))
+    refs = every(root, "line", "ref")
+    assert len(refs) == 1
+    y_ref = float(refs[0].get("y1") or 0)
+    ys = [float(c.get("cy") or 0) for c in every(root, "circle", "pt")]
+    per_unit = (ys[1] - ys[0]) / 0.05
+    assert y_ref - ys[0] == pytest.approx(-0.1 * per_unit, abs=0.02)
+
+
+def test_time_chart_several_series_share_one_axis_and_get_a_legend() -> None:
+    a = Series("estimated", times(3), [0.5, 0.5, 0.5])
+    b = Series("realised", times(3), [1.0, 1.0, 1.0])
+    root = parse(time_chart([a, b], title="accuracy"))
+    groups = every(root, "g", "series")
+    assert [g.get("data-label") for g in groups] == ["estimated", "realised"]
+    assert root.get("data-windows") == "6" and root.get("data-points") == "6"
+    legend = every(root, "g", "legend")
+    assert len(legend) == 1 and [t.text for t in every(legend[0], "text")] == [
+        "estimated",
+        "realised",
+    ]
+    ya = {c.get("cy") for c in every(groups[0], "circle", "pt")}
+    yb = {c.get("cy") for c in every(groups[1], "circle", "pt")}
+    assert len(ya) == 1 and len(yb) == 1 and ya != yb
+    colours = {c.get("fill") for c in every(groups[0], "circle")} | {
+        c.get("fill") for c in every(groups[1], "circle")
+    }
+    assert len(colours) == 2
+
+
+def test_time_chart_buckets_past_max_points_with_mean_and_min_max_band() -> None:
+    # 30 days of 5-minute windows; each bucket of 12 windows holds values k .. k+11
+    count = 8640
+    values = [float(i) for i in range(count)]
+    root = parse(time_chart([Series("v", times(count), values)], title="v", max_points=720))
+    points = every(root, "circle", "pt")
+    assert len(points) == 720
+    assert root.get("data-windows") == "8640" and root.get("data-points") == "720"
+    first = points[0].find(SVG + "title")
+    assert first is not None and "mean 5.5 of 12 windows" in (first.text or "")
+    assert "range 0 – 11" in (first.text or "")
+    assert len(every(root, "path", "band")) == 1
+
+
+def test_time_chart_bucket_with_only_gaps_stays_a_gap() -> None:
+    values: list[float | None] = [1.0] * 10 + [None] * 10 + [2.0] * 10
+    root = parse(time_chart([Series("v", times(30), values)], title="v", max_points=3))
+    assert len(every(root, "circle", "pt")) == 2
+    assert root.get("data-points") == "2" and root.get("data-windows") == "30"
+    assert len(line_runs(root)) == 0  # two single points, no line across the gap
+
+
+def test_time_chart_constant_series_and_single_point_draw() -> None:
+    flat = parse(time_chart([Series("v", times(5), [0.0] * 5)], title="flat"))
+    assert len(every(flat, "circle", "pt")) == 5
+    one = parse(time_chart([Series("v", [T0], [3.0])], title="one"))
+    circle = every(one, "circle", "pt")[0]
+    assert float(circle.get("cx") or 0) == pytest.approx(64 + (720 - 64 - 16) / 2)
+
+
+@pytest.mark.parametrize("value", [1e12, -1e-12, 1e-9, -3.5e7])
+def test_time_chart_extreme_values_get_finite_coordinates_and_readable_ticks(value: float) -> None:
+    root = parse(time_chart([Series("v", times(3), [value, value * 1.5, value])], title="v"))
+    for circle in every(root, "circle", "pt"):
+        assert math.isfinite(float(circle.get("cx") or "nan"))
+        assert math.isfinite(float(circle.get("cy") or "nan"))
+    labels = tick_labels(root, "y")
+    assert len(set(labels)) == len(labels) >= 2
+    assert all(len(label) <= 10 for label in labels)
+
+
+def test_time_chart_without_values_says_no_data() -> None:
+    assert str(time_chart([], title="Latency")) == '<p class="none">Latency: no data</p>'
+    gaps = time_chart([Series("v", times(3), [None, math.nan, None])], title="Latency")
+    assert str(gaps) == '<p class="none">Latency: no data in 3 windows</p>'
+
+
+def test_time_chart_rejects_series_of_different_lengths() -> None:
+    with pytest.raises(InvalidInputError, match="3 times but 2 values"):
+        time_chart([Series("v", times(3), [1.0, 2.0])], title="v")
+
+
+def test_time_chart_escapes_titles_and_labels() -> None:
+    series = [Series(HOSTILE, times(2), [1.0, 2.0]), Series(HOSTILE + "2", times(2), [1.0, 3.0])]
+    svg = time_chart(series, title=HOSTILE, unit=HOSTILE)
+    root = parse(svg)
+    assert "<script>" not in str(svg)
+    assert root.get("aria-label") == HOSTILE
+    assert (root.find(SVG + "title") is not None) and root.find(SVG + "title").text == HOSTILE  # type: ignore[union-attr]
+    assert every(root, "g", "series")[0].get("data-label") == HOSTILE
+    assert every(root, "script") == [] and all(
+        not name.startswith("on") for e in root.iter() for name in e.attrib
+    )
+    none = time_chart([], title=HOSTILE)
+    assert "<script>" not in str(none) and "&lt;script&gt;" in str(none)
