@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from markupsafe import Markup
 
 from ownloop.errors import InvalidInputError
-from ownloop.ui._charts import Series, time_chart
+from ownloop.ui._charts import Interval, Series, bars, histogram, intervals, sparkline, time_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
 T0 = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
@@ -118,7 +119,9 @@ def test_time_chart_gaps_break_the_line_at_none_nan_and_inf() -> None:
     values: list[float | None] = [1.0, 2.0, None, 3.0, 4.0, math.nan, 5.0, 6.0, math.inf, 7.0, 8.0]
     root = parse(time_chart([Series("v", times(len(values)), values)], title="v"))
     assert len(every(root, "circle", "pt")) == 8
-    assert root.get("data-windows") == "11" and root.get("data-points") == "8"
+    # every window has its position on the axis; the gaps have no circle
+    assert root.get("data-windows") == "11" and root.get("data-points") == "11"
+    assert every(root, "g", "series")[0].get("data-values") == "8"
     runs = line_runs(root)
     assert len(runs) == 4
     assert all(d.count("M") == 1 and d.count("L") == 1 for d in runs)
@@ -155,7 +158,8 @@ def test_time_chart_several_series_share_one_axis_and_get_a_legend() -> None:
     root = parse(time_chart([a, b], title="accuracy"))
     groups = every(root, "g", "series")
     assert [g.get("data-label") for g in groups] == ["estimated", "realised"]
-    assert root.get("data-windows") == "6" and root.get("data-points") == "6"
+    assert root.get("data-windows") == "3" and root.get("data-points") == "3"
+    assert len(every(root, "circle", "pt")) == 6
     legend = every(root, "g", "legend")
     assert len(legend) == 1 and [t.text for t in every(legend[0], "text")] == [
         "estimated",
@@ -168,6 +172,16 @@ def test_time_chart_several_series_share_one_axis_and_get_a_legend() -> None:
         c.get("fill") for c in every(groups[1], "circle")
     }
     assert len(colours) == 2
+
+
+def test_time_chart_counts_distinct_windows_over_series() -> None:
+    hourly = Series("hourly", times(4, timedelta(hours=1)), [1.0, 2.0, 3.0, 4.0])
+    daily = Series("sparse", [T0, T0 + timedelta(minutes=90)], [2.0, 2.5])
+    root = parse(time_chart([hourly, daily], title="v"))
+    assert root.get("data-windows") == "5" and root.get("data-points") == "4"
+    groups = every(root, "g", "series")
+    assert [g.get("data-windows") for g in groups] == ["4", "2"]
+    assert [g.get("data-values") for g in groups] == ["4", "2"]
 
 
 def test_time_chart_buckets_past_max_points_with_mean_and_min_max_band() -> None:
@@ -188,7 +202,8 @@ def test_time_chart_bucket_with_only_gaps_stays_a_gap() -> None:
     values: list[float | None] = [1.0] * 10 + [None] * 10 + [2.0] * 10
     root = parse(time_chart([Series("v", times(30), values)], title="v", max_points=3))
     assert len(every(root, "circle", "pt")) == 2
-    assert root.get("data-points") == "2" and root.get("data-windows") == "30"
+    assert root.get("data-points") == "3" and root.get("data-windows") == "30"
+    assert every(root, "g", "series")[0].get("data-values") == "2"
     assert len(line_runs(root)) == 0  # two single points, no line across the gap
 
 
@@ -228,10 +243,222 @@ def test_time_chart_escapes_titles_and_labels() -> None:
     root = parse(svg)
     assert "<script>" not in str(svg)
     assert root.get("aria-label") == HOSTILE
-    assert (root.find(SVG + "title") is not None) and root.find(SVG + "title").text == HOSTILE  # type: ignore[union-attr]
+    heading = root.find(SVG + "title")
+    assert heading is not None and heading.text == HOSTILE
     assert every(root, "g", "series")[0].get("data-label") == HOSTILE
     assert every(root, "script") == [] and all(
         not name.startswith("on") for e in root.iter() for name in e.attrib
     )
     none = time_chart([], title=HOSTILE)
     assert "<script>" not in str(none) and "&lt;script&gt;" in str(none)
+
+
+# --- sparkline ----------------------------------------------------------------------------
+
+
+def test_sparkline_marks_the_last_value_and_breaks_at_gaps() -> None:
+    svg = sparkline([0.2, 0.3, None, 0.25, 0.4, math.nan], title="p99", unit="s")
+    root = parse(svg)
+    assert root.get("class") == "spark" and root.get("data-points") == "4"
+    points = every(root, "circle", "pt")
+    assert len(points) == 1
+    lines = every(root, "path", "line")
+    assert len(lines) == 2
+    # the dot sits at the last present value (index 4 of 6, the top of the range)
+    assert float(points[0].get("cx") or 0) == pytest.approx(3 + 94 * 4 / 5)
+    assert float(points[0].get("cy") or 0) == pytest.approx(3)
+    title = root.find(SVG + "title")
+    assert title is not None and title.text == "p99: last 400 ms"
+    no_inline_style(svg)
+
+
+def test_sparkline_constant_single_and_empty() -> None:
+    flat = parse(sparkline([5.0, 5.0, 5.0], title="flat"))
+    assert math.isfinite(float(every(flat, "circle", "pt")[0].get("cy") or "nan"))
+    one = parse(sparkline([1e12], title="one"))
+    assert float(every(one, "circle", "pt")[0].get("cx") or 0) == pytest.approx(50)
+    empty = sparkline([None, None], title=HOSTILE)
+    assert 'class="none' in str(empty) and "<script>" not in str(empty)
+    parse(Markup(f"<x>{empty}</x>"))
+
+
+# --- histogram and bars -------------------------------------------------------------------
+
+
+def rect_spans(root: ET.Element, kind: str) -> list[tuple[float, float, float]]:
+    """(x, width, height) of each bin of ``kind`` (ref or cur)."""
+    return [
+        (float(r.get("x") or 0), float(r.get("width") or 0), float(r.get("height") or 0))
+        for r in every(root, "rect", "bin")
+        if kind in (r.get("class") or "").split()
+    ]
+
+
+def test_histogram_draws_bins_at_their_real_widths() -> None:
+    # quantile-like bins: the third is twice as wide as the first, the last ten times
+    edges = [0.0, 1.0, 2.0, 4.0, 14.0]
+    shares = [0.25, 0.25, 0.25, 0.25]
+    root = parse(histogram(edges, shares, [0.1, 0.2, 0.3, 0.4], title="age"))
+    assert root.get("class") == "chart histogram" and root.get("data-bins") == "4"
+    ref = rect_spans(root, "ref")
+    cur = rect_spans(root, "cur")
+    assert len(ref) == 4 and len(cur) == 4
+    unit = ref[0][1]
+    assert [w for _, w, _ in ref] == pytest.approx([unit, unit, 2 * unit, 10 * unit], abs=0.02)
+    # bins are adjacent on a linear axis: each starts where the value says
+    assert [x - ref[0][0] for x, _, _ in ref] == pytest.approx(
+        [0, unit, 2 * unit, 4 * unit], abs=0.02
+    )
+    assert [x for x, _, _ in cur] == pytest.approx([x for x, _, _ in ref])
+    # equal shares: area is the share, so a bin twice as wide is half as high
+    assert ref[2][2] == pytest.approx(ref[0][2] / 2, abs=0.02)
+    areas = [w * h for _, w, h in cur]
+    assert [a / sum(areas) for a in areas] == pytest.approx([0.1, 0.2, 0.3, 0.4], abs=1e-3)
+
+
+def test_histogram_tick_labels_are_values_at_their_positions() -> None:
+    root = parse(histogram([10.0, 20.0, 50.0], [0.5, 0.5], [0.5, 0.5], title="x", unit="ms"))
+    labels = tick_labels(root, "x")
+    assert labels == ["10 ms", "20 ms", "30 ms", "40 ms", "50 ms"]
+    ref = rect_spans(root, "ref")
+    group = next(g for g in every(root, "g", "axis") if "x" in (g.get("class") or "").split())
+    at = {t.text: float(t.get("x") or 0) for t in every(group, "text", "tick")}
+    assert at["10 ms"] == pytest.approx(ref[0][0], abs=0.02)
+    assert at["20 ms"] == pytest.approx(ref[1][0], abs=0.02)
+    assert at["50 ms"] == pytest.approx(ref[1][0] + ref[1][1], abs=0.02)
+
+
+def test_histogram_with_a_zero_width_bin_falls_back_to_shares() -> None:
+    root = parse(histogram([0.0, 0.0, 1.0], [0.5, 0.5], [0.2, 0.8], title="ties"))
+    heights = [h for _, _, h in rect_spans(root, "cur")]
+    assert heights[1] == pytest.approx(4 * heights[0], abs=0.02)
+    assert "share per bin" in ET.tostring(root, encoding="unicode")
+
+
+def test_histogram_extreme_and_bad_input() -> None:
+    big = parse(histogram([-1e12, 0.0, 1e12], [0.5, 0.5], [0.5, 0.5], title="big"))
+    assert all(len(label) <= 8 for label in tick_labels(big, "x"))
+    tiny = parse(histogram([-1e-12, 0.0, 1e-12], [0.5, 0.5], [0.5, 0.5], title="tiny"))
+    assert len(set(tick_labels(tiny, "x"))) == len(tick_labels(tiny, "x")) >= 2
+    assert str(histogram([], [], [], title="none")) == '<p class="none">none: no data</p>'
+    with pytest.raises(InvalidInputError, match="ascending"):
+        histogram([0.0, 2.0, 1.0], [0.5, 0.5], [0.5, 0.5], title="bad")
+    with pytest.raises(InvalidInputError, match="ascending"):
+        histogram([0.0, math.inf], [1.0], [1.0], title="bad")
+    with pytest.raises(InvalidInputError, match="one share per bin"):
+        histogram([0.0, 1.0, 2.0], [1.0], [0.5, 0.5], title="bad")
+
+
+def test_bars_put_reference_and_current_side_by_side() -> None:
+    root = parse(bars(["a", "b", "c"], [0.5, 0.3, 0.2], [0.25, 0.25, 0.5], title="region"))
+    ref, cur = rect_spans(root, "ref"), rect_spans(root, "cur")
+    assert len(ref) == 3 and len(cur) == 3
+    assert all(c[0] == pytest.approx(r[0] + r[1], abs=0.02) for r, c in zip(ref, cur, strict=True))
+    assert cur[2][2] == pytest.approx(ref[0][2]) and ref[0][2] == pytest.approx(2 * cur[0][2])
+    assert [t.text for t in every(root, "text", "tick") if t.text in {"a", "b", "c"}] == [
+        "a",
+        "b",
+        "c",
+    ]
+    assert str(bars([], [], [], title="none")) == '<p class="none">none: no data</p>'
+
+
+# --- intervals ----------------------------------------------------------------------------
+
+
+def test_intervals_axis_covers_every_value_interval_and_bound() -> None:
+    rows = [
+        Interval("accuracy", 0.91, 0.89, 0.93, bound=0.95, passed=False),
+        Interval("latency", 0.12, 0.08, 0.16, bound=0.2, passed=True),
+    ]
+    root = parse(intervals(rows, title="gate"))
+    labels = [float(t) for t in tick_labels(root, "x")]
+    assert labels[0] <= 0.08 and labels[-1] >= 0.95
+    group = next(g for g in every(root, "g", "axis") if "x" in (g.get("class") or "").split())
+    at = {float(t.text or 0): float(t.get("x") or 0) for t in every(group, "text", "tick")}
+    per_unit = (at[labels[-1]] - at[labels[0]]) / (labels[-1] - labels[0])
+    x0 = at[labels[0]]
+    ci = every(root, "line", "ci")
+    assert float(ci[1].get("x1") or 0) == pytest.approx(
+        x0 + (0.08 - labels[0]) * per_unit, abs=0.05
+    )
+    assert float(ci[0].get("x2") or 0) == pytest.approx(
+        x0 + (0.93 - labels[0]) * per_unit, abs=0.05
+    )
+    bound = every(root, "line", "bound")[0]
+    assert float(bound.get("x1") or 0) == pytest.approx(
+        x0 + (0.95 - labels[0]) * per_unit, abs=0.05
+    )
+
+
+def test_intervals_equal_intervals_have_equal_pixel_lengths_across_rows() -> None:
+    rows = [
+        Interval("a", 0.8, 0.75, 0.85, bound=0.7),
+        Interval("b", 0.4, 0.35, 0.45, bound=0.5, passed=False),
+        Interval("c", 0.1, 0.0, 0.2),
+    ]
+    root = parse(intervals(rows, title="gate", unit="%"))
+    lines = every(root, "line", "ci")
+    spans = [float(line.get("x2") or 0) - float(line.get("x1") or 0) for line in lines]
+    assert spans[0] == pytest.approx(spans[1], abs=0.02) and spans[2] == pytest.approx(2 * spans[0])
+    bounds = [float(b.get("x1") or 0) for b in every(root, "line", "bound")]
+    assert bounds[0] - bounds[1] == pytest.approx(2 * spans[0], abs=0.02)  # 0.7 vs 0.5
+    assert tick_labels(root, "x")[0] == "0%" and tick_labels(root, "x")[-1] == "100%"
+
+
+def test_intervals_mark_failed_rows_and_rows_without_values() -> None:
+    rows = [
+        Interval("ok", 0.9, 0.85, 0.95, bound=0.8, passed=True),
+        Interval("bad", 0.6, 0.55, 0.65, bound=0.8, passed=False),
+        Interval("missing", None, None, None, bound=0.8),
+    ]
+    root = parse(intervals(rows, title="gate"))
+    states = [g.get("class") for g in every(root, "g", "row")]
+    assert states == ["row pass", "row fail", "row unknown"]
+    fail = every(root, "g", "fail")[0]
+    assert [t.text for t in every(fail, "text", "label")] == ["✗ bad"]
+    assert every(fail, "line", "ci")[0].get("stroke") == "#c62828"
+    assert len(every(root, "circle", "pt")) == 2 and len(every(root, "line", "bound")) == 3
+    assert (
+        str(intervals([Interval("x", None, None, None)], title="t"))
+        == '<p class="none">t: no data</p>'
+    )
+
+
+# --- escaping across every chart ----------------------------------------------------------
+
+
+def test_every_chart_escapes_text_from_data() -> None:
+    charts = [
+        time_chart([Series(HOSTILE, times(2), [1.0, 2.0])], title=HOSTILE, unit=HOSTILE),
+        sparkline([1.0, 2.0], title=HOSTILE, unit=HOSTILE),
+        histogram([0.0, 1.0, 2.0], [0.5, 0.5], [0.5, 0.5], title=HOSTILE, unit=HOSTILE),
+        bars([HOSTILE, "b"], [0.5, 0.5], [0.5, 0.5], title=HOSTILE),
+        intervals(
+            [Interval(HOSTILE, 1.0, 0.0, 2.0, bound=1.5, passed=False)], title=HOSTILE, unit=HOSTILE
+        ),
+    ]
+    for chart in charts:
+        root = parse(chart)
+        assert "<script>" not in str(chart)
+        assert root.get("aria-label", "").startswith(HOSTILE)
+        texts = "".join(e.text or "" for e in root.iter())
+        assert "<script>alert(1)</script>" in texts  # shown as text, not markup
+        assert every(root, "script") == []
+        assert not [name for e in root.iter() for name in e.attrib if name.lower().startswith("on")]
+        no_inline_style(chart)
+
+
+def test_series_of_stored_figures_uses_window_ends_and_the_band() -> None:
+    @dataclass(frozen=True)
+    class Figure:
+        window_end: datetime
+        value: float | None
+        lower: float | None
+        upper: float | None
+
+    figures = [Figure(T0, 0.9, 0.85, 0.95), Figure(T0 + timedelta(hours=1), None, None, None)]
+    series = Series.of("estimated", figures)
+    assert series.times == [T0, T0 + timedelta(hours=1)] and series.values == [0.9, None]
+    assert series.lower == [0.85, None] and series.upper == [0.95, None]
+    assert Series.of("estimated", figures, band=False).lower is None

@@ -27,6 +27,7 @@ from ownloop.errors import IntegrityError, InvalidInputError, UnsafeFormatError
 from ownloop.formats import load_model
 from ownloop.predlog import list_segments, read_labels
 from ownloop.server import ROUTES
+from ownloop.ui import UI_ROUTES
 from tests.servers import running
 
 # As they appear on the wire: each would reach a different file, or a file outside the home,
@@ -56,11 +57,25 @@ def _routes_with(param: str) -> list[tuple[str, str]]:
     return [(r.method, r.path) for r in ROUTES if "{" + param + "}" in r.path]
 
 
-def send_raw(address: tuple[str, int], method: str, target: str) -> tuple[int, bytes]:
+def _pages_with(param: str) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in UI_ROUTES if "{" + param + "}" in r.path]
+
+
+def _page_target(path: str, **values: str) -> str:
+    plain = {"name": "churn", "eval_id": "1", "alert_id": "1", "team": "risk", "asset": "app.css"}
+    plain.update(values)
+    for key, value in plain.items():
+        path = path.replace("{" + key + "}", value)
+    return path
+
+
+def send_raw(
+    address: tuple[str, int], method: str, target: str, host: str = "t"
+) -> tuple[int, bytes]:
     """One request with exactly this target on the wire (no client normalises it); status, body."""
     with socket.create_connection(address, timeout=30) as sock:
         sock.sendall(
-            f"{method} {target} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
             "Content-Length: 2\r\nConnection: close\r\n\r\n{}".encode("latin-1")
         )
         got = b""
@@ -110,6 +125,49 @@ def test_hostile_versions_are_400_on_every_route(
         )
         assert status == 400, (method, path, version, body)
         assert orjson.loads(body)["code"] == "invalid_input"
+
+
+@pytest.mark.parametrize("name", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_names_and_teams_are_400_on_every_dashboard_route(
+    served: tuple[tuple[str, int], Path], name: str
+) -> None:
+    address, home = served
+    before = tree(home)
+    routes = [(m, p, "name") for m, p in _pages_with("name")]
+    routes += [(m, p, "team") for m, p in _pages_with("team")]
+    assert len(routes) == 7
+    for method, path, param in routes:
+        target = _page_target(path, **{param: name})
+        status, body = send_raw(address, method, target)
+        assert status == 400, (method, target, body)
+        assert orjson.loads(body)["code"] == "invalid_input"
+    assert tree(home) == before
+
+
+@pytest.mark.parametrize("number", ["..", "1%2f..", "1;x", "1.5", "-1", "9" * 40, "1%0a", "x"])
+def test_hostile_evaluation_and_alert_ids_are_400(
+    served: tuple[tuple[str, int], Path], number: str
+) -> None:
+    address, _ = served
+    routes = [(m, p, "eval_id") for m, p in _pages_with("eval_id")]
+    routes += [(m, p, "alert_id") for m, p in _pages_with("alert_id")]
+    assert len(routes) == 3
+    for method, path, param in routes:
+        target = _page_target(path, **{param: number})
+        status, body = send_raw(address, method, target)
+        assert status == 400, (method, target, body)
+        error = orjson.loads(body)
+        assert error["code"] == "invalid_input", error
+        assert "not a number" in error["error"] or "not allowed" in error["error"], error
+
+
+@pytest.mark.parametrize("asset", ["..%2f..%2fpyproject.toml", "%2e%2e", "app.css%00", "x.css"])
+def test_only_the_dashboard_files_are_served_as_static(
+    served: tuple[tuple[str, int], Path], asset: str
+) -> None:
+    status, body = send_raw(served[0], "GET", f"/ui/static/{asset}", host="127.0.0.1")
+    assert status in (400, 404), body
+    assert b"[project]" not in body and b"BEGIN layout" not in body
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,13 @@
 """Every route of the app, called anonymously and with each role, against one literal matrix.
 
 The routes are read from the app itself, so a route added without a row here fails the suite.
+API routes are called with a bearer token; dashboard routes as a browser calls them: signed in
+with the token (a session cookie), with the form's CSRF token and the page's Origin.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +24,7 @@ CALLERS = ("anonymous", "viewer", "owner", "other owner", "admin")
 ANY = ("ok",) * 5
 TOKEN = ("401", "ok", "ok", "ok", "ok")
 TEAM = ("401", "403", "ok", "403", "ok")
+PAGE = ("login", "ok", "ok", "ok", "ok")  # anonymous: sent to the sign-in page (303)
 
 # (method, path) -> the answer for each caller in CALLERS, with auth on: 401, 403, or "ok"
 # (any status but 401 and 403). "owner" owns the model's team, "other owner" another team.
@@ -41,6 +45,20 @@ MATRIX: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/models/{name}/labels"): TEAM,
     ("GET", "/metrics"): TOKEN,
     ("GET", "/openapi.json"): TOKEN,
+    ("GET", "/"): PAGE,
+    ("GET", "/ui/models/{name}"): PAGE,
+    ("GET", "/ui/models/{name}/drift"): PAGE,
+    ("GET", "/ui/evaluations/{eval_id}"): PAGE,
+    ("GET", "/ui/teams/{team}"): PAGE,
+    ("GET", "/ui/runs"): PAGE,
+    ("GET", "/ui/login"): ANY,
+    ("POST", "/ui/login"): ANY,
+    ("POST", "/ui/logout"): ANY,
+    ("POST", "/ui/models/{name}/alerts/{alert_id}/ack"): TEAM,
+    ("POST", "/ui/models/{name}/alerts/{alert_id}/resolve"): TEAM,
+    ("POST", "/ui/models/{name}/promote"): TEAM,
+    ("POST", "/ui/models/{name}/abort"): TEAM,
+    ("GET", "/ui/static/{asset}"): ANY,
 }
 INFERENCE = {
     ("POST", "/v2/models/{name}/infer"),
@@ -83,9 +101,28 @@ def _body(path: str, row: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any
     return None
 
 
+def _url(path: str) -> str:
+    for key, value in (
+        ("{name}", "churn"),
+        ("{version}", "1"),
+        ("{eval_id}", "1"),
+        ("{alert_id}", "1"),
+        ("{team}", "risk"),
+        ("{asset}", "app.css"),
+    ):
+        path = path.replace(key, value)
+    return path
+
+
+def ui_route(path: str) -> bool:
+    return path == "/" or path.startswith("/ui/")
+
+
 def call(c: httpx.Client, route: tuple[str, str], row: dict[str, Any], token: str | None) -> str:
     method, path = route
-    url = path.replace("{name}", "churn").replace("{version}", "1")
+    url = _url(path)
+    if ui_route(path):
+        return call_page(c, method, url, token)
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     r = c.request(method, url, json=_body(path, row), headers=headers)
     if r.status_code == 401:
@@ -96,6 +133,33 @@ def call(c: httpx.Client, route: tuple[str, str], row: dict[str, Any], token: st
             assert token not in r.text
         return str(r.status_code)
     return "ok"
+
+
+_CSRF = re.compile(r'name="csrf" value="([^"]*)"')
+
+
+def call_page(c: httpx.Client, method: str, url: str, token: str | None) -> str:
+    """A dashboard route as a browser calls it: a fresh browser, signed in with ``token`` (its
+    session cookie names the caller), a POST carrying the page's CSRF token and Origin."""
+    base = str(c.base_url).rstrip("/")
+    with httpx.Client(base_url=base, headers={"Origin": base}) as browser:
+        login = browser.get("/ui/login")
+        csrf = _CSRF.findall(login.text)[0]
+        if token is not None:
+            signed = browser.post("/ui/login", data={"token": token, "csrf": csrf, "next": "/"})
+            assert signed.status_code == 303 and "ownloop_session" in browser.cookies, signed.text
+            csrf = _CSRF.findall(browser.get("/ui/login").text)[0]
+        form = {"csrf": csrf, "note": "checked", "reason": "checked"}
+        r = browser.request(method, url, data=form if method == "POST" else None)
+        assert r.headers["content-security-policy"].startswith("default-src 'none'"), url
+        if r.status_code == 303 and r.headers["location"].startswith("/ui/login?next="):
+            return "login"
+        if r.status_code in (401, 403):
+            assert r.headers["content-type"].startswith("text/html"), r.text
+            if token is not None:
+                assert token not in r.text
+            return str(r.status_code)
+        return "ok"
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +232,22 @@ def test_without_auth_on_loopback_no_token_is_the_local_admin_and_a_token_still_
     config, tokens, row = setup
     got = answers(config, tokens, row)
     assert got == {route: ("ok", *MATRIX[route][1:]) for route in MATRIX}
+
+
+def test_a_session_cookie_is_never_a_caller_on_api_routes(
+    setup: tuple[Config, dict[str, str | None], dict[str, Any]],
+) -> None:
+    config, tokens, _ = setup
+    with (
+        Workspace(replace(config, auth=True)) as ws,
+        running(ws, log_predictions=False) as url,
+        httpx.Client(base_url=url, headers={"Origin": url}) as browser,
+    ):
+        csrf = _CSRF.findall(browser.get("/ui/login").text)[0]
+        signed = browser.post("/ui/login", data={"token": tokens["admin"], "csrf": csrf})
+        assert signed.status_code == 303
+        assert "token:root" in browser.get("/ui/login").text  # signed in
+        for path in ("/models", "/metrics", "/openapi.json", "/v2/models/churn"):
+            r = browser.get(path)
+            assert r.status_code == 401, (path, r.text)
+            assert r.json()["code"] == "unauthenticated"

@@ -54,6 +54,9 @@ TOKEN_ACTIONS = {
     "revoke": ("token.revoke", Role.ADMIN),
     "verify": ("token.verify", Role.ANYONE),
     "any_active": ("token.verify", Role.ANYONE),
+    "open_session": ("ui.login", Role.ANYONE),
+    "session": ("token.verify", Role.ANYONE),
+    "close_session": ("ui.login", Role.ANYONE),
 }
 
 ROOT = Actor("root", admin=True)  # sets the store up and undoes allowed changes

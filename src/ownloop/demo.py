@@ -35,7 +35,14 @@ from ownloop.profile import predict_frame
 from ownloop.scorecard import Scorecard
 from ownloop.workspace import Workspace
 
-__all__ = ["DemoResult", "Views", "log_predictions", "make_churn_data", "run_demo"]
+__all__ = [
+    "DemoResult",
+    "Views",
+    "log_predictions",
+    "make_churn_data",
+    "run_demo",
+    "serve_dashboard",
+]
 
 PLANS = np.array(["basic", "pro", "enterprise"])
 REGIONS = np.array(["north", "south", "east", "west"])
@@ -637,6 +644,39 @@ def _serving(ws: Workspace) -> Iterator[int]:
         thread.join()
 
 
+def serve_dashboard(home: Path, port: int, say: Callable[[str], None] = print) -> None:
+    """Serve the demo's store on loopback for the dashboard until Ctrl-C (SIGINT/SIGTERM).
+
+    The demo serves with tokens on, so the browser signs in: a token for team risk's owner is
+    made for it and its secret printed this once (stored only as a hash, like every token).
+    """
+    import uvicorn
+
+    from ownloop.server import uvicorn_config
+
+    with Workspace(demo_config(home)) as ws:
+        name = DASHBOARD_TOKEN
+        for info in ws.tokens.list():
+            if info.name == name:  # a second --keep-serving on the same folder: a fresh secret
+                ws.tokens.revoke(name)
+        secret = ws.tokens.create(name, team="risk", role="owner").secret
+        server = uvicorn.Server(uvicorn_config(ws, "127.0.0.1", port, log_level="warning"))
+
+        def announce() -> None:
+            while not server.started:
+                if server.should_exit:
+                    return
+                time.sleep(0.05)
+            bound = int(server.servers[0].sockets[0].getsockname()[1])
+            say(f"\ndashboard: http://127.0.0.1:{bound}/  (Ctrl-C stops the server)")
+            say(f"   sign in with the token '{name}' (owner of team risk, shown once):")
+            say(f"   {secret}")
+
+        threading.Thread(target=announce, name="ownloop-demo-announce", daemon=True).start()
+        server.run()
+
+
+DASHBOARD_TOKEN = "demo-dashboard"  # the browser's token of --keep-serving: owner for team risk
 APP_TOKEN = "churn-app"  # the churn service's token: owner for team risk
 OTHER_TOKEN = "upsell-app"  # another team's service, which may not touch churn
 

@@ -35,7 +35,7 @@ from ownloop.registry import Registry, require_team
 from ownloop.store import Store, aware
 from ownloop.store import tables as t
 
-__all__ = ["NewToken", "TokenInfo", "Tokens"]
+__all__ = ["NewToken", "OpenedSession", "Session", "TokenInfo", "Tokens"]
 
 ROLES = ("viewer", "owner", "admin")
 PREFIX = "olt_"
@@ -86,6 +86,35 @@ class _Verified:
     checked_at: float  # monotonic seconds
 
 
+@dataclass(frozen=True)
+class Session:
+    """A browser's open dashboard session: who it acts as and the form token of its pages."""
+
+    id: int
+    actor: Actor
+    csrf: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    """A session just opened; ``key`` goes in the browser's cookie and is stored only hashed."""
+
+    session: Session
+    key: str
+
+
+@dataclass(frozen=True)
+class _Cached:
+    session: Session
+    token_id: int
+    checked_at: float  # monotonic seconds
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+
+
 def hash_secret(secret: str, salt: bytes | None = None) -> str:
     """``scrypt$N$r$p$<salt>$<hash>``: a slow salted hash, the only form a secret is stored in."""
     salt = secrets.token_bytes(16) if salt is None else salt
@@ -127,6 +156,7 @@ class Tokens:
         # seconds for the verification cache's age; tests replace it to step time by hand
         self.monotonic: Callable[[], float] = time.monotonic
         self._cache: dict[bytes, _Verified] = {}
+        self._sessions: dict[str, _Cached] = {}  # by key hash
         self._lock = threading.Lock()
 
     @property
@@ -245,19 +275,24 @@ class Tokens:
         with self._lock:
             for key in [k for k, v in self._cache.items() if v.row_id in ids]:
                 del self._cache[key]
+            for digest in [k for k, v in self._sessions.items() if v.token_id in ids]:
+                del self._sessions[digest]
         return _info(row)
 
     def verify(self, presented: str) -> Actor:
         """The actor a presented secret stands for; AuthenticationError if unknown, expired or
         revoked."""
         self.acting.check("token.verify")
+        return self._verified(presented).actor
+
+    def _verified(self, presented: str) -> _Verified:
         key = hashlib.sha256(presented.encode("utf-8", "replace")).digest()
         now, tick = self.clock.now(), self.monotonic()
         with self._lock:
             hit = self._cache.get(key)
         fresh = hit is not None and tick - hit.checked_at < CACHE_TTL_S
         if fresh and hit is not None and (hit.expires_at is None or hit.expires_at > now):
-            return hit.actor
+            return hit
         verified = self._check(presented, now, tick, hit)
         with self._lock:
             if verified is None:
@@ -268,7 +303,118 @@ class Tokens:
                 self._cache[key] = verified
         if verified is None:
             raise AuthenticationError(REJECTED)
-        return verified.actor
+        return verified
+
+    def open_session(self, presented: str, *, hours: float) -> OpenedSession:
+        """Sign a browser in with a token's secret: a session acting as the token, for ``hours``
+        and never past the token's expiry. Only the sha256 of the session key is stored."""
+        self.acting.check("ui.login")
+        verified = self._verified(presented)
+        now = self.clock.now()
+        expires_at = now + timedelta(hours=hours)
+        if verified.expires_at is not None:
+            expires_at = min(expires_at, verified.expires_at)
+        key, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        with self.store.write() as conn:
+            values = {
+                "key_hash": _key_hash(key),
+                "token_id": verified.row_id,
+                "csrf": csrf,
+                "created_at": now,
+                "expires_at": expires_at,
+            }
+            row_id = conn.execute(t.ui_sessions.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
+            self.store.audit(
+                conn,
+                at=now,
+                actor=verified.actor.name,
+                action="ui.login",
+                target=f"session:{row_id}",
+                after={"expires_at": expires_at.isoformat()},
+            )
+        session = Session(id=int(row_id), actor=verified.actor, csrf=csrf, expires_at=expires_at)
+        return OpenedSession(session=session, key=key)
+
+    def session(self, key: str) -> Session:
+        """The open session a browser's cookie names; AuthenticationError when it is unknown,
+        closed or expired, or its token was revoked or expired (seen within ``CACHE_TTL_S``)."""
+        self.acting.check("token.verify")
+        digest = _key_hash(key)
+        now, tick = self.clock.now(), self.monotonic()
+        with self._lock:
+            hit = self._sessions.get(digest)
+        if hit is None or tick - hit.checked_at >= CACHE_TTL_S:
+            hit = self._read_session(digest, tick)
+            with self._lock:
+                if hit is None:
+                    self._sessions.pop(digest, None)
+                else:
+                    if len(self._sessions) >= CACHE_MAX:
+                        self._sessions.clear()
+                    self._sessions[digest] = hit
+        if hit is None or hit.session.expires_at <= now:
+            raise AuthenticationError(
+                "the dashboard session is unknown, closed or expired; sign in again at /ui/login"
+            )
+        return hit.session
+
+    def _read_session(self, digest: str, tick: float) -> _Cached | None:
+        s, k = t.ui_sessions, t.api_tokens
+        query = (
+            sa.select(
+                s.c.id.label("session_id"),
+                s.c.csrf.label("session_csrf"),
+                s.c.expires_at.label("session_expires_at"),
+                k,
+            )
+            .join(k, k.c.id == s.c.token_id)
+            .where(s.c.key_hash == digest, s.c.closed_at.is_(None))
+        )
+        with self.store.read() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        info = _info(row)
+        if not info.active(self.clock.now()):
+            return None
+        actor = Actor.for_token(info.name, team=info.team, role=info.role)
+        session = Session(
+            id=int(row.session_id),
+            actor=actor,
+            csrf=row.session_csrf,
+            expires_at=aware(row.session_expires_at),
+        )
+        return _Cached(
+            session=session,
+            token_id=info.id,
+            checked_at=tick,
+        )
+
+    def close_session(self, key: str) -> None:
+        """Sign out: the session ``key`` names is closed (a closed or unknown one is left as is)."""
+        self.acting.check("ui.login")
+        digest = _key_hash(key)
+        now = self.clock.now()
+        with self._lock:
+            self._sessions.pop(digest, None)
+        with self.store.write() as conn:
+            row = conn.execute(
+                sa.select(t.ui_sessions.c.id, t.ui_sessions.c.token_id).where(
+                    t.ui_sessions.c.key_hash == digest, t.ui_sessions.c.closed_at.is_(None)
+                )
+            ).first()
+            if row is None:
+                return
+            conn.execute(
+                t.ui_sessions.update().where(t.ui_sessions.c.id == row.id).values(closed_at=now)
+            )
+            token = conn.execute(
+                sa.select(t.api_tokens).where(t.api_tokens.c.id == row.token_id)
+            ).first()
+            who = self.actor.name if token is None else _actor_name(token)
+            self.store.audit(
+                conn, at=now, actor=who, action="ui.logout", target=f"session:{row.id}"
+            )
 
     def _check(
         self, presented: str, now: datetime, tick: float, hit: _Verified | None
@@ -308,6 +454,10 @@ class Tokens:
                 sa.select(t.api_tokens.c.expires_at).where(t.api_tokens.c.revoked_at.is_(None))
             ).all()
         return any(r.expires_at is None or aware(r.expires_at) > now for r in rows)
+
+
+def _actor_name(row: sa.Row[Any]) -> str:
+    return f"token:{row.name}@{row.team}" if row.team else f"token:{row.name}"
 
 
 def _check_role_team(role: str, team: str | None) -> str | None:

@@ -15,7 +15,7 @@ from ownloop.cli._deploy import _print_status
 from ownloop.cli._feedback import _print as _print_export
 from ownloop.cli._rollback import _print as _print_rollback
 from ownloop.cli._scorecard import _print as _print_scorecard
-from ownloop.demo import Views, run_demo
+from ownloop.demo import Views, run_demo, serve_dashboard
 
 
 @cli.command()
@@ -26,7 +26,19 @@ from ownloop.demo import Views, run_demo
     show_default=True,
     help="Folder for the demo's workspace (recreated on every run).",
 )
-def demo(home: Path) -> None:
+@click.option(
+    "--keep-serving",
+    is_flag=True,
+    help="Afterwards keep a server on the demo's store running for the dashboard, until Ctrl-C.",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the server --keep-serving runs (0: any free port).",
+)
+def demo(home: Path, keep_serving: bool, port: int) -> None:
     """Run the loop end to end on bundled, simulated data."""
     home = home.absolute()
     console.print(f"[bold]ownloop demo[/] in {esc(home)}")
@@ -55,6 +67,8 @@ def demo(home: Path) -> None:
         "audit",
     ):
         _say(f"  OWNLOOP_HOME={home} {exe} {args}")
+    if keep_serving:
+        serve_dashboard(home, port, say=_say)
 
 
 def _say(line: str) -> None:

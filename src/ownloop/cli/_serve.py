@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -95,7 +96,63 @@ def serve(
         ws.config = replace(ws.config, allow_env_mismatch=True)
     if monitor_every is not None:
         ws.config = replace(ws.config, serve_monitor_every_s=monitor_every.total_seconds())
+    console.print(f"dashboard: {esc(dashboard_url(host, port))}")
     run(ws, host, port, log_predictions=not no_log)
+
+
+def dashboard_url(host: str, port: int) -> str:
+    """The address a browser opens for a server bound to ``host``:``port``."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+
+@cli.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Loopback address to bind (127.0.0.1, ::1 or localhost); use 'ownloop serve' off loopback.",
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--no-open", is_flag=True, help="Print the dashboard's address; open no browser.")
+def ui(host: str, port: int, no_open: bool) -> None:
+    """Open the dashboard: serve on loopback and open it in the browser, until Ctrl-C.
+
+    The same server as 'ownloop serve' (models, inference, labels, metrics), bound to this
+    machine only. Without tokens no sign-in is needed on loopback; with OWNLOOP_AUTH=1 the
+    dashboard asks for a token once and keeps a session cookie.
+    """
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    from ownloop.server import loopback, uvicorn_config
+
+    if not loopback(host):
+        click.echo(
+            f"error: 'ownloop ui' serves on loopback only, not {host}; use 'ownloop serve "
+            f"--host {host}' (with tokens) to serve others",
+            err=True,
+        )
+        click.get_current_context().exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    ws = workspace()
+    server = uvicorn.Server(uvicorn_config(ws, host, port))
+
+    def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.05)
+        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+        url = dashboard_url(host, int(bound))
+        console.print(f"dashboard: {esc(url)}  (Ctrl-C stops it)")
+        if not no_open:
+            webbrowser.open(url)
+
+    threading.Thread(target=announce, name="ownloop-ui-open", daemon=True).start()
+    server.run()
 
 
 def _import_labels(file: Path, model: str | None, source: str) -> list[LabelReport]:

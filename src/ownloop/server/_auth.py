@@ -9,6 +9,7 @@ always off loopback. Without auth, a request without a token acts as the workspa
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.responses import Response
@@ -20,11 +21,15 @@ from ownloop.workspace import Workspace
 
 __all__ = [
     "ANONYMOUS",
+    "CSRF_COOKIE",
+    "UI_HEADERS",
+    "allowed_host",
     "anonymous",
     "check_exposure",
     "loopback",
     "presented_secret",
     "public",
+    "same_origin",
     "unauthenticated",
 ]
 
@@ -95,3 +100,44 @@ def unauthenticated(exc: AuthenticationError, *, presented: bool) -> Response:
         media_type="application/json",
         headers={"WWW-Authenticate": challenge},
     )
+
+
+# -- the dashboard's browser guards ------------------------------------------------------------
+
+CSRF_COOKIE = "ownloop_csrf"  # the double-submit form token when no session exists (auth off)
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; connect-src 'self'"
+)
+UI_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def host_name(header: str) -> str:
+    """The host of a ``Host`` header without its port: ``[::1]:8000`` -> ``::1``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if ":" in header else header
+
+
+def allowed_host(header: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a ``Host`` header names this machine (or a name the configuration allows): a
+    page on another name reached through DNS rebinding must not read or act on the dashboard."""
+    host = host_name(header)
+    return bool(host) and (loopback(host) or host in allowed)
+
+
+def same_origin(origin: str | None, referer: str | None, scheme: str, host: str) -> bool:
+    """Whether a POST comes from a page of this server: its ``Origin`` (or, without one, its
+    ``Referer``) has the request's own scheme and host."""
+    source = origin if origin else referer
+    if not source or not host:
+        return False
+    parts = urlsplit(source)
+    return parts.scheme == scheme and parts.netloc.lower() == host.strip().lower()

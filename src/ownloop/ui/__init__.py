@@ -8,6 +8,6 @@ checked with the same permissions as the CLI.
 
 from __future__ import annotations
 
-from ownloop.ui._app import UI_ROUTES, Dashboard, UiRoute
+from ownloop.ui._app import SESSION_COOKIE, UI_ROUTES, Dashboard, UiRoute, UiState, local_next
 
-__all__ = ["UI_ROUTES", "Dashboard", "UiRoute"]
+__all__ = ["SESSION_COOKIE", "UI_ROUTES", "Dashboard", "UiRoute", "UiState", "local_next"]

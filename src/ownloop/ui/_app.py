@@ -7,21 +7,24 @@ only these routes honour.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from importlib import resources
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from ownloop.access import Actor
 from ownloop.config import Config
-from ownloop.errors import NotFoundError
+from ownloop.errors import AuthenticationError, InvalidInputError, NotFoundError
+from ownloop.tokens import Session
 from ownloop.ui import _eval_page, _model_page, _models_page, _runs_page, _team_page
-from ownloop.ui._view import View
+from ownloop.ui._view import View, render
 from ownloop.workspace import Workspace
 
-__all__ = ["UI_ROUTES", "Dashboard", "UiRoute"]
+__all__ = ["SESSION_COOKIE", "UI_ROUTES", "Dashboard", "UiRoute", "UiState", "local_next"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -67,6 +70,23 @@ UI_ROUTES: tuple[UiRoute, ...] = (
 )
 
 _ASSETS = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
+SESSION_COOKIE = "ownloop_session"
+_DONE = {"ack": "acknowledged", "resolve": "resolved", "promote": "promoted", "abort": "aborted"}
+
+
+@dataclass(frozen=True)
+class UiState:
+    """What the server's guard learnt about a dashboard request: the browser's session (None
+    without one), the form token its pages carry, and the POST form once checked."""
+
+    session: Session | None
+    csrf: str
+    form: Mapping[str, str] = field(default_factory=dict)
+
+
+def _state(request: Request) -> UiState:
+    state = getattr(request.state, "ui", None)
+    return state if isinstance(state, UiState) else UiState(session=None, csrf="")
 
 
 class Dashboard:
@@ -80,20 +100,30 @@ class Dashboard:
         fn: Handler = getattr(self, route.handler)
         return fn
 
-    def _view(self, request: Request) -> View:
+    def _view(self, request: Request, actor: Actor | None = None) -> View:
+        state = _state(request)
         return View(
             ws=self.ws,
-            actor=self.ws.actor,
+            actor=self.ws.actor if actor is None else actor,
             query=dict(request.query_params),
-            csrf="",
+            csrf=state.csrf,
             now=self.ws.clock.now(),
             path=request.url.path,
+            extra={"session": state.session is not None},
         )
 
     async def _page(self, request: Request, fn: Callable[..., str], *args: object) -> Response:
         view = self._view(request)
         html = await run_in_threadpool(fn, view, *args)
         return HTMLResponse(html)
+
+    def error(
+        self, request: Request, status: int, message: str, actor: Actor | None = None
+    ) -> Response:
+        """An HTML error page with ``status`` and ``message`` (never a traceback)."""
+        view = self._view(request, actor)
+        html = render("error.html", view, status=status, message=message)
+        return HTMLResponse(html, status_code=status)
 
     # -- pages ----------------------------------------------------------------------------
 
@@ -115,28 +145,113 @@ class Dashboard:
     async def runs(self, request: Request) -> Response:
         return await self._page(request, _runs_page.runs_page)
 
-    # -- sessions and actions (to be built) -------------------------------------------------
+    # -- sessions ---------------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        raise NotImplementedError
+        return self._login_page(request, request.query_params.get("next"), None, 200)
+
+    def _login_page(
+        self, request: Request, next_: str | None, message: str | None, status: int
+    ) -> Response:
+        view = self._view(request)
+        html = render("login.html", view, next=local_next(next_), message=message)
+        return HTMLResponse(html, status_code=status)
 
     async def login(self, request: Request) -> Response:
-        raise NotImplementedError
+        form = _state(request).form
+        next_ = local_next(form.get("next"))
+        secret = form.get("token", "").strip()
+        if not secret:
+            return self._login_page(
+                request,
+                next_,
+                "paste a token; an admin creates one with 'ownloop token create'",
+                400,
+            )
+        try:
+            opened = await run_in_threadpool(
+                self.ws.tokens.open_session, secret, hours=self.config.session_hours
+            )
+        except AuthenticationError as exc:
+            return self._login_page(request, next_, str(exc), 401)
+        response = RedirectResponse(next_, status_code=303)
+        left = opened.session.expires_at - self.ws.clock.now()
+        response.set_cookie(
+            SESSION_COOKIE,
+            opened.key,
+            max_age=max(1, int(left.total_seconds())),
+            path="/",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
 
     async def logout(self, request: Request) -> Response:
-        raise NotImplementedError
+        key = request.cookies.get(SESSION_COOKIE)
+        if key:
+            await run_in_threadpool(self.ws.tokens.close_session, key)
+        response = RedirectResponse("/ui/login", status_code=303)
+        response.delete_cookie(
+            SESSION_COOKIE,
+            path="/",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def _own_alert(self, name: str, alert_id: int) -> None:
+        alert = self.ws.alerts.get(alert_id)
+        if alert.model != name:
+            raise NotFoundError(
+                f"model '{name}' has no alert {alert_id}; open the alert from its model's page"
+            )
 
     async def ack(self, request: Request) -> Response:
-        raise NotImplementedError
+        name, alert_id = request.path_params["name"], int(request.path_params["alert_id"])
+        note = _state(request).form.get("note", "").strip() or None
+
+        def act() -> None:
+            self._own_alert(name, alert_id)
+            self.ws.alerts.ack(alert_id, note)
+
+        await run_in_threadpool(act)
+        return _done(name, "ack")
 
     async def resolve(self, request: Request) -> Response:
-        raise NotImplementedError
+        name, alert_id = request.path_params["name"], int(request.path_params["alert_id"])
+        note = _state(request).form.get("note", "").strip()
+        if not note:
+            raise InvalidInputError(
+                f"resolving alert {alert_id} needs a note saying what was done; fill in the note"
+            )
+
+        def act() -> None:
+            self._own_alert(name, alert_id)
+            self.ws.alerts.resolve(alert_id, note)
+
+        await run_in_threadpool(act)
+        return _done(name, "resolve")
 
     async def promote(self, request: Request) -> Response:
-        raise NotImplementedError
+        name = request.path_params["name"]
+        reason = _state(request).form.get("reason", "").strip() or None
+        await run_in_threadpool(lambda: self.ws.deploy.promote(name, reason=reason))
+        return _done(name, "promote")
 
     async def abort(self, request: Request) -> Response:
-        raise NotImplementedError
+        name = request.path_params["name"]
+        reason = _state(request).form.get("reason", "").strip()
+        if not reason:
+            raise InvalidInputError(
+                f"aborting the rollout of '{name}' needs a reason (kept in the audit log); "
+                "fill in the reason"
+            )
+        await run_in_threadpool(lambda: self.ws.deploy.abort(name, reason=reason))
+        return _done(name, "abort")
 
     async def static(self, request: Request) -> Response:
         asset = request.path_params["asset"]
@@ -145,4 +260,23 @@ class Dashboard:
                 f"no dashboard file '{asset[:64]}'; the files are {sorted(_ASSETS)}"
             )
         body = resources.files("ownloop.ui").joinpath("static", asset).read_bytes()
-        return Response(body, media_type=_ASSETS[asset])
+        return Response(body, media_type=_ASSETS[asset], headers={"Cache-Control": "no-cache"})
+
+
+def _done(name: str, what: str) -> Response:
+    return RedirectResponse(
+        f"/ui/models/{quote(name, safe='')}?done={_DONE[what]}", status_code=303
+    )
+
+
+def local_next(value: str | None) -> str:
+    """A path on this server to go to after signing in; anything else is the first page."""
+    if (
+        not value
+        or not value.startswith("/")
+        or value.startswith("//")
+        or "\\" in value
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+    ):
+        return "/"
+    return value

@@ -12,16 +12,27 @@ Content-Security-Policy forbids inline styles. Units on a value axis:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeGuard
 
 from markupsafe import Markup, escape
 
 from ownloop.errors import InvalidInputError
 
-__all__ = ["Interval", "Series", "bars", "histogram", "intervals", "sparkline", "time_chart"]
+__all__ = [
+    "Interval",
+    "Series",
+    "StoredFigure",
+    "bars",
+    "histogram",
+    "intervals",
+    "sparkline",
+    "time_chart",
+]
 
 REFERENCE_COLOUR = "#90a4ae"
 CURRENT_COLOUR = "#e65100"
@@ -30,6 +41,19 @@ PALETTE = ("#e65100", "#1565c0", "#2e7d32", "#6a1b9a", "#00838f", "#ad1457")
 FAIL_COLOUR = "#c62828"
 PASS_COLOUR = "#2e7d32"
 _XMLNS = "http://www.w3.org/2000/svg"
+
+
+class StoredFigure(Protocol):
+    """What a stored figure of one window offers a chart (``ownloop.monitoring.Point`` does)."""
+
+    @property
+    def window_end(self) -> datetime: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def lower(self) -> float | None: ...
+    @property
+    def upper(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -41,6 +65,17 @@ class Series:
     values: Sequence[float | None]
     lower: Sequence[float | None] | None = None
     upper: Sequence[float | None] | None = None
+
+    @classmethod
+    def of(cls, label: str, points: Sequence[StoredFigure], *, band: bool = True) -> Series:
+        """A series from stored figures, placed at each window's end; ``band`` keeps lower/upper."""
+        return cls(
+            label,
+            [p.window_end for p in points],
+            [p.value for p in points],
+            [p.lower for p in points] if band else None,
+            [p.upper for p in points] if band else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -328,15 +363,17 @@ def time_chart(
 ) -> Markup:
     """A time-series chart; one ``circle.pt`` per plotted window (bucketed past ``max_points``).
 
-    ``data-windows`` on the ``<svg>`` counts the windows of all series, ``data-points`` the
-    plotted points (fewer when windows are bucketed or have no value); each ``<g class="series">``
-    carries its own counts.
+    On the ``<svg>``, ``data-windows`` counts the distinct windows of all series and
+    ``data-points`` the positions plotted on the time axis: the same number unless windows were
+    bucketed, then the number of buckets. A position whose value is missing is a gap, not a
+    circle. Each ``<g class="series">`` carries its own ``data-windows``, ``data-points`` and
+    ``data-values`` (its circles).
 
     >>> from datetime import datetime, timezone
     >>> t = [datetime(2026, 1, 1, h, tzinfo=timezone.utc) for h in range(3)]
     >>> svg = time_chart([Series("accuracy", t, [0.91, None, 0.93])], title="Accuracy", unit="%")
-    >>> 'data-points="2"' in svg
-    True
+    >>> 'data-windows="3" data-points="3"' in svg, svg.count('class="pt"')
+    (True, 2)
     """
     if max_points < 1:
         raise InvalidInputError(f"max_points must be at least 1, not {max_points}")
@@ -350,7 +387,7 @@ def time_chart(
         if x is not None and p.value is not None
     ]
     if not values:
-        windows = sum(len(points) for points in raw)
+        windows = len({p.start for points in raw for p in points})
         return _no_data(title, f"no data in {windows} windows" if windows else "no data")
     reference = _finite(reference)
     y_lo, y_hi, y_ticks = _ticks(
@@ -369,10 +406,10 @@ def time_chart(
     def y_of(value: float) -> float:
         return _TOP + inner_h * (1 - (value - y_lo) / (y_hi - y_lo))
 
-    windows = sum(len(points) for points in raw)
-    points_drawn = sum(1 for points in plotted for p in points if p.value is not None)
+    windows = len({p.start for points in raw for p in points})
+    positions = max(len(points) for points in plotted)
     parts = [
-        _open_svg("time", _W, _H, title, f' data-windows="{windows}" data-points="{points_drawn}"'),
+        _open_svg("time", _W, _H, title, f' data-windows="{windows}" data-points="{positions}"'),
         f'<text class="chart-title" x="{_LEFT}" y="18" font-size="13" font-weight="600">'
         f"{escape(title)}</text>",
         _y_axis(y_ticks, y_of, unit),
@@ -442,7 +479,7 @@ def _series_group(
     drawn = [p for p in points if p.value is not None]
     parts = [
         f'<g class="series s{index}" data-label="{escape(label)}" data-windows="{windows}" '
-        f'data-points="{len(drawn)}">'
+        f'data-points="{len(points)}" data-values="{len(drawn)}">'
     ]
     banded = [(p, p.lower, p.upper) for p in points]
     for run in _band_runs(banded):
@@ -453,6 +490,7 @@ def _series_group(
             'stroke="none"/>'
         )
     xy = [(x_of(_mid(p)), None if p.value is None else y_of(p.value)) for p in points]
+    radius = "2.5" if len(drawn) <= 120 else "1.6"  # dense series: the line reads, dots stay apart
     for line in _runs(xy):
         if len(line) > 1:
             parts.append(
@@ -462,7 +500,7 @@ def _series_group(
     for p, (x, y) in zip(points, xy, strict=True):
         if y is not None:
             parts.append(
-                f'<circle class="pt" cx="{_fmt(x)}" cy="{_fmt(y)}" r="2.5" fill="{colour}">'
+                f'<circle class="pt" cx="{_fmt(x)}" cy="{_fmt(y)}" r="{radius}" fill="{colour}">'
                 f"<title>{escape(_point_title(label, p, unit))}</title></circle>"
             )
     parts.append("</g>")
@@ -499,12 +537,107 @@ def _legend(labels: Sequence[str]) -> str:
     return "".join(parts)
 
 
-# --- the rest, drawn below ----------------------------------------------------------------
+# --- sparkline ----------------------------------------------------------------------------
 
 
-def sparkline(values: Sequence[float | None], *, title: str) -> Markup:
-    """A small trend line for a table cell."""
-    raise NotImplementedError
+def sparkline(values: Sequence[float | None], *, title: str, unit: str = "") -> Markup:
+    """A small trend line for a table cell; a dot marks the last value.
+
+    >>> 'class="pt"' in sparkline([0.2, 0.3, None, 0.25], title="p99", unit="s")
+    True
+    """
+    clean = [_finite(v) for v in values]
+    present = [v for v in clean if v is not None]
+    if not present:
+        return Markup(
+            f'<span class="none spark-none" title="{escape(title)}: no data">no data</span>'
+        )
+    width, height, pad = 100, 24, 3
+    lo, hi = _span(min(present), max(present))
+    step = width - 2 * pad
+    count = max(len(clean) - 1, 1)
+
+    def x_of(i: int) -> float:
+        return pad + step * i / count if len(clean) > 1 else width / 2
+
+    def y_of(v: float) -> float:
+        return pad + (height - 2 * pad) * (1 - (v - lo) / (hi - lo))
+
+    xy = [(x_of(i), None if v is None else y_of(v)) for i, v in enumerate(clean)]
+    last_index = max(i for i, v in enumerate(clean) if v is not None)
+    last = clean[last_index]
+    assert last is not None  # the index was chosen among present values
+    label = escape(f"{title}: last {_value_text(last, unit)}")
+    lines = "".join(
+        f'<path class="line" d="{_line_path(run)}" fill="none" stroke="{PALETTE[1]}" '
+        'stroke-width="1.2"/>'
+        for run in _runs(xy)
+        if len(run) > 1
+    )
+    return Markup(
+        f'<svg xmlns="{_XMLNS}" class="spark" viewBox="0 0 {width} {height}" width="{width}" '
+        f'height="{height}" role="img" aria-label="{label}" data-points="{len(present)}">'
+        f"<title>{label}</title>{lines}"
+        f'<circle class="pt" cx="{_fmt(x_of(last_index))}" cy="{_fmt(y_of(last))}" r="2" '
+        f'fill="{PALETTE[0]}"/></svg>'
+    )
+
+
+# --- histogram and bars -------------------------------------------------------------------
+
+_HW, _HH = 720, 240
+_HLEFT, _HRIGHT, _HTOP, _HBOTTOM = 56, 20, 34, 44
+
+
+def _shares(name: str, values: Sequence[float], count: int) -> list[float]:
+    if len(values) != count:
+        raise InvalidInputError(
+            f"chart {name} shares: {len(values)} given for {count} bins; give one share per bin"
+        )
+    shares = [_finite(v) for v in values]
+    if any(v is None or v < 0 for v in shares):
+        raise InvalidInputError(f"chart {name} shares must be finite and not negative: {values!r}")
+    return [float(v or 0.0) for v in shares]
+
+
+def _inner_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
+    """1-2-5 ticks that lie inside lo..hi (the axis keeps the data's own ends)."""
+    step = _nice_step(hi - lo, count)
+    first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+    return [k * step for k in range(first, last + 1)]
+
+
+def _legend_pair(right: float) -> str:
+    """The reference/current key, right-aligned at ``right``."""
+    return (
+        f'<g class="legend"><rect x="{_fmt(right - 150)}" y="9" width="10" height="10" '
+        f'fill="{REFERENCE_COLOUR}"/><text x="{_fmt(right - 136)}" y="18" font-size="11" '
+        f'fill="#37474f">reference</text><rect x="{_fmt(right - 66)}" y="9" width="10" '
+        f'height="10" fill="{CURRENT_COLOUR}"/><text x="{_fmt(right - 52)}" y="18" '
+        'font-size="11" fill="#37474f">current</text></g>'
+    )
+
+
+def _share_axis(top: float, ticks: Sequence[float], y_of: Callable[[float], float]) -> str:
+    label = _tick_labeller("%", ticks)
+    parts = ['<g class="axis y">']
+    for tick in ticks:
+        y = _fmt(y_of(tick))
+        parts.append(
+            f'<line class="grid" x1="{_HLEFT}" x2="{_HW - _HRIGHT}" y1="{y}" y2="{y}" '
+            'stroke="#eceff1" stroke-width="1"/>'
+            f'<text class="tick" x="{_HLEFT - 6}" y="{y}" dy="4" font-size="11" '
+            f'text-anchor="end" fill="#546e7a">{escape(label(tick))}</text>'
+        )
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _ascending(cuts: Sequence[float | None]) -> TypeGuard[list[float]]:
+    """True when every edge is a finite number and none is below the one before it."""
+    if any(c is None for c in cuts):
+        return False
+    return all(b >= a for a, b in itertools.pairwise(c or 0.0 for c in cuts))
 
 
 def histogram(
@@ -513,18 +646,255 @@ def histogram(
     current: Sequence[float],
     *,
     title: str,
+    unit: str = "",
 ) -> Markup:
-    """Reference and current shares per bin, each bin drawn at its real width on a value axis."""
-    raise NotImplementedError
+    """Reference and current shares per bin, each bin drawn at its real width on a value axis.
+
+    Heights are densities scaled to the average bin width, so a bin's area is its share:
+    equal-width bins read as plain shares, and a quantile bin twice as wide as another is drawn
+    twice as wide and half as high for the same share. Ticks on the value axis are values.
+    """
+    count = len(edges) - 1
+    if count < 1:
+        return _no_data(title)
+    cuts = [_finite(e) for e in edges]
+    if not _ascending(cuts):
+        raise InvalidInputError(
+            f"histogram {title!r}: edges must be finite and ascending, got {list(edges)!r}"
+        )
+    ref, cur = _shares("reference", reference, count), _shares("current", current, count)
+    lo, hi = _span(cuts[0], cuts[-1])
+    widths = [b - a for a, b in itertools.pairwise(cuts)]
+    mean_width = (cuts[-1] - cuts[0]) / count
+    by_area = mean_width > 0 and all(w > 0 for w in widths)
+    scale = [mean_width / w if by_area else 1.0 for w in widths]
+    heights = [s * k for s, k in zip(ref + cur, scale + scale, strict=True)]
+    _, y_hi, y_ticks = _ticks(0.0, max(heights) or 0.01)
+    inner_w, inner_h = _HW - _HLEFT - _HRIGHT, _HH - _HTOP - _HBOTTOM
+
+    def x_of(value: float) -> float:
+        return _HLEFT + inner_w * (value - lo) / (hi - lo)
+
+    def y_of(share: float) -> float:
+        return _HTOP + inner_h * (1 - share / y_hi)
+
+    value_label = _tick_labeller(unit, _inner_ticks(lo, hi) or [lo, hi])
+    parts = [
+        _open_svg("histogram", _HW, _HH, title, f' data-bins="{count}"'),
+        f'<text class="chart-title" x="{_HLEFT}" y="18" font-size="13" font-weight="600">'
+        f"{escape(title)}</text>",
+        _share_axis(_HTOP, y_ticks, y_of),
+    ]
+    for kind, shares, colour, opacity in (
+        ("ref", ref, REFERENCE_COLOUR, "0.55"),
+        ("cur", cur, CURRENT_COLOUR, "0.3"),
+    ):
+        for i, share in enumerate(shares):
+            left, right = x_of(cuts[i]), x_of(cuts[i + 1])
+            top = y_of(share * scale[i])
+            name = "reference" if kind == "ref" else "current"
+            tip = (
+                f"[{_value_text(cuts[i], unit)}, {_value_text(cuts[i + 1], unit)}): "
+                f"{name} {_value_text(share, '%')}"
+            )
+            parts.append(
+                f'<rect class="bin {kind}" x="{_fmt(left)}" y="{_fmt(top)}" '
+                f'width="{_fmt(right - left)}" height="{_fmt(_HTOP + inner_h - top)}" '
+                f'fill="{colour}" fill-opacity="{opacity}" stroke="{colour}" stroke-width="1.5">'
+                f"<title>{escape(tip)}</title></rect>"
+            )
+    parts.append(_value_axis(_inner_ticks(lo, hi), x_of, value_label))
+    note = (
+        f"height: share per width {_value_text(mean_width, unit)} (area = share)"
+        if by_area
+        else "height: share per bin"
+    )
+    parts.append(
+        f'<text class="axis-note" x="{_HW - _HRIGHT}" y="{_HH - 4}" font-size="10" '
+        f'text-anchor="end" fill="#90a4ae">{escape(note)}</text>'
+    )
+    parts.append(_legend_pair(_HW - _HRIGHT))
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _value_axis(
+    ticks: Sequence[float], x_of: Callable[[float], float], label: Callable[[float], str]
+) -> str:
+    base = _HH - _HBOTTOM
+    parts = [
+        f'<g class="axis x"><line class="axis-line" x1="{_HLEFT}" x2="{_HW - _HRIGHT}" '
+        f'y1="{base}" y2="{base}" stroke="#90a4ae" stroke-width="1"/>'
+    ]
+    for tick in ticks:
+        x = _fmt(x_of(tick))
+        parts.append(
+            f'<line class="tick-mark" x1="{x}" x2="{x}" y1="{base}" y2="{base + 4}" '
+            'stroke="#90a4ae" stroke-width="1"/>'
+            f'<text class="tick" x="{x}" y="{base + 16}" font-size="11" text-anchor="middle" '
+            f'fill="#546e7a">{escape(label(tick))}</text>'
+        )
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def bars(
     labels: Sequence[str], reference: Sequence[float], current: Sequence[float], *, title: str
 ) -> Markup:
-    """Reference and current shares per category."""
-    raise NotImplementedError
+    """Reference and current shares per category, side by side."""
+    count = len(labels)
+    if count == 0:
+        return _no_data(title)
+    ref, cur = _shares("reference", reference, count), _shares("current", current, count)
+    _, y_hi, y_ticks = _ticks(0.0, max(ref + cur) or 0.01)
+    inner_w, inner_h = _HW - _HLEFT - _HRIGHT, _HH - _HTOP - _HBOTTOM
+    group = inner_w / count
+    bar = group * 0.38
+    slanted = count > 8
+
+    def y_of(share: float) -> float:
+        return _HTOP + inner_h * (1 - share / y_hi)
+
+    parts = [
+        _open_svg("bars", _HW, _HH, title, f' data-bins="{count}"'),
+        f'<text class="chart-title" x="{_HLEFT}" y="18" font-size="13" font-weight="600">'
+        f"{escape(title)}</text>",
+        _share_axis(_HTOP, y_ticks, y_of),
+    ]
+    base = _HTOP + inner_h
+    for i, label in enumerate(labels):
+        left = _HLEFT + group * i + group * 0.1
+        for offset, kind, share, colour in (
+            (0.0, "ref", ref[i], REFERENCE_COLOUR),
+            (bar, "cur", cur[i], CURRENT_COLOUR),
+        ):
+            top = y_of(share)
+            name = "reference" if kind == "ref" else "current"
+            tip = f"{label}: {name} {_value_text(share, '%')}"
+            parts.append(
+                f'<rect class="bin {kind}" x="{_fmt(left + offset)}" y="{_fmt(top)}" '
+                f'width="{_fmt(bar)}" height="{_fmt(base - top)}" fill="{colour}">'
+                f"<title>{escape(tip)}</title></rect>"
+            )
+        centre = _HLEFT + group * (i + 0.5)
+        turn = f' transform="rotate(-30 {_fmt(centre)} {base + 14})"' if slanted else ""
+        anchor = "end" if slanted else "middle"
+        parts.append(
+            f'<text class="tick" x="{_fmt(centre)}" y="{base + 14}" font-size="11" '
+            f'text-anchor="{anchor}" fill="#546e7a"{turn}>{escape(_short(label, 16))}'
+            f"<title>{escape(label)}</title></text>"
+        )
+    parts.append(_legend_pair(_HW - _HRIGHT))
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+# --- intervals ----------------------------------------------------------------------------
+
+_ILEFT, _IRIGHT, _ITOP, _IROW, _IBOTTOM = 200, 24, 34, 26, 40
 
 
 def intervals(rows: Sequence[Interval], *, title: str, unit: str = "") -> Markup:
-    """Estimates with their intervals on one shared, labelled axis, so lengths compare."""
-    raise NotImplementedError
+    """Estimates with their intervals on one shared, labelled axis, so lengths compare.
+
+    The axis spans every value, interval end and bound of all rows; each row draws its
+    interval as ``line.ci``, its estimate as ``circle.pt`` and its bound as ``line.bound``;
+    a failed row (``passed=False``) is marked ✗ and drawn in red.
+    """
+    numbers = [
+        x
+        for row in rows
+        for x in (_finite(row.value), _finite(row.lower), _finite(row.upper), _finite(row.bound))
+        if x is not None
+    ]
+    if not numbers:
+        return _no_data(title)
+    lo, hi, ticks = _ticks(min(numbers), max(numbers), 6)
+    width, height = 720, _ITOP + _IROW * len(rows) + _IBOTTOM
+    inner_w = width - _ILEFT - _IRIGHT
+
+    def x_of(value: float) -> float:
+        return _ILEFT + inner_w * (value - lo) / (hi - lo)
+
+    label = _tick_labeller(unit, ticks)
+    base = _ITOP + _IROW * len(rows)
+    parts = [
+        _open_svg("intervals", width, height, title, f' data-rows="{len(rows)}"'),
+        f'<text class="chart-title" x="8" y="18" font-size="13" font-weight="600">'
+        f"{escape(title)}</text>",
+        '<g class="axis x">',
+    ]
+    for tick in ticks:
+        x = _fmt(x_of(tick))
+        parts.append(
+            f'<line class="grid" x1="{x}" x2="{x}" y1="{_ITOP}" y2="{base}" stroke="#eceff1" '
+            f'stroke-width="1"/><text class="tick" x="{x}" y="{base + 16}" font-size="11" '
+            f'text-anchor="middle" fill="#546e7a">{escape(label(tick))}</text>'
+        )
+    parts.append(
+        f'<line class="axis-line" x1="{_ILEFT}" x2="{width - _IRIGHT}" y1="{base}" y2="{base}" '
+        'stroke="#90a4ae" stroke-width="1"/></g>'
+    )
+    for i, row in enumerate(rows):
+        parts.append(_interval_row(row, _ITOP + _IROW * (i + 0.5), unit, x_of))
+    parts.append(
+        f'<text class="axis-note" x="{width - _IRIGHT}" y="{height - 4}" font-size="10" '
+        'text-anchor="end" fill="#90a4ae">dot: estimate · line: interval · dashed: bound</text>'
+    )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _interval_row(row: Interval, y: float, unit: str, x_of: Callable[[float], float]) -> str:
+    value, lower, upper, bound = (
+        _finite(row.value),
+        _finite(row.lower),
+        _finite(row.upper),
+        _finite(row.bound),
+    )
+    state = {True: "pass", False: "fail", None: "unknown"}[row.passed]
+    colour = {"pass": "#37474f", "fail": FAIL_COLOUR, "unknown": "#37474f"}[state]
+    mark = {"pass": "✓ ", "fail": "✗ ", "unknown": ""}[state]
+    tip = f"{row.label}: " + (_value_text(value, unit) if value is not None else "no value")
+    if lower is not None or upper is not None:
+        ends = [_value_text(e, unit) if e is not None else "…" for e in (lower, upper)]
+        tip += f" [{ends[0]} – {ends[1]}]"
+    if bound is not None:
+        tip += f", bound {_value_text(bound, unit)}"
+    if row.passed is not None:
+        tip += ", passed" if row.passed else ", failed"
+    y_text = _fmt(y)
+    parts = [
+        f'<g class="row {state}"><title>{escape(tip)}</title>'
+        f'<text class="label" x="{_ILEFT - 8}" y="{y_text}" dy="4" font-size="12" '
+        f'text-anchor="end" fill="{colour}">{escape(mark + _short(row.label, 28))}</text>'
+    ]
+    left = lower if lower is not None else value
+    right = upper if upper is not None else value
+    if left is not None and right is not None:
+        parts.append(
+            f'<line class="ci" x1="{_fmt(x_of(left))}" x2="{_fmt(x_of(right))}" y1="{y_text}" '
+            f'y2="{y_text}" stroke="{colour}" stroke-width="3" stroke-linecap="butt"/>'
+        )
+    if bound is not None:
+        x = _fmt(x_of(bound))
+        parts.append(
+            f'<line class="bound" x1="{x}" x2="{x}" y1="{_fmt(y - 9)}" y2="{_fmt(y + 9)}" '
+            'stroke="#263238" stroke-width="1.5" stroke-dasharray="3 2"/>'
+        )
+    if value is not None:
+        parts.append(
+            f'<circle class="pt" cx="{_fmt(x_of(value))}" cy="{y_text}" r="4" fill="#ffffff" '
+            f'stroke="{colour}" stroke-width="2"/>'
+        )
+    else:
+        parts.append(
+            f'<text class="none" x="{_ILEFT + 4}" y="{y_text}" dy="4" font-size="11" '
+            'fill="#90a4ae">no value</text>'
+        )
+    parts.append("</g>")
+    return "".join(parts)
