@@ -148,7 +148,9 @@ def new_page(browser: Browser) -> Iterator[Any]:
             page.on(
                 "console",
                 lambda m: (
-                    w.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+                    w.problems.append(f"console {m.type} at {m.location.get('url')}: {m.text}")
+                    if m.type == "error"
+                    else None
                 ),
             )
             page.on("pageerror", lambda e: w.problems.append(f"page error: {e}"))
@@ -165,9 +167,9 @@ def new_page(browser: Browser) -> Iterator[Any]:
             w.check()
 
 
-def _login(w: Watched, base: str, secret: str) -> None:
-    """Sign in through the dashboard's own form, as a person would."""
-    w.goto(f"{base}/ui/login")
+def _login(w: Watched, base: str, secret: str, then: str = "/ui/runs") -> None:
+    """Sign in through the dashboard's own form, as a person would, landing on ``then``."""
+    w.goto(f"{base}/ui/login?next={then}")
     w.page.locator("form input[name='token']").fill(secret)
     with w.page.expect_navigation():
         w.page.locator("form button[type='submit'], form input[type='submit']").first.click()
