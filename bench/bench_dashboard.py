@@ -48,7 +48,6 @@ from ownloop.demo import log_predictions  # noqa: E402
 from ownloop.store import tables as t  # noqa: E402
 
 WINDOW = timedelta(minutes=5)
-CHUNK = 50_000  # rows per INSERT batch
 
 
 def _model(features: int, seed: int) -> tuple[Any, pd.DataFrame]:
@@ -118,66 +117,41 @@ def _fill(
 ) -> int:
     """Copies of ``run`` and ``results`` into every window of every model; the rows written.
 
-    Plain DBAPI ``executemany`` with every JSON value serialised once: through SQLAlchemy's
-    per-row processing the copy would take hours at this size."""
+    The first day of the first model is written from Python (plain DBAPI ``executemany``, each
+    JSON value serialised once, values jittered per window); every further day, then every
+    further model, is copied from it by ``INSERT ... SELECT`` with shifted times and ids, since
+    per-row Python would take hours at this size. So each day repeats the first day's values."""
     sqlite = ws.store.dialect == "sqlite"
-    mark = "?" if sqlite else "%s"
-    rng = np.random.default_rng(0)
-    run_keys = list(run._mapping.keys())
-    res_keys = list(results[0]._mapping.keys())
-    run_tpl = {k: _raw(v, sqlite) for k, v in run._mapping.items()}
-    res_tpl = [{k: _raw(v, sqlite) for k, v in r._mapping.items()} for r in results]
-    run_sql = (
-        f"INSERT INTO monitor_runs ({', '.join(run_keys)}) "
-        f"VALUES ({', '.join([mark] * len(run_keys))})"
-    )
-    res_sql = (
-        f"INSERT INTO monitor_results ({', '.join(res_keys)}) "
-        f"VALUES ({', '.join([mark] * len(res_keys))})"
-    )
-    run_id, result_id, written = 0, 0, 0
-    runs: list[tuple[Any, ...]] = []
-    rows: list[tuple[Any, ...]] = []
-
-    def flush() -> None:
-        raw = ws.store.engine.raw_connection()
-        try:
-            cur = raw.cursor()
-            if sqlite:  # a bench store: no fsync per batch (a crash here loses only the bench)
-                cur.execute("PRAGMA synchronous = OFF")
-            cur.executemany(run_sql, runs)
-            cur.executemany(res_sql, rows)
-            raw.commit()
-        finally:
-            raw.close()
-        runs.clear()
-        rows.clear()
-
-    for name in names:
-        for end in ends:
-            run_id += 1
-            start, stop = _raw(end - WINDOW, sqlite), _raw(end, sqlite)
-            r = {**run_tpl, "id": run_id, "model": name, "window_start": start,
-                 "window_end": stop, "started_at": stop, "finished_at": stop}  # fmt: skip
-            runs.append(tuple(r[k] for k in run_keys))
-            jitter = 1.0 + 0.05 * float(rng.standard_normal())
-            for tpl in res_tpl:
-                result_id += 1
-                row = {**tpl, "id": result_id, "run_id": run_id, "model": name}
-                row["window_end"] = stop
-                if "window_start" in row:
-                    row["window_start"] = start
-                for key in ("value", "lower", "upper"):
-                    if isinstance(row[key], float):
-                        row[key] = row[key] * jitter
-                rows.append(tuple(row[k] for k in res_keys))
-            if len(rows) >= CHUNK:
-                written += len(rows) + len(runs)
-                flush()
-    written += len(rows) + len(runs)
-    flush()
-    if not sqlite:  # the copies took ids by hand: move the sequences on
-        with ws.store.write() as conn:
+    day = min(len(ends), 288)
+    written = _first_day(ws, names[0], run, results, ends[-day:])
+    per_run = len(results)
+    run_cols = [c.name for c in t.monitor_runs.columns]
+    res_cols = [c.name for c in t.monitor_results.columns]
+    days = -(-len(ends) // day)
+    with ws.store.write() as conn:
+        for d in range(1, days):
+            shift = {"window_start", "window_end", "started_at", "finished_at"}
+            conn.execute(_copy("monitor_runs", run_cols, sqlite, shift, d, f"id <= {day}",
+                               id_step=d * day))  # fmt: skip
+            conn.execute(_copy("monitor_results", res_cols, sqlite, {"window_end"}, d,
+                               f"run_id <= {day}", id_step=d * day * per_run,
+                               run_step=d * day))  # fmt: skip
+        # the oldest copied day may reach past the asked span: drop what is older
+        oldest = _raw(ends[0] - WINDOW, sqlite)
+        conn.execute(
+            sa.text("DELETE FROM monitor_results WHERE run_id IN "
+                    "(SELECT id FROM monitor_runs WHERE window_start < :o)"), {"o": oldest}
+        )  # fmt: skip
+        conn.execute(sa.text("DELETE FROM monitor_runs WHERE window_start < :o"), {"o": oldest})
+        first = conn.execute(sa.text("SELECT max(id) FROM monitor_runs")).scalar_one()
+        last_res = conn.execute(sa.text("SELECT max(id) FROM monitor_results")).scalar_one()
+        for m, name in enumerate(names[1:], start=1):
+            conn.execute(_copy("monitor_runs", run_cols, sqlite, set(), 0,
+                               f"model = '{names[0]}'", id_step=m * first, model=name))  # fmt: skip
+            conn.execute(_copy("monitor_results", res_cols, sqlite, set(), 0,
+                               f"model = '{names[0]}'", id_step=m * last_res,
+                               run_step=m * first, model=name))  # fmt: skip
+        if not sqlite:  # the copies took ids by hand: move the sequences on
             for table in ("monitor_runs", "monitor_results"):
                 conn.execute(
                     sa.text(
@@ -186,6 +160,84 @@ def _fill(
                     )
                 )
     return written
+
+
+def _copy(
+    table: str,
+    cols: list[str],
+    sqlite: bool,
+    shifted: set[str],
+    days: int,
+    where: str,
+    *,
+    id_step: int,
+    run_step: int = 0,
+    model: str | None = None,
+) -> sa.TextClause:
+    """``INSERT ... SELECT`` copying ``table``'s rows matching ``where``: ids moved on by
+    ``id_step``, run ids by ``run_step``, the ``shifted`` times ``days`` days back, ``model``
+    renamed."""
+    out = []
+    for c in cols:
+        if c == "id":
+            out.append(f"id + {id_step}")
+        elif c == "run_id":
+            out.append(f"run_id + {run_step}")
+        elif c == "model" and model is not None:
+            out.append(f"'{model}'")
+        elif c in shifted and sqlite:
+            out.append(f"strftime('%Y-%m-%d %H:%M:%S', {c}, '-{days} days') || substr({c}, 20)")
+        elif c in shifted:
+            out.append(f"{c} - interval '{days} days'")
+        else:
+            out.append(c)
+    return sa.text(
+        f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(out)} FROM {table} "
+        f"WHERE {where}"
+    )
+
+
+def _first_day(ws: Workspace, name: str, run: Any, results: list[Any], ends: list[datetime]) -> int:
+    sqlite = ws.store.dialect == "sqlite"
+    mark = "?" if sqlite else "%s"
+    rng = np.random.default_rng(0)
+    run_keys = list(run._mapping.keys())
+    res_keys = list(results[0]._mapping.keys())
+    run_tpl = {k: _raw(v, sqlite) for k, v in run._mapping.items()}
+    res_tpl = [{k: _raw(v, sqlite) for k, v in r._mapping.items()} for r in results]
+    runs: list[tuple[Any, ...]] = []
+    rows: list[tuple[Any, ...]] = []
+    result_id = 0
+    for run_id, end in enumerate(ends, start=1):
+        start, stop = _raw(end - WINDOW, sqlite), _raw(end, sqlite)
+        r = {**run_tpl, "id": run_id, "model": name, "window_start": start,
+             "window_end": stop, "started_at": stop, "finished_at": stop}  # fmt: skip
+        runs.append(tuple(r[k] for k in run_keys))
+        jitter = 1.0 + 0.05 * float(rng.standard_normal())
+        for tpl in res_tpl:
+            result_id += 1
+            row = {**tpl, "id": result_id, "run_id": run_id, "model": name, "window_end": stop}
+            for key in ("value", "lower", "upper"):
+                if isinstance(row[key], float):
+                    row[key] = row[key] * jitter
+            rows.append(tuple(row[k] for k in res_keys))
+    raw = ws.store.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.executemany(
+            f"INSERT INTO monitor_runs ({', '.join(run_keys)}) "
+            f"VALUES ({', '.join([mark] * len(run_keys))})",
+            runs,
+        )
+        cur.executemany(
+            f"INSERT INTO monitor_results ({', '.join(res_keys)}) "
+            f"VALUES ({', '.join([mark] * len(res_keys))})",
+            rows,
+        )
+        raw.commit()
+    finally:
+        raw.close()
+    return len(runs) + len(rows)
 
 
 def _store_size(config: Config) -> str:
@@ -310,8 +362,8 @@ def main() -> None:
             runs, rows = _counts(ws)
         say(
             f"store: {args.models} models x {n:,} windows of 5 min ({args.days:g} days) = {runs:,} "
-            f"runs, {rows:,} result rows; {_store_size(config)}; bulk insert of {written:,} rows "
-            f"took {filled:.0f} s (all set-up {time.perf_counter() - start:.0f} s)"
+            f"runs, {rows:,} result rows; {_store_size(config)}; {written:,} rows written from "
+            f"Python, the rest copied by SQL, in {filled:.0f} s (all set-up {time.perf_counter() - start:.0f} s)"
         )
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
