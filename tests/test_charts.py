@@ -12,7 +12,16 @@ import pytest
 from markupsafe import Markup
 
 from ownloop.errors import InvalidInputError
-from ownloop.ui._charts import Interval, Series, bars, histogram, intervals, sparkline, time_chart
+from ownloop.ui._charts import (
+    Interval,
+    Series,
+    bars,
+    distribution,
+    histogram,
+    intervals,
+    sparkline,
+    time_chart,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 T0 = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
@@ -146,6 +155,7 @@ def test_time_chart_draws_the_reference_line_within_the_axis() -> None:
     root = parse(time_chart([Series("v", times(3), [0.8, 0.85, 0.9])], title="v", reference=0.7))
     refs = every(root, "line", "ref")
     assert len(refs) == 1
+    assert [t.text for t in every(root, "text", "ref-label")] == ["reference 0.7"]
     y_ref = float(refs[0].get("y1") or 0)
     ys = [float(c.get("cy") or 0) for c in every(root, "circle", "pt")]
     per_unit = (ys[1] - ys[0]) / 0.05
@@ -462,3 +472,42 @@ def test_series_of_stored_figures_uses_window_ends_and_the_band() -> None:
     assert series.times == [T0, T0 + timedelta(hours=1)] and series.values == [0.9, None]
     assert series.lower == [0.85, None] and series.upper == [0.95, None]
     assert Series.of("estimated", figures, band=False).lower is None
+
+
+def test_float_noise_on_a_constant_reads_as_a_constant() -> None:
+    root = parse(time_chart([Series("v", times(2), [0.5, 0.5 + 1e-13])], title="v"))
+    labels = tick_labels(root, "y")
+    assert len(set(labels)) == len(labels) and all(len(label) <= 5 for label in labels)
+
+
+def test_histogram_of_a_single_value_stays_visible() -> None:
+    root = parse(histogram([3.0, 3.0, 3.0], [0.5, 0.5], [0.5, 0.5], title="one value"))
+    assert all(w >= 1.0 and h > 0 for _, w, h in rect_spans(root, "cur"))
+    assert "3.00" in tick_labels(root, "x")
+
+
+def test_distribution_draws_numeric_bins_on_their_scale_and_categories_as_bars() -> None:
+    @dataclass(frozen=True)
+    class Bins:
+        kind: str
+        labels: tuple[str, ...]
+        edges: tuple[float, ...]
+        reference: tuple[float, ...]
+        current: tuple[float, ...]
+
+    numeric = Bins("numeric", ("[0, 1)", "[1, 3)"), (0.0, 1.0, 3.0), (0.5, 0.5), (0.2, 0.8))
+    root = parse(distribution(numeric, title="tenure"))
+    assert root.get("class") == "chart histogram"
+    widths = [w for _, w, _ in rect_spans(root, "ref")]
+    assert widths[1] == pytest.approx(2 * widths[0], abs=0.02)
+    categorical = Bins("categorical", ("fr", "de"), (), (0.5, 0.5), (0.9, 0.1))
+    assert parse(distribution(categorical, title="country")).get("class") == "chart bars"
+
+
+def test_time_chart_band_stops_where_the_value_is_missing() -> None:
+    values: list[float | None] = [0.5, 0.6, None, 0.6, 0.5]
+    lower = [0.4, 0.5, 0.0, 0.5, 0.4]  # a bound without its value must not stretch the axis
+    upper = [0.6, 0.7, 9.0, 0.7, 0.6]
+    root = parse(time_chart([Series("est", times(5), values, lower, upper)], title="est"))
+    assert len(every(root, "path", "band")) == 2
+    assert tick_labels(root, "y")[-1] == "0.7"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
 
@@ -139,3 +140,97 @@ def test_an_unknown_arm_is_a_usage_error(logged: Workspace) -> None:
     res = _run(logged, "monitor", "churn", "--arm", "blue")
     assert res.exit_code == 2
     assert "'blue' is not one of 'stable', 'canary', 'shadow'" in res.output
+
+
+# -- ownloop monitor runs: the stored runs -------------------------------------------------------
+
+
+@pytest.fixture
+def registered(
+    ws: Workspace, team: str, churn_model: object, churn_data: pd.DataFrame
+) -> Workspace:
+    """churn@1 registered, nothing logged or stored."""
+    ws.registry.register(
+        churn_model, name="churn", owner=team, reference=churn_data, target="churned"
+    )
+    return ws
+
+
+def _stored_runs(ws: Workspace) -> list[int]:
+    """Three stored runs of churn@1 (two default-arm hours, one canary hour), oldest first."""
+    from tests.test_monitor import T0
+
+    ids = [
+        ws.monitor.run("churn", window=timedelta(hours=1), end=T0 + timedelta(hours=h))[0].run_id
+        for h in (1, 2)
+    ]
+    canary = ws.monitor.run(
+        "churn", window=timedelta(hours=1), end=T0 + timedelta(hours=1), arm="canary"
+    )[0]
+    return [*(i for i in ids if i is not None), canary.run_id or 0]
+
+
+def test_monitor_runs_lists_the_stored_runs_newest_first(armed: Workspace) -> None:
+    import json
+
+    quiet, drifted, canary = _stored_runs(armed)
+    res = _run(armed, "monitor", "runs", "churn")
+    assert res.exit_code == 0, res.output
+    assert "3 monitor run(s), newest first" in res.output
+    lines = [line for line in res.output.splitlines() if " churn " in line]
+    assert [int(line.split()[1]) for line in lines] == [drifted, canary, quiet]
+    assert "stable,canary" in lines[0] and "2026-05-04 09:00:00 to 2026-05-04 10:00:00" in lines[0]
+    got = json.loads(_run(armed, "monitor", "runs", "churn", "--json").stdout)
+    assert [r["id"] for r in got] == [drifted, canary, quiet]
+    assert got[0]["summary"]["drift_share"] > got[2]["summary"]["drift_share"]
+    assert got[0]["window_end"] == "2026-05-04T10:00:00+00:00"
+
+    def ids(*args: str) -> list[int]:
+        out = _run(armed, "monitor", "runs", *args, "--json")
+        assert out.exit_code == 0, out.output
+        return [r["id"] for r in json.loads(out.stdout)]
+
+    assert ids("churn", "--arm", "canary") == [canary]
+    assert ids("churn", "--arm", "default") == [drifted, quiet]
+    assert ids("churn", "--since", "2026-05-04T09:30:00Z") == [drifted]
+    assert ids("churn", "--until", "2026-05-04T09:00:00") == [canary, quiet]  # UTC when no zone
+    assert ids("churn", "--version", "2") == []
+    assert ids("churn", "--limit", "1") == [drifted]
+    assert ids("--status", "ok") == [drifted, canary, quiet]
+    assert ids("churn", "--since", "1h") == []  # the runs are months before now
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["churn", "--since", "yesterday"], "neither a duration back from now"),
+        (["churn", "--until", "2026-13-01"], "neither a duration back from now"),
+        (["nope"], "model 'nope'"),
+        (["--version", "1"], "--version needs a MODEL"),
+        (["churn", "--arm", "blue"], "'blue' is not one of"),
+        (["churn", "--limit", "0"], "0 is not in the range"),
+        (["churn", "--since", "2026-05-05T00:00:00Z", "--until", "2026-05-04T00:00:00Z"], "swap"),
+    ],
+)
+def test_monitor_runs_bad_filters_are_usage_errors(
+    registered: Workspace, args: list[str], says: str
+) -> None:
+    res = _run(registered, "monitor", "runs", *args)
+    assert res.exit_code == 2, res.output
+    assert says in res.output
+    assert "Traceback" not in res.output
+
+
+def test_monitor_runs_with_none_stored_says_how_to_store_one(registered: Workspace) -> None:
+    res = _run(registered, "monitor", "runs", "churn")
+    assert res.exit_code == 0, res.output
+    assert "no stored monitor runs of model 'churn' match" in res.output
+    assert "ownloop monitor churn" in res.output
+
+
+def test_a_model_named_runs_is_monitored_after_a_double_dash(registered: Workspace) -> None:
+    help_text = _run(registered, "monitor", "runs", "--help").output
+    assert "The stored monitor runs of MODEL" in help_text
+    assert "ownloop monitor -- runs" in _run(registered, "monitor", "--help").output
+    res = _run(registered, "monitor", "--", "runs")
+    assert res.exit_code == 2 and "model 'runs'" in res.output  # monitored, not listed

@@ -1,4 +1,4 @@
-"""The dashboard's team and monitor-runs pages, served by a real server over a real store
+"""The dashboard's eval, team and monitor-runs pages, served by a real server over a real store
 (SQLite and PostgreSQL) filled through the real services: a gate run, deploys, monitor runs."""
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import pytest
 from ownloop import Config, Workspace
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data, make_model
+from ownloop.evaluation import FAIL
 from ownloop.store import tables as t
 from ownloop.ui import _runs_page
+from ownloop.ui._eval_page import interval_groups, ordered
 from tests.conftest import STORES, store_url
 from tests.servers import running
 
@@ -166,6 +168,82 @@ def _section(page: str, heading: str) -> str:
 
 def _rows(table_html: str, cls: str) -> list[str]:
     return re.findall(rf'<tr class="{cls}[^"]*"[^>]*>.*?</tr>', table_html, re.S)
+
+
+# -- eval page ----------------------------------------------------------------------------------
+
+
+def test_eval_page_lists_failures_first_with_figures(served: Any) -> None:
+    ws, client, eval_id = served
+    stored = ws.evaluations.get(eval_id)
+    result = stored.result
+    page = _page(client, f"/ui/evaluations/{eval_id}")
+    checks = _section(page, "Checks")
+    rows = _rows(checks, "check ")
+    whole = [c for c in result.checks if c.slice is None]
+    assert len(rows) == len(whole) == 3
+    statuses = [re.search(r'class="check (\w+)"', r).group(1) for r in rows]  # type: ignore[union-attr]
+    assert statuses[0] == "failed" and statuses.count("failed") == 1
+    assert statuses == [str(c.status) for c in ordered(whole)]
+    failed = next(c for c in whole if c.status == FAIL)
+    assert failed.estimate is not None and failed.interval is not None
+    assert f"{failed.estimate:.4g}" in rows[0] and f"{failed.interval[0]:.4g}" in rows[0]
+    assert f"{failed.n:,}" in rows[0] and html.escape(failed.method) in rows[0]
+    # the stored figures of every check and slice appear with their bound
+    for c in result.checks:
+        assert html.escape(c.name) in page
+    # what it ran on, who ran it
+    assert 'href="/ui/models/churn"' in page
+    assert "churn@2" in page and "churn@1 (production)" in page
+    assert result.suite_digest[:12] in page
+    for digest in result.dataset_digests.values():
+        assert digest[:12] in page
+    assert "tester" in page and stored.created_at.isoformat() in page
+
+
+def test_eval_page_shows_slices_and_the_comparison(served: Any) -> None:
+    ws, client, eval_id = served
+    result = ws.evaluations.get(eval_id).result
+    page = _page(client, f"/ui/evaluations/{eval_id}")
+    sliced = [c for c in result.checks if c.slice is not None]
+    assert sliced, "the suite slices by plan"
+    slices = _section(page, "Slices")
+    assert len(_rows(slices, "check ")) == len(sliced)
+    for c in sliced:
+        assert html.escape(c.name) in slices
+    comparison = _section(page, "Candidate against baseline")
+    (c,) = [c for c in result.checks if c.candidate is not None]
+    assert c.baseline is not None
+    assert f"{c.candidate:.4g}" in comparison and f"{c.baseline:.4g}" in comparison
+
+
+def test_eval_page_draws_one_shared_axis_per_figure(served: Any) -> None:
+    ws, client, eval_id = served
+    result = ws.evaluations.get(eval_id).result
+    groups = {g.title: g for g in interval_groups(result.checks)}
+    # every accuracy check with an interval (whole data and each judged slice) shares one axis
+    accuracy = [
+        c for c in result.checks if c.metric == "accuracy" and c.type == "metric" and c.interval
+    ]
+    assert len(accuracy) >= 2
+    chart = str(groups["accuracy"].chart)
+    assert chart.count('class="ci') == len(accuracy)
+    assert set(groups) >= {"roc_auc", "accuracy: change", "accuracy: candidate and baseline"}
+    intervals = _section(_page(client, f"/ui/evaluations/{eval_id}"), "Intervals")
+    assert intervals.count("<svg") == len(groups)
+
+
+def test_eval_page_escapes_names_from_the_suite(served: Any) -> None:
+    _, client, eval_id = served
+    page = _page(client, f"/ui/evaluations/{eval_id}")
+    assert HOSTILE not in page
+    assert html.escape(HOSTILE) in page
+
+
+def test_a_missing_gate_run_is_a_404_naming_it(served: Any) -> None:
+    _, client, eval_id = served
+    body = html.unescape(_page(client, f"/ui/evaluations/{eval_id + 1000}", 404))
+    assert str(eval_id + 1000) in body
 
 
 # -- team page ----------------------------------------------------------------------------------

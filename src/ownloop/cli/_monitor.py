@@ -443,6 +443,32 @@ def _num(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _stored_runs(
+    model: str | None,
+    version: int | None,
+    arm: str | None,
+    since: datetime | timedelta | None,
+    until: datetime | timedelta | None,
+    status: str | None,
+    limit: int,
+) -> list[MonitorRun]:
+    ws = workspace()
+    now = ws.clock.now()
+    if version is not None and model is None:
+        raise InvalidInputError("--version needs a MODEL: 'ownloop monitor runs MODEL --version N'")
+    if model is not None:
+        ws.registry.get_model(model)  # an unknown name says so, with the close ones
+    return ws.monitor.runs(
+        model,
+        version=version,
+        arm=arm,
+        since=_at(since, now),
+        until=_at(until, now),
+        status=status,
+        limit=limit,
+    )
+
+
 @click.command("runs")
 @click.argument("model", required=False)
 @click.option(
@@ -495,21 +521,11 @@ def monitor_runs(
     Each row: the window, the version, the arms it counted, its rows, status, the share of
     drifted features, the headline accuracy (estimated or realised) and the error rate.
     """
-    ws = workspace()
-    now = ws.clock.now()
-    if version is not None and model is None:
-        raise InvalidInputError("--version needs a MODEL: 'ownloop monitor runs MODEL --version N'")
-    if model is not None:
-        ws.registry.get_model(model)  # an unknown name says so, with the close ones
-    runs = ws.monitor.runs(
-        model,
-        version=version,
-        arm=arm,
-        since=_at(since, now),
-        until=_at(until, now),
-        status=status,
-        limit=limit,
-    )
+    try:
+        runs = _stored_runs(model, version, arm, since, until, status, limit)
+    except (InvalidInputError, NotFoundError) as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        click.get_current_context().exit(2)
     if as_json:
         echo_json(runs)
         return

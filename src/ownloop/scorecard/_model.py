@@ -174,6 +174,11 @@ class Scorecard:
     teams: tuple[TeamCard, ...]
     trends: tuple[TeamTrend, ...]
 
+    @property
+    def start(self) -> datetime:
+        """The period's start (``since``): the period is ``(start, until]``."""
+        return self.since
+
     def model(self, name: str) -> ModelCard:
         return next(m for m in self.models if m.model == name)
 

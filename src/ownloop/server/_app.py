@@ -344,7 +344,8 @@ class _Server:
                     response = self.dashboard.error(request, exc.http_status, message, actor)
             except Exception:  # the HTTP boundary: a bug becomes a logged 500 page
                 response = self._ui_internal(request)
-            return _browser_headers(response, static=spec.handler == "static")
+            static = spec.handler == "static" and response.status_code == 200
+            return _browser_headers(response, static=static)
 
         endpoint.__name__ = spec.handler
         return endpoint
@@ -445,13 +446,10 @@ class _Server:
 
     async def _form(self, request: Request) -> dict[str, str]:
         """A dashboard form (``application/x-www-form-urlencoded``, at most ``_FORM_BYTES``):
-        its fields, the first value of each."""
+        its fields, the first value of each; any other body is no form at all."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/x-www-form-urlencoded":
-            raise InvalidInputError(
-                f"a dashboard form is sent as application/x-www-form-urlencoded, not "
-                f"'{_decode.printable(kind)[:64]}'; submit it from the dashboard"
-            )
+            return {}  # not a dashboard form: no CSRF token, so refused as forged
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)

@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeGuard
+from typing import NamedTuple, Protocol, TypeGuard
 
 from markupsafe import Markup, escape
 
@@ -26,8 +26,10 @@ from ownloop.errors import InvalidInputError
 __all__ = [
     "Interval",
     "Series",
+    "StoredBins",
     "StoredFigure",
     "bars",
+    "distribution",
     "histogram",
     "intervals",
     "sparkline",
@@ -54,6 +56,21 @@ class StoredFigure(Protocol):
     def lower(self) -> float | None: ...
     @property
     def upper(self) -> float | None: ...
+
+
+class StoredBins(Protocol):
+    """A stored histogram of one window (``ownloop.monitoring.Bins`` is one)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def labels(self) -> Sequence[str]: ...
+    @property
+    def edges(self) -> Sequence[float]: ...
+    @property
+    def reference(self) -> Sequence[float]: ...
+    @property
+    def current(self) -> Sequence[float]: ...
 
 
 @dataclass(frozen=True)
@@ -95,16 +112,16 @@ class Interval:
 
 def _finite(value: float | None) -> float | None:
     """The value as a float, or None for None, NaN and infinities (a gap)."""
-    if value is None:
+    if value is None or not math.isfinite(value):
         return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    return float(value)
 
 
 def _span(lo: float, hi: float) -> tuple[float, float]:
     """A non-empty range around lo..hi, so a constant series never divides by zero."""
-    if hi > lo:
+    if hi - lo > max(abs(lo), abs(hi)) * 1e-9:
         return lo, hi
+    # equal, or equal but for float noise: a range around the value itself
     pad = abs(lo) * 0.05 if lo != 0 else 1.0
     return lo - pad, hi + pad
 
@@ -133,7 +150,7 @@ def _number(value: float, step: float, largest: float) -> str:
     """``value`` with as many decimals as the tick step needs; k/M/G/T for large axes."""
     if abs(value) < abs(step) * 1e-6:
         return "0"
-    if largest < 1e-3:
+    if step < 1e-6:  # fixed decimals would run past six places
         digits = max(0, math.floor(math.log10(largest)) - math.floor(math.log10(step)))
         return f"{value:.{min(digits, 6)}e}"
     divisor, suffix = 1.0, ""
@@ -178,42 +195,18 @@ def _value_text(value: float, unit: str) -> str:
     return f"{sign}{prefix}{abs(scaled):.4g}{suffix}"
 
 
-_TIME_STEPS = tuple(
-    timedelta(seconds=s)
-    for s in (
-        60,
-        300,
-        900,
-        1800,
-        3600,
-        2 * 3600,
-        3 * 3600,
-        6 * 3600,
-        12 * 3600,
-        86400,
-        2 * 86400,
-        7 * 86400,
-        14 * 86400,
-        28 * 86400,
-        91 * 86400,
-        182 * 86400,
-        364 * 86400,
-    )
-)
+_CLOCK_MINUTES = (1, 5, 15, 30, 60, 120, 180, 360, 720)  # each divides a day: round clock times
+_CALENDAR_DAYS = (1, 2, 7, 14, 28, 91, 182, 364)
+_TIME_STEPS = (*(timedelta(minutes=m) for m in _CLOCK_MINUTES), *map(timedelta, _CALENDAR_DAYS))
 _MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
-
-
-def _utc(moment: datetime) -> datetime:
-    """A timezone-aware UTC datetime (a naive one is taken to be UTC already)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def _time_ticks(start: datetime, end: datetime, count: int = 6) -> list[tuple[datetime, str]]:
     """Ticks on whole minutes/hours/days (UTC) between start and end, with short labels."""
     span = end - start
     step = next((s for s in _TIME_STEPS if span / s <= count), _TIME_STEPS[-1])
+    while span / step > count:  # beyond a few years: whole multiples of a year
+        step += _TIME_STEPS[-1]
     # steps up to a day divide a day, so ticks fall on round UTC clock times; weeks start Monday
     anchor = _MONDAY if step >= timedelta(days=7) else datetime(1970, 1, 1, tzinfo=UTC)
     moment = anchor + step * math.ceil((start - anchor) / step)
@@ -232,8 +225,15 @@ def _time_ticks(start: datetime, end: datetime, count: int = 6) -> list[tuple[da
     return ticks
 
 
-def _when(moment: datetime) -> str:
-    return _utc(moment).strftime("%Y-%m-%d %H:%M UTC")
+def _stamp(moment: datetime) -> float:
+    """Seconds since the epoch (a naive datetime is taken to be UTC already)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _when(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _fmt(x: float) -> str:
@@ -259,20 +259,33 @@ _W, _H = 720, 260
 _LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 34, 34
 
 
-@dataclass(frozen=True)
-class _Point:
-    """One plotted value: a window or a bucket of windows."""
+class _Point(NamedTuple):
+    """One plotted value: a window or a bucket of windows (times in seconds since the epoch)."""
 
-    start: datetime
-    end: datetime
+    start: float
+    end: float
     value: float | None
     lower: float | None
     upper: float | None
     windows: int
 
 
-def _points(series: Series) -> list[_Point]:
-    """The series' windows as points, checking the lengths agree."""
+class _Columns(NamedTuple):
+    """A series' windows as columns, oldest first; non-finite values already None."""
+
+    times: list[float]
+    values: list[float | None]
+    lower: list[float | None] | None
+    upper: list[float | None] | None
+
+
+def _clean(column: Sequence[float | None]) -> list[float | None]:
+    isfinite = math.isfinite
+    return [v if v is not None and isfinite(v) else None for v in column]
+
+
+def _columns(series: Series) -> _Columns:
+    """The series' windows as clean columns in time order, checking the lengths agree."""
     count = len(series.times)
     for name, column in (
         ("values", series.values),
@@ -284,43 +297,57 @@ def _points(series: Series) -> list[_Point]:
                 f"chart series {series.label!r} has {count} times but {len(column)} {name}; "
                 "give one entry per window (None for a gap)"
             )
-    lower = series.lower if series.lower is not None else [None] * count
-    upper = series.upper if series.upper is not None else [None] * count
-    rows = sorted(
-        zip(series.times, series.values, lower, upper, strict=True), key=lambda r: _utc(r[0])
-    )
-    return [
-        _Point(_utc(t), _utc(t), _finite(v), _finite(lo), _finite(up), 1) for t, v, lo, up in rows
-    ]
+    times = [_stamp(t) for t in series.times]
+    columns = [series.values, series.lower, series.upper]
+    if any(b < a for a, b in itertools.pairwise(times)):
+        order = sorted(range(count), key=times.__getitem__)
+        times = [times[i] for i in order]
+        columns = [None if c is None else [c[i] for i in order] for c in columns]
+    values, lower, upper = (None if c is None else _clean(c) for c in columns)
+    return _Columns(times, values or [], lower, upper)
 
 
-def _bucket(points: list[_Point], max_points: int) -> list[_Point]:
+def _bucket(columns: _Columns, max_points: int) -> list[_Point]:
     """At most ``max_points`` points: the mean per bucket of consecutive windows, min..max as band."""
-    if len(points) <= max_points:
-        return points
+    times, values = columns.times, columns.values
+    count = len(times)
+    nothing: list[float | None] = [None] * count
+    lower = columns.lower or nothing
+    upper = columns.upper or nothing
+    if count <= max_points:
+        return [
+            _Point(t, t, v, lo, up, 1)
+            for t, v, lo, up in zip(times, values, lower, upper, strict=True)
+        ]
     buckets: list[_Point] = []
     for i in range(max_points):
-        chunk = points[i * len(points) // max_points : (i + 1) * len(points) // max_points]
-        values = [p.value for p in chunk if p.value is not None]
-        lows = [p.lower if p.lower is not None else p.value for p in chunk]
-        highs = [p.upper if p.upper is not None else p.value for p in chunk]
-        low = [x for x in lows if x is not None]
-        high = [x for x in highs if x is not None]
+        first, last = i * count // max_points, (i + 1) * count // max_points
+        present = [v for v in values[first:last] if v is not None]
+        low = [
+            lo if lo is not None else v
+            for v, lo in zip(values[first:last], lower[first:last], strict=True)
+        ]
+        high = [
+            up if up is not None else v
+            for v, up in zip(values[first:last], upper[first:last], strict=True)
+        ]
+        lows = [x for x in low if x is not None]
+        highs = [x for x in high if x is not None]
         buckets.append(
             _Point(
-                chunk[0].start,
-                chunk[-1].end,
-                math.fsum(values) / len(values) if values else None,
-                min(low) if low else None,
-                max(high) if high else None,
-                len(chunk),
+                times[first],
+                times[last - 1],
+                math.fsum(present) / len(present) if present else None,
+                min(lows) if lows else None,
+                max(highs) if highs else None,
+                last - first,
             )
         )
     return buckets
 
 
-def _mid(point: _Point) -> datetime:
-    return point.start + (point.end - point.start) / 2
+def _mid(point: _Point) -> float:
+    return (point.start + point.end) / 2
 
 
 def _runs(points: Sequence[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
@@ -377,8 +404,8 @@ def time_chart(
     """
     if max_points < 1:
         raise InvalidInputError(f"max_points must be at least 1, not {max_points}")
-    raw = [_points(s) for s in series]
-    plotted = [_bucket(points, max_points) for points in raw]
+    raw = [_columns(s) for s in series]
+    plotted = [_bucket(columns, max_points) for columns in raw]
     values = [
         x
         for points in plotted
@@ -387,26 +414,26 @@ def time_chart(
         if x is not None and p.value is not None
     ]
     if not values:
-        windows = len({p.start for points in raw for p in points})
+        windows = len({t for columns in raw for t in columns.times})
         return _no_data(title, f"no data in {windows} windows" if windows else "no data")
     reference = _finite(reference)
     y_lo, y_hi, y_ticks = _ticks(
         min(values + ([reference] if reference is not None else [])),
         max(values + ([reference] if reference is not None else [])),
     )
-    times = [p.start for points in raw for p in points] + [p.end for points in raw for p in points]
-    t_lo, t_hi = min(times), max(times)
+    t_lo = min(columns.times[0] for columns in raw if columns.times)
+    t_hi = max(columns.times[-1] for columns in raw if columns.times)
     if t_hi == t_lo:
-        t_lo, t_hi = t_lo - timedelta(minutes=30), t_hi + timedelta(minutes=30)
+        t_lo, t_hi = t_lo - 1800, t_hi + 1800
     inner_w, inner_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
 
-    def x_of(moment: datetime) -> float:
-        return _LEFT + inner_w * ((moment - t_lo) / (t_hi - t_lo))
+    def x_of(stamp: float) -> float:
+        return _LEFT + inner_w * (stamp - t_lo) / (t_hi - t_lo)
 
     def y_of(value: float) -> float:
         return _TOP + inner_h * (1 - (value - y_lo) / (y_hi - y_lo))
 
-    windows = len({p.start for points in raw for p in points})
+    windows = len({t for columns in raw for t in columns.times})
     positions = max(len(points) for points in plotted)
     parts = [
         _open_svg("time", _W, _H, title, f' data-windows="{windows}" data-points="{positions}"'),
@@ -421,9 +448,12 @@ def time_chart(
             f'<line class="ref" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y}" y2="{y}" '
             f'stroke="{REFERENCE_COLOUR}" stroke-width="1.5" stroke-dasharray="6 4">'
             f"<title>reference {escape(_value_text(reference, unit))}</title></line>"
+            f'<text class="ref-label" x="{_W - _RIGHT - 2}" y="{y}" dy="-4" font-size="10" '
+            f'text-anchor="end" fill="#607d8b">reference {escape(_value_text(reference, unit))}'
+            "</text>"
         )
     for index, (s, points, source) in enumerate(zip(series, plotted, raw, strict=True)):
-        parts.append(_series_group(index, s.label, points, len(source), unit, x_of, y_of))
+        parts.append(_series_group(index, s.label, points, len(source.times), unit, x_of, y_of))
     if len(series) > 1:
         parts.append(_legend([s.label for s in series]))
     parts.append("</svg>")
@@ -445,14 +475,15 @@ def _y_axis(ticks: Sequence[float], y_of: Callable[[float], float], unit: str) -
     return "".join(parts)
 
 
-def _x_axis(start: datetime, end: datetime, x_of: Callable[[datetime], float]) -> str:
+def _x_axis(start: float, end: float, x_of: Callable[[float], float]) -> str:
     base = _H - _BOTTOM
     parts = [
         f'<g class="axis x"><line class="axis-line" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{base}" '
         f'y2="{base}" stroke="#90a4ae" stroke-width="1"/>'
     ]
-    for moment, text in _time_ticks(start, end):
-        x = _fmt(x_of(moment))
+    ticks = _time_ticks(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC))
+    for moment, text in ticks:
+        x = _fmt(x_of(moment.timestamp()))
         parts.append(
             f'<line class="tick-mark" x1="{x}" x2="{x}" y1="{base}" y2="{base + 4}" '
             'stroke="#90a4ae" stroke-width="1"/>'
@@ -472,7 +503,7 @@ def _series_group(
     points: Sequence[_Point],
     windows: int,
     unit: str,
-    x_of: Callable[[datetime], float],
+    x_of: Callable[[float], float],
     y_of: Callable[[float], float],
 ) -> str:
     colour = PALETTE[index % len(PALETTE)]
@@ -481,7 +512,8 @@ def _series_group(
         f'<g class="series s{index}" data-label="{escape(label)}" data-windows="{windows}" '
         f'data-points="{len(points)}" data-values="{len(drawn)}">'
     ]
-    banded = [(p, p.lower, p.upper) for p in points]
+    # a band only where its value is drawn: the value axis was fitted to those points
+    banded = [(p, p.lower, p.upper) if p.value is not None else (p, None, None) for p in points]
     for run in _band_runs(banded):
         upper = " L".join(f"{_fmt(x_of(_mid(p)))} {_fmt(y_of(hi))}" for p, _, hi in run)
         lower = " L".join(f"{_fmt(x_of(_mid(p)))} {_fmt(y_of(lo))}" for p, lo, _ in reversed(run))
@@ -690,7 +722,8 @@ def histogram(
         ("cur", cur, CURRENT_COLOUR, "0.3"),
     ):
         for i, share in enumerate(shares):
-            left, right = x_of(cuts[i]), x_of(cuts[i + 1])
+            left = x_of(cuts[i])
+            right = max(x_of(cuts[i + 1]), left + 1.0)  # a bin of tied values stays visible
             top = y_of(share * scale[i])
             name = "reference" if kind == "ref" else "current"
             tip = (
@@ -760,7 +793,7 @@ def bars(
         return _HTOP + inner_h * (1 - share / y_hi)
 
     parts = [
-        _open_svg("bars", _HW, _HH, title, f' data-bins="{count}"'),
+        _open_svg("bars", _HW, _HH + (40 if slanted else 0), title, f' data-bins="{count}"'),
         f'<text class="chart-title" x="{_HLEFT}" y="18" font-size="13" font-weight="600">'
         f"{escape(title)}</text>",
         _share_axis(_HTOP, y_ticks, y_of),
@@ -791,6 +824,13 @@ def bars(
     parts.append(_legend_pair(_HW - _HRIGHT))
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def distribution(bins: StoredBins, *, title: str, unit: str = "") -> Markup:
+    """A stored histogram drawn as it was binned: numeric bins on their value axis, else bars."""
+    if bins.kind == "numeric" and len(bins.edges) == len(bins.reference) + 1:
+        return histogram(bins.edges, bins.reference, bins.current, title=title, unit=unit)
+    return bars(bins.labels, bins.reference, bins.current, title=title)
 
 
 # --- intervals ----------------------------------------------------------------------------
