@@ -17,7 +17,7 @@ import pytest
 from ownloop import Config, Workspace
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data, make_model
-from ownloop.evaluation import FAIL
+from ownloop.evaluation import FAIL, PASS, CheckResult
 from ownloop.store import tables as t
 from ownloop.ui import _runs_page
 from ownloop.ui._eval_page import interval_groups, ordered
@@ -231,6 +231,35 @@ def test_eval_page_draws_one_shared_axis_per_figure(served: Any) -> None:
     assert set(groups) >= {"roc_auc", "accuracy: change", "accuracy: candidate and baseline"}
     intervals = _section(_page(client, f"/ui/evaluations/{eval_id}"), "Intervals")
     assert intervals.count("<svg") == len(groups)
+
+
+def test_interval_groups_put_each_figure_on_its_own_axis_in_its_unit() -> None:
+    """Hand-made results: a metric and its slices share an axis; a latency comparison's
+    ratio has none of the ms its candidate and baseline are timed in; size is in MB."""
+
+    def check(name: str, type_: str, status: str, **kw: Any) -> CheckResult:
+        return CheckResult(name, type_, status, "", "m", 100, 0.95, **kw)
+
+    checks = [
+        check("acc", "metric", PASS, metric="accuracy", estimate=0.8, interval=(0.7, 0.9), bound=0.6),
+        check("acc [a]", "metric", FAIL, metric="accuracy", slice="a", estimate=0.5,
+              interval=(0.4, 0.55), bound=0.6),
+        check("lat", "latency", PASS, estimate=1.1, interval=(1.0, 1.2), bound=2.0,
+              candidate=7.0, candidate_interval=(6.5, 7.5), baseline=6.4,
+              baseline_interval=(6.0, 6.8)),
+        check("size", "model_size", PASS, estimate=0.64, bound=5.0),
+    ]  # fmt: skip
+    groups = {g.title: g for g in interval_groups(checks)}
+    assert list(groups) == [
+        "accuracy",
+        "latency: ratio candidate / baseline",
+        "latency: candidate and baseline",
+        "model_size",
+    ]
+    assert [g.unit for g in groups.values()] == ["", "", "ms", "MB"]
+    accuracy = str(groups["accuracy"].chart)
+    assert accuracy.count('class="ci') == 2
+    assert "ms" in str(groups["latency: candidate and baseline"].chart)
 
 
 def test_eval_page_escapes_names_from_the_suite(served: Any) -> None:
