@@ -26,10 +26,11 @@ import pytest
 
 from ownloop import Workspace, predlog
 from ownloop.clock import FrozenClock
-from ownloop.compaction import compact
+from ownloop.compaction import CompactionLoop, compact
 from ownloop.demo import log_predictions, make_churn_data
 from ownloop.errors import InvalidInputError
 from ownloop.labels import record_labels
+from ownloop.store.lease import Lease
 from tests.conftest import env_for
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
@@ -274,7 +275,7 @@ CHILD = """
 import sys
 from datetime import timedelta
 from pathlib import Path
-from ownloop.compaction import compact
+from ownloop.compaction import CompactionLoop, compact
 print("ready", flush=True)
 sys.stdin.readline()
 compact(Path(sys.argv[1]), "m", older_than=timedelta(0), keep_sources=timedelta(0), max_rows=900)
@@ -369,3 +370,19 @@ def test_readers_during_compaction_see_every_row_once(tmp_path: Path) -> None:
         thread.join(timeout=300)
     assert not failures, failures[:3]
     assert len(predlog.list_segments(root, "m")) == 8
+
+
+def test_the_background_loop_compacts_only_while_it_holds_the_lease(ws: Workspace) -> None:
+    root = ws.config.predictions_dir
+    ids = _write(root, 30, 5, T0, seed=12)
+    leases = [Lease(ws.store, ws.clock, "predlog.compaction", ttl_s=600) for _ in range(2)]
+    loops = [
+        CompactionLoop(root, every_s=3600, older_than=ZERO, hold=lease.acquire) for lease in leases
+    ]
+    [first, _] = loops[0].run_once()
+    assert (first.sources, first.files) == (30, 1)
+    assert loops[1].run_once() == []  # the other process does not hold the lease
+    loops[0].start()
+    loops[0].stop()  # a loop stops without waiting for its interval
+    assert len(predlog.list_segments(root, "m")) == 1
+    assert _visible_ids(root) == Counter(ids)
