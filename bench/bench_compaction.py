@@ -104,7 +104,7 @@ def main() -> None:
         print(f"{'monitor --window 1h, first run':34}{cold_before:>11.2f}s{cold_after:>11.2f}s")
         print(f"{'monitor --window 1h, cached':34}{warm_before:>11.2f}s{warm_after:>11.2f}s")
         print(
-            f"compaction: {preds.sources:,} segments into {preds.files} files "
+            f"compaction: {preds.sources:,} segments into {preds.files} file(s) "
             f"({preds.rows:,} rows) in {took:.2f} s"
         )
         same = _same(asdict(rep_before), asdict(rep_after))
