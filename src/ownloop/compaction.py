@@ -260,8 +260,8 @@ def _groups(
     for name in names:
         path = day_dir / name
         try:
-            meta = pq.read_metadata(str(path))
-            schema = meta.schema.to_arrow_schema().remove_metadata()
+            file = pq.ParquetFile(str(path))
+            meta, schema = file.metadata, file.schema_arrow.remove_metadata()
         except (OSError, pa.ArrowException) as exc:
             result.skipped.append(predlog.SkippedSegment(path, f"not readable ({exc})"))
             continue
@@ -288,7 +288,8 @@ def _span(names: Sequence[str]) -> tuple[int, int] | None:
 
 def _merge(day_dir: Path, names: Sequence[str], kind: str, row_group_rows: int) -> tuple[Path, int]:
     """Write ``names`` as one sorted file under a temp name, then publish it (steps 3 and 4)."""
-    tables = [pq.read_table(str(day_dir / n)) for n in names]
+    # one small file at a time, without a thread pool: several times faster than read_table here
+    tables = [pq.ParquetFile(str(day_dir / n)).read(use_threads=False) for n in names]
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     table = table.sort_by([(_TIME_COLUMN[kind], "ascending")])  # stable: ties keep name order
     table = table.replace_schema_metadata({predlog.REPLACES_KEY: json.dumps(list(names))})
