@@ -386,3 +386,15 @@ def test_the_background_loop_compacts_only_while_it_holds_the_lease(ws: Workspac
     loops[0].stop()  # a loop stops without waiting for its interval
     assert len(predlog.list_segments(root, "m")) == 1
     assert _visible_ids(root) == Counter(ids)
+
+
+def test_every_model_is_compacted_and_foreign_folders_are_left_alone(tmp_path: Path) -> None:
+    root = tmp_path / "predictions"
+    ids = _write(root, 6, 5, T0, seed=13)
+    (root / "not a model").mkdir()
+    results = compact(root, older_than=ZERO, keep_sources=ZERO)
+    assert [(r.model, r.kind, r.sources) for r in results] == [
+        ("m", "predictions", 6),
+        ("m", "labels", 0),
+    ]
+    assert _visible_ids(root) == Counter(ids)

@@ -140,9 +140,18 @@ def compact(
 
 
 def _models(root: Path) -> list[str]:
+    """The model folders under ``root`` (a folder not named as a model could be is left alone)."""
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _is_model_name(p.name))
+
+
+def _is_model_name(name: str) -> bool:
+    try:
+        validate_name("model", name)
+    except InvalidInputError:
+        return False
+    return True
 
 
 def compact_kind(
