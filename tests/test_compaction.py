@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ownloop import Workspace, predlog
+from ownloop import Config, Workspace, predlog
 from ownloop.clock import FrozenClock
 from ownloop.compaction import CompactionLoop, compact
 from ownloop.demo import log_predictions, make_churn_data
@@ -32,6 +32,7 @@ from ownloop.errors import InvalidInputError
 from ownloop.labels import record_labels
 from ownloop.store.lease import Lease
 from tests.conftest import env_for
+from tests.servers import running
 
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 # the monitored log is recent: label lookups find a prediction by the time in its id
@@ -398,3 +399,22 @@ def test_every_model_is_compacted_and_foreign_folders_are_left_alone(tmp_path: P
         ("m", "labels", 0),
     ]
     assert _visible_ids(root) == Counter(ids)
+
+
+def test_serve_compacts_in_the_background_when_configured(tmp_path: Path, db_url: str) -> None:
+    config = Config(
+        home=tmp_path / "home",
+        db_url_override=db_url,
+        user="tester",
+        compact_every_s=0.2,
+        compact_older_than_s=0.0,
+    )
+    with Workspace(config) as ws:
+        root = ws.config.predictions_dir
+        ids = _write(root, 12, 5, T0, seed=14)
+        with running(ws):
+            deadline = time.monotonic() + 120  # a hang guard only
+            while len(predlog.list_segments(root, "m")) > 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert len(predlog.list_segments(root, "m")) == 1
+        assert _visible_ids(root) == Counter(ids)
