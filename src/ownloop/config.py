@@ -97,6 +97,8 @@ class Config:
     alert_tick_s: float = 30.0  # how often a serve process evaluates rules and delivers
     public_url: str | None = None  # where people reach ownloop serve, for links in alerts
     serve_monitor_every_s: float | None = None  # serve runs the monitors this often (off: None)
+    compact_every_s: float | None = None  # serve compacts the prediction log this often (off)
+    compact_older_than_s: float = 3600.0  # ... merging segments written at least this long ago
     auth: bool = False  # require a token on loopback too (off loopback it is always required)
     public_inference: bool = False  # inference answers without a token (everything else needs one)
     max_label_rows: int = 10_000  # rows in one label batch (HTTP or Python)
@@ -140,6 +142,11 @@ class Config:
                 env, "OWNLOOP_SERVE_MONITOR_EVERY_S", 0.0, float, 0.0, 86400.0 * 7
             )
             or None,
+            compact_every_s=_number(env, "OWNLOOP_COMPACT_EVERY_S", 0.0, float, 0.0, 86400.0 * 7)
+            or None,
+            compact_older_than_s=_number(
+                env, "OWNLOOP_COMPACT_OLDER_THAN_S", 3600.0, float, 60.0, 86400.0 * 7
+            ),
             auth=_flag(env, "OWNLOOP_AUTH"),
             public_inference=_flag(env, "OWNLOOP_PUBLIC_INFERENCE"),
             max_label_rows=_number(env, "OWNLOOP_MAX_LABEL_ROWS", 10_000, int, 1, 10**7),

@@ -10,11 +10,16 @@ a torn file; readers skip names that start with ``.``. A segment is named
 ``<written µs>-<random>[-<first id ms>-<last id ms>].parquet``: the id times let a lookup of some
 prediction ids open only the segments that can hold them (names without them are always read).
 
+:mod:`ownloop.compaction` merges old segments into larger files named ``<µs>-m<random>...``
+whose footer lists the segment names they replace; readers skip those names, so a row is read
+from exactly one file whether or not its old segment is still on disk.
+
 >>> table = read_window(config.predictions_dir, "churn", version=3, start=day)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -46,6 +51,7 @@ __all__ = [
     "ARMS",
     "BASE_SCHEMA",
     "LABEL_SCHEMA",
+    "REPLACES_KEY",
     "Block",
     "FlushStats",
     "LogRead",
@@ -54,9 +60,11 @@ __all__ = [
     "SkippedSegment",
     "StagedLabels",
     "blocks_to_table",
+    "compacted_name",
     "conform",
     "feature_type",
     "id_ms",
+    "is_compacted",
     "join_labels",
     "label_key",
     "label_keys",
@@ -68,6 +76,8 @@ __all__ = [
     "read_log",
     "read_segments",
     "read_window",
+    "replaced_by",
+    "replaced_in",
     "segments_holding",
     "select_rows",
     "stage_labels",
@@ -343,12 +353,71 @@ def _segments_under(
         if (first is not None and day < first) or (last is not None and day > last):
             continue
         _linked_inside(folder, day_dir)
+        names = [n for n in sorted(os.listdir(day_dir)) if n.endswith(".parquet") and n[0] != "."]
+        gone = replaced_in(day_dir, names)
         files.extend(
             _linked_inside(folder, day_dir / name)
-            for name in sorted(os.listdir(day_dir))
-            if name.endswith(".parquet") and name[0] != "." and (keep is None or keep(name))
+            for name in names
+            if name not in gone and (keep is None or keep(name))
         )
     return files
+
+
+# -- compacted files ---------------------------------------------------------------------------
+
+REPLACES_KEY = b"ownloop.replaces"  # footer metadata of a compacted file: the names it replaces
+_COMPACTED_MARK = "-m"  # never a writer's: its random part is hex
+_REPLACED: dict[tuple[str, int, int], frozenset[str]] = {}
+_REPLACED_LIMIT = 4096
+
+
+def is_compacted(name: str) -> bool:
+    """Whether ``name`` is a compacted file's (``<µs>-m<random>[-<lo>-<hi>].parquet``)."""
+    return len(name) > 18 and name[:16].isdigit() and name[16:18] == _COMPACTED_MARK
+
+
+def compacted_name(written_us: int, lo_hi: tuple[int, int] | None) -> str:
+    """A compacted file's name: the newest source's write time (so ``written_after`` still holds
+    and the file sorts just after its sources), a random part marked ``m`` (merged), the id time span."""
+    name = f"{written_us:016d}{_COMPACTED_MARK}{secrets.token_hex(4)}"
+    if lo_hi is not None:
+        name += f"-{lo_hi[0]:012x}-{lo_hi[1]:012x}"
+    return f"{name}.parquet"
+
+
+def replaced_by(path: Path) -> frozenset[str]:
+    """The segment names (in the same folder) a compacted file replaces, from its footer.
+
+    A file that cannot be read replaces nothing: its sources stay visible, so no row is lost.
+    Compacted files never change, so the answer is kept per (path, size, mtime).
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return frozenset()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    known = _REPLACED.get(key)
+    if known is not None:
+        return known
+    try:
+        meta = pq.read_metadata(str(path)).metadata or {}
+        names = json.loads(meta[REPLACES_KEY])
+    except (*_READ_ERRORS, KeyError, ValueError):
+        return frozenset()
+    found = frozenset(n for n in names if isinstance(n, str))
+    if len(_REPLACED) >= _REPLACED_LIMIT:
+        _REPLACED.clear()
+    _REPLACED[key] = found
+    return found
+
+
+def replaced_in(day_dir: Path, names: Iterable[str]) -> frozenset[str]:
+    """The names among a folder's files that a compacted file in it replaces (readers skip them)."""
+    gone: frozenset[str] = frozenset()
+    for name in names:
+        if is_compacted(name):
+            gone |= replaced_by(day_dir / name)
+    return gone
 
 
 def list_segments(

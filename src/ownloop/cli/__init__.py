@@ -6,6 +6,7 @@ import sys
 
 from ownloop.cli import (  # noqa: F401  (commands register themselves on import)
     _alerts,
+    _compact,
     _demo,
     _deploy,
     _eval,

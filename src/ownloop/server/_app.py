@@ -34,6 +34,7 @@ from starlette.routing import Route
 from ownloop import __version__, labels, predlog
 from ownloop.access import Actor, Role, required_role
 from ownloop.alerts import AlertLoop
+from ownloop.compaction import CompactionLoop
 from ownloop.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -65,6 +66,7 @@ from ownloop.server._metrics import Metrics
 from ownloop.server._openapi import Served, openapi
 from ownloop.server._served import Prediction, ServedModel, redact_paths, refused_block
 from ownloop.server._shadow import Shadow, ShadowJob
+from ownloop.store.lease import Lease
 from ownloop.tokens import Session
 from ownloop.ui import SESSION_COOKIE, UI_ROUTES, Dashboard, UiState
 from ownloop.workspace import Workspace
@@ -216,6 +218,22 @@ class _Monitors:
             log.info("monitored %s@%s: %d rows", rep.model, rep.version, rep.rows)
 
 
+def _compactor(ws: Workspace) -> CompactionLoop:
+    """Background compaction of the prediction log, by one serve process at a time (a lease)."""
+    every = ws.config.compact_every_s or 0.0
+    lease = Lease(ws.store, ws.clock, COMPACTION_LEASE, ttl_s=max(3 * every, 600.0))
+    return CompactionLoop(
+        ws.config.predictions_dir,
+        every_s=every,
+        older_than=timedelta(seconds=ws.config.compact_older_than_s),
+        hold=lease.acquire,
+        release=lease.release,
+    )
+
+
+COMPACTION_LEASE = "predlog.compaction"
+
+
 class _Server:
     """The state of one app: workspace, served models, log writer, metrics."""
 
@@ -241,6 +259,7 @@ class _Server:
             tick_s=ws.config.alert_tick_s,
             before_evaluate=self.monitors.run_if_due if self.monitors is not None else None,
         )
+        self.compactor = _compactor(ws) if ws.config.compact_every_s else None
         self.offload_bytes = OFFLOAD_BYTES
         self.dashboard = Dashboard(ws, ws.config)
         self.logger: PredictionLogger | None = None
@@ -280,10 +299,14 @@ class _Server:
         self.routing.start()
         self.controller.start()
         self.alert_loop.start()
+        if self.compactor is not None:
+            self.compactor.start()
 
     def stop(self) -> None:
         """Stop in order: no new routing or ticks, score queued shadow rows, then flush the log."""
         self.alert_loop.stop()
+        if self.compactor is not None:
+            self.compactor.stop()
         self.controller.stop()
         self.routing.stop()
         self.shadow.stop()

@@ -1,0 +1,115 @@
+"""Compaction of an hour of one-second log segments, and the monitor's 1 h window before and after.
+
+The churn model of ``ownloop demo`` serves ``--rate`` predictions a second for an hour; the log
+holds one segment per second (3,600 files, as a server flushing once a second writes them).
+Prints, side by side: the files a reader lists and the files on disk, the compaction's wall time,
+and ``monitor --window 1h`` wall time (first run, then with every partial cached) before and
+after compaction, and whether the reports are the same (counts equal, figures within 1e-9).
+
+Run: .venv/bin/python bench/bench_compaction.py [--seconds 3600] [--rate 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+from ownloop import Config, Workspace, predlog
+from ownloop.clock import FrozenClock
+from ownloop.compaction import compact
+from ownloop.demo import log_predictions, make_churn_data, make_model
+
+START = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
+
+
+def _setup(ws: Workspace, seconds: int, rate: int) -> None:
+    train = make_churn_data(8000, seed=1)
+    ws.registry.add_team("risk", members=[ws.actor.name])
+    model = make_model(max_iter=60).fit(train.drop(columns="churned"), train["churned"])
+    ws.registry.register(
+        model, name="churn", owner="risk", reference=make_churn_data(3000, seed=2), target="churned"
+    )
+    ws.deploy.set_production("churn", 1, force=True, reason="bench set up")
+    rows = seconds * rate
+    data = make_churn_data(rows, seed=3, shift=0.3).drop(columns="churned")
+    step = timedelta(seconds=1) / rate
+    table = log_predictions(ws, "churn@1", data, START, step=step, seed=4)
+    root = ws.config.predictions_dir
+    for path in predlog.list_segments(root, "churn"):
+        path.unlink()  # the one big segment: written again below, one per second
+    for s in range(seconds):
+        predlog.write_segment(root, "churn", table.slice(s * rate, rate))
+
+
+def _monitor(ws: Workspace) -> tuple[float, Any]:
+    began = time.perf_counter()
+    [report] = ws.monitor.run("churn", window=timedelta(hours=1), store=False)
+    return time.perf_counter() - began, report
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal reports: every count equal, every figure within 1e-9 (sums added in another order)."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a if k != "run_id")
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return bool(a == b)
+
+
+def _files(root: Path) -> tuple[int, int]:
+    listed = len(predlog.list_segments(root, "churn"))
+    on_disk = sum(1 for p in (root / "churn").glob("date=*/*.parquet") if p.name[0] != ".")
+    return listed, on_disk
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=3600)
+    parser.add_argument("--rate", type=int, default=100)
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory() as home,
+        threadpool_limits(1),
+        Workspace(Config(home=Path(home))) as ws,
+    ):
+        ws.clock = FrozenClock(START + timedelta(seconds=args.seconds))
+        ws.monitor.clock = ws.clock
+        print(f"setting up: {args.seconds} segments of {args.rate} rows ...", flush=True)
+        _setup(ws, args.seconds, args.rate)
+        root = ws.config.predictions_dir
+        before_files = _files(root)
+        cold_before, rep_before = _monitor(ws)
+        warm_before, _ = _monitor(ws)
+        began = time.perf_counter()
+        [preds, _] = compact(root, "churn", older_than=timedelta(0), keep_sources=timedelta(0))
+        took = time.perf_counter() - began
+        after_files = _files(root)
+        cold_after, rep_after = _monitor(ws)
+        warm_after, _ = _monitor(ws)
+        rows = args.seconds * args.rate
+        print(f"log: {rows:,} rows in {args.seconds:,} one-second segments (churn model)")
+        print(f"{'':34}{'before':>12}{'after':>12}")
+        print(f"{'files a reader lists':34}{before_files[0]:>12,}{after_files[0]:>12,}")
+        print(f"{'files on disk':34}{before_files[1]:>12,}{after_files[1]:>12,}")
+        print(f"{'monitor --window 1h, first run':34}{cold_before:>11.2f}s{cold_after:>11.2f}s")
+        print(f"{'monitor --window 1h, cached':34}{warm_before:>11.2f}s{warm_after:>11.2f}s")
+        print(
+            f"compaction: {preds.sources:,} segments into {preds.files} file(s) "
+            f"({preds.rows:,} rows) in {took:.2f} s"
+        )
+        same = _same(asdict(rep_before), asdict(rep_after))
+        print(f"same report before and after: {same}")
+
+
+if __name__ == "__main__":
+    main()
