@@ -300,8 +300,13 @@ def compare_workers(workers: list[int], clients: list[int], seconds: float) -> N
                 # every worker loads the model and warms up (connections land on either)
                 answered += drive(port, body, 2 * n, 3.0, None).ok
                 for c in clients:
+                    before = os.getloadavg()[0]
                     phase = drive(port, body, c, seconds, None)
-                    print(f"workers={n} {phase.line()}", flush=True)
+                    print(
+                        f"workers={n} {phase.line()}  (1-min load average {before:.1f} before, "
+                        f"{os.getloadavg()[0]:.1f} after: other work on the machine shows here)",
+                        flush=True,
+                    )
                     results[(n, c)] = phase
                     answered += phase.ok
             finally:

@@ -169,7 +169,8 @@ def _logged_ids(config: Config) -> Counter[str]:
 def test_two_workers_share_the_port_the_metrics_the_log_and_the_deploy_state(
     store: Config, tmp_path: Path, churn_data: pd.DataFrame
 ) -> None:
-    with serving(store, tmp_path) as (proc, port):
+    # rows are written only at shutdown (or a quarter-full buffer): the shutdown flush is tested
+    with serving(store, tmp_path, OWNLOOP_PREDLOG_FLUSH_S="60") as (proc, port):
         wait_for(lambda: len(_workers(proc)) >= 2, "two worker processes")
         workers = _workers(proc)
         answers = _predict_many(port, churn_data, 100)
