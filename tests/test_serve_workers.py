@@ -169,7 +169,7 @@ def _logged_ids(config: Config) -> Counter[str]:
 def test_two_workers_share_the_port_the_metrics_the_log_and_the_deploy_state(
     store: Config, tmp_path: Path, churn_data: pd.DataFrame
 ) -> None:
-    # rows are written only at shutdown (or a quarter-full buffer): the shutdown flush is tested
+    # a flush once a minute: the rows answered last wait for the shutdown flush, which is tested
     with serving(store, tmp_path, OWNLOOP_PREDLOG_FLUSH_S="60") as (proc, port):
         wait_for(lambda: len(_workers(proc)) >= 2, "two worker processes")
         workers = _workers(proc)
