@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_load.py                 # about 3.5 minutes
     .venv/bin/python bench/bench_load.py --seconds 600   # longer soak
+    .venv/bin/python bench/bench_load.py --workers 1,2   # serve --workers side by side
 
 One real `ownloop serve` process on loopback scores a HistGradientBoosting model fitted on a
 20-column DataFrame, prediction logging on. Client processes (one persistent HTTP/1.1 connection
@@ -18,6 +19,11 @@ shows in p99 instead of slowing the clients. Figures printed:
 
 The clients share the machine with the server (loopback only), so the rate is what one machine
 sustains for both; compare runs on the same machine.
+
+With ``--workers 1,2`` it instead starts `ownloop serve --workers N` for each N in turn and drives
+it closed-loop (back-to-back requests) with each client count of ``--clients`` (default 8 and 32)
+for ``--phase-seconds``, then prints req/s and p50/p99 side by side, and the log rows against the
+predictions answered once each server has shut down.
 """
 
 from __future__ import annotations
@@ -245,13 +251,104 @@ def sustainable(port: int, body: bytes, step_seconds: float, max_c: int) -> tupl
     return best.concurrency, rate, answered
 
 
+def start_server(home: Path, work: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    """`ownloop serve --workers N` on ``home``, in its own session, once it answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
+    env.update(OWNLOOP_HOME=str(home), OWNLOOP_USER="bench", OMP_NUM_THREADS="1")
+    ownloop = str(Path(sys.executable).parent / "ownloop")
+    with (work / f"server-{workers}.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [ownloop, "serve", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    wait_up(port, proc)
+    return proc
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM (every worker flushes its log), then the exit code; killed if it hangs."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()
+
+
+def compare_workers(workers: list[int], clients: list[int], seconds: float) -> None:
+    """Closed-loop clients against `serve --workers N` for each N; one table of all the runs."""
+    print(
+        f"{len(FEATURES)} features (HistGradientBoosting on a DataFrame); {os.cpu_count()} CPUs; "
+        "single-row requests, one keep-alive connection per client process (closed loop), "
+        f"prediction log on; {seconds:.0f}s per cell; clients on the same machine\n",
+        flush=True,
+    )
+    results: dict[tuple[int, int], Phase] = {}
+    lost: dict[int, tuple[int, int, int]] = {}
+    for n in workers:
+        work = Path(tempfile.mkdtemp(prefix="ownloop-workers-"))
+        try:
+            home = work / "home"
+            body = register(home)
+            port = free_port()
+            proc = start_server(home, work, port, n)
+            answered = 0
+            try:
+                # every worker loads the model and warms up (connections land on either)
+                answered += drive(port, body, 2 * n, 3.0, None).ok
+                for c in clients:
+                    before = os.getloadavg()[0]
+                    phase = drive(port, body, c, seconds, None)
+                    print(
+                        f"workers={n} {phase.line()}  (1-min load average {before:.1f} before, "
+                        f"{os.getloadavg()[0]:.1f} after: other work on the machine shows here)",
+                        flush=True,
+                    )
+                    results[(n, c)] = phase
+                    answered += phase.ok
+            finally:
+                code = stop_server(proc)
+            lost[n] = (answered, logged_rows(home), code)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print("\nclients " + "".join(f"| workers={n:<2d} req/s   p50 ms   p99 ms " for n in workers))
+    for c in clients:
+        cells = []
+        for n in workers:
+            ph = results[(n, c)]
+            cells.append(f"|   {ph.rps:12.1f} {ph.pct(50) * 1e3:8.2f} {ph.pct(99) * 1e3:8.2f} ")
+        print(f"{c:<7d} " + "".join(cells))
+    for n in workers:
+        answered, rows, code = lost[n]
+        errors = sum(results[(n, c)].errors for c in clients)
+        print(
+            f"workers={n}: {answered} answered 200, {rows} rows in the log "
+            f"({answered - rows} lost), {errors} errors, exit code {code}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workers", help="compare `serve --workers N` for these N (comma-separated), e.g. 1,2"
+    )
+    parser.add_argument("--clients", default="8,32", help="client counts for --workers")
+    parser.add_argument("--phase-seconds", type=float, default=15.0, help="per --workers cell")
     parser.add_argument("--seconds", type=int, default=180, help="length of the run at the rate")
     parser.add_argument("--step-seconds", type=float, default=6.0, help="per concurrency step")
     parser.add_argument("--max-concurrency", type=int, default=32)
     parser.add_argument("--sample-every", type=float, default=10.0, help="RSS sample interval, s")
     args = parser.parse_args()
+    if args.workers:
+        compare_workers(
+            [int(n) for n in args.workers.split(",")],
+            [int(c) for c in args.clients.split(",")],
+            args.phase_seconds,
+        )
+        return
     work = Path(tempfile.mkdtemp(prefix="ownloop-load-"))
     home = work / "home"
     try:

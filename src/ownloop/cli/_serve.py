@@ -21,6 +21,15 @@ from ownloop.labels import LabelReport, frame_rows, labels_table, record_label_b
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    envvar="OWNLOOP_WORKERS",
+    help="Serve processes on the one port (each with its own log writer; one /metrics for all). "
+    "Also OWNLOOP_WORKERS.",
+)
+@click.option(
     "--no-log", is_flag=True, help="Do not write the prediction log (for benchmarks only)."
 )
 @click.option(
@@ -50,6 +59,7 @@ from ownloop.labels import LabelReport, frame_rows, labels_table, record_label_b
 def serve(
     host: str,
     port: int,
+    workers: int,
     no_log: bool,
     allow_env_mismatch: bool,
     monitor_every: timedelta | None,
@@ -65,6 +75,9 @@ def serve(
 
     Off loopback (or with --auth) every route but health needs 'Authorization: Bearer <token>'
     (see 'ownloop token create'), and serve refuses to start until an active token exists.
+
+    With --workers N, N processes answer on the one port; a worker that dies is restarted, and
+    SIGTERM/SIGINT stops every worker after it has written its prediction log.
     """
     from ownloop.server import check_exposure, loopback
     from ownloop.server import serve as run
@@ -97,7 +110,7 @@ def serve(
     if monitor_every is not None:
         ws.config = replace(ws.config, serve_monitor_every_s=monitor_every.total_seconds())
     console.print(f"dashboard: {esc(dashboard_url(host, port))}")
-    run(ws, host, port, log_predictions=not no_log)
+    run(ws, host, port, log_predictions=not no_log, workers=workers)
 
 
 def dashboard_url(host: str, port: int) -> str:

@@ -61,7 +61,20 @@ def uvicorn_config(
 
 
 def serve(
-    ws: Workspace, host: str = "127.0.0.1", port: int = 8000, *, log_predictions: bool = True
+    ws: Workspace,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_predictions: bool = True,
+    workers: int = 1,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; shutdown flushes the prediction log."""
+    """Serve until SIGINT/SIGTERM; shutdown flushes the prediction log (of every worker).
+
+    ``workers`` > 1 runs that many processes on the one port (see ``ownloop.server._workers``).
+    """
+    if workers > 1:
+        from ownloop.server._workers import serve_workers
+
+        serve_workers(ws, host, port, workers=workers, log_predictions=log_predictions)
+        return
     uvicorn.Server(uvicorn_config(ws, host, port, log_predictions=log_predictions)).run()

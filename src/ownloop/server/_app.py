@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, quote
 
 import numpy as np
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -617,7 +617,7 @@ class _Server:
         return _json({"models": [m.describe() for m in self.served.values()]})
 
     async def metrics_text(self, request: Request) -> Response:
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_doc(self, request: Request) -> Response:
         # the models served now are listed, so a client or a fuzzer reaches real models
