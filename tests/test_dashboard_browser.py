@@ -244,7 +244,7 @@ def _time_charts(w: Watched) -> list[dict[str, Any]]:
             """els => els.map(e => ({
                 windows: Number(e.dataset.windows), points: Number(e.dataset.points),
                 circles: e.querySelectorAll('circle.pt').length,
-                title: (e.querySelector('title') || {}).textContent || ''}))"""
+                title: ((e.querySelector('text.chart-title') || {}).textContent || '').trim()}))"""
         )
     )
 
@@ -254,14 +254,22 @@ def test_model_page_charts_a_point_per_window(
 ) -> None:
     w = _signed_in(new_page, base_url, history)
     w.goto(f"{base_url}/ui/models/{history.monitored}")
-    charts = _time_charts(w)
-    assert len(charts) >= 5, charts  # accuracy, latency, error rate, cost, drift share, ...
-    full = [c for c in charts if c["windows"] == history.windows]
-    assert len(full) >= 4, charts  # the system figures and drift share are in every window
-    for c in charts:
-        # below max_points nothing is bucketed: each stored window's value is a point
-        assert c["points"] == c["windows"], c
-        assert c["circles"] >= c["points"] and c["circles"] % max(c["points"], 1) == 0, c
+    charts = {c["title"].lower(): c for c in _time_charts(w)}
+    n = history.windows
+    # one point per stored window and series: below max_points nothing is bucketed
+    expected = {
+        "accuracy": 2 * n,  # estimated in every window, and realised: labels came for each
+        "latency": 2 * n,  # p50 and p99
+        "error rate": n,
+        "cost per 1,000 predictions": n,
+        "drift share": n,
+        "confidence": n,
+    }
+    for title, circles in expected.items():
+        chart = charts.get(title)
+        assert chart is not None, (title, sorted(charts))
+        assert chart["windows"] == n and chart["points"] == n, chart
+        assert chart["circles"] == circles, chart
     # the feature table: one row per feature, each with its drill-down
     for feature in history.features:
         assert w.page.locator(f"a[href*='drift?feature={feature}']").count() >= 1, feature
@@ -286,9 +294,10 @@ def test_feature_drill_down_draws_each_window_and_the_true_scale(
     w = _signed_in(new_page, base_url, history)
     w.goto(f"{base_url}/ui/models/{history.monitored}/drift?feature=tenure_months")
     charts = _time_charts(w)
-    assert any(
-        c["windows"] == history.windows and c["circles"] >= history.windows for c in charts
-    ), charts
+    # the drift score and the p-value: one point per stored window each
+    assert [c["circles"] for c in charts if c["windows"] == history.windows] == [
+        history.windows
+    ] * 2, charts
     hist = w.page.locator("#histogram svg").first  # the newest window's histogram
     ref = hist.locator("rect.bin.ref")
     cur = hist.locator("rect.bin.cur")
