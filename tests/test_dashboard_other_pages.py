@@ -17,7 +17,7 @@ import pytest
 from ownloop import Config, Workspace
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data, make_model
-from ownloop.evaluation import FAIL
+from ownloop.evaluation import FAIL, PASS, CheckResult
 from ownloop.store import tables as t
 from ownloop.ui import _runs_page
 from ownloop.ui._eval_page import interval_groups, ordered
@@ -233,6 +233,35 @@ def test_eval_page_draws_one_shared_axis_per_figure(served: Any) -> None:
     assert intervals.count("<svg") == len(groups)
 
 
+def test_interval_groups_put_each_figure_on_its_own_axis_in_its_unit() -> None:
+    """Hand-made results: a metric and its slices share an axis; a latency comparison's
+    ratio has none of the ms its candidate and baseline are timed in; size is in MB."""
+
+    def check(name: str, type_: str, status: str, **kw: Any) -> CheckResult:
+        return CheckResult(name, type_, status, "", "m", 100, 0.95, **kw)
+
+    checks = [
+        check("acc", "metric", PASS, metric="accuracy", estimate=0.8, interval=(0.7, 0.9), bound=0.6),
+        check("acc [a]", "metric", FAIL, metric="accuracy", slice="a", estimate=0.5,
+              interval=(0.4, 0.55), bound=0.6),
+        check("lat", "latency", PASS, estimate=1.1, interval=(1.0, 1.2), bound=2.0,
+              candidate=7.0, candidate_interval=(6.5, 7.5), baseline=6.4,
+              baseline_interval=(6.0, 6.8)),
+        check("size", "model_size", PASS, estimate=0.64, bound=5.0),
+    ]  # fmt: skip
+    groups = {g.title: g for g in interval_groups(checks)}
+    assert list(groups) == [
+        "accuracy",
+        "latency: ratio candidate / baseline",
+        "latency: candidate and baseline",
+        "model_size",
+    ]
+    assert [g.unit for g in groups.values()] == ["", "", "ms", "MB"]
+    accuracy = str(groups["accuracy"].chart)
+    assert accuracy.count('class="ci') == 2
+    assert "ms" in str(groups["latency: candidate and baseline"].chart)
+
+
 def test_eval_page_escapes_names_from_the_suite(served: Any) -> None:
     _, client, eval_id = served
     page = _page(client, f"/ui/evaluations/{eval_id}")
@@ -277,9 +306,9 @@ def test_team_page_trend_has_a_point_per_week(served: Any) -> None:
     deploys = charts[0]
     assert 'aria-label="deploys per week"' in deploys and 'data-windows="12"' in deploys
     assert deploys.count('<circle class="pt"') == 12
-    # two accuracy lines (realised, estimated), one line in every other chart
+    # every chart spans the same twelve weeks (accuracy has two lines over them)
     windows = [re.search(r'data-windows="(\d+)"', c).group(1) for c in charts]  # type: ignore[union-attr]
-    assert windows == ["12"] * 4 + ["24"] + ["12"] * 2
+    assert windows == ["12"] * 7
 
 
 def test_team_page_lists_models_and_open_alerts(served: Any) -> None:
@@ -328,7 +357,7 @@ def test_runs_page_lists_stored_runs_newest_first(served: Any) -> None:
     assert 'href="/ui/models/churn"' in row
     assert f"{drifted.rows:,}" in row
     assert f"{100 * drifted.summary['drift_share']:.1f}%" in row
-    assert f"{drifted.summary['accuracy']:.4g}" in row
+    assert f'{100 * drifted.summary["accuracy"]:.1f}% <span class="sub">estimated' in row
     assert f"{100 * drifted.summary['error_rate']:.1f}%" in row
     assert drifted.window_start.isoformat() in row and drifted.window_end.isoformat() in row
 
@@ -348,6 +377,9 @@ def test_runs_page_filters_by_arm_version_and_time(served: Any) -> None:
     assert len(later) == 2 and all((NOW - timedelta(hours=1)).isoformat() in r for r in later)
     assert len(_runs(_page(client, "/ui/runs", since="90m"))) == 2
     assert len(_runs(_page(client, "/ui/runs", until=since))) == 1
+    # a day alone: from its first moment, up to its last
+    day = NOW.date().isoformat()
+    assert len(_runs(_page(client, "/ui/runs", since=day, until=day))) == 3
     # the form keeps what was asked
     page = _page(client, "/ui/runs", arm="canary", model="churn")
     assert '<option value="canary" selected>' in page and 'value="churn"' in page
@@ -375,6 +407,8 @@ def test_runs_page_pages_keep_the_filter(served: Any, monkeypatch: pytest.Monkey
         ("since", "yesterday", "is not a time; write an ISO 8601 date"),
         ("until", "2026-13-01", "is not a time"),
         ("since", "0d", "must be positive"),
+        ("until", "9999-12-31", "is out of range"),
+        ("since", "0001-01-01T00:00+14:00", "is out of range"),
         ("model", "../etc", "is not allowed"),
     ],
 )
@@ -398,3 +432,16 @@ def test_no_runs_says_so_and_how_to_store_one(ws: Workspace) -> None:
     assert not _runs(page)
     assert "No monitor runs stored." in page
     assert "ownloop monitor MODEL" in page
+
+
+# -- every page -----------------------------------------------------------------------------------
+
+
+def test_pages_keep_to_the_content_security_policy(served: Any) -> None:
+    """No inline style or script and no event handlers: the policy would block them."""
+    _, client, eval_id = served
+    for path in (f"/ui/evaluations/{eval_id}", "/ui/teams/risk", "/ui/teams/ops", "/ui/runs"):
+        page = _page(client, path)
+        assert not re.search(r"\sstyle\s*=|<style|\son\w+\s*=", page, re.I), path
+        scripts = re.findall(r"<script[^>]*>", page)
+        assert scripts and all('src="/ui/static/' in s for s in scripts), path

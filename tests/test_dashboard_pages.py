@@ -164,6 +164,9 @@ def test_team_filter_keeps_one_team(base: str) -> None:
 def test_bad_filters_answer_400(base: str) -> None:
     assert get(base, "/", team="../etc").status_code == 400
     assert get(base, "/", team="ml", mine="1").status_code == 400
+    missing = get(base, "/", team="nosuch")
+    assert missing.status_code == 404
+    assert "nosuch" in missing.text
 
 
 # -- the model page ------------------------------------------------------------------------------
@@ -224,9 +227,12 @@ def test_model_page_sections_and_forms(base: str, history: Workspace) -> None:
     assert "<svg" in section(page, "predictions")  # the newest window's prediction bins
     alerts = section(page, "alerts")
     opened = history.alerts.list(model="churn", open_only=True)
+    assert opened
     for alert in opened:
         assert f'action="/ui/models/churn/alerts/{alert.id}/resolve"' in alerts
-        assert f'action="/ui/models/churn/alerts/{alert.id}/ack"' in alerts
+        # only a firing alert can be acknowledged
+        ack = f'action="/ui/models/churn/alerts/{alert.id}/ack"' in alerts
+        assert ack == (alert.state == "firing")
     assert 'name="note" required' in alerts
     assert 'name="csrf"' in alerts
     assert 'method="get"' not in page.lower()
@@ -248,6 +254,9 @@ def test_missing_model_is_404_naming_it(base: str) -> None:
     r = get(base, "/ui/models/nosuch")
     assert r.status_code == 404
     assert "nosuch" in r.text
+    hostile = get(base, "/ui/models/" + quote("<b>x</b>", safe=""))
+    assert hostile.status_code in (400, 404)
+    assert "<b>x</b>" not in hostile.text
 
 
 # -- the feature page ----------------------------------------------------------------------------
@@ -377,6 +386,7 @@ def test_model_page_shows_the_active_rollout_its_analysis_and_its_forms(rolling:
     rollout = section(page, "rollout")
     assert "rollout of <b>v2</b> against stable v1" in rollout
     assert "step 2 of 3" in rollout
+    assert "steps 5%, 25%, 100%;" in rollout
     assert "candidate share <b>25%</b>, stable 75%" in rollout
     assert "every guardrail passed with its minimum sample" in rollout
     assert "n stable 1890, n canary 812" in rollout
@@ -397,3 +407,31 @@ def test_models_page_shows_the_rollout_state(rolling: str) -> None:
 def test_done_message_after_an_action_is_shown_as_text(base: str) -> None:
     page = get(base, "/ui/models/churn", done="alert 1 <b>acknowledged</b>").text
     assert '<p class="done" role="status">alert 1 &lt;b&gt;acknowledged&lt;/b&gt;</p>' in page
+
+
+def test_acknowledging_from_the_page_changes_the_alert_in_the_store(
+    base: str, history: Workspace
+) -> None:
+    firing = [a for a in history.alerts.list(model="churn", open_only=True) if a.state == "firing"]
+    alert = firing[0]
+    with httpx.Client(base_url=base, timeout=60) as browser:
+        page = browser.get("/ui/models/churn").text
+        form = re.search(
+            rf'<form method="post" action="/ui/models/churn/alerts/{alert.id}/ack".*?</form>',
+            page,
+            re.S,
+        )
+        assert form is not None
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.group(0))
+        assert csrf is not None
+        r = browser.post(
+            f"/ui/models/churn/alerts/{alert.id}/ack",
+            data={"csrf": csrf.group(1)},
+            headers={"Origin": base},
+        )
+        assert r.status_code == 303
+        assert r.headers["location"] == "/ui/models/churn?done=acknowledged"
+        after = browser.get(r.headers["location"]).text
+    assert history.alerts.get(alert.id).state == "acknowledged"
+    assert "Alert acknowledged:" in after
+    assert f'action="/ui/models/churn/alerts/{alert.id}/ack"' not in section(after, "alerts")

@@ -426,13 +426,13 @@ def test_an_unexpected_error_is_a_logged_500_page_without_details(
     assert any("internal error on GET /ui/runs" in rec.getMessage() for rec in caplog.records)
 
 
-def test_a_message_from_the_store_is_escaped_on_the_error_page(
-    auth_off: tuple[Workspace, str],
-) -> None:
+def test_client_text_on_a_page_is_escaped(auth_off: tuple[Workspace, str]) -> None:
     _, url = auth_off
-    with browser(url) as c:
-        r = c.post("/ui/models/churn/abort", data={"csrf": csrf_of(c), "reason": "<b>x</b>"})
-    assert r.status_code in (404, 409) and "<b>" not in r.text  # no rollout to abort
+    hostile = '/"><script>alert(1)</script><a x="'
+    page = httpx.get(f"{url}/ui/login", params={"next": hostile})
+    assert page.status_code == 200
+    assert "<script>alert" not in page.text and '"><' not in page.text.split("next")[1][:40]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
 
 
 # -- the actions -------------------------------------------------------------------------------

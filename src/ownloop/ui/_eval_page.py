@@ -85,8 +85,12 @@ def interval_groups(checks: Sequence[CheckResult]) -> list[Group]:
     ]
 
 
+# the units a check type's figures are in (the gate times latency in ms, sizes in MB)
+_UNITS = {"latency": "ms", "model_size": "MB"}
+
+
 def _unit(c: CheckResult) -> str:
-    return "s" if c.type == "latency" else ""
+    return _UNITS.get(c.type, "")
 
 
 def _row(

@@ -31,6 +31,15 @@ DRIFT = ("dataset_drift", "share")
 CONFIDENCE = ("confidence", "mean")
 SERIES_KEYS = (EST, REAL, P50, P99, ERRORS, COST, DRIFT, CONFIDENCE)
 EARLIER = 3  # earlier windows' histograms on the feature page
+# points per line: a chart is ~700 px wide, so more windows are bucketed (mean, min..max band)
+MAX_POINTS = 300
+# what the dashboard's actions report back (``?done=``), in words
+DONE = {
+    "acknowledged": "Alert acknowledged: it stays open, without repeats or escalation.",
+    "resolved": "Alert resolved.",
+    "promoted": "Rollout promoted: the candidate is the production version now.",
+    "aborted": "Rollout aborted: the stable version answers all traffic.",
+}
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,7 @@ def model_page(view: View, name: str) -> str:
         range_key=range_key,
         ranges=list(RANGES),
         arm=arm,
-        done=(view.query.get("done") or "")[:200],
+        done=_done(view.query.get("done") or ""),
         versions=_versions(view, name),
         alias_history=list(reversed(ws.registry.alias_history(name)))[:30],
         status=status,
@@ -103,6 +112,11 @@ def model_page(view: View, name: str) -> str:
         fmt=_fmt,
         pct=_pct,
     )
+
+
+def _done(word: str) -> str:
+    """The message after an action (``?done=acknowledged``); unknown words are shown as text."""
+    return DONE.get(word, word[:200])
 
 
 def _versions(view: View, name: str) -> list[VersionRow]:
@@ -163,7 +177,11 @@ def _chart(
     drawn = [_series(label, series[key], scale) for label, key, scale in lines]
     kept = [s for s in drawn if any(v is not None for v in s.values)]
     notes = [f"{label}: {_note(series[key])}" for label, key, _ in lines if _note(series[key])]
-    return Chart(title, _charts.time_chart(kept, title=title, unit=unit), " | ".join(notes))
+    return Chart(
+        title,
+        _charts.time_chart(kept, title=title, unit=unit, max_points=MAX_POINTS),
+        " | ".join(notes),
+    )
 
 
 def _coverage(points: Sequence[Point]) -> str:
@@ -262,7 +280,7 @@ def _feature_chart(
 ) -> Markup:
     series = _charts.Series(label=label, times=[w.window_end for w in history], values=values)
     kept = [series] if any(v is not None for v in values) else []
-    return _charts.time_chart(kept, title=f"{feature}: {label} per window")
+    return _charts.time_chart(kept, title=f"{feature}: {label} per window", max_points=MAX_POINTS)
 
 
 def _histogram(w: FeatureWindow, feature: str) -> Histogram:

@@ -56,7 +56,7 @@ def models_page(view: View) -> str:
     team = view.query.get("team") or None
     mine = view.query.get("mine") == "1"
     if team is not None:
-        validate_name("team", team)
+        ws.registry.get_team(validate_name("team", team))  # NotFoundError naming the teams
     if team is not None and mine:
         raise InvalidInputError("pick one filter: 'mine=1' or 'team=NAME', not both")
     models = ws.registry.list_models(owner=team)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,6 +22,7 @@ PAGE_SIZE = 50
 _MAX_PAGE = 10_000
 # 'default': the runs that counted the default arms (stable and canary)
 _ARMS = ("default", *ARMS)
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _FIELDS = ("model", "version", "arm", "since", "until")
 
 
@@ -110,7 +112,8 @@ def _whole(field: str, text: str | None, low: int, high: int | None) -> int | No
 
 
 def _time(field: str, text: str | None, now: datetime) -> datetime | None:
-    """An ISO 8601 date or time (UTC unless it says otherwise), or a duration before now (7d)."""
+    """An ISO 8601 date or time (UTC unless it says otherwise), or a duration before now (7d).
+    A date alone is its first moment as ``since`` and its last as ``until``."""
     if text is None:
         return None
     shown = text[:40]
@@ -124,7 +127,14 @@ def _time(field: str, text: str | None, now: datetime) -> datetime | None:
             f"(e.g. {field}=2026-05-04 or {field}=2026-05-04T08:00) or a duration before now "
             f"(e.g. {field}=7d)"
         ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        if field == "until" and _DAY.fullmatch(text):  # a day given as 'until' includes that day
+            value += timedelta(days=1)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInputError(
+            f"{field} '{shown}' is out of range; write a time between the years 1 and 9999"
+        ) from None
 
 
 def _is_duration(text: str) -> bool:
