@@ -414,3 +414,19 @@ def test_bins_from_other_shapes_read_as_none() -> None:
     assert Bins.from_stored("x") is None
     b = Bins("numeric", ("< 1", ">= 1"), (0.0, 1.0, 2.0), (0.5, 0.5), (0.25, 0.75))
     assert Bins.from_stored(b.to_dict()) == b
+
+
+def test_numeric_bins_fold_bins_of_no_width_into_a_neighbour() -> None:
+    from ownloop.monitoring._drift import numeric_bins
+
+    cuts = np.array([1.0, 2.0, 3.0])
+    low = numeric_bins(cuts, np.array([0, 5, 5, 10]), np.array([0, 2, 3, 5]), 1.0, 4.0)
+    assert low["edges"] == [1.0, 2.0, 3.0, 4.0]
+    assert low["reference"] == [0.25, 0.25, 0.5] and low["current"] == [0.2, 0.3, 0.5]
+    assert len(low["labels"]) == 3
+    high = numeric_bins(cuts, np.array([4, 4, 2, 0]), np.array([1, 1, 1, 1]), 0.0, 3.0)
+    assert high["edges"] == [0.0, 1.0, 2.0, 3.0]
+    assert high["reference"] == [0.4, 0.4, 0.2] and high["current"] == [0.25, 0.25, 0.5]
+    wide = numeric_bins(cuts, np.ones(4), np.ones(4), -5.0, 9.0)  # the window went beyond
+    assert wide["edges"] == [-5.0, 1.0, 2.0, 3.0, 9.0]
+    assert Bins.from_stored(wide) is not None

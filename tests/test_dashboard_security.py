@@ -163,6 +163,21 @@ def test_signing_in_sets_a_strict_httponly_cookie_and_stores_only_the_keys_hash(
     assert key not in str(tuple(login)) and secret not in str(tuple(login))
 
 
+def test_signing_in_again_closes_the_browsers_previous_session(
+    auth_on: tuple[Workspace, str], world: World
+) -> None:
+    ws, url = auth_on
+    with browser(url) as c:
+        assert sign_in(c, world.secrets["risk-viewer"]).status_code == 303
+        first = c.cookies["ownloop_session"]
+        assert sign_in(c, world.secrets["risk-owner"]).status_code == 303
+        assert c.cookies["ownloop_session"] != first
+        assert "token:risk-owner@risk" in c.get("/ui/login").text
+    with ws.store.read() as conn:
+        rows = conn.execute(sa.select(t.ui_sessions).order_by(t.ui_sessions.c.id)).all()
+    assert [r.closed_at is not None for r in rows] == [True, False]
+
+
 def test_a_bad_token_is_a_401_sign_in_page_and_no_session(
     auth_on: tuple[Workspace, str], world: World
 ) -> None:
@@ -392,6 +407,7 @@ def test_every_dashboard_answer_carries_the_browser_headers(
         assert "<!doctype html>" in r.text and "Traceback" not in r.text, what
     assert answers["405"].status_code == 405 and "GET is not allowed" in answers["405"].text
     assert answers["404"].status_code == 404 and "alert 999 does not exist" in answers["404"].text
+    assert "token:risk-owner@risk" in answers["404"].text  # an error page still names the caller
 
 
 def test_pages_and_the_static_files_have_no_inline_script_or_style(

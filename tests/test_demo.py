@@ -539,3 +539,52 @@ def test_reports_render_in_a_real_browser(demo: tuple[Path, str], tmp_path: Path
             assert text in dom, (page.name, text)
         assert "<script" not in dom and "http://" not in dom and "https://" not in dom
         assert png.startswith(b"\x89PNG") and len(png) > 50_000  # a drawn page, not a blank one
+
+
+def test_demo_keeps_serving_the_dashboard_with_a_printed_sign_in_token(
+    demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    """What '--keep-serving' runs after the demo: a server on the demo's store, its address and
+    a token printed once; signed in with it, the dashboard lists the demo's model."""
+    import re
+    import signal
+    import time
+
+    import httpx
+
+    home, _ = demo
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
+    log = tmp_path / "serving.log"
+    code = (
+        "from pathlib import Path; from ownloop.demo import serve_dashboard; "
+        f"serve_dashboard(Path({str(home)!r}), 0)"
+    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 120  # a hang guard, not a timing
+        pattern = re.compile(
+            r"dashboard: (http://127\.0\.0\.1:\d+)/.*?\n\s+sign in.*?\n\s+(olt_\S+)"
+        )
+        while not (found := pattern.search(log.read_text(errors="replace"))):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        url, secret = found.group(1), found.group(2)
+        with httpx.Client(base_url=url, headers={"Origin": url}, timeout=60) as browser:
+            assert browser.get("/").status_code == 303  # tokens are on: sign in first
+            login = browser.get("/ui/login")
+            csrf = re.findall(r'name="csrf" value="([^"]*)"', login.text)[0]
+            signed = browser.post("/ui/login", data={"token": secret, "csrf": csrf})
+            assert signed.status_code == 303
+            page = browser.get("/")
+            assert page.status_code == 200, page.text
+            assert "token:demo-dashboard@risk" in page.text
+            assert 'href="/ui/models/churn"' in page.text
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=60)

@@ -38,7 +38,7 @@ request). Dataset drift: the share of drifted features, among those with a verdi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -353,12 +353,13 @@ def numeric_bins(
     }
 
 
-def _finite_min(*values: float | None) -> float:
-    return min(float(v) for v in values if v is not None and np.isfinite(v))
-
-
-def _finite_max(*values: float | None) -> float:
-    return max(float(v) for v in values if v is not None and np.isfinite(v))
+def _outer(
+    pick: Callable[[list[float]], float], values: Sequence[float | None], fallback: float
+) -> float:
+    """The finite ``pick`` (min or max) of the reference's and the window's extreme, else the
+    grid's end (a profile that kept no min or max)."""
+    found = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return pick(found) if found else fallback
 
 
 def _psi(ref: np.ndarray, cur: np.ndarray) -> float:
@@ -616,8 +617,8 @@ def numeric_drift(
         extra.update(found)
         effect, moved = found["effect"], found["moved"]
     else:
-        lo = _finite_min(ref.min, part.lo, float(grid[0]))
-        hi = _finite_max(ref.max, part.hi, float(grid[-1]))
+        lo = _outer(min, (ref.min, part.lo), float(grid[0]))
+        hi = _outer(max, (ref.max, part.hi), float(grid[-1]))
         extra["bins"] = numeric_bins(cuts, ref_coarse, cur_coarse, lo, hi)
         effect, moved = w, d
     if method == "auto" and discrete:

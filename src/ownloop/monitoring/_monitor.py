@@ -894,8 +894,8 @@ class Monitor:
             sa.select(
                 res.c.kind,
                 res.c.name,
-                res.c.window_end,
-                runs.c.window_start,
+                _raw(res.c.window_end),
+                _raw(runs.c.window_start),
                 res.c.version,
                 res.c.value,
                 res.c.lower,
@@ -919,21 +919,12 @@ class Monitor:
             q = q.where(res.c.version == _check_version(version))
         with self.store.read() as conn:
             rows = conn.execute(q.order_by(res.c.window_end, res.c.id)).all()
-        for r in rows:
-            found = out.get((r.kind, r.name))
-            if found is not None:
+        when = _Times()
+        for kind, name, end, start, ver, value, lower, upper, n, detail, method in rows:
+            found = out.get((kind, name))
+            if found is not None:  # tuples and cached times: a month is 8,640 windows a key
                 found.append(
-                    Point(
-                        aware(r.window_start) if r.window_start is not None else None,
-                        aware(r.window_end),
-                        r.version,
-                        r.value,
-                        r.lower,
-                        r.upper,
-                        r.n,
-                        r.detail,
-                        r.method,
-                    )
+                    Point(when(start), when.of(end), ver, value, lower, upper, n, detail, method)
                 )
         return out
 
@@ -963,37 +954,43 @@ class Monitor:
             )
         _check_span(since, until, need_since=True)
         res, runs = t.monitor_results, t.monitor_runs
+        r = res.c
         q = (
-            sa.select(res, runs.c.window_start)
-            .select_from(res.join(runs, runs.c.id == res.c.run_id))
+            sa.select(
+                _raw(runs.c.window_start),
+                _raw(r.window_end),
+                *(r.version, r.status, r.method, r.value, r.p_value, r.alert, r.n, r.bins),
+            )
+            .select_from(res.join(runs, runs.c.id == r.run_id))
             .where(
-                res.c.model == model,
-                res.c.kind == kind,
-                res.c.name == feature,
-                res.c.window_end >= since,
+                r.model == model,
+                r.kind == kind,
+                r.name == feature,
+                r.window_end >= since,
                 _arms_clause(None),
             )
         )
         if until is not None:
-            q = q.where(res.c.window_end <= until)
+            q = q.where(r.window_end <= until)
         with self.store.read() as conn:
-            rows = conn.execute(q.order_by(res.c.window_end, res.c.id)).all()
+            rows = conn.execute(q.order_by(r.window_end, r.id)).all()
+        when = _Times()
         return [
             FeatureWindow(
-                aware(r.window_start) if r.window_start is not None else None,
-                aware(r.window_end),
-                r.version,
-                r.kind,
-                r.name,
-                r.status,
-                r.method,
-                r.value,
-                r.p_value,
-                r.alert,
-                r.n,
-                Bins.from_stored(r.bins),
+                when(start),
+                when.of(end),
+                version,
+                kind,
+                feature,
+                status,
+                method,
+                value,
+                p_value,
+                alert,
+                n,
+                Bins.from_stored(bins),
             )
-            for r in rows
+            for start, end, version, status, method, value, p_value, alert, n, bins in rows
         ]
 
     @action("monitor.read")
@@ -1072,6 +1069,29 @@ RUN_STATUSES = ("ok", "no_data")
 DRIFT_KINDS = ("feature_drift", "prediction_drift")
 MAX_PAGE = 1000  # runs per read
 MAX_KEYS = 100  # series keys per read
+
+
+def _raw(col: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """A time column without SQLAlchemy's per-row parsing (SQLite hands back text): long series
+    read it once per distinct value through :class:`_Times`."""
+    return sa.type_coerce(col, sa.String)
+
+
+class _Times:
+    """Stored times as aware UTC datetimes, each distinct value converted once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Any, datetime] = {}
+
+    def __call__(self, value: Any) -> datetime | None:
+        return None if value is None else self.of(value)
+
+    def of(self, value: Any) -> datetime:
+        found = self._seen.get(value)
+        if found is None:
+            at = datetime.fromisoformat(value) if isinstance(value, str) else value
+            found = self._seen[value] = aware(at)
+        return found
 
 
 def arms_text(arms: Sequence[str]) -> str:

@@ -332,14 +332,15 @@ class _Server:
         checks as the API; errors are HTML pages; every answer carries the browser headers."""
 
         async def endpoint(request: Request) -> Response:
-            actor = ANONYMOUS
             try:
                 try:
-                    actor, response = await self._ui(request, spec, handler)
+                    response = await self._ui(request, spec, handler)
                 except AuthenticationError as exc:
+                    actor = getattr(request.state, "actor", ANONYMOUS)
                     response = self.dashboard.error(request, exc.http_status, str(exc), actor)
                     response.headers["WWW-Authenticate"] = REALM
                 except OwnloopError as exc:
+                    actor = getattr(request.state, "actor", ANONYMOUS)  # the page names them
                     message = _bounded(_decode.printable(str(exc)))
                     response = self.dashboard.error(request, exc.http_status, message, actor)
             except Exception:  # the HTTP boundary: a bug becomes a logged 500 page
@@ -358,9 +359,7 @@ class _Server:
         except Exception:  # the error page itself failed: plain text, still no traceback
             return PlainTextResponse(message, status_code=500)
 
-    async def _ui(
-        self, request: Request, spec: RouteSpec, handler: Handler
-    ) -> tuple[Actor, Response]:
+    async def _ui(self, request: Request, spec: RouteSpec, handler: Handler) -> Response:
         """Host, caller (token, session cookie, local user), CSRF and Origin, access, handler."""
         host = request.headers.get("host", "")
         if not self.auth and not allowed_host(host, self.config.allowed_hosts):
@@ -387,13 +386,12 @@ class _Server:
             elif request.method == "GET":
                 query = request.url.query
                 here = request.url.path + (f"?{query}" if query else "")
-                return ANONYMOUS, RedirectResponse(
-                    f"/ui/login?next={quote(here, safe='')}", status_code=303
-                )
+                return RedirectResponse(f"/ui/login?next={quote(here, safe='')}", status_code=303)
             else:
                 raise AuthenticationError(
                     f"{request.url.path} needs a signed-in browser; sign in at /ui/login"
                 )
+        request.state.actor = actor
         new_csrf: str | None = None
         if session is not None:
             csrf = session.csrf
@@ -432,7 +430,7 @@ class _Server:
             except OwnloopError:
                 raise
             except Exception:  # the HTTP boundary: a bug becomes a logged 500 page
-                return actor, self._ui_internal(request)
+                return self._ui_internal(request)
         if new_csrf is not None:
             response.set_cookie(
                 CSRF_COOKIE,
@@ -442,7 +440,7 @@ class _Server:
                 httponly=True,
                 samesite="strict",
             )
-        return actor, response
+        return response
 
     async def _form(self, request: Request) -> dict[str, str]:
         """A dashboard form (``application/x-www-form-urlencoded``, at most ``_FORM_BYTES``):

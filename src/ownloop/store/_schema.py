@@ -388,6 +388,13 @@ sa.Index(
     monitor_results.c.window_end,
 )
 sa.Index("ix_monitor_results_run", monitor_results.c.run_id)
+sa.Index(  # migration 9: one figure's windows over time (the dashboard's series)
+    "ix_monitor_results_series",
+    monitor_results.c.model,
+    monitor_results.c.kind,
+    monitor_results.c.name,
+    monitor_results.c.window_end,
+)
 sa.Index("ix_rollouts_model", rollouts.c.model, rollouts.c.id)
 sa.Index("ix_rollout_events_rollout", rollout_events.c.rollout_id, rollout_events.c.id)
 sa.Index("ix_rollback_checks_model", rollback_checks.c.model, rollback_checks.c.id)

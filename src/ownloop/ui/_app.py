@@ -174,6 +174,9 @@ class Dashboard:
             )
         except AuthenticationError as exc:
             return self._login_page(request, next_, str(exc), 401)
+        previous = request.cookies.get(SESSION_COOKIE)
+        if previous:  # signing in again replaces this browser's session
+            await run_in_threadpool(self.ws.tokens.close_session, previous)
         response = RedirectResponse(next_, status_code=303)
         left = opened.session.expires_at - self.ws.clock.now()
         response.set_cookie(

@@ -107,7 +107,9 @@ def _row(view: View, model: Model, alerts: Sequence[Alert]) -> ModelRow:
         worst=worst,
         trends=(
             _trend(series[HEADLINE], "accuracy", _headline_note(series[HEADLINE]), pct=True),
-            _trend(series[("system", "latency_p99_s")], "p99 latency", "ms", scale=1000.0),
+            _trend(
+                series[("system", "latency_p99_s")], "p99 latency", "ms", scale=1000.0, unit="ms"
+            ),
             _trend(series[("system", "cost_per_1k")], "cost per 1,000 predictions", ""),
             _trend(series[("dataset_drift", "share")], "drift share", "drifted", pct=True),
         ),
@@ -126,15 +128,21 @@ def _rollout_text(status: DeployStatus) -> str | None:
 
 
 def _headline_note(points: Sequence[Point]) -> str:
-    """Which accuracy the headline is: 'estimated' or 'realised' (the stored method says)."""
+    """Which accuracy the newest headline value is: 'estimated' or 'realised' (its method says)."""
     for p in reversed(points):
-        if p.method:
+        if p.value is not None and p.method:
             return p.method.split(" ", 1)[0]
     return ""
 
 
 def _trend(
-    points: Sequence[Point], what: str, note: str, *, pct: bool = False, scale: float = 1.0
+    points: Sequence[Point],
+    what: str,
+    note: str,
+    *,
+    pct: bool = False,
+    scale: float = 1.0,
+    unit: str = "",
 ) -> Trend:
     values = [None if p.value is None else p.value * scale for p in points]
     last = next((v for v in reversed(values) if v is not None), None)
@@ -145,5 +153,5 @@ def _trend(
     else:
         latest = f"{last:.3g}"
     title = f"{what} over the last day, {len(points)} windows"
-    chart = _charts.sparkline(values, title=title) if points else Markup("")
+    chart = _charts.sparkline(values, title=title, unit=unit) if points else Markup("")
     return Trend(chart=chart, latest=latest, note=note)

@@ -48,3 +48,10 @@ def upgrade(conn: sa.Connection) -> None:
         for i in range(0, len(ids), 500):
             conn.execute(runs.update().where(runs.c.id.in_(ids[i : i + 500])).values(arms=text))
     conn.execute(sa.text("CREATE INDEX ix_monitor_runs_end ON monitor_runs (window_end)"))
+    # one figure's windows over time: a series reads a tight range per (kind, name)
+    conn.execute(
+        sa.text(
+            "CREATE INDEX ix_monitor_results_series "
+            "ON monitor_results (model, kind, name, window_end)"
+        )
+    )
