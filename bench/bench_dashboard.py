@@ -298,34 +298,34 @@ def _pages(
 def _services(
     ws: Workspace, model: str, feature: str, repeat: int, say: Callable[[str], None]
 ) -> None:
-    """The reads behind a model page, timed one by one."""
+    """The reads behind a model page, timed one by one, then the chart drawing and the whole
+    page function (no HTTP), so a slow page can be traced to what costs the time."""
+    from ownloop.ui._model_page import SERIES_KEYS, _charts_of, model_page
+    from ownloop.ui._view import View
+
     now = ws.clock.now()
-    keys = [
-        ("estimated_performance", "accuracy"), ("realised_performance", "accuracy"),
-        ("system", "latency_p50_s"), ("system", "latency_p99_s"), ("system", "error_rate"),
-        ("system", "cost_per_1k"), ("dataset_drift", "share"), ("confidence", "mean"),
-    ]  # fmt: skip
+    monitor = ws.monitor
     calls: dict[str, Callable[[], Any]] = {
         "registry.get_model": lambda: ws.registry.get_model(model),
         "registry.list_versions": lambda: ws.registry.list_versions(model),
         "deploy.status": lambda: ws.deploy.status(model),
+        "deploy.rollback_checks": lambda: ws.deploy.rollback_checks(model, limit=1),
         "alerts.list(model=)": lambda: ws.alerts.list(model=model, limit=50),
-        "monitor.latest_results": lambda: ws.monitor.latest_results(model),
+        "monitor.latest_results": lambda: monitor.latest_results(model),
+        "monitor.runs(model, limit=50)": lambda: monitor.runs(model, limit=50),
     }
-    monitor = ws.monitor
-    if hasattr(monitor, "series"):
-        for days in (1, 30):
-            since = now - timedelta(days=days)
-            calls[f"monitor.series(8 keys, {days}d)"] = (
-                lambda s=since: monitor.series(model, keys, since=s)  # type: ignore[attr-defined]
-            )
-    if hasattr(monitor, "feature_history"):
-        for days in (1, 30):
-            since = now - timedelta(days=days)
-            calls[f"monitor.feature_history({days}d)"] = (
-                lambda s=since: monitor.feature_history(model, feature, since=s)  # type: ignore[attr-defined]
-            )
-    calls["monitor.runs(model, limit=50)"] = lambda: monitor.runs(model, limit=50)
+    for days in (1, 30):
+        since = now - timedelta(days=days)
+        calls[f"monitor.series(page's 8 keys, {days}d)"] = lambda s=since: monitor.series(
+            model, SERIES_KEYS, since=s
+        )
+        stored = monitor.series(model, SERIES_KEYS, since=since)
+        calls[f"drawing the page's charts ({days}d)"] = lambda st=stored: _charts_of(st)
+        calls[f"monitor.feature_history({days}d)"] = lambda s=since: monitor.feature_history(
+            model, feature, since=s
+        )
+        view = View(ws=ws, actor=ws.actor, query={"range": f"{days}d"}, csrf="", now=now)
+        calls[f"model_page() in-process ({days}d)"] = lambda v=view: model_page(v, model)
     for label, fn in calls.items():
         ms = _time(fn, repeat)
         say(f"  {label:<44} {_figures(ms)}")
