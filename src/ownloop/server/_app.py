@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hmac
 import logging
-import re
-import secrets
 import signal
 import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qsl, quote
 
 import numpy as np
 import orjson
@@ -28,7 +24,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ownloop import __version__, labels, predlog
@@ -42,33 +38,27 @@ from ownloop.errors import (
     NotReadyError,
     OwnloopError,
     PayloadTooLargeError,
-    PermissionDeniedError,
 )
 from ownloop.predlog import PredictionLogger
 from ownloop.server import _decode
 from ownloop.server._auth import (
     ANONYMOUS,
-    CSRF_COOKIE,
-    REALM,
-    UI_HEADERS,
-    allowed_host,
     anonymous,
-    host_name,
     presented_secret,
     public,
-    same_origin,
     unauthenticated,
 )
 from ownloop.server._controller import Controller
+from ownloop.server._decode import bounded
 from ownloop.server._limits import CheckedPaths
 from ownloop.server._live import Live, LiveModel, feature_key, find, routing_key
 from ownloop.server._metrics import Metrics
 from ownloop.server._openapi import Served, openapi
+from ownloop.server._pages import Pages, browser_headers, ui_path
 from ownloop.server._served import Prediction, ServedModel, redact_paths, refused_block
 from ownloop.server._shadow import Shadow, ShadowJob
 from ownloop.store.lease import Lease
-from ownloop.tokens import Session
-from ownloop.ui import SESSION_COOKIE, UI_ROUTES, Dashboard, UiState
+from ownloop.ui import UI_ROUTES, Dashboard
 from ownloop.workspace import Workspace
 
 __all__ = ["ROUTES", "RouteSpec", "create_app"]
@@ -146,10 +136,6 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("GET", "/metrics", "metrics_text", "metrics.read", "Prometheus metrics"),
     RouteSpec("GET", "/openapi.json", "openapi_doc", "api.read", "This API's OpenAPI schema"),
 )
-
-# A dashboard form (a note, a reason, a token) is never larger than this.
-_FORM_BYTES = 16 * 1024
-_CSRF = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 # A body this large (after decompression) is decoded and scored in a worker thread.
 OFFLOAD_BYTES = 64 * 1024
@@ -262,6 +248,7 @@ class _Server:
         self.compactor = _compactor(ws) if ws.config.compact_every_s else None
         self.offload_bytes = OFFLOAD_BYTES
         self.dashboard = Dashboard(ws, ws.config)
+        self.pages = Pages(self)
         self.logger: PredictionLogger | None = None
         if log_predictions:
             self.logger = PredictionLogger(
@@ -325,7 +312,7 @@ class _Server:
             handler = getattr(self, spec.handler)
         assert handler is not None
         if spec.ui:
-            return self._ui_guard(spec, handler)
+            return self.pages.endpoint(spec, handler)
 
         async def endpoint(request: Request) -> Response:
             presented = "authorization" in request.headers
@@ -336,7 +323,7 @@ class _Server:
             with self.ws.acting_as(actor):
                 if not (actor is ANONYMOUS and public(self.config, spec.action)):
                     name = request.path_params.get("name")
-                    owner = await self._owner(name, spec.action)
+                    owner = await self.owner(name, spec.action)
                     self.ws.acting.check(spec.action, owner, target=name)
                 try:
                     return await handler(request)
@@ -350,147 +337,6 @@ class _Server:
         endpoint.__name__ = spec.handler
         return endpoint
 
-    def _ui_guard(self, spec: RouteSpec, handler: Handler) -> Handler:
-        """A dashboard route's endpoint: the page guards around the same caller and access
-        checks as the API; errors are HTML pages; every answer carries the browser headers."""
-
-        async def endpoint(request: Request) -> Response:
-            try:
-                try:
-                    response = await self._ui(request, spec, handler)
-                except AuthenticationError as exc:
-                    actor = getattr(request.state, "actor", ANONYMOUS)
-                    response = self.dashboard.error(request, exc.http_status, str(exc), actor)
-                    response.headers["WWW-Authenticate"] = REALM
-                except OwnloopError as exc:
-                    actor = getattr(request.state, "actor", ANONYMOUS)  # the page names them
-                    message = _bounded(_decode.printable(str(exc)))
-                    response = self.dashboard.error(request, exc.http_status, message, actor)
-            except Exception:  # the HTTP boundary: a bug becomes a logged 500 page
-                response = self._ui_internal(request)
-            static = spec.handler == "static" and response.status_code == 200
-            return _browser_headers(response, static=static)
-
-        endpoint.__name__ = spec.handler
-        return endpoint
-
-    def _ui_internal(self, request: Request) -> Response:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        message = "internal server error; the server log has the details"
-        try:
-            return self.dashboard.error(request, 500, message, ANONYMOUS)
-        except Exception:  # the error page itself failed: plain text, still no traceback
-            return PlainTextResponse(message, status_code=500)
-
-    async def _ui(self, request: Request, spec: RouteSpec, handler: Handler) -> Response:
-        """Host, caller (token, session cookie, local user), CSRF and Origin, access, handler."""
-        host = request.headers.get("host", "")
-        if not self.auth and not allowed_host(host, self.config.allowed_hosts):
-            raise PermissionDeniedError(
-                f"this dashboard answers only loopback host names, not "
-                f"'{_decode.printable(host_name(host))[:64]}'; to reach it by that name add it "
-                "to OWNLOOP_ALLOWED_HOSTS (comma-separated) or serve with auth on"
-            )
-        session: Session | None = None
-        secret = presented_secret(request.headers.getlist("authorization"))
-        if secret is not None:
-            actor = await run_in_threadpool(self.ws.tokens.verify, secret)
-        else:
-            key = request.cookies.get(SESSION_COOKIE)
-            if key:
-                with suppress(AuthenticationError):  # a stale cookie is no session
-                    session = await run_in_threadpool(self.ws.tokens.session, key)
-            if session is not None:
-                actor = session.actor
-            elif not self.auth:
-                actor = self.ws.acting.default
-            elif required_role(spec.action) is Role.ANYONE:
-                actor = ANONYMOUS
-            elif request.method == "GET":
-                query = request.url.query
-                here = request.url.path + (f"?{query}" if query else "")
-                return RedirectResponse(f"/ui/login?next={quote(here, safe='')}", status_code=303)
-            else:
-                raise AuthenticationError(
-                    f"{request.url.path} needs a signed-in browser; sign in at /ui/login"
-                )
-        request.state.actor = actor
-        new_csrf: str | None = None
-        if session is not None:
-            csrf = session.csrf
-        else:
-            csrf = request.cookies.get(CSRF_COOKIE, "")
-            if not _CSRF.fullmatch(csrf):
-                csrf = new_csrf = secrets.token_urlsafe(32)
-        form: dict[str, str] = {}
-        if request.method == "POST":
-            form = await self._form(request)
-            origin_ok = same_origin(
-                request.headers.get("origin"),
-                request.headers.get("referer"),
-                request.url.scheme,
-                host,
-            )
-            if not origin_ok:
-                raise PermissionDeniedError(
-                    "this form was not sent from a page of this server (its Origin or Referer "
-                    "differs); submit it from the dashboard itself"
-                )
-            if new_csrf is not None or not hmac.compare_digest(
-                form.get("csrf", "").encode(), csrf.encode()
-            ):
-                raise PermissionDeniedError(
-                    "the form's CSRF token is missing or does not match this browser's; "
-                    "reload the page and submit the form again"
-                )
-        request.state.ui = UiState(session=session, csrf=csrf, form=form)
-        with self.ws.acting_as(actor):
-            name = request.path_params.get("name")
-            owner = await self._owner(name, spec.action)
-            self.ws.acting.check(spec.action, owner, target=name)
-            try:
-                response = await handler(request)
-            except OwnloopError:
-                raise
-            except Exception:  # the HTTP boundary: a bug becomes a logged 500 page
-                return self._ui_internal(request)
-        if new_csrf is not None:
-            response.set_cookie(
-                CSRF_COOKIE,
-                new_csrf,
-                path="/",
-                secure=request.url.scheme == "https",
-                httponly=True,
-                samesite="strict",
-            )
-        return response
-
-    async def _form(self, request: Request) -> dict[str, str]:
-        """A dashboard form (``application/x-www-form-urlencoded``, at most ``_FORM_BYTES``):
-        its fields, the first value of each; any other body is no form at all."""
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "application/x-www-form-urlencoded":
-            return {}  # not a dashboard form: no CSRF token, so refused as forged
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > _FORM_BYTES:
-                raise PayloadTooLargeError(
-                    f"a dashboard form is at most {_FORM_BYTES} bytes; shorten the note"
-                )
-            chunks.append(chunk)
-        text = b"".join(chunks).decode("utf-8", "replace")
-        try:
-            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=20)
-        except ValueError as exc:
-            raise InvalidInputError(
-                f"the form has too many fields ({exc}); submit it again from the dashboard"
-            ) from None
-        form: dict[str, str] = {}
-        for k, v in pairs:
-            form.setdefault(k, _decode.printable(v))
-        return form
-
     async def _caller(self, request: Request, action: str) -> Actor:
         """The actor of this request; AuthenticationError for a bad token or a missing one."""
         secret = presented_secret(request.headers.getlist("authorization"))
@@ -500,7 +346,7 @@ class _Server:
             return self.ws.acting.default
         return anonymous(self.config, action)
 
-    async def _owner(self, name: str | None, action: str) -> str | None:
+    async def owner(self, name: str | None, action: str) -> str | None:
         """The team owning model ``name`` now: read from the registry for an owner's action, so a
         transfer counts from the next request; the served model's owner is enough otherwise."""
         if name is None:
@@ -1018,24 +864,17 @@ _v2 = _V2Shape()
 # -- errors ------------------------------------------------------------------------------------
 
 
-_MAX_MESSAGE = 1_000  # characters of an error message answered; the rest is cut
-
-
-def _bounded(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "… (truncated)"
-
-
 async def _ownloop_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OwnloopError)
     # a message may quote client text that UTF-8 cannot hold (a lone surrogate): escape it, and
     # however much client text it quotes, the answer stays small
-    body = {k: _bounded(_decode.printable(v)) for k, v in exc.to_dict().items()}
+    body = {k: bounded(_decode.printable(v)) for k, v in exc.to_dict().items()}
     return _json(body, exc.http_status)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if _ui_path(request.url.path):  # a browser's page: the error as a page, not JSON
+    if ui_path(request.url.path):  # a browser's page: the error as a page, not JSON
         server: _Server = request.app.state.server
         if exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
@@ -1045,7 +884,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             message = str(exc.detail)
         page = server.dashboard.error(request, exc.status_code, message, ANONYMOUS)
         page.headers.update(exc.headers or {})
-        return _browser_headers(page, static=False)
+        return browser_headers(page, static=False)
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}; see /openapi.json"
         code = "not_found"
@@ -1069,17 +908,6 @@ def _internal(request: Request) -> Response:
         {"error": "internal server error; the server log has the details", "code": "internal"},
         500,
     )
-
-
-def _browser_headers(response: Response, *, static: bool) -> Response:
-    """The headers every dashboard answer carries (CSP and friends); pages are never cached."""
-    response.headers.update(UI_HEADERS)
-    response.headers["Cache-Control"] = "no-cache" if static else "no-store"
-    return response
-
-
-def _ui_path(path: str) -> bool:
-    return path == "/" or path.startswith("/ui/")
 
 
 def _on_hangup(reload: Callable[[], None]) -> Callable[[], None]:

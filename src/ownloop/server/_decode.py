@@ -25,7 +25,9 @@ from ownloop.errors import InvalidInputError, PayloadTooLargeError
 from ownloop.signature import Feature, Signature
 
 __all__ = [
+    "MAX_MESSAGE",
     "Columns",
+    "bounded",
     "check_depth",
     "decode_columnar",
     "decode_csv",
@@ -157,6 +159,15 @@ def _first_bad(values: Sequence[Any], ok: Any) -> tuple[int, Any]:
         if not ok(v):
             return i, v
     return -1, None  # pragma: no cover - only called when a bad value exists
+
+
+MAX_MESSAGE = 1_000  # characters of an error message answered; the rest is cut
+
+
+def bounded(text: str) -> str:
+    """``text`` cut to ``MAX_MESSAGE`` characters: however much client text a message quotes,
+    the answer stays small."""
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "… (truncated)"
 
 
 def printable(text: str) -> str:
