@@ -411,7 +411,11 @@ class Tokens:
             token = conn.execute(
                 sa.select(t.api_tokens).where(t.api_tokens.c.id == row.token_id)
             ).first()
-            who = self.actor.name if token is None else _actor_name(token)
+            who = (
+                self.actor.name
+                if token is None
+                else Actor.for_token(token.name, team=token.team, role=token.role).name
+            )
             self.store.audit(
                 conn, at=now, actor=who, action="ui.logout", target=f"session:{row.id}"
             )
@@ -454,10 +458,6 @@ class Tokens:
                 sa.select(t.api_tokens.c.expires_at).where(t.api_tokens.c.revoked_at.is_(None))
             ).all()
         return any(r.expires_at is None or aware(r.expires_at) > now for r in rows)
-
-
-def _actor_name(row: sa.Row[Any]) -> str:
-    return f"token:{row.name}@{row.team}" if row.team else f"token:{row.name}"
 
 
 def _check_role_team(role: str, team: str | None) -> str | None:
