@@ -401,7 +401,7 @@ def test_model_page_shows_the_active_rollout_its_analysis_and_its_forms(rolling:
 
 def test_models_page_shows_the_rollout_state(rolling: str) -> None:
     page = get(rolling, "/").text
-    assert "canary rollout of v2: canary, step 2/3, candidate share 25%" in page
+    assert "v2 canary, step 2/3, 25% of traffic" in page
 
 
 def test_done_message_after_an_action_is_shown_as_text(base: str) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 from markupsafe import Markup
 
 from ownloop.alerts import Alert
@@ -110,7 +111,7 @@ def _row(view: View, model: Model, alerts: Sequence[Alert]) -> ModelRow:
             _trend(
                 series[("system", "latency_p99_s")], "p99 latency", "ms", scale=1000.0, unit="ms"
             ),
-            _trend(series[("system", "cost_per_1k")], "cost per 1,000 predictions", ""),
+            _trend(series[("system", "cost_per_1k")], "cost per 1,000 predictions", "", money=True),
             _trend(series[("dataset_drift", "share")], "drift share", "drifted", pct=True),
         ),
     )
@@ -121,10 +122,15 @@ def _rollout_text(status: DeployStatus) -> str | None:
     r = status.rollout
     if r is None or not r.active:
         return None
-    text = f"{r.plan.strategy} rollout of v{r.candidate}: {r.state}"
+    text = f"v{r.candidate} {r.state}"
     if r.step >= 0:
         text += f", step {r.step + 1}/{len(r.plan.steps)}"
-    return f"{text}, candidate share {r.weight:g}%"
+    return f"{text}, {r.weight:g}% of traffic"
+
+
+def _plain(value: float) -> str:
+    """A small number in plain decimals with two significant digits: 0.000030."""
+    return str(np.format_float_positional(value, precision=2, fractional=False, unique=False))
 
 
 def _headline_note(points: Sequence[Point]) -> str:
@@ -141,6 +147,7 @@ def _trend(
     note: str,
     *,
     pct: bool = False,
+    money: bool = False,
     scale: float = 1.0,
     unit: str = "",
 ) -> Trend:
@@ -150,6 +157,8 @@ def _trend(
         latest = "-"
     elif pct:
         latest = f"{last:.1%}"
+    elif money:  # a cost of $0.00003 reads as money, not as 3e-05
+        latest = f"${last:,.2f}" if abs(last) >= 0.01 else f"${_plain(last)}"
     else:
         latest = f"{last:.3g}"
     title = f"{what} over the last day, {len(points)} windows"
