@@ -738,7 +738,8 @@ def histogram(
             )
     parts.append(_value_axis(_inner_ticks(lo, hi), x_of, value_label))
     note = (
-        f"height: share per width {_value_text(mean_width, unit)} (area = share)"
+        f"bins at their real widths: a bar's area is its share of rows "
+        f"(height: share per {_value_text(mean_width, unit)} of value)"
         if by_area
         else "height: share per bin"
     )
