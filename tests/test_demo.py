@@ -154,8 +154,9 @@ def test_demo_serves_with_tokens_and_audits_each_caller(demo: tuple[Path, str]) 
     assert {n: (x.team, x.role) for n, x in listed.items()} == {
         "churn-app": ("risk", "owner"),
         "upsell-app": ("growth", "owner"),
+        "demo-dashboard": ("risk", "owner"),
     }
-    assert all(h.startswith("scrypt$") for h in stored) and len(stored) == 2
+    assert all(h.startswith("scrypt$") for h in stored) and len(stored) == 3
     label_actors = {e.actor for e in entries if e.action == "label.write"}
     assert label_actors == {"token:churn-app@risk"}
     denied = [e for e in entries if e.action == "access.denied"]
@@ -163,6 +164,28 @@ def test_demo_serves_with_tokens_and_audits_each_caller(demo: tuple[Path, str]) 
     assert denied[0].after["action"] == "label.write"
     line = next(x for x in out.splitlines() if "labels with no token" in x)
     assert "labels with no token: 401" in line and "'upsell-app': 403" in line
+
+
+def test_demo_acknowledges_an_alert_from_the_dashboard_page(demo: tuple[Path, str]) -> None:
+    """The demo signs in to the dashboard with a token and acknowledges an alert with the page's
+    own form: the store has the alert acknowledged by that token and the sign-in audited; the
+    same form with a forged CSRF token was refused first."""
+    import re
+
+    home, out = demo
+    line = next(x for x in out.splitlines() if "'Acknowledge' on alert #" in x)
+    found = re.search(r"alert #(\d+) .*forged CSRF token: (\d+).*own form: (\d+)", line)
+    assert found is not None, line
+    alert_id, forged, status = (int(g) for g in found.groups())
+    assert (forged, status) == (403, 303)
+    with Workspace(Config(home=home)) as ws:
+        alert = ws.alerts.get(alert_id)
+        entries = ws.registry.audit_log(limit=10_000)
+    assert alert.state == "acknowledged" and alert.acked_by == "token:demo-dashboard@risk"
+    assert [e.actor for e in entries if e.action == "ui.login"] == ["token:demo-dashboard@risk"]
+    acks = [e for e in entries if e.action == "alert.ack" and e.target == f"alert:{alert_id}"]
+    assert [e.actor for e in acks] == ["token:demo-dashboard@risk"]
+    assert "churn's page draws 6 time charts" in out
 
 
 def test_demo_monitor_step_finds_the_drifted_windows(demo: tuple[Path, str]) -> None:

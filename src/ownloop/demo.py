@@ -9,9 +9,11 @@ import http.client
 import http.server
 import json
 import math
+import re
 import shutil
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -182,6 +184,7 @@ def run_demo(
         _step_alerts(ws, receiver, result, say, shown)
         _step_feedback(ws, home, result, say, shown)
         _step_scorecard(ws, result, say, shown)
+        _step_dashboard(ws, result, say)
     return result
 
 
@@ -674,6 +677,83 @@ def serve_dashboard(home: Path, port: int, say: Callable[[str], None] = print) -
 
         threading.Thread(target=announce, name="ownloop-demo-announce", daemon=True).start()
         server.run()
+
+
+def _step_dashboard(ws: Workspace, result: DemoResult, say: Callable[[str], None]) -> None:
+    """The owner's dashboard in a browser's place: sign in with a token, read churn's page, and
+    acknowledge an alert with the page's own form (its CSRF token, the server's origin)."""
+    secret = ws.tokens.create(DASHBOARD_TOKEN, team="risk", role="owner").secret
+    result.tokens.append(DASHBOARD_TOKEN)
+    with _serving(ws) as port:
+        browser = _Browser(port)
+        try:
+            login = browser.get("/ui/login")
+            signed = browser.post("/ui/login", {"token": secret, "csrf": _csrf(login)})
+            page = browser.get("/ui/models/churn")
+            charts, points = page.count('class="chart time"'), page.count('class="pt"')
+            say(
+                f"16. the owner's dashboard at {browser.origin}/ ('ownloop ui'; 'ownloop demo "
+                f"--keep-serving' keeps it open): signed in with the token '{DASHBOARD_TOKEN}' "
+                f"(owner of risk; {signed}, a session cookie), churn's page draws {charts} time "
+                f"charts ({points} points: accuracy, latency, errors, cost, drift, confidence), "
+                "the rollout, the drift table, alerts, versions and aliases from stored figures"
+            )
+            acks = re.findall(r'action="(/ui/models/churn/alerts/(\d+)/ack)"', page)
+            if not acks:
+                say("   no firing alert is left to acknowledge from the page")
+                return
+            (path, alert_id), fields = acks[0], {"csrf": _csrf(page), "note": "seen on the page"}
+            forged = browser.post(path, {**fields, "csrf": "x" * 43})
+            status = browser.post(path, fields)
+        finally:
+            browser.close()
+    alert = ws.alerts.get(int(alert_id))
+    say(
+        f"   'Acknowledge' on alert #{alert.id} ({alert.rule}) with a forged CSRF token: "
+        f"{forged}, nothing changed; with the page's own form: {status}, and the store has it "
+        f"{alert.state} by {alert.acked_by}"
+    )
+    result.counts["dashboard_ack"] = alert.id
+    result.steps.append("dashboard")
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    if found is None:
+        raise InvalidInputError("the dashboard page has no form token; see the server's log")
+    return found.group(1)
+
+
+class _Browser:
+    """What the demo needs of a browser: cookies kept, forms sent from the server's own origin."""
+
+    def __init__(self, port: int) -> None:
+        self.origin = f"http://127.0.0.1:{port}"
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.cookies: dict[str, str] = {}
+
+    def _send(self, method: str, path: str, body: str | None, headers: dict[str, str]) -> Any:
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        self.conn.request(method, path, body, headers)
+        response = self.conn.getresponse()
+        for line in response.msg.get_all("set-cookie") or []:
+            name, _, value = line.split(";", 1)[0].partition("=")
+            self.cookies[name.strip()] = value.strip()
+        return response
+
+    def get(self, path: str) -> str:
+        return str(self._send("GET", path, None, {}).read().decode())
+
+    def post(self, path: str, fields: dict[str, str]) -> int:
+        """The status of a form POST (a 303 back to a page when it worked)."""
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": self.origin}
+        response = self._send("POST", path, urllib.parse.urlencode(fields), headers)
+        response.read()
+        return int(response.status)
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 DASHBOARD_TOKEN = "demo-dashboard"  # the browser's token of --keep-serving: owner for team risk
