@@ -80,6 +80,9 @@ class ObjectPath(PosixPath):
         return (_rebuild, (self.fs, self.scheme, self.key))
 
     def _info(self) -> pafs.FileInfo:
+        listed: pafs.FileInfo | None = self.__dict__.get("_listed")
+        if listed is not None:  # from the listing that found it: objects are written once
+            return listed
         try:
             return self.fs.get_file_info(self.key)
         except OSError as exc:
@@ -114,8 +117,12 @@ class ObjectPath(PosixPath):
         )
 
     def iterdir(self) -> Generator[ObjectPath, None, None]:
-        for name in list_names(self):
-            yield self / name
+        """The objects and "folders" (common prefixes) directly under this prefix; what the
+        listing said of each (kind, size, time) answers ``is_dir``/``stat`` without a request."""
+        for info in _listing(self):
+            child = self / info.base_name
+            child.__dict__["_listed"] = info
+            yield child
 
     def read_bytes(self) -> bytes:
         try:
@@ -191,12 +198,16 @@ def list_names(folder: Path) -> list[str]:
     """The names directly in ``folder`` (a local folder or a key prefix), sorted."""
     if not isinstance(folder, ObjectPath):
         return sorted(os.listdir(folder))
+    return [info.base_name for info in _listing(folder)]
+
+
+def _listing(folder: ObjectPath) -> list[pafs.FileInfo]:
     selector = pafs.FileSelector(folder.key, allow_not_found=True, recursive=False)
     try:
         infos = folder.fs.get_file_info(selector)
     except OSError as exc:
         raise _unavailable(folder, exc) from exc
-    return sorted(info.base_name for info in infos)
+    return sorted((i for i in infos if i.base_name), key=lambda i: str(i.base_name))
 
 
 def put_bytes(path: Path, data: bytes | pa.Buffer) -> None:
