@@ -15,7 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,15 +47,15 @@ except ImportError:  # pragma: no cover - the dev extra installs it
 KEYS = {"AWS_ACCESS_KEY_ID": "ownloop-test", "AWS_SECRET_ACCESS_KEY": "ownloop-test-secret"}
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real S3 server (``moto_server``, its own process) on loopback for this module's tests,
-    stopped at the end. Its own process, so nothing here shares a lock with it."""
+@contextmanager
+def moto_server(log: Path, **env: str) -> Iterator[str]:
+    """A real S3 server (``moto_server``, its own process) on a free loopback port, yielded once
+    it answers, stopped on the way out whatever happened."""
     port = free_port()
-    log = tmp_path_factory.mktemp("s3") / "moto.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -78,6 +78,13 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One S3 server for this module's tests (each test makes a bucket of its own)."""
+    with moto_server(tmp_path_factory.mktemp("s3") / "moto.log") as url:
+        yield url
 
 
 @pytest.fixture
@@ -215,6 +222,27 @@ def test_a_missing_bucket_or_endpoint_is_a_clear_error_at_startup(
         Workspace(nobody)
     with pytest.raises(InvalidInputError, match="OWNLOOP_S3_ENDPOINT_URL='ftp://x'"):
         Config.from_env({**_settings(s3_env), "OWNLOOP_S3_ENDPOINT_URL": "ftp://x"}).predictions_dir  # noqa: B018
+
+
+def test_wrong_credentials_are_a_clear_error_at_startup(tmp_path: Path) -> None:
+    # this server checks credentials after its first request (the one that makes the bucket)
+    with moto_server(tmp_path / "moto.log", INITIAL_NO_AUTH_ACTION_COUNT="1") as url:
+        env = {**KEYS, "AWS_REGION": "us-east-1", "OWNLOOP_S3_ENDPOINT_URL": url, "BUCKET": "logs"}
+        _client(env).create_bucket(Bucket="logs")
+        config = Config.from_env(
+            {
+                **_settings(env),
+                "OWNLOOP_HOME": str(tmp_path / "home"),
+                "AWS_ACCESS_KEY_ID": "not-a-key",
+                "AWS_SECRET_ACCESS_KEY": "not-a-secret",
+            }
+        )
+        with pytest.raises(StoreUnavailableError) as caught:
+            Workspace(config)
+    said = str(caught.value)
+    assert "OWNLOOP_PREDICTIONS_URL=s3://logs/log cannot be used" in said
+    assert "ACCESS_DENIED" in said and "AWS_ACCESS_KEY_ID" in said
+    assert "not-a-secret" not in said
 
 
 @pytest.mark.slow
