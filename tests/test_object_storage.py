@@ -409,6 +409,11 @@ def test_two_serve_processes_write_one_bucket_and_a_monitor_reads_it(
             "churn", start, datetime.now(UTC) + timedelta(minutes=1)
         )
         assert sum(r.rows for r in reports) == 120
+        # the monitor's per-segment cache is on the local disk, and a second run agrees
+        cached = list((s3_config.home / "monitoring" / "partials" / "churn").rglob("*.json"))
+        assert cached
+        again = ws.monitor.window_reports("churn", start, datetime.now(UTC) + timedelta(minutes=1))
+        assert [(r.version, r.rows) for r in again] == [(r.version, r.rows) for r in reports]
         labels = predlog.read_labels(ws.config.predictions_dir, "churn")
         assert sorted(labels["prediction_id"].to_pylist()) == sorted(answered[:20])
         found = predlog.labelled_ids(ws.config.predictions_dir, "churn", answered[:40])
