@@ -1,5 +1,9 @@
 """Content-addressed files: ``<home>/artifacts/sha256/<ab>/<digest>``, verified on every read.
 
+With ``OWNLOOP_ARTIFACTS_URL=s3://bucket/prefix`` the same names are objects in the bucket
+(``prefix/sha256/<ab>/<digest>``): staged in a local private folder, published with one upload,
+and verified against the digest when read, exactly as files are.
+
 Paths are built from the digest only, never from a name a client sent. Files are 0600 (mkstemp),
 folders 0700, and a link that leads out of the artifacts folder is refused.
 """
@@ -16,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ownloop import objectstore
 from ownloop._files import inside, private_folder
 from ownloop.errors import (
     IntegrityError,
@@ -140,8 +145,14 @@ class ArtifactStore:
         return Staged(Path(tmp), sha256_bytes(data), len(data))
 
     def _staging(self) -> Path:
-        """The staging folder, swept of copies a killed process left behind (older than a day)."""
-        staging = private_folder(inside(self.root, self.root / "tmp"))
+        """The staging folder, swept of copies a killed process left behind (older than a day).
+
+        Artifacts in object storage are staged in a private folder of the local temp folder.
+        """
+        if objectstore.is_object(self.root):
+            staging = private_folder(Path(tempfile.gettempdir()) / f"ownloop-{os.getuid()}-staging")
+        else:
+            staging = private_folder(inside(self.root, self.root / "tmp"))
         cutoff = time.time() - STALE_STAGED_S
         for old in staging.glob(".tmp-*"):
             try:
@@ -157,6 +168,9 @@ class ArtifactStore:
         try:
             with self._writing():
                 if self._intact(target, staged.digest):
+                    staged.path.unlink()
+                elif objectstore.is_object(target):
+                    objectstore.put_file(target, staged.path)
                     staged.path.unlink()
                 else:
                     private_folder(target.parent)
@@ -174,13 +188,20 @@ class ArtifactStore:
         except OSError as exc:
             raise StoreUnavailableError(
                 f"cannot write to the artifacts folder {self.root}: {exc.strerror or exc}; "
-                "make it a writable folder, or point OWNLOOP_HOME at one"
+                + (
+                    "check OWNLOOP_ARTIFACTS_URL, the credentials and that the bucket is writable"
+                    if objectstore.is_object(self.root)
+                    else "make it a writable folder, or point OWNLOOP_HOME at one"
+                )
             ) from exc
 
     def _intact(self, target: Path, digest: str) -> bool:
         return target.is_file() and sha256_file(target) == digest
 
     def _atomic_write(self, target: Path, chunks: list[bytes]) -> None:
+        if objectstore.is_object(target):
+            objectstore.put_bytes(target, b"".join(chunks))
+            return
         private_folder(target.parent)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         try:
@@ -208,7 +229,8 @@ class ArtifactStore:
         actual = sha256_bytes(data)
         if actual != digest:
             raise IntegrityError(
-                f"artifact {target} was altered on disk: expected sha256 {digest}, found {actual}; "
+                f"artifact {target} was altered "
+                f"{'in the bucket' if objectstore.is_object(target) else 'on disk'}: expected sha256 {digest}, found {actual}; "
                 "it will not be loaded. Restore it from backup or register the model again"
             )
         return data

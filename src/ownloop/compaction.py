@@ -53,7 +53,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ownloop import predlog
+from ownloop import objectstore, predlog
 from ownloop._files import create_private, inside
 from ownloop.artifacts import fsync_path
 from ownloop.errors import InvalidInputError, OwnloopError
@@ -112,6 +112,12 @@ def compact(
 
     ``now`` is a unix time (default: the wall clock, the one segment names are stamped with).
     """
+    if objectstore.is_object(root):
+        raise InvalidInputError(
+            f"the prediction log at {root} is in object storage, and compaction runs only on a "
+            "local or shared folder for now; leave OWNLOOP_COMPACT_EVERY_S unset and do not run "
+            "ownloop compact while OWNLOOP_PREDICTIONS_URL is set"
+        )
     if older_than < timedelta(0) or keep_sources < timedelta(0):
         raise InvalidInputError("older_than and keep_sources must not be negative")
     if max_rows < 1 or row_group_rows < 1:

@@ -6,10 +6,12 @@ import getpass
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
+from ownloop import objectstore
 from ownloop._files import inside, private_folder
 from ownloop.errors import InvalidInputError, StoreUnavailableError
 
@@ -64,6 +66,18 @@ def _number(
     return value
 
 
+_S3_ENV = ("AWS_", "OWNLOOP_S3_")
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    """An object-storage URL setting, checked for its form now (the bucket is reached later)."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    objectstore.parse_url(name, raw)
+    return raw
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").lower() in ("1", "true", "yes")
 
@@ -110,10 +124,25 @@ class Config:
     session_hours: float = 12.0  # a dashboard sign-in lasts this long (and never past its token)
     # Host names the dashboard answers besides loopback ones (DNS-rebinding guard), e.g. a proxy's
     allowed_hosts: tuple[str, ...] = ()
+    # s3://bucket/prefix for the prediction log and the artifacts (unset: folders under home)
+    predictions_url: str | None = None
+    artifacts_url: str | None = None
+    # the environment the S3 credentials and endpoint are read from (AWS_*, OWNLOOP_S3_*)
+    s3_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
+        config = cls._read(env)
+        if config.predictions_url is not None and config.compact_every_s is not None:
+            raise InvalidInputError(
+                "OWNLOOP_COMPACT_EVERY_S is set but the prediction log is in object storage "
+                "(OWNLOOP_PREDICTIONS_URL), where compaction does not run yet; unset one of them"
+            )
+        return config
+
+    @classmethod
+    def _read(cls, env: Mapping[str, str]) -> Config:
         home = Path(env.get("OWNLOOP_HOME") or ".ownloop").expanduser().absolute()
         return cls(
             home=home,
@@ -161,6 +190,9 @@ class Config:
                 for h in env.get("OWNLOOP_ALLOWED_HOSTS", "").split(",")
                 if h.strip()
             ),
+            predictions_url=_url(env, "OWNLOOP_PREDICTIONS_URL"),
+            artifacts_url=_url(env, "OWNLOOP_ARTIFACTS_URL"),
+            s3_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith(_S3_ENV))),
         )
 
     def with_home(self, home: Path | str) -> Config:
@@ -184,16 +216,36 @@ class Config:
             )
         for name in ("ownloop.db", "ownloop.db-wal", "ownloop.db-shm", "artifacts", "predictions"):
             inside(self.home, self.home / name)
+        self.check_storage()
         return self.home
+
+    def check_storage(self) -> None:
+        """Reach each bucket set by a URL once; a clear error naming the setting if it fails."""
+        for setting, url, path in (
+            ("OWNLOOP_PREDICTIONS_URL", self.predictions_url, self.predictions_dir),
+            ("OWNLOOP_ARTIFACTS_URL", self.artifacts_url, self.artifacts_dir),
+        ):
+            if url is not None and isinstance(path, objectstore.ObjectPath):
+                objectstore.check(setting, path)
 
     @property
     def db_url(self) -> str:
         return self.db_url_override or f"sqlite:///{self.home / 'ownloop.db'}"
 
-    @property
+    @cached_property
     def artifacts_dir(self) -> Path:
+        """The artifacts folder, or an :class:`~ownloop.objectstore.ObjectPath` in a bucket."""
+        if self.artifacts_url is not None:
+            return objectstore.open_location(
+                "OWNLOOP_ARTIFACTS_URL", self.artifacts_url, dict(self.s3_env)
+            )
         return self.home / "artifacts"
 
-    @property
+    @cached_property
     def predictions_dir(self) -> Path:
+        """The prediction log's folder, or an :class:`~ownloop.objectstore.ObjectPath`."""
+        if self.predictions_url is not None:
+            return objectstore.open_location(
+                "OWNLOOP_PREDICTIONS_URL", self.predictions_url, dict(self.s3_env)
+            )
         return self.home / "predictions"

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ownloop import objectstore
 from ownloop._files import create_private, inside, private_folder
 from ownloop.artifacts import fsync_path
 from ownloop.errors import InvalidInputError
@@ -236,11 +237,23 @@ def _dictionary_columns(table: pa.Table) -> list[str]:
     ]
 
 
-def _write_hidden(folder: Path, table: pa.Table) -> tuple[Path, Path]:
-    """Write and fsync ``table`` under a hidden ``.tmp-*`` name; return it and its final name."""
-    private_folder(_linked_inside(folder.parent, folder))
+# (hidden name, final name, the bytes held in memory until published: object storage only)
+_Staged: TypeAlias = tuple[Path, Path, pa.Buffer | None]
+
+
+def _write_hidden(folder: Path, table: pa.Table) -> _Staged:
+    """Write and fsync ``table`` under a hidden ``.tmp-*`` name; return it and its final name.
+
+    In object storage nothing is written yet: the file is held in memory until published.
+    """
     name = _span_name(table)
     tmp = folder / f".tmp-{name}"
+    if objectstore.is_object(folder):
+        data = objectstore.table_bytes(
+            table, compression="lz4", use_dictionary=_dictionary_columns(table)
+        )
+        return tmp, folder / name, data
+    private_folder(_linked_inside(folder.parent, folder))
     try:
         create_private(tmp)
         # a path, not a Python file object: Arrow then writes natively without taking the GIL
@@ -252,16 +265,31 @@ def _write_hidden(folder: Path, table: pa.Table) -> tuple[Path, Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return tmp, folder / name
+    return tmp, folder / name, None
 
 
-def _publish(staged: Sequence[tuple[Path, Path]]) -> list[Path]:
-    """Rename written hidden files to their final names, then make the renames durable."""
-    for tmp, target in staged:
-        os.replace(tmp, target)
-    for folder in {target.parent for _, target in staged}:
+def _publish(staged: Sequence[_Staged]) -> list[Path]:
+    """Rename written hidden files to their final names, then make the renames durable.
+
+    In object storage each file is one PUT of the whole object under its final name; if one
+    fails, the ones already published are deleted again, so the caller may retry all of them.
+    """
+    done: list[Path] = []
+    try:
+        for tmp, target, data in staged:
+            if data is not None:
+                objectstore.put_bytes(target, data)
+            else:
+                os.replace(tmp, target)
+            done.append(target)
+    except BaseException:
+        for target in done:
+            if objectstore.is_object(target):
+                target.unlink(missing_ok=True)
+        raise
+    for folder in {target.parent for _, target, data in staged if data is None}:
         fsync_path(folder)
-    return [target for _, target in staged]
+    return done
 
 
 def _write_atomic(folder: Path, table: pa.Table) -> Path:
@@ -307,12 +335,12 @@ def write_segment(root: Path, model: str, table: pa.Table) -> list[Path]:
     table = _check_columns(table, BASE_SCHEMA, "prediction")
     # every day's file is written before any is renamed: a failure leaves nothing visible, so
     # the writer may retry or split the same rows without writing any of them twice
-    staged: list[tuple[Path, Path]] = []
+    staged: list[_Staged] = []
     try:
         for day, part in _split_by_day(table, "ts"):
             staged.append(_write_hidden(folder / f"{_DAY_PREFIX}{day.isoformat()}", part))
     except BaseException:
-        for tmp, _ in staged:
+        for tmp, _, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
     return _publish(staged)
@@ -353,7 +381,9 @@ def _segments_under(
         if (first is not None and day < first) or (last is not None and day > last):
             continue
         _linked_inside(folder, day_dir)
-        names = [n for n in sorted(os.listdir(day_dir)) if n.endswith(".parquet") and n[0] != "."]
+        names = [
+            n for n in objectstore.list_names(day_dir) if n.endswith(".parquet") and n[0] != "."
+        ]
         gone = replaced_in(day_dir, names)
         files.extend(
             _linked_inside(folder, day_dir / name)
@@ -400,7 +430,7 @@ def replaced_by(path: Path) -> frozenset[str]:
     if known is not None:
         return known
     try:
-        meta = pq.read_metadata(str(path)).metadata or {}
+        meta = objectstore.read_metadata(path).metadata or {}
         names = json.loads(meta[REPLACES_KEY])
     except (*_READ_ERRORS, KeyError, ValueError):
         return frozenset()
@@ -569,7 +599,7 @@ def _read_segment(
     if missing:
         raise SegmentReadError(f"it has no '{missing[0]}' column")
     try:
-        table = pq.read_table(path, columns=list(dict.fromkeys([*wanted, *used])))
+        table = objectstore.read_table(path, columns=list(dict.fromkeys([*wanted, *used])))
     except _READ_ERRORS as exc:
         raise SegmentReadError(f"not a readable Parquet file ({str(exc).splitlines()[0]})") from exc
     return _keep(table, conditions).select(wanted)
@@ -627,7 +657,7 @@ def read_segments(
     schemas: dict[Path, pa.Schema] = {}
     for path in files:
         try:
-            schemas[path] = pq.read_schema(path)
+            schemas[path] = objectstore.read_schema(path)
         except _READ_ERRORS as exc:
             skipped.append(SkippedSegment(path, f"not a readable Parquet file ({exc})"))
     if columns is not None and schemas:
@@ -784,34 +814,37 @@ def _labels_dir(root: Path, model: str) -> Path:
 class StagedLabels:
     """Label segments written under hidden names (invisible to readers) until :meth:`publish`."""
 
-    files: tuple[tuple[Path, Path], ...]  # (hidden name, published name)
+    # (hidden name, published name, bytes held in memory: object storage only)
+    files: tuple[_Staged, ...]
 
     def publish(self) -> list[Path]:
-        """Make the labels visible (one atomic rename per segment)."""
-        for hidden, target in self.files:
-            os.replace(hidden, target)
-        for folder in {target.parent for _, target in self.files}:
-            fsync_path(folder)
-        return [target for _, target in self.files]
+        """Make the labels visible (one atomic rename, or one PUT, per segment)."""
+        return _publish(self.files)
 
     def discard(self) -> None:
         """Remove the hidden segments (the batch did not commit)."""
-        for hidden, _ in self.files:
-            hidden.unlink(missing_ok=True)
+        for hidden, _, data in self.files:
+            if data is None:
+                hidden.unlink(missing_ok=True)
 
 
 def stage_labels(root: Path, model: str, table: pa.Table) -> StagedLabels:
     """Write label rows under hidden names, one segment per UTC day of ``labeled_at``, fsynced."""
     folder = _labels_dir(root, model)
     table = _check_columns(table, LABEL_SCHEMA, "label").select(LABEL_SCHEMA.names)
-    files: list[tuple[Path, Path]] = []
+    files: list[_Staged] = []
     try:
         for day, part in _split_by_day(table, "labeled_at"):
             day_dir = folder / f"{_DAY_PREFIX}{day.isoformat()}"
-            private_folder(inside(folder, day_dir))
             name = _span_name(part)
             hidden = day_dir / f"{_PENDING}{name}"
-            files.append((hidden, day_dir / name))
+            if objectstore.is_object(folder):
+                files.append(
+                    (hidden, day_dir / name, objectstore.table_bytes(part, compression="lz4"))
+                )
+                continue
+            private_folder(inside(folder, day_dir))
+            files.append((hidden, day_dir / name, None))
             create_private(hidden)
             pq.write_table(part, str(hidden), compression="lz4")
             fsync_path(hidden)
