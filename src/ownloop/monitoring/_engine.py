@@ -183,6 +183,8 @@ class DaskEngine:
                     processes=True,
                     host="127.0.0.1",
                     dashboard_address=None,
+                    # no dashboard; its health routes on a free loopback port, never :8787
+                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                 )
                 self.client: Any = distributed.Client(  # type: ignore[no-untyped-call]
                     self.cluster, timeout=timeout_s
@@ -208,7 +210,7 @@ class DaskEngine:
         if not items:
             return
         [sent] = self.client.scatter([shared], broadcast=True, hash=False)
-        futures = self.client.map(fn, list(items), shared=sent, pure=False)
+        futures = self.client.map(fn, list(items), [sent] * len(items), pure=False)
         try:
             for future in futures:
                 yield future.result()
