@@ -209,11 +209,20 @@ class DaskEngine:
     def map(self, fn: Callable[[T, S], R], items: Sequence[T], shared: S) -> Iterator[R]:
         if not items:
             return
+        from distributed import KilledWorker
+
         [sent] = self.client.scatter([shared], broadcast=True, hash=False)
         futures = self.client.map(fn, list(items), [sent] * len(items), pure=False)
         try:
             for future in futures:
-                yield future.result()
+                try:
+                    yield future.result()
+                except KilledWorker as exc:
+                    raise EngineUnavailableError(
+                        f"Dask workers kept dying while computing a log segment's partial "
+                        f"({exc}); check the workers' memory and logs, or run without "
+                        "--engine dask"
+                    ) from exc
                 future.release()
         finally:
             self.client.cancel([f for f in futures if not f.done()])
