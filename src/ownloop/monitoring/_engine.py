@@ -37,6 +37,7 @@ __all__ = [
     "SegmentResult",
     "SegmentTask",
     "VersionInputs",
+    "of_arms",
     "open_engine",
     "segment_partials",
 ]
@@ -89,7 +90,7 @@ class SegmentResult:
 _EMPTY_SPEC = PartialSpec({}, (), "regression")
 
 
-def _of_arms(table: pa.Table, arms: Sequence[str]) -> pa.Table:
+def of_arms(table: pa.Table, arms: Sequence[str]) -> pa.Table:
     """The rows of ``table`` logged by ``arms`` (a row without an arm is stable)."""
     if "arm" not in table.column_names:
         return table if "stable" in arms else table.slice(0, 0)
@@ -110,7 +111,7 @@ def segment_partials(task: SegmentTask, versions: Mapping[int, VersionInputs]) -
         table = pq.read_table(task.path)
         if task.conditions:
             table = predlog.select_rows(table, task.conditions)
-        table = _of_arms(table, task.arms)
+        table = of_arms(table, task.arms)
     except (*_READ_ERRORS, predlog.SegmentReadError) as exc:
         return SegmentResult({}, (str(exc).splitlines()[0],))
     out: dict[int, WindowPartial] = {}

@@ -35,6 +35,7 @@ from ownloop.monitoring._engine import (
     Engine,
     SegmentTask,
     VersionInputs,
+    of_arms,
     open_engine,
     segment_partials,
 )
@@ -100,23 +101,13 @@ class _Window:
     arms: tuple[str, ...] = DEFAULT_ARMS
 
     def of_arms(self, table: pa.Table) -> pa.Table:
-        return _of_arms(table, self.arms)
+        return of_arms(table, self.arms)
 
     def conditions(self) -> dict[str, Any]:
         out: dict[str, Any] = {"start": self.start, "end": self.end}
         if self.first_id is not None:
             out["first"] = (self.start, self.first_id)
         return out
-
-
-def _of_arms(table: pa.Table, arms: Sequence[str]) -> pa.Table:
-    """The rows of ``table`` logged by ``arms`` (a row without an arm is stable)."""
-    if "arm" not in table.column_names:
-        return table if "stable" in arms else table.slice(0, 0)
-    if set(arms) >= set(predlog.ARMS):
-        return table
-    arm = pc.fill_null(table.column("arm").cast(pa.string()), "stable")
-    return table.filter(pc.fill_null(pc.is_in(arm, pa.array(list(arms), pa.string())), False))
 
 
 def _version_schema(v: ModelVersion) -> pa.Schema | None:
@@ -1248,7 +1239,7 @@ def _stamps(seg: Path, arms: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     try:
         has_arm = "arm" in pq.read_schema(seg).names
         table = pq.read_table(seg, columns=["ts", "prediction_id", *(["arm"] if has_arm else [])])
-        table = _of_arms(table, arms)
+        table = of_arms(table, arms)
         ts = table.column("ts").cast(predlog.TS).cast(pa.int64()).to_numpy()
     except _READ_ERRORS:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
