@@ -19,6 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from ownloop._files import private_folder, replace_private_text
 from ownloop.monitoring._partial import WindowPartial
@@ -61,7 +64,7 @@ class PartialCache:
 
         The caller counts a hit or a miss once it knows whether the entry fits its window."""
         try:
-            data = json.loads(self.path(seg, model, arms).read_text(encoding="utf-8"))
+            data = _loads(self.path(seg, model, arms).read_bytes())
             size = os.stat(seg).st_size
         except (OSError, ValueError):
             return None
@@ -108,6 +111,15 @@ class PartialCache:
             path, json.dumps(body), path.with_name(f".tmp-{os.getpid()}-{path.name}")
         )
         self.writes += 1
+
+
+def _loads(raw: bytes) -> Any:
+    """Parse an entry: orjson first (several times faster on long number lists), the standard
+    parser for what orjson refuses (a NaN written by ``json.dumps``)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def _stamp(value: datetime | None) -> int | None:
