@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from ownloop import Workspace
 from ownloop.cli import cli
 from ownloop.errors import InvalidInputError
-from ownloop.monitoring import DaskEngine, open_engine
+from ownloop.monitoring import DaskEngine, EngineUnavailableError, open_engine
 from tests.conftest import env_for
 from tests.test_monitor import T0, logged
 
@@ -198,3 +198,9 @@ def test_engine_and_scheduler_are_checked(logged: Workspace) -> None:
     )
     assert res.exit_code == 2
     assert "add --engine dask" in res.output
+
+
+def test_a_scheduler_that_does_not_answer_is_named() -> None:
+    _need_dask()
+    with pytest.raises(EngineUnavailableError, match=r"tcp://127\.0\.0\.1:1 .*run without"):
+        DaskEngine("tcp://127.0.0.1:1", timeout_s=2)  # port 1: nothing listens there
