@@ -18,7 +18,7 @@ import pytest
 from ownloop import Config, InvalidInputError, Workspace, predlog
 from ownloop.clock import FrozenClock
 from ownloop.demo import log_predictions, make_churn_data
-from ownloop.monitoring import DriftSettings, _monitor, parse_duration
+from ownloop.monitoring import DriftSettings, _engine, parse_duration
 from ownloop.monitoring._monitor import linear_trend
 from ownloop.predlog import LABEL_SCHEMA, write_labels
 from tests.conftest import env_for
@@ -134,20 +134,25 @@ def test_long_window_reuses_segment_partials(
     logged: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    real = _monitor.compute_partial
+    real = _engine.compute_partial
 
     def counted(batch: Any, spec: Any) -> Any:
         calls.append(batch.num_rows)
         return real(batch, spec)
 
-    monkeypatch.setattr(_monitor, "compute_partial", counted)  # a spy: the real one still runs
+    monkeypatch.setattr(_engine, "compute_partial", counted)  # a spy: the real one still runs
     ws = logged
+    counts = ws.monitor.cache
+    before = (counts.hits, counts.misses, counts.writes)
     first = ws.monitor.run("churn", window=timedelta(hours=3), store=False)[0]
     assert calls == [1200, 1200]  # one partial per segment, each wholly inside the window
+    after = (counts.hits, counts.misses, counts.writes)
+    assert [b - a for a, b in zip(before, after, strict=True)] == [0, 2, 2]
     cache = list((ws.config.home / "monitoring" / "partials" / "churn").rglob("*.json"))
     assert len(cache) == 2
     again = ws.monitor.run("churn", window=timedelta(hours=3), store=False)[0]
     assert calls == [1200, 1200]  # the second run computed no partial: both came from the cache
+    assert (counts.hits, counts.misses, counts.writes) == (after[0] + 2, after[1], after[2])
     assert first.drift is not None
     assert again.drift is not None
     assert [f.score for f in first.drift.features] == [f.score for f in again.drift.features]

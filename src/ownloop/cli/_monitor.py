@@ -24,13 +24,17 @@ from ownloop.cli._app import (
 )
 from ownloop.errors import InvalidInputError, NotFoundError, OwnloopError
 from ownloop.monitoring import (
+    ENGINES,
     FINDINGS,
     DriftSettings,
+    Engine,
     MonitorRun,
     WindowReport,
+    open_engine,
     parse_duration,
     write_sample,
 )
+from ownloop.workspace import Workspace
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]
@@ -258,6 +262,21 @@ class _MonitorCommand(click.Command):
     help="Store the figures only: evaluate no alert rules and deliver nothing (--fail-on still "
     "sets the exit code).",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="local",
+    show_default=True,
+    help="Where the per-segment partials are computed: in this process, or on a Dask cluster "
+    "(needs pip install 'ownloop[dask]'; workers must read the log at the same paths).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="With --engine dask: the scheduler to use, e.g. tcp://host:8786. Default: a local "
+    "cluster of 2 worker processes, started and stopped by the run.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 def monitor(
     model: str | None,
@@ -273,6 +292,8 @@ def monitor(
     save: bool,
     fail_on: tuple[tuple[str, ...], ...],
     no_alerts: bool,
+    engine: str,
+    scheduler: str | None,
     as_json: bool,
 ) -> None:
     """Monitor MODEL (default: every model with a production alias) over the last window; store the results.
@@ -311,6 +332,8 @@ def monitor(
             kinds,
             no_alerts,
             as_json,
+            engine,
+            scheduler,
         )
     except (InvalidInputError, NotFoundError) as exc:
         click.echo(f"error: {exc.message}", err=True)
@@ -338,9 +361,52 @@ def _monitor(
     kinds: set[str],
     no_alerts: bool,
     as_json: bool,
+    engine: str = "local",
+    scheduler: str | None = None,
 ) -> bool:
     """Monitor (once, or every interval); True when a --fail-on condition was found."""
     ws = workspace()
+    if model is not None:
+        ws.registry.get_model(model)  # an unknown model is named before a cluster starts
+    with open_engine(engine, scheduler) as eng:
+        return _monitor_with(
+            ws,
+            eng,
+            model,
+            window,
+            last_rows,
+            every,
+            runs,
+            version,
+            arm,
+            alpha,
+            drift_share,
+            thresholds,
+            save,
+            kinds,
+            no_alerts,
+            as_json,
+        )
+
+
+def _monitor_with(
+    ws: Workspace,
+    engine: Engine,
+    model: str | None,
+    window: timedelta,
+    last_rows: int | None,
+    every: timedelta | None,
+    runs: int | None,
+    version: int | None,
+    arm: str | None,
+    alpha: float | None,
+    drift_share: float | None,
+    thresholds: tuple[str, ...],
+    save: bool,
+    kinds: set[str],
+    no_alerts: bool,
+    as_json: bool,
+) -> bool:
     settings = None
     if alpha is not None or drift_share is not None or thresholds:
         if model is None:
@@ -358,7 +424,13 @@ def _monitor(
         done = 0
         while True:
             reports = ws.monitor.run(
-                model, window=window, version=version, settings=settings, rows=last_rows, arm=arm
+                model,
+                window=window,
+                version=version,
+                settings=settings,
+                rows=last_rows,
+                arm=arm,
+                engine=engine,
             )
             if as_json:
                 echo_json(reports)

@@ -10,7 +10,20 @@ from ownloop.monitoring._batch import (
     drift,
     estimate_performance,
 )
+from ownloop.monitoring._cache import PartialCache
 from ownloop.monitoring._drift import DriftReport, DriftSettings, FeatureDrift, evaluate_drift
+from ownloop.monitoring._engine import (
+    ENGINES,
+    DaskEngine,
+    Engine,
+    EngineUnavailableError,
+    InProcessEngine,
+    SegmentResult,
+    SegmentTask,
+    VersionInputs,
+    open_engine,
+    segment_partials,
+)
 from ownloop.monitoring._monitor import Monitor
 from ownloop.monitoring._partial import PartialSpec, WindowPartial, compute_partial, merge_all
 from ownloop.monitoring._performance import Estimate, Realised
@@ -32,26 +45,35 @@ from ownloop.monitoring._sampler import ReviewSample, sample_rows, write_sample
 
 __all__ = [
     "DEFAULT_ARMS",
+    "ENGINES",
     "FINDINGS",
     "Bins",
     "ChunkDrift",
     "ChunkPerformance",
     "ConfidenceFigures",
+    "DaskEngine",
     "DriftChunks",
     "DriftReport",
     "DriftSettings",
+    "Engine",
+    "EngineUnavailableError",
     "Estimate",
     "FeatureDrift",
     "FeatureWindow",
+    "InProcessEngine",
     "Monitor",
     "MonitorRun",
+    "PartialCache",
     "PartialSpec",
     "PerformanceChunks",
     "Point",
     "Realised",
     "ReviewSample",
+    "SegmentResult",
+    "SegmentTask",
     "StoredResult",
     "SystemFigures",
+    "VersionInputs",
     "WindowPartial",
     "WindowReport",
     "compute_partial",
@@ -59,8 +81,10 @@ __all__ = [
     "estimate_performance",
     "evaluate_drift",
     "merge_all",
+    "open_engine",
     "parse_duration",
     "sample_rows",
+    "segment_partials",
     "select_arms",
     "write_sample",
 ]

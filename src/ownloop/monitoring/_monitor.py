@@ -25,19 +25,22 @@ import sqlalchemy as sa
 from scipy import stats
 
 from ownloop import predlog, progress
-from ownloop._files import private_folder, replace_private_text
 from ownloop.access import Acting, Actor, action
 from ownloop.clock import Clock
 from ownloop.config import Config
 from ownloop.errors import InvalidInputError, NotFoundError
+from ownloop.monitoring._cache import PartialCache
 from ownloop.monitoring._drift import DriftSettings, evaluate_drift
-from ownloop.monitoring._html import render_drift_html
-from ownloop.monitoring._partial import (
-    PartialSpec,
-    WindowPartial,
-    compute_partial,
-    proba_matrix,
+from ownloop.monitoring._engine import (
+    Engine,
+    SegmentTask,
+    VersionInputs,
+    of_arms,
+    open_engine,
+    segment_partials,
 )
+from ownloop.monitoring._html import render_drift_html
+from ownloop.monitoring._partial import PartialSpec, WindowPartial, proba_matrix
 from ownloop.monitoring._performance import (
     Estimate,
     Realised,
@@ -72,7 +75,6 @@ from ownloop.store import tables as t
 __all__ = ["Monitor"]
 
 LOW_CONFIDENCE = 0.6
-PARTIAL_CACHE_FORMAT = 6  # bump when the partial's content changes, so old caches are recomputed
 TREND_WINDOWS = 24  # a trend is fitted over at most this many recent windows
 TREND_MIN_WINDOWS = 3  # ... and at least this many
 TREND_MIN_SPAN = timedelta(hours=1)  # ... spanning at least this long (slopes are per hour)
@@ -99,23 +101,13 @@ class _Window:
     arms: tuple[str, ...] = DEFAULT_ARMS
 
     def of_arms(self, table: pa.Table) -> pa.Table:
-        return _of_arms(table, self.arms)
+        return of_arms(table, self.arms)
 
     def conditions(self) -> dict[str, Any]:
         out: dict[str, Any] = {"start": self.start, "end": self.end}
         if self.first_id is not None:
             out["first"] = (self.start, self.first_id)
         return out
-
-
-def _of_arms(table: pa.Table, arms: Sequence[str]) -> pa.Table:
-    """The rows of ``table`` logged by ``arms`` (a row without an arm is stable)."""
-    if "arm" not in table.column_names:
-        return table if "stable" in arms else table.slice(0, 0)
-    if set(arms) >= set(predlog.ARMS):
-        return table
-    arm = pc.fill_null(table.column("arm").cast(pa.string()), "stable")
-    return table.filter(pc.fill_null(pc.is_in(arm, pa.array(list(arms), pa.string())), False))
 
 
 def _version_schema(v: ModelVersion) -> pa.Schema | None:
@@ -157,6 +149,7 @@ class Monitor:
         self.config = config
         self.clock = clock
         self.acting = Acting.of(actor)
+        self.cache = PartialCache(config.home)  # the per-segment partials, shared by every run
 
     # -- settings -------------------------------------------------------------------------
 
@@ -261,12 +254,16 @@ class Monitor:
         store: bool = True,
         rows: int | None = None,
         arm: str | None = None,
+        engine: str | Engine | None = None,
+        scheduler: str | None = None,
     ) -> list[WindowReport]:
         """Monitor the window ending at ``end`` (now) for every version seen in it; store each report.
 
         With ``rows``, the window is the model's last ``rows`` predictions before ``end`` instead.
         ``arm`` (``stable``, ``canary`` or ``shadow``) counts that arm's rows only; by default
         every arm but ``shadow`` counts, since shadow answers are never returned to clients.
+        ``engine`` and ``scheduler`` pick where the per-segment partials are computed (see
+        :meth:`window_reports`); one engine serves every model of the run.
         """
         select_arms(arm)
         if model is None:  # every monitored model: the monitor loop, or an admin
@@ -278,16 +275,24 @@ class Monitor:
         names = [model] if model is not None else self.monitored_models()
         end = end or self.clock.now()
         reports: list[WindowReport] = []
-        for name in names:
-            first_id = None
-            if rows is None:
-                start = end - window
-            else:
-                start, first_id = self.row_window(name, rows, end, arm=arm)
-            for rep in self.window_reports(
-                name, start, end, version=version, settings=settings, first_id=first_id, arm=arm
-            ):
-                reports.append(self._store(rep) if store else rep)
+        with open_engine(engine, scheduler) as eng:
+            for name in names:
+                first_id = None
+                if rows is None:
+                    start = end - window
+                else:
+                    start, first_id = self.row_window(name, rows, end, arm=arm)
+                for rep in self.window_reports(
+                    name,
+                    start,
+                    end,
+                    version=version,
+                    settings=settings,
+                    first_id=first_id,
+                    arm=arm,
+                    engine=eng,
+                ):
+                    reports.append(self._store(rep) if store else rep)
         return reports
 
     @action("monitor.read")
@@ -343,6 +348,8 @@ class Monitor:
         settings: DriftSettings | None = None,
         first_id: str | None = None,
         arm: str | None = None,
+        engine: str | Engine | None = None,
+        scheduler: str | None = None,
     ) -> list[WindowReport]:
         """Compute (without storing) one report per version with rows in ``[start, end)``.
 
@@ -350,6 +357,9 @@ class Monitor:
         ``arm`` counts that arm's rows only (default: every arm but ``shadow``).
         Log segments that cannot be read (or cast to the version's types) are left out and
         named in each report's ``skipped_segments`` and notes.
+        ``engine`` maps the per-segment partial: ``"local"`` (in this process, the default),
+        ``"dask"`` (on the Dask cluster at ``scheduler``, else a local one started for the call)
+        or an open engine (see :mod:`ownloop.monitoring._engine`).
         """
         m = self.registry.get_model(model)
         self.acting.check("monitor.read", m.owner, target=f"model:{model}")
@@ -358,13 +368,9 @@ class Monitor:
         window = _Window(start, end, first_id, select_arms(arm))
         segments = predlog.list_segments(root, model, start=start, end=end)
         contexts: dict[int, _VersionContext] = {}
-        merged: dict[int, WindowPartial] = {}
         skipped: list[predlog.SkippedSegment] = []
-        for seg in progress.track(segments, f"{model}: log segments"):
-            for v, part in self._segment_partials(
-                seg, model, window, version, contexts, skipped
-            ).items():
-                merged[v] = merged[v].merge(part) if v in merged else part
+        with open_engine(engine, scheduler) as eng:
+            merged = self._window_partials(eng, segments, model, window, version, contexts, skipped)
         if version is not None and version not in merged:
             merged[version] = WindowPartial()
             self._context(model, version, contexts)
@@ -415,7 +421,63 @@ class Monitor:
         contexts[version] = ctx
         return ctx
 
-    def _segment_partials(
+    def _window_partials(
+        self,
+        engine: Engine,
+        segments: Sequence[Path],
+        model: str,
+        window: _Window,
+        version: int | None,
+        contexts: dict[int, _VersionContext],
+        skipped: list[predlog.SkippedSegment],
+    ) -> dict[int, WindowPartial]:
+        """The merged partial per version of ``segments``: cached ones read here, the rest mapped
+        by ``engine``; merged in the segments' order whichever engine computed them."""
+        merged: dict[int, WindowPartial] = {}
+        slots: list[dict[int, WindowPartial] | None] = []  # per segment in order; None: pending
+        done = 0
+
+        def flush() -> None:  # merge the finished prefix and let it go
+            nonlocal done
+            while done < len(slots) and slots[done] is not None:
+                for v, part in (slots[done] or {}).items():
+                    merged[v] = merged[v].merge(part) if v in merged else part
+                slots[done] = {}
+                done += 1
+
+        todo: list[tuple[int, Path, datetime | None, datetime | None, SegmentTask]] = []
+        holds: set[int | None] = set()  # versions the segments to read hold (None: any)
+        for seg in progress.track(segments, f"{model}: log segments"):
+            planned = self._plan(seg, model, window, version, contexts, skipped, holds)
+            if planned is None:
+                continue
+            if isinstance(planned, dict):
+                slots.append(planned)
+                flush()
+            else:
+                todo.append((len(slots), seg, *planned))
+                slots.append(None)
+        if todo and None in holds:
+            holds.update(v.version for v in self.registry.list_versions(model))
+        for v in holds:
+            if v is not None:
+                self._context(model, v, contexts)
+        inputs = {v: VersionInputs(c.spec, c.schema) for v, c in contexts.items()}
+        results = engine.map(segment_partials, [task for *_, task in todo], inputs)
+        for (slot, seg, lo, hi, task), result in zip(todo, results, strict=True):
+            skipped.extend(predlog.SkippedSegment(seg, why) for why in result.skipped)
+            for v in result.partials:
+                self._context(model, v, contexts)
+            if task.inside and not result.skipped:  # a segment read in part is not cached
+                parts = {v: (contexts[v].digest, p) for v, p in result.partials.items()}
+                self.cache.write(seg, model, window.arms, parts, lo, hi)
+            slots[slot] = {
+                v: p for v, p in result.partials.items() if version is None or v == version
+            }
+            flush()
+        return merged
+
+    def _plan(
         self,
         seg: Path,
         model: str,
@@ -423,112 +485,49 @@ class Monitor:
         version: int | None,
         contexts: dict[int, _VersionContext],
         skipped: list[predlog.SkippedSegment],
-    ) -> dict[int, WindowPartial]:
-        try:
-            meta = pq.ParquetFile(seg).metadata
-        except _READ_ERRORS as exc:
-            skipped.append(predlog.SkippedSegment(seg, f"not a readable Parquet file ({exc})"))
-            return {}
-        lo, hi = _ts_range(meta)
+        holds: set[int | None],
+    ) -> dict[int, WindowPartial] | tuple[datetime | None, datetime | None, SegmentTask] | None:
+        """A segment's cached partials; else its ``ts`` range and the task computing them;
+        None when it holds no row of the window (or cannot be read: then it is in ``skipped``).
+        The versions a task's segment holds go to ``holds`` (None when its footer does not say)."""
+        entry = self.cache.read(seg, model, window.arms)
+        lo: datetime | None
+        hi: datetime | None
+        if entry is not None and entry.lo is not None and entry.hi is not None:
+            lo, hi = entry.lo, entry.hi  # no need to open the segment
+            held: set[int | None] = set(entry.versions)
+        else:
+            try:
+                meta = pq.ParquetFile(seg).metadata
+            except _READ_ERRORS as exc:
+                skipped.append(predlog.SkippedSegment(seg, f"not a readable Parquet file ({exc})"))
+                return None
+            lo, hi = _ts_range(meta)
+            span = _int_range(meta, "version")
+            held = {None} if span is None else set(range(span[0], span[1] + 1))
         if lo is not None and hi is not None and (hi < window.start or lo >= window.end):
-            return {}
+            return None
         inside = (
             lo is not None
             and hi is not None
             and (lo > window.start or (lo == window.start and window.first_id is None))
             and hi < window.end
         )
-        cached = self._cache_read(seg, model, window.arms) if inside else None
-        if cached is not None and all(
-            self._context(model, v, contexts).digest == d for v, (d, _) in cached.items()
+        if (
+            inside
+            and entry is not None
+            and all(
+                self._context(model, v, contexts).digest == d
+                for v, (d, _) in entry.versions.items()
+            )
         ):
-            return {v: p for v, (_, p) in cached.items() if version is None or v == version}
-        try:
-            table = pq.read_table(seg)
-            if not inside:
-                table = predlog.select_rows(table, window.conditions())
-            table = window.of_arms(table)
-        except (*_READ_ERRORS, predlog.SegmentReadError) as exc:
-            skipped.append(predlog.SkippedSegment(seg, str(exc).splitlines()[0]))
-            return {}
-        before = len(skipped)
-        out = self._version_partials(seg, model, table, version, inside, contexts, skipped)
-        if inside and len(skipped) == before:  # a segment read in part is not cached
-            parts = {v: (contexts[v].digest, p) for v, p in out.items()}
-            self._cache_write(seg, model, window.arms, parts)
-        return {v: p for v, p in out.items() if version is None or v == version}
-
-    def _version_partials(
-        self,
-        seg: Path,
-        model: str,
-        table: pa.Table,
-        version: int | None,
-        inside: bool,
-        contexts: dict[int, _VersionContext],
-        skipped: list[predlog.SkippedSegment],
-    ) -> dict[int, WindowPartial]:
-        """One partial per version in ``table``; a version whose rows cannot be read is skipped."""
-        out: dict[int, WindowPartial] = {}
-        versions = pc.unique(table.column("version")).to_pylist() if table.num_rows else []
-        for v in versions:
-            if v is None or (version is not None and v != version and not inside):
-                continue
-            ctx = self._context(model, int(v), contexts)
-            rows = table.filter(pc.equal(table.column("version"), v))
-            try:
-                if ctx.schema is not None:
-                    rows = predlog.conform(rows, ctx.schema)
-                spec = ctx.spec or PartialSpec({}, (), "regression")
-                out[int(v)] = compute_partial(rows, spec)
-            except (predlog.SegmentReadError, pa.ArrowException) as exc:
-                reason = f"rows of version {v}: {str(exc).splitlines()[0]}"
-                skipped.append(predlog.SkippedSegment(seg, reason))
-        return out
-
-    # per-segment partial cache: <home>/monitoring/partials/<model>/<day>/<segment>.<arms>.json
-    def _cache_path(self, seg: Path, model: str, arms: Sequence[str]) -> Path:
-        return (
-            self.config.home
-            / "monitoring"
-            / "partials"
-            / model
-            / seg.parent.name
-            / f"{seg.stem}.{'+'.join(arms)}.json"
-        )
-
-    def _cache_read(
-        self, seg: Path, model: str, arms: Sequence[str]
-    ) -> dict[int, tuple[str, WindowPartial]] | None:
-        path = self._cache_path(seg, model, arms)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if data.get("size") != seg.stat().st_size or data.get("format") != PARTIAL_CACHE_FORMAT:
-            return None
-        return {
-            int(v): (d["digest"], WindowPartial.from_json(d["partial"]))
-            for v, d in data["versions"].items()
-        }
-
-    def _cache_write(
-        self,
-        seg: Path,
-        model: str,
-        arms: Sequence[str],
-        parts: dict[int, tuple[str, WindowPartial]],
-    ) -> None:
-        path = self._cache_path(seg, model, arms)
-        private_folder(path.parent)
-        body = {
-            "size": seg.stat().st_size,
-            "format": PARTIAL_CACHE_FORMAT,
-            "versions": {
-                str(v): {"digest": d, "partial": p.to_json()} for v, (d, p) in parts.items()
-            },
-        }
-        replace_private_text(path, json.dumps(body), path.with_name(f".tmp-{path.name}"))
+            self.cache.hits += 1
+            return {v: p for v, (_, p) in entry.versions.items() if version is None or v == version}
+        if inside:
+            self.cache.misses += 1
+        holds.update(held)
+        conditions = {} if inside else window.conditions()
+        return lo, hi, SegmentTask(str(seg), conditions, window.arms, version, inside)
 
     def _labels(self, model: str) -> pa.Table:
         return predlog.read_labels(self.config.predictions_dir, model)
@@ -1240,7 +1239,7 @@ def _stamps(seg: Path, arms: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     try:
         has_arm = "arm" in pq.read_schema(seg).names
         table = pq.read_table(seg, columns=["ts", "prediction_id", *(["arm"] if has_arm else [])])
-        table = _of_arms(table, arms)
+        table = of_arms(table, arms)
         ts = table.column("ts").cast(predlog.TS).cast(pa.int64()).to_numpy()
     except _READ_ERRORS:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
@@ -1304,6 +1303,26 @@ def _ts_range(meta: pq.FileMetaData) -> tuple[datetime | None, datetime | None]:
         lo = a if lo is None or a < lo else lo
         hi = b if hi is None or b > hi else hi
     return lo, hi
+
+
+def _int_range(meta: pq.FileMetaData, column: str) -> tuple[int, int] | None:
+    """The min and max of an integer column from a segment's Parquet statistics (None: unknown)."""
+    try:
+        idx = meta.schema.names.index(column)
+    except ValueError:
+        return None
+    lo: int | None = None
+    hi: int | None = None
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(idx).statistics
+        if st is None or not st.has_min_max:
+            return None
+        a, b = st.min, st.max
+        if not isinstance(a, int) or not isinstance(b, int) or b - a > 1000:
+            return None
+        lo = a if lo is None or a < lo else lo
+        hi = b if hi is None or b > hi else hi
+    return None if lo is None or hi is None else (lo, hi)
 
 
 def _aware(value: Any) -> datetime:
