@@ -65,7 +65,7 @@ class PartialCache:
         The caller counts a hit or a miss once it knows whether the entry fits its window."""
         try:
             data = _loads(self.path(seg, model, arms).read_bytes())
-            size = os.stat(seg).st_size
+            size = seg.stat().st_size
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict) or data.get("format") != PARTIAL_CACHE_FORMAT:
@@ -93,7 +93,7 @@ class PartialCache:
     ) -> None:
         """Store the partials of ``seg`` by version (digest, partial) with its ``ts`` range."""
         try:
-            size = os.stat(seg).st_size
+            size = seg.stat().st_size
         except OSError:
             return  # replaced meanwhile (compacted): nothing to cache
         path = self.path(seg, model, arms)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from ownloop import predlog
+from ownloop import objectstore, predlog
 from ownloop.errors import InvalidInputError, OwnloopError
 from ownloop.monitoring._partial import PartialSpec, WindowPartial, compute_partial
 
@@ -72,7 +72,7 @@ class SegmentTask:
     inside the window) of ``arms``; ``version`` keeps one version unless ``inside``, where every
     version is computed so the segment's entry can be cached."""
 
-    path: str
+    path: Path  # a local file or an object (objectstore.ObjectPath; both pickle)
     conditions: Mapping[str, Any]
     arms: tuple[str, ...]
     version: int | None
@@ -108,7 +108,7 @@ def segment_partials(task: SegmentTask, versions: Mapping[int, VersionInputs]) -
     read, or a version's rows that cannot be cast to its types, are left out with the reason.
     """
     try:
-        table = pq.read_table(task.path)
+        table = objectstore.read_table(task.path)
         if task.conditions:
             table = predlog.select_rows(table, task.conditions)
         table = of_arms(table, task.arms)

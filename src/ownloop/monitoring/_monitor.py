@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from scipy import stats
 
-from ownloop import predlog, progress
+from ownloop import objectstore, predlog, progress
 from ownloop.access import Acting, Actor, action
 from ownloop.clock import Clock
 from ownloop.config import Config
@@ -498,7 +498,7 @@ class Monitor:
             held: set[int | None] = set(entry.versions)
         else:
             try:
-                meta = pq.ParquetFile(seg).metadata
+                meta = objectstore.read_metadata(seg)
             except _READ_ERRORS as exc:
                 skipped.append(predlog.SkippedSegment(seg, f"not a readable Parquet file ({exc})"))
                 return None
@@ -527,7 +527,7 @@ class Monitor:
             self.cache.misses += 1
         holds.update(held)
         conditions = {} if inside else window.conditions()
-        return lo, hi, SegmentTask(str(seg), conditions, window.arms, version, inside)
+        return lo, hi, SegmentTask(seg, conditions, window.arms, version, inside)
 
     def _labels(self, model: str) -> pa.Table:
         return predlog.read_labels(self.config.predictions_dir, model)
@@ -1237,8 +1237,8 @@ def _span_text(seconds: float) -> str:
 def _stamps(seg: Path, arms: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``ts`` (microseconds) and prediction ids of one segment's ``arms`` ('' for a missing id)."""
     try:
-        has_arm = "arm" in pq.read_schema(seg).names
-        table = pq.read_table(seg, columns=["ts", "prediction_id", *(["arm"] if has_arm else [])])
+        has_arm = "arm" in objectstore.read_schema(seg).names
+        table = objectstore.read_table(seg, ["ts", "prediction_id", *(["arm"] if has_arm else [])])
         table = of_arms(table, arms)
         ts = table.column("ts").cast(predlog.TS).cast(pa.int64()).to_numpy()
     except _READ_ERRORS:
