@@ -7,30 +7,11 @@ from datetime import timedelta
 import click
 
 from ownloop.cli._app import cli, echo_json, table
-from ownloop.cli._monitor import DURATION
+from ownloop.cli._monitor import AGE
 from ownloop.compaction import compact
 from ownloop.config import Config
 
 __all__ = ["compact_command"]
-
-
-class _Age(click.ParamType):  # type: ignore[type-arg]
-    """A duration that may also be zero (``0s``: no wait)."""
-
-    name = "duration"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        text = str(value).strip().lower()
-        if text.rstrip("smhdw") in ("0", "0.0") and text[-1:] in "smhdw":
-            return timedelta(0)
-        return DURATION.convert(value, param, ctx)
-
-
-AGE = _Age()
 
 
 @cli.command("compact")

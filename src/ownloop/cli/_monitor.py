@@ -40,18 +40,22 @@ from ownloop.workspace import Workspace
 class _Duration(click.ParamType):  # type: ignore[type-arg]
     name = "duration"
 
+    def __init__(self, *, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
     def convert(
         self, value: object, param: click.Parameter | None, ctx: click.Context | None
     ) -> timedelta:
         if isinstance(value, timedelta):
             return value
         try:
-            return parse_duration(str(value))
+            return parse_duration(str(value), allow_zero=self.allow_zero)
         except InvalidInputError as exc:
             self.fail(exc.message, param, ctx)
 
 
 DURATION = _Duration()
+AGE = _Duration(allow_zero=True)  # a duration that may be zero (``0s``: no wait)
 
 
 def _fmt(v: float | None, spec: str = ".3f") -> str:

@@ -53,8 +53,9 @@ def select_arms(arm: str | None) -> tuple[str, ...]:
     return (arm,)
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``5m``, ``1h``, ``7d``, ``2w``: a number and a unit (a bare number is refused)."""
+def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
+    """``90s``, ``5m``, ``1h``, ``7d``, ``2w``: a number and a unit (a bare number is refused);
+    ``0s`` only with ``allow_zero``."""
     raw = text.strip().lower()
     unit = raw[-1:]
     if unit not in DURATION_UNITS:
@@ -74,8 +75,9 @@ def parse_duration(text: str) -> timedelta:
             f"duration '{text}' is not understood; use e.g. 90s, 5m, 1h, 7d"
         ) from None
     seconds = value * DURATION_UNITS[unit]
-    if not value > 0 or seconds > 10 * 365 * 86400:
-        raise InvalidInputError(f"duration '{text}' must be positive and under ten years")
+    if not (value > 0 or (allow_zero and value == 0)) or seconds > 10 * 365 * 86400:
+        least = "zero or more" if allow_zero else "positive"
+        raise InvalidInputError(f"duration '{text}' must be {least} and under ten years")
     return timedelta(seconds=seconds)
 
 
