@@ -133,13 +133,7 @@ class Config:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         env = os.environ if environ is None else environ
-        config = cls._read(env)
-        if config.predictions_url is not None and config.compact_every_s is not None:
-            raise InvalidInputError(
-                "OWNLOOP_COMPACT_EVERY_S is set but the prediction log is in object storage "
-                "(OWNLOOP_PREDICTIONS_URL), where compaction does not run yet; unset one of them"
-            )
-        return config
+        return cls._read(env)
 
     @classmethod
     def _read(cls, env: Mapping[str, str]) -> Config:

@@ -61,6 +61,7 @@ __all__ = [
     "SkippedSegment",
     "StagedLabels",
     "blocks_to_table",
+    "claims_in",
     "compacted_name",
     "conform",
     "feature_type",
@@ -419,13 +420,18 @@ def replaced_by(path: Path) -> frozenset[str]:
     """The segment names (in the same folder) a compacted file replaces, from its footer.
 
     A file that cannot be read replaces nothing: its sources stay visible, so no row is lost.
-    Compacted files never change, so the answer is kept per (path, size, mtime).
+    Compacted files never change, so the answer is kept per (path, size, mtime); in object
+    storage per name alone (an object is written once under a random name), so a listing costs
+    one footer read per compacted file the first time and no request afterwards.
     """
-    try:
-        st = path.stat()
-    except OSError:
-        return frozenset()
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    if objectstore.is_object(path):
+        key: tuple[str, int, int] = (str(path), 0, 0)
+    else:
+        try:
+            st = path.stat()
+        except OSError:
+            return frozenset()
+        key = (str(path), st.st_size, st.st_mtime_ns)
     known = _REPLACED.get(key)
     if known is not None:
         return known
@@ -441,13 +447,32 @@ def replaced_by(path: Path) -> frozenset[str]:
     return found
 
 
+def claims_in(day_dir: Path, names: Iterable[str]) -> tuple[dict[str, frozenset[str]], list[str]]:
+    """Which compacted file among ``names`` stands for which segments, and which are ignored.
+
+    Compacted files are taken in name order; one that claims a segment an earlier-named one
+    already claims (two runs merged the same segment: a lease ran out mid-run) is ignored whole,
+    so every row is read from exactly one file; the next compaction removes it.
+    Returns ``({winner: the names it replaces}, [ignored compacted files])``.
+    """
+    winners: dict[str, frozenset[str]] = {}
+    losers: list[str] = []
+    claimed: set[str] = set()
+    for name in sorted(n for n in names if is_compacted(n)):
+        replaces = replaced_by(day_dir / name)
+        if claimed.isdisjoint(replaces):
+            winners[name] = replaces
+            claimed |= replaces
+        else:
+            losers.append(name)
+    return winners, losers
+
+
 def replaced_in(day_dir: Path, names: Iterable[str]) -> frozenset[str]:
-    """The names among a folder's files that a compacted file in it replaces (readers skip them)."""
-    gone: frozenset[str] = frozenset()
-    for name in names:
-        if is_compacted(name):
-            gone |= replaced_by(day_dir / name)
-    return gone
+    """The names among a folder's files that readers skip: the segments a compacted file replaces
+    and the compacted files ignored because an earlier one claims their segments."""
+    winners, losers = claims_in(day_dir, names)
+    return frozenset(losers).union(*winners.values())
 
 
 def list_segments(

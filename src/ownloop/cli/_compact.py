@@ -6,9 +6,10 @@ from datetime import timedelta
 
 import click
 
-from ownloop.cli._app import cli, echo_json, table
+from ownloop import objectstore
+from ownloop.cli._app import cli, echo_json, table, workspace
 from ownloop.cli._monitor import AGE
-from ownloop.compaction import compact
+from ownloop.compaction import ModelLock, compact, lease_lock
 from ownloop.config import Config
 
 __all__ = ["compact_command"]
@@ -41,14 +42,20 @@ def compact_command(
     as_json: bool,
 ) -> None:
     """Merge the prediction log's (and labels') old segments of MODEL (default: every model)
-    into larger files sorted by time. Safe while servers write and monitors read."""
+    into larger files sorted by time. Safe while servers write and monitors read; on a log in
+    object storage a lease per model in the store keeps runs on several hosts apart."""
     config = Config.from_env()
+    lock: ModelLock | None = None
+    if objectstore.is_object(config.predictions_dir):  # hosts are kept apart by the store's lease
+        ws = workspace()
+        lock = lease_lock(ws.store, ws.clock)
     results = compact(
         config.predictions_dir,
         model,
         older_than=older_than,
         keep_sources=keep_sources,
         labels=not no_labels,
+        lock=lock,
     )
     if as_json:
         echo_json([r.to_json() for r in results])
@@ -63,5 +70,7 @@ def compact_command(
         rows,
     )
     for r in results:
+        if r.busy:
+            click.echo(f"note: {r.model} {r.kind}: left alone, {r.busy}", err=True)
         for s in r.skipped:
             click.echo(f"note: {r.model} {r.kind}: left out {s}", err=True)

@@ -27,10 +27,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ownloop import __version__, labels, predlog
+from ownloop import __version__, labels, objectstore, predlog
 from ownloop.access import Actor, Role, required_role
 from ownloop.alerts import AlertLoop
-from ownloop.compaction import CompactionLoop
+from ownloop.compaction import CompactionLoop, lease_lock
 from ownloop.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -208,12 +208,15 @@ def _compactor(ws: Workspace) -> CompactionLoop:
     """Background compaction of the prediction log, by one serve process at a time (a lease)."""
     every = ws.config.compact_every_s or 0.0
     lease = Lease(ws.store, ws.clock, COMPACTION_LEASE, ttl_s=max(3 * every, 600.0))
+    root = ws.config.predictions_dir
     return CompactionLoop(
-        ws.config.predictions_dir,
+        root,
         every_s=every,
         older_than=timedelta(seconds=ws.config.compact_older_than_s),
         hold=lease.acquire,
         release=lease.release,
+        # in a bucket a model's lease also keeps `ownloop compact` on another host apart
+        lock=lease_lock(ws.store, ws.clock) if objectstore.is_object(root) else None,
     )
 
 
