@@ -26,7 +26,6 @@ import pyarrow as pa
 import pytest
 
 from ownloop import Config, Workspace, objectstore, predlog
-from ownloop.compaction import compact
 from ownloop.errors import IntegrityError, InvalidInputError, NotFoundError, StoreUnavailableError
 from tests.conftest import env_for
 from tests.servers import free_port, start_process
@@ -265,15 +264,6 @@ def test_serve_with_a_missing_bucket_says_which_setting_and_exits(
     assert done.returncode != 0
     assert "OWNLOOP_ARTIFACTS_URL" in out and "does not exist" in out
     assert "Traceback" not in out
-
-
-def test_compaction_of_a_log_in_a_bucket_is_refused_clearly(
-    s3_config: Config, s3_env: dict[str, str]
-) -> None:
-    with pytest.raises(InvalidInputError, match="OWNLOOP_COMPACT_EVERY_S.*unset one"):
-        Config.from_env({**_settings(s3_env), "OWNLOOP_COMPACT_EVERY_S": "60"})
-    with pytest.raises(InvalidInputError, match="in object storage"):
-        compact(s3_config.predictions_dir, "churn")
 
 
 # -- writes are whole or absent ---------------------------------------------------------------
