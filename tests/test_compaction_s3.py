@@ -376,13 +376,13 @@ def _iam(url: str, keys: dict[str, str]) -> Any:
     )
 
 
-def _user(iam: Any, name: str, actions: list[str]) -> dict[str, str]:
-    """An IAM user allowed only ``actions``; its keys."""
+def _user(iam: Any, name: str, actions: list[str], deny: str | None = None) -> dict[str, str]:
+    """An IAM user allowed only ``actions`` (and denied reading the objects ``deny``); its keys."""
     iam.create_user(UserName=name)
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
-    }
+    statements: list[dict[str, Any]] = [{"Effect": "Allow", "Action": actions, "Resource": "*"}]
+    if deny is not None:
+        statements.append({"Effect": "Deny", "Action": ["s3:GetObject"], "Resource": deny})
+    policy = {"Version": "2012-10-17", "Statement": statements}
     iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
     made = iam.create_access_key(UserName=name)["AccessKey"]
     return {
@@ -427,6 +427,14 @@ def test_a_bucket_that_refuses_writes_or_deletes_leaves_the_log_intact(
         # the writer published its file but could not delete the sources: readers skip them
         listed = sorted(p.name for p in predlog.list_segments(root, "m"))
         assert len(listed) == 1 and predlog.is_compacted(listed[0])
+        # a reader that may list but not read the footer is told so, never shown the rows twice
+        predlog._REPLACED.clear()  # as in a fresh process: no footer known yet
+        blind = _user(
+            iam, "blind", ["s3:GetObject", "s3:ListBucket"], deny="arn:aws:s3:::logs/*-m*"
+        )
+        lister = _strict_config(tmp_path, db_url, url, blind)
+        with pytest.raises(StoreUnavailableError, match=r"cannot reach s3://logs/log/m/.*-m"):
+            predlog.list_segments(lister.predictions_dir, "m")
         [preds, _] = compact(root, "m", older_than=ZERO, keep_sources=ZERO, lock=lock)
         assert preds.removed == len(names)
         _check(root, ids)

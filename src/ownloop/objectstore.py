@@ -44,6 +44,7 @@ __all__ = [
     "read_metadata",
     "read_schema",
     "read_table",
+    "unavailable",
 ]
 
 # S3 bucket names: 3 to 63 lowercase letters, digits, '.' and '-', starting and ending alnum
@@ -192,6 +193,11 @@ def _unavailable(path: Path, exc: BaseException) -> StoreUnavailableError:
         f"cannot reach {path}: {exc}; check the endpoint (OWNLOOP_S3_ENDPOINT_URL), the "
         "credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and that the bucket exists"
     )
+
+
+def unavailable(path: Path, exc: BaseException) -> StoreUnavailableError:
+    """The error for ``path`` when the bucket did not answer or refused (naming what to check)."""
+    return _unavailable(path, exc)
 
 
 def list_names(folder: Path) -> list[str]:

@@ -438,7 +438,13 @@ def replaced_by(path: Path) -> frozenset[str]:
     try:
         meta = objectstore.read_metadata(path).metadata or {}
         names = json.loads(meta[REPLACES_KEY])
-    except (*_READ_ERRORS, KeyError, ValueError):
+    except FileNotFoundError:
+        return frozenset()
+    except OSError as exc:
+        if objectstore.is_object(path):  # not the file's fault: its sources would be read twice
+            raise objectstore.unavailable(path, exc) from exc
+        return frozenset()
+    except (pa.ArrowException, KeyError, ValueError):
         return frozenset()
     found = frozenset(n for n in names if isinstance(n, str))
     if len(_REPLACED) >= _REPLACED_LIMIT:
