@@ -6,15 +6,25 @@ Prints, side by side: the files a reader lists and the files on disk, the compac
 and ``monitor --window 1h`` wall time (first run, then with every partial cached) before and
 after compaction, and whether the reports are the same (counts equal, figures within 1e-9).
 
-Run: .venv/bin/python bench/bench_compaction.py [--seconds 3600] [--rate 100]
+With ``--bucket`` the log lives in an S3 bucket on a local moto server the bench starts (its own
+process, stopped at the end; ``pip install 'moto[server]'``): compaction then publishes each
+compacted file as one PUT and holds the model's lease in the store.
+
+Run: .venv/bin/python bench/bench_compaction.py [--seconds 3600] [--rate 100] [--bucket]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,9 +32,9 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from ownloop import Config, Workspace, predlog
+from ownloop import Config, Workspace, objectstore, predlog
 from ownloop.clock import FrozenClock
-from ownloop.compaction import compact
+from ownloop.compaction import compact, lease_lock
 from ownloop.demo import log_predictions, make_churn_data, make_model
 
 START = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
@@ -68,20 +78,67 @@ def _same(a: Any, b: Any) -> bool:
 
 def _files(root: Path) -> tuple[int, int]:
     listed = len(predlog.list_segments(root, "churn"))
-    on_disk = sum(1 for p in (root / "churn").glob("date=*/*.parquet") if p.name[0] != ".")
+    days = [d for d in (root / "churn").iterdir() if d.name.startswith("date=")]
+    on_disk = sum(
+        1 for d in days for n in objectstore.list_names(d) if n.endswith(".parquet") and n[0] != "."
+    )
     return listed, on_disk
+
+
+@contextlib.contextmanager
+def _bucket() -> Iterator[dict[str, str]]:
+    """A moto S3 server on a free loopback port with one bucket; the settings that reach it."""
+    import boto3  # type: ignore[import-untyped]
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                httpx.get(f"{url}/moto-api/", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        keys = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret"}
+        boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            **{k.lower(): v for k, v in keys.items()},
+        ).create_bucket(Bucket="bench")
+        yield {
+            **keys,
+            "AWS_REGION": "us-east-1",
+            "OWNLOOP_S3_ENDPOINT_URL": url,
+            "OWNLOOP_PREDICTIONS_URL": "s3://bench/log",
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=3600)
     parser.add_argument("--rate", type=int, default=100)
+    parser.add_argument("--bucket", action="store_true", help="the log in a moto S3 bucket")
     args = parser.parse_args()
-    with (
-        tempfile.TemporaryDirectory() as home,
-        threadpool_limits(1),
-        Workspace(Config(home=Path(home))) as ws,
-    ):
+    with contextlib.ExitStack() as stack:
+        home = stack.enter_context(tempfile.TemporaryDirectory())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OWNLOOP_")}
+        env["OWNLOOP_HOME"] = home
+        if args.bucket:
+            env.update(stack.enter_context(_bucket()))
+        stack.enter_context(threadpool_limits(1))
+        ws = stack.enter_context(Workspace(Config.from_env(env)))
         ws.clock = FrozenClock(START + timedelta(seconds=args.seconds))
         ws.monitor.clock = ws.clock
         print(f"setting up: {args.seconds} segments of {args.rate} rows ...", flush=True)
@@ -91,16 +148,20 @@ def main() -> None:
         cold_before, rep_before = _monitor(ws)
         warm_before, _ = _monitor(ws)
         began = time.perf_counter()
-        [preds, _] = compact(root, "churn", older_than=timedelta(0), keep_sources=timedelta(0))
+        lock = lease_lock(ws.store, ws.clock) if args.bucket else None
+        [preds, _] = compact(
+            root, "churn", older_than=timedelta(0), keep_sources=timedelta(0), lock=lock
+        )
         took = time.perf_counter() - began
         after_files = _files(root)
         cold_after, rep_after = _monitor(ws)
         warm_after, _ = _monitor(ws)
         rows = args.seconds * args.rate
-        print(f"log: {rows:,} rows in {args.seconds:,} one-second segments (churn model)")
+        where = "an S3 bucket (moto)" if args.bucket else "a local folder"
+        print(f"log: {rows:,} rows in {args.seconds:,} one-second segments (churn model), {where}")
         print(f"{'':34}{'before':>12}{'after':>12}")
         print(f"{'files a reader lists':34}{before_files[0]:>12,}{after_files[0]:>12,}")
-        print(f"{'files on disk':34}{before_files[1]:>12,}{after_files[1]:>12,}")
+        print(f"{'files stored':34}{before_files[1]:>12,}{after_files[1]:>12,}")
         print(f"{'monitor --window 1h, first run':34}{cold_before:>11.2f}s{cold_after:>11.2f}s")
         print(f"{'monitor --window 1h, cached':34}{warm_before:>11.2f}s{warm_after:>11.2f}s")
         print(

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -438,3 +439,32 @@ def test_a_bucket_that_refuses_writes_or_deletes_leaves_the_log_intact(
         [preds, _] = compact(root, "m", older_than=ZERO, keep_sources=ZERO, lock=lock)
         assert preds.removed == len(names)
         _check(root, ids)
+
+
+def test_a_bucket_that_goes_away_mid_run_stops_the_run_clearly(tmp_path: Path, db_url: str) -> None:
+    failed: list[BaseException] = []
+    with ExitStack() as stack:
+        with moto_server(tmp_path / "moto.log") as url:
+            env = {**KEYS, "AWS_REGION": "us-east-1", "OWNLOOP_S3_ENDPOINT_URL": url}
+            _client(env).create_bucket(Bucket="logs")
+            settings = _settings({**env, "BUCKET": "logs"})
+            home = {"OWNLOOP_HOME": str(tmp_path / "home"), "OWNLOOP_DB_URL": db_url}
+            ws = stack.enter_context(Workspace(Config.from_env({**settings, **home})))
+            root = ws.config.predictions_dir
+            _write(root, 150, 5, T0, seed=60)
+
+            def run() -> None:
+                try:
+                    compact(root, "m", older_than=ZERO, lock=_lock(ws))
+                except BaseException as exc:  # handed to the test's thread
+                    failed.append(exc)
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            time.sleep(0.3)
+        thread.join(timeout=300)  # the server is gone now
+        held = Lease(ws.store, ws.clock, "predlog.compaction/m", ttl_s=1).current()
+        assert held is not None and held.expires_at < ws.clock.now()  # let go on the way out
+    [error] = failed
+    assert isinstance(error, StoreUnavailableError), repr(error)
+    assert "cannot reach s3://logs/log/m" in str(error) and "OWNLOOP_S3_ENDPOINT_URL" in str(error)

@@ -341,10 +341,9 @@ def _finish_earlier(
         doomed = sorted(replaces & entries.keys())
         if doomed and _older(entries[name], keep_until):
             check()
-            for gone in doomed:
-                entries[gone].unlink(missing_ok=True)
-                result.removed += 1
-                changed = True
+            _each(day_dir, doomed, _delete)
+            result.removed += len(doomed)
+            changed = True
     for name in losers:
         claims = predlog.replaced_by(day_dir / name)
         rivals = [w for w, replaces in winners.items() if not replaces.isdisjoint(claims)]
@@ -397,11 +396,14 @@ def _delete_sources(
     if final.name not in winners:
         log.warning("%s claims segments an earlier file claims; its sources stay", final)
         return
-    for name in group:
-        (day_dir / name).unlink(missing_ok=True)
-        result.removed += 1
+    _each(day_dir, group, _delete)
+    result.removed += len(group)
     if not objectstore.is_object(day_dir):
         fsync_path(day_dir)
+
+
+def _delete(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def _stamp(name: str) -> int | None:
@@ -411,7 +413,8 @@ def _stamp(name: str) -> int | None:
 
 
 def _each(day_dir: Path, names: Sequence[str], read: Callable[[Path], _T]) -> list[_T]:
-    """``read`` of each file in order; from a bucket several at a time (each waits on a GET)."""
+    """``read`` (or delete) each file, results in order; in a bucket several at a time (each waits
+    on a request)."""
     paths = [day_dir / n for n in names]
     if not objectstore.is_object(day_dir) or len(paths) < 2:
         return [read(p) for p in paths]
@@ -419,12 +422,29 @@ def _each(day_dir: Path, names: Sequence[str], read: Callable[[Path], _T]) -> li
         return list(pool.map(read, paths))
 
 
+def _open(path: Path) -> pq.ParquetFile:
+    """A source opened for reading: from a bucket fetched whole in one GET (segments are small;
+    a ranged read would cost a HEAD and two GETs)."""
+    if objectstore.is_object(path):
+        return pq.ParquetFile(pa.BufferReader(path.read_bytes()))
+    return pq.ParquetFile(str(path))
+
+
 def _footer(path: Path) -> tuple[pq.FileMetaData, pa.Schema] | predlog.SkippedSegment:
     try:
-        file = objectstore.parquet_file(path)
+        file = _open(path)
         return file.metadata, file.schema_arrow.remove_metadata()
-    except (OSError, pa.ArrowException) as exc:
+    except OSError as exc:
+        _unreachable(path, exc)
         return predlog.SkippedSegment(path, f"not readable ({exc})")
+    except pa.ArrowException as exc:
+        return predlog.SkippedSegment(path, f"not readable ({exc})")
+
+
+def _unreachable(path: Path, exc: OSError) -> None:
+    """Raise the bucket's refusal or silence as such: it says nothing of the file itself."""
+    if objectstore.is_object(path) and not isinstance(exc, FileNotFoundError):
+        raise objectstore.unavailable(path, exc) from exc
 
 
 def _groups(
@@ -460,7 +480,11 @@ def _span(names: Sequence[str]) -> tuple[int, int] | None:
 
 def _read_whole(path: Path) -> pa.Table:
     # one small file at a time, without a thread pool: several times faster than read_table here
-    return objectstore.parquet_file(path).read(use_threads=False)
+    try:
+        return _open(path).read(use_threads=False)
+    except OSError as exc:
+        _unreachable(path, exc)
+        raise
 
 
 def _merged(day_dir: Path, names: Sequence[str], kind: str) -> pa.Table:
