@@ -193,6 +193,36 @@ def test_serve_compacts_a_bucket_in_the_background(
         assert [r.files for r in loop.run_once()] == [0, 0]
 
 
+def test_cli_compacts_a_bucket_and_names_who_holds_the_lease(
+    ws: Workspace, s3_env: dict[str, str]
+) -> None:
+    root = ws.config.predictions_dir
+    ids = _write(root, 10, 5, T0, seed=41)
+    env = {**env_for(ws.config), **_settings(s3_env)}
+    env["PYTHONPATH"] = str(Path(__file__).parent.parent / "src")
+    args = [sys.executable, "-m", "ownloop", "compact", "m", "--older-than", "0s"]
+    other = Lease(ws.store, ws.clock, "predlog.compaction/m", ttl_s=60, holder="host-b:7:x")
+    assert other.acquire()
+    busy = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert busy.returncode == 1 and "Traceback" not in busy.stderr
+    assert "'m' is being compacted by host-b:7:x" in busy.stderr
+    other.release()
+    done = subprocess.run(
+        [*args, "--keep-sources", "0s", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert [(r["kind"], r["sources"], r["files"], r["removed"]) for r in out] == [
+        ("predictions", 10, 1, 10),
+        ("labels", 0, 0, 0),
+    ]
+    assert len(_objects(s3_env)) == 1 and _visible_ids(root) == Counter(ids)
+
+
 # -- two compactors ----------------------------------------------------------------------------
 
 
