@@ -82,7 +82,7 @@ __all__ = [
 ]
 
 BATCH_ROWS = 65_536  # rows per record batch read
-SAMPLE_ROWS = 1_000_000  # reference rows kept to place the quantile cuts
+SAMPLE_ROWS = 500_000  # reference rows kept to place the quantile cuts
 CATEGORY_CAP = 100_000  # distinct values of a categorical column counted exactly
 SEED = 0
 
@@ -132,16 +132,23 @@ def _rows(data: _Data) -> int:
 
 
 def _batches(data: _Data, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The rows of ``columns`` in order, ``batch_rows`` at most at a time, one file read at once."""
+    """The rows of ``columns`` in order, ``batch_rows`` at most at a time: memory holds about one
+    row group of them, whatever the number of rows."""
     try:
         if isinstance(data, pq.ParquetFile):
-            yield from data.iter_batches(batch_size=batch_rows, columns=list(columns))
+            for group in range(data.metadata.num_row_groups):
+                yield from data.read_row_group(group, columns=list(columns)).to_batches(
+                    max_chunksize=batch_rows
+                )
         else:
+            # no pre-buffering and no read-ahead: pre-buffered row groups pile up in memory when
+            # the batches are consumed slower than the file is read
             yield from data.to_batches(
                 columns=list(columns),
                 batch_size=batch_rows,
                 batch_readahead=1,
                 fragment_readahead=1,
+                fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False),
             )
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInputError(
@@ -490,12 +497,13 @@ def _count(
     columns = list(shapes)
     for batch in progress.track(_batches(data, columns, batch_rows), "reference counts"):
         for c, (feat, grid) in shapes.items():
-            if feat.min is None:
+            if feat.min is None or feat.max is None:
                 continue
             x = _floats(batch.column(c))
             x = x[np.isfinite(x)]
             grid_counts[c] += np.bincount(binners[c](x), minlength=grid.size + 1)
-            hist_counts[c] += np.histogram(x, bins=np.asarray(feat.hist_edges))[0]
+            # the in-memory profile's histogram: N_HIST_BINS equal bins from min to max
+            hist_counts[c] += np.histogram(x, bins=N_HIST_BINS, range=(feat.min, feat.max))[0]
     out = {}
     for c, (feat, grid) in shapes.items():
         if feat.min is None:
