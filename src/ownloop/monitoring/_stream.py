@@ -83,6 +83,7 @@ __all__ = [
 
 BATCH_ROWS = 65_536  # rows per record batch read
 SAMPLE_ROWS = 500_000  # reference rows kept to place the quantile cuts
+READ_BUFFER = 1 << 20  # bytes a Parquet column is read ahead by
 CATEGORY_CAP = 100_000  # distinct values of a categorical column counted exactly
 SEED = 0
 
@@ -132,28 +133,39 @@ def _rows(data: _Data) -> int:
 
 
 def _batches(data: _Data, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """The rows of ``columns`` in order, ``batch_rows`` at most at a time: memory holds about one
-    row group of them, whatever the number of rows."""
+    """The rows of ``columns`` in order, ``batch_rows`` at most at a time.
+
+    Files are read through a small buffered stream, not a row group at a time, so memory holds a
+    batch and a few pages whatever the row count and the row-group size (a scanner that
+    pre-buffers row groups piles them up when batches are consumed slower than read).
+    """
+    names = list(columns)
     try:
         if isinstance(data, pq.ParquetFile):
-            for group in range(data.metadata.num_row_groups):
-                yield from data.read_row_group(group, columns=list(columns)).to_batches(
-                    max_chunksize=batch_rows
-                )
-        else:
-            # no pre-buffering and no read-ahead: pre-buffered row groups pile up in memory when
-            # the batches are consumed slower than the file is read
-            yield from data.to_batches(
-                columns=list(columns),
-                batch_size=batch_rows,
-                batch_readahead=1,
-                fragment_readahead=1,
-                fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False),
-            )
+            for batch in data.iter_batches(batch_size=batch_rows, columns=names):
+                yield _ordered(batch, names)
+        elif isinstance(data, ds.FileSystemDataset):
+            for path in data.files:
+                with data.filesystem.open_input_file(path) as handle:
+                    f = pq.ParquetFile(handle, buffer_size=READ_BUFFER, pre_buffer=False)
+                    for batch in f.iter_batches(batch_size=batch_rows, columns=names):
+                        yield _ordered(batch, names)
+        else:  # another kind of dataset: its own scanner, without read-ahead
+            for batch in data.to_batches(
+                columns=names, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1
+            ):
+                yield _ordered(batch, names)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInputError(
             f"cannot read the Parquet data ({exc}); is a file damaged?"
         ) from exc
+
+
+def _ordered(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
+    """The batch's columns in the order asked (files of one dataset may order them apart)."""
+    if batch.schema.names == names:
+        return batch
+    return pa.RecordBatch.from_arrays([batch.column(n) for n in names], names=names)
 
 
 def _schema(data: _Data) -> pa.Schema:
