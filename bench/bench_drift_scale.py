@@ -157,7 +157,7 @@ def main() -> None:
         f"\nownloop.drift over Parquet, streamed (batch {args.batch_rows:,} rows), "
         f"{len(NUMERIC)} numeric + {len(CATEGORICAL)} categorical columns"
     )
-    head = f"{'':34}" + "".join(f"{r['rows']:>16,}" for r in results)
+    head = f"{'':34}" + "".join(f"{r['rows']:>20,}" for r in results)
     print(head + "  rows per side")
     lines = [
         ("wall seconds", [f"{r['seconds']:.1f}" for r in results]),
@@ -166,7 +166,7 @@ def main() -> None:
         ("flagged vs truth", [_score(r["flagged"]) for r in results]),
     ]
     for name, cells in lines:
-        print(f"{name:34}" + "".join(f"{c:>16}" for c in cells))
+        print(f"{name:34}" + "".join(f"{c:>20}" for c in cells))
     if len(results) > 1:
         ratio = results[-1]["seconds"] / results[0]["seconds"]
         rows_ratio = results[-1]["rows"] / results[0]["rows"]
