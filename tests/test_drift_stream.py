@@ -17,7 +17,14 @@ import ownloop
 from ownloop.cli import cli
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring._batch import frame_profile
-from ownloop.monitoring._stream import _batches, _distinct, _open, drift_stream, stream_profile
+from ownloop.monitoring._stream import (
+    CATEGORY_CAP,
+    _batches,
+    _distinct,
+    _open,
+    drift_stream,
+    stream_profile,
+)
 from ownloop.profile import CategoricalProfile, NumericProfile
 
 TRUTH = {"x0", "x1", "c0"}  # drifted in the current data below; the other columns are not
@@ -307,3 +314,17 @@ def test_the_cli_refuses_bad_input_with_exit_2_and_no_traceback(
     out = CliRunner().invoke(cli, ["drift-files", *(a.format(**paths) for a in args)])
     assert out.exit_code == 2
     assert match in out.output and "Traceback" not in out.output
+
+
+def test_a_categorical_column_with_too_many_values_is_profiled_from_the_sample(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(9)
+    n = CATEGORY_CAP + 20_000
+    email = pa.array([f"user{i}@example.com" for i in rng.permutation(n)])
+    pq.write_table(pa.table({"email": email}), tmp_path / "r.parquet")
+    got = stream_profile(_open(tmp_path / "r.parquet", "reference"), ["email"], sample_rows=10_000)
+    feat = got.profile.features["email"]
+    assert isinstance(feat, CategoricalProfile)
+    assert (feat.count, feat.nulls, feat.distinct, feat.identifier) == (n, 0, n, True)
+    assert sum(feat.categories.values()) + feat.other == n
