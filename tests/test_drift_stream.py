@@ -222,9 +222,10 @@ def test_identifiers_and_repeated_values_are_read_from_the_sample(tmp_path: Path
 
 
 def test_the_distinct_estimate_is_exact_on_a_whole_column() -> None:
-    x = np.repeat(np.arange(50.0), 3)
-    assert _distinct(x, x.size) == 50
-    assert _distinct(np.arange(100.0), 1_000) == 1_000  # no repeat in the sample: all distinct
+    assert _distinct(50, 150, 150) == 50
+    assert _distinct(100, 100, 1_000) == 1_000  # no repeat in the sample: all distinct
+    # 1,000 values 10 times each; a tenth of the rows shows 1,000 (1 - 0.9^10) = 651 of them
+    assert _distinct(651, 1_000, 10_000) == pytest.approx(1_000, rel=0.01)
 
 
 @pytest.mark.parametrize(

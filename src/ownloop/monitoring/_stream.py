@@ -338,11 +338,10 @@ def _floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return out
 
 
-def _distinct(sample: np.ndarray, total: int) -> int:
-    """The distinct values of ``total`` values estimated from a uniform sample of them: the D
-    equally common values for which a sample that size would show as many distinct values."""
-    m = int(sample.size)
-    seen = int(np.unique(sample).size)
+def _distinct(seen: int, m: int, total: int) -> int:
+    """The distinct values of ``total`` values estimated from a uniform sample of ``m`` of them
+    showing ``seen`` distinct values: the D equally common values for which such a sample would
+    show as many (exact when the sample is everything; all distinct when it shows no repeat)."""
     if m >= total or seen == m:
         return total if seen == m else seen
     f = m / total
@@ -358,14 +357,19 @@ def _numeric_feature(scan: _Numeric, sample: np.ndarray) -> tuple[NumericProfile
     by pass 2), and the fine grid pass 2 counts on."""
     finite = sample[np.isfinite(sample)]
     if scan.n == 0:
-        return numeric_profile(np.full(scan.count, np.nan)), np.zeros(0)
+        empty = numeric_profile(np.zeros(0))  # no finite value: nothing to bin
+        return replace(
+            empty, count=scan.count, nulls=scan.nulls, nonfinite=scan.nonfinite
+        ), np.zeros(0)
     shape = numeric_profile(finite)
     qs = np.asarray(shape.quantiles, dtype=float)
     qs[0], qs[-1] = scan.lo, scan.hi
     cuts = np.asarray(shape.cuts, dtype=float)
     grid = np.unique(np.concatenate((qs, cuts)))
     support = None if scan.support is None else sorted(scan.support)
-    distinct = len(support) if support is not None else _distinct(finite, scan.n)
+    distinct = (
+        len(support) if support is not None else _distinct(shape.distinct or 0, finite.size, scan.n)
+    )
     identifier = (
         distinct == scan.n >= IDENTIFIER_MIN_DISTINCT and scan.whole and scan.nonfinite == 0
     )
@@ -410,7 +414,7 @@ def _categorical_feature(scan: _Categorical, sample: pa.ChunkedArray) -> Categor
     shape = categorical_profile(values)
     scale = nonnull / max(len(values), 1)
     top = {k: round(v * scale) for k, v in shape.categories.items()}
-    distinct = _distinct(pd.factorize(values)[0], nonnull)
+    distinct = _distinct(shape.distinct, len(values), nonnull)
     return CategoricalProfile(
         count=scan.count,
         nulls=scan.nulls,
