@@ -300,6 +300,7 @@ def test_the_cli_prints_each_chunk_and_json(
         (["missing.parquet", "{cur}"], "does not exist"),
         (["{ref}", "{ref}", "--columns", "nope"], "'nope' are not in the reference data"),
         (["{text}", "{cur}"], "not readable as Parquet"),
+        (["{ref}", "{other}"], "are in the reference but not in the current data"),
     ],
 )
 def test_the_cli_refuses_bad_input_with_exit_2_and_no_traceback(
@@ -307,10 +308,12 @@ def test_the_cli_refuses_bad_input_with_exit_2_and_no_traceback(
 ) -> None:
     _, _, folder = data
     (tmp_path / "t.parquet").write_text("not parquet")
+    pq.write_table(pa.table({"zz": [1.0, 2.0]}), tmp_path / "other.parquet")  # no common column
     paths = {
         "ref": folder / "ref.parquet",
         "cur": folder / "cur.parquet",
         "text": tmp_path / "t.parquet",
+        "other": tmp_path / "other.parquet",
     }
     out = CliRunner().invoke(cli, ["drift-files", *(a.format(**paths) for a in args)])
     assert out.exit_code == 2
