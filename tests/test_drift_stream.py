@@ -332,3 +332,24 @@ def test_a_categorical_column_with_too_many_values_is_profiled_from_the_sample(
     assert isinstance(feat, CategoricalProfile)
     assert (feat.count, feat.nulls, feat.distinct, feat.identifier) == (n, 0, n, True)
     assert sum(feat.categories.values()) + feat.other == n
+
+
+def test_files_of_a_folder_may_differ_in_column_order_and_integer_width(tmp_path: Path) -> None:
+    (tmp_path / "ref").mkdir()
+    x = [1, 2, 3] * 200
+    pq.write_table(
+        pa.table({"x": pa.array(x, pa.int64()), "c": ["a", "b"] * 300}), tmp_path / "ref/a.parquet"
+    )
+    pq.write_table(
+        pa.table({"c": ["a", "b"] * 300, "x": pa.array(x, pa.int32())}), tmp_path / "ref/b.parquet"
+    )
+    res = ownloop.drift(tmp_path / "ref", tmp_path / "ref")
+    assert res[0].report.rows == 1_200 and res[0].report.drifted_features == ()
+
+
+def test_a_file_of_a_folder_without_a_compared_column_is_named(tmp_path: Path) -> None:
+    (tmp_path / "ref").mkdir()
+    pq.write_table(pa.table({"x": [1.0, 2.0], "c": ["a", "b"]}), tmp_path / "ref/a.parquet")
+    pq.write_table(pa.table({"c": ["a", "b"]}), tmp_path / "ref/b.parquet")
+    with pytest.raises(InvalidInputError, match=r"b.parquet lacks column\(s\) 'x'"):
+        ownloop.drift(tmp_path / "ref", tmp_path / "ref")

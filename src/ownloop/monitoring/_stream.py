@@ -145,11 +145,13 @@ def _batches(data: _Data, columns: Sequence[str], batch_rows: int) -> Iterator[p
             for batch in data.iter_batches(batch_size=batch_rows, columns=names):
                 yield _ordered(batch, names)
         elif isinstance(data, ds.FileSystemDataset):
+            target = pa.schema([data.schema.field(n) for n in names])
             for path in data.files:
                 with data.filesystem.open_input_file(path) as handle:
                     f = pq.ParquetFile(handle, buffer_size=READ_BUFFER, pre_buffer=False)
+                    _same_columns(f.schema_arrow, target, path)
                     for batch in f.iter_batches(batch_size=batch_rows, columns=names):
-                        yield _ordered(batch, names)
+                        yield _ordered(batch, names).cast(target)
         else:  # another kind of dataset: its own scanner, without read-ahead
             for batch in data.to_batches(
                 columns=names, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1
@@ -159,6 +161,26 @@ def _batches(data: _Data, columns: Sequence[str], batch_rows: int) -> Iterator[p
         raise InvalidInputError(
             f"cannot read the Parquet data ({exc}); is a file damaged?"
         ) from exc
+
+
+def _same_columns(schema: pa.Schema, target: pa.Schema, path: str) -> None:
+    """Every file of a dataset has the compared columns, of types that convert to the first's."""
+    missing = [f.name for f in target if f.name not in schema.names]
+    if missing:
+        raise InvalidInputError(
+            f"file {path} lacks column(s) {', '.join(map(repr, missing))} that the dataset's first "
+            "file has; pass --columns (columns=) that every file holds, or fix the files"
+        )
+    for f in target:
+        other = schema.field(f.name).type
+        same_kind = (_is_number(other) and _is_number(f.type)) or (
+            _is_string(other) and _is_string(f.type)
+        )
+        if other != f.type and not same_kind:
+            raise InvalidInputError(
+                f"column '{f.name}' is {other} in file {path} but {f.type} in the dataset's "
+                "first file; write the files with one type per column"
+            )
 
 
 def _ordered(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
@@ -183,6 +205,10 @@ def _is_text(t: pa.DataType) -> bool:
         or pa.types.is_dictionary(t)
         or pa.types.is_boolean(t)
     )
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t))
 
 
 def _kinds(schema: pa.Schema, columns: Sequence[str], which: str) -> dict[str, str]:
