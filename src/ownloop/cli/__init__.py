@@ -9,6 +9,7 @@ from ownloop.cli import (  # noqa: F401  (commands register themselves on import
     _compact,
     _demo,
     _deploy,
+    _drift_files,
     _eval,
     _feedback,
     _monitor,

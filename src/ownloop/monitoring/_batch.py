@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from ownloop.profile import (
     numeric_profile,
 )
 from ownloop.signature import column_type
+
+if TYPE_CHECKING:
+    from ownloop.monitoring._stream import Source
 
 __all__ = [
     "ChunkDrift",
@@ -276,8 +279,8 @@ def _arrow(frame: pd.DataFrame, columns: Sequence[str], profile: ReferenceProfil
 
 
 def drift(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
+    reference: Source,
+    current: Source,
     *,
     columns: Sequence[str] | None = None,
     chunk_size: int | None = None,
@@ -289,7 +292,21 @@ def drift(
 
     >>> res = ownloop.drift(train_df, today_df, chunk_size=5000)  # doctest: +SKIP
     >>> res[0].report.summary  # doctest: +SKIP
+
+    Either side may also be Parquet (a file, a folder of files, a pyarrow Dataset or
+    ParquetFile): it is then streamed in batches, in memory bounded whatever its size.
     """
+    if not (isinstance(reference, pd.DataFrame) and isinstance(current, pd.DataFrame)):
+        from ownloop.monitoring._stream import drift_stream
+
+        return drift_stream(
+            reference,
+            current,
+            columns=columns,
+            chunk_size=chunk_size,
+            chunk_number=chunk_number,
+            settings=settings or DriftSettings.from_dict(options),
+        )
     cols = list(columns) if columns is not None else [str(c) for c in reference.columns]
     s = settings or DriftSettings.from_dict(options)
     profile = frame_profile(reference, cols)
