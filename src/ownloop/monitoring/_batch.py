@@ -300,6 +300,10 @@ def category_array(series: pd.Series) -> pa.Array | pa.ChunkedArray:
         return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), names)
     if pd.api.types.is_bool_dtype(dtype) or isinstance(dtype, pd.StringDtype):
         return pa.array(series, from_pandas=True)
+    if isinstance(dtype, pd.ArrowDtype) and (
+        pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+    ):
+        return pa.array(series)
     if pd.api.types.is_object_dtype(dtype):
         try:
             arr = pa.array(series, from_pandas=True)
