@@ -14,7 +14,9 @@ table (``Binner``), which is why it can come in under the floor.
 
 ``ownloop.drift(ref_df, cur_df)`` is the work the peers do: the reference profiled inside the
 timing, from pandas. By default it spreads columns over the cores (NumPy and Arrow release the
-GIL); the one-thread row shows the same call on one core. The peers run on one core.
+GIL); the one-thread row shows the same call on one core. The peers run on one core. With the
+peers, it is measured again after them (they take minutes, in which a shared machine's load
+moves) and the ratios against the targets use the slower of the two.
 
 Every tool runs in its own process (so peak memory is its own); peers run from a separate venv
 (Evidently needs pandas<3): ``--peers-venv``, else ``$OWNLOOP_BENCH_PEERS_VENV``, else
@@ -45,6 +47,7 @@ PEER_PACKAGES = ["pandas<3", "evidently==0.7.*", "nannyml==0.13.*", "statsmodels
 TRUTH = ["x0", "x1", "x2", "x3", "c0", "c1"]
 TARGETS = {"NannyML": 10.0, "Evidently": 50.0}  # peer seconds / ownloop.drift(ref_df, cur_df)
 FRAMES = "ownloop.drift(ref_df, cur_df)"
+FRAMES_AGAIN = f"{FRAMES}, after the peers"
 NUMERIC = [f"x{i}" for i in range(20)]
 CATEGORICAL = [f"c{i}" for i in range(5)]
 QUIET_ENV = {
@@ -370,6 +373,11 @@ def main() -> None:
                     print(f"{tool} skipped: {res['error']}")
                 else:
                     results.append(res)
+            # the peers take minutes, in which a shared machine's load moves: measure again
+            again = _run(sys.executable, "ownloop-frames", {})
+            if "error" not in again:
+                again["tool"] = FRAMES_AGAIN
+                results.append(again)
     ok = [r for r in results if "error" not in r]
     for r in results:
         if "error" in r:
@@ -414,10 +422,15 @@ def _load() -> str:
 
 def _targets(ok: list[dict[str, Any]]) -> None:
     """The issue's targets, on the frames row: peer seconds over ownloop.drift's, and accuracy."""
-    frames = next((r for r in ok if r["tool"] == FRAMES), None)
-    if frames is None:
+    runs = [r for r in ok if r["tool"] in (FRAMES, FRAMES_AGAIN)]
+    if not runs:
         return
-    print(f"\n{FRAMES}: {frames['seconds']:.2f} s, {_score(frames.get('flagged'))}")
+    frames = max(runs, key=lambda r: r["seconds"])  # the slower of before and after the peers
+    seconds = " and ".join(f"{r['seconds']:.2f}" for r in runs)
+    print(
+        f"\n{FRAMES}: {seconds} s (before and after the peers; the ratios use the slower), "
+        f"{_score(frames.get('flagged'))}"
+    )
     for peer, target in TARGETS.items():
         r = next((r for r in ok if r["tool"].startswith(peer)), None)
         if r is None:
@@ -429,7 +442,7 @@ def _targets(ok: list[dict[str, Any]]) -> None:
             f"{peer} / {FRAMES}: {r['seconds']:.2f} s / {frames['seconds']:.2f} s = {ratio:.1f}x "
             f"(target >= {target:g}x: {verdict}); {peer}: {_score(r.get('flagged'))}"
         )
-    exact = set(frames.get("flagged") or []) == set(TRUTH)
+    exact = all(set(r.get("flagged") or []) == set(TRUTH) for r in runs)
     print(f"accuracy: {FRAMES} flags exactly the {len(TRUTH)} true columns: {exact}")
 
 
