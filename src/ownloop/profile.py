@@ -268,10 +268,16 @@ def _feature_from_dict(d: Mapping[str, Any]) -> FeatureProfile:
 def numeric_profile(values: np.ndarray) -> NumericProfile:
     """Profile one numeric column (NaN = missing)."""
     x = np.asarray(values, dtype=float)
-    nulls = int(np.isnan(x).sum())
-    finite = x[np.isfinite(x)]
-    nonfinite = int(x.size - nulls - finite.size)
-    if finite.size == 0:
+    finite_mask = np.isfinite(x)
+    if finite_mask.all():
+        nulls = nonfinite = 0
+        s = np.sort(x)
+    else:
+        nulls = int(np.isnan(x).sum())
+        s = x[finite_mask]  # a copy, sorted in place below
+        nonfinite = int(x.size - nulls - s.size)
+        s.sort()
+    if s.size == 0:
         return NumericProfile(
             count=int(x.size),
             nulls=nulls,
@@ -287,21 +293,23 @@ def numeric_profile(values: np.ndarray) -> NumericProfile:
             support=(),
             support_counts=(),
         )
-    s = np.sort(finite)
+    # one sort serves every figure: quantiles and counts below an edge are positions in it
     qs = _sorted_quantiles(s, np.linspace(0.0, 1.0, N_QUANTILES))
     cuts = np.unique(_sorted_quantiles(s, np.linspace(0.0, 1.0, N_QUANTILE_BINS + 1)[1:-1]))
-    counts = np.diff(np.concatenate(([0], np.searchsorted(s, cuts, side="left"), [s.size])))
-    hist_counts, hist_edges = np.histogram(s, bins=N_HIST_BINS)
+    counts = _counts_below(s, cuts)
+    hist_counts, hist_edges = _sorted_histogram(s)
     grid = np.unique(np.concatenate((qs, cuts)))
-    grid_counts = np.diff(np.concatenate(([0], np.searchsorted(s, grid, side="left"), [s.size])))
-    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
-    distinct = int(starts.size)
+    grid_counts = _counts_below(s, grid)
+    change = s[1:] != s[:-1]
+    distinct = int(np.count_nonzero(change)) + 1
     few = distinct <= MAX_SUPPORT
+    starts = np.flatnonzero(np.concatenate(([True], change))) if few else None
     # integer-valued and every value distinct: a running or hashed id, not a quantity
     identifier = (
         distinct == s.size >= IDENTIFIER_MIN_DISTINCT
-        and bool(np.all(s == np.round(s)))
-        and bool(nonfinite == 0)
+        and nonfinite == 0
+        and _whole(s[:IDENTIFIER_MIN_DISTINCT])  # most measurements fail on their first values
+        and _whole(s)
     )
     return NumericProfile(
         count=int(x.size),
@@ -319,10 +327,41 @@ def numeric_profile(values: np.ndarray) -> NumericProfile:
         grid=_floats(grid),
         grid_counts=_ints(grid_counts),
         distinct=distinct,
-        support=_floats(s[starts]) if few else None,
-        support_counts=_ints(np.diff(np.append(starts, s.size))) if few else None,
+        support=_floats(s[starts]) if starts is not None else None,
+        support_counts=_ints(np.diff(np.append(starts, s.size))) if starts is not None else None,
         identifier=identifier,
     )
+
+
+def _whole(s: np.ndarray) -> bool:
+    return bool(np.all(s == np.round(s)))
+
+
+def _counts_below(s: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Per bin of ``edges`` (the profile's convention), the values of sorted ``s`` in it."""
+    counts: np.ndarray = np.diff(
+        np.concatenate(([0], np.searchsorted(s, edges, side="left"), [s.size]))
+    )
+    return counts
+
+
+def _sorted_histogram(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.histogram(s, bins=N_HIST_BINS)`` of sorted finite ``s``, read off by position.
+
+    NumPy's equal-width histogram puts v in bin i when edges[i] <= v < edges[i + 1] (the last bin
+    closed), which on sorted values is a ``searchsorted`` per edge instead of a pass over them.
+    NumPy finds that bin by arithmetic corrected by one step either way, which agrees with the
+    comparisons while a bin spans many floats; bins within rounding of the values, or a range
+    wider than a float holds, take NumPy's own pass.
+    """
+    edges = np.histogram_bin_edges(s[[0, -1]], bins=N_HIST_BINS)
+    width = edges[1] - edges[0]
+    scale = max(abs(float(edges[0])), abs(float(edges[-1])))
+    if not (np.isfinite(edges[-1] - edges[0]) and width > 1e6 * np.spacing(scale)):
+        counts, edges = np.histogram(s, bins=N_HIST_BINS)
+        return counts, edges
+    below = np.searchsorted(s, edges[1:-1], side="left")
+    return np.diff(np.concatenate(([0], below, [s.size]))), edges
 
 
 def _sorted_quantiles(s: np.ndarray, probs: np.ndarray) -> np.ndarray:

@@ -18,7 +18,14 @@ import pyarrow as pa
 from ownloop import progress
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring._drift import DriftReport, DriftSettings, evaluate_drift
-from ownloop.monitoring._partial import PartialSpec, WindowPartial, add_scores, compute_partial
+from ownloop.monitoring._partial import (
+    PartialSpec,
+    WindowPartial,
+    add_scores,
+    column_threads,
+    compute_partial,
+    map_columns,
+)
 from ownloop.monitoring._performance import (
     Calibration,
     Estimate,
@@ -214,26 +221,32 @@ def chunks(n: int, chunk_size: int | None, chunk_number: int | None) -> list[tup
 
 
 def frame_profile(reference: pd.DataFrame, columns: Sequence[str]) -> ReferenceProfile:
-    """A features-only reference profile of ``columns`` (types inferred from the frame)."""
+    """A features-only reference profile of ``columns`` (types inferred from the frame); large
+    frames are profiled a column per thread (:func:`column_threads`), with the same result."""
     if len(reference) == 0:
         raise InvalidInputError(
             "the reference frame has no rows; pass the data the model learned from"
         )
-    feats: dict[str, FeatureProfile] = {}
+    work: dict[str, tuple[pd.Series, bool]] = {}
     for c in columns:
         if c not in reference:
             raise InvalidInputError(
                 f"column '{c}' is not in the reference frame; it has: {', '.join(map(str, reference.columns))}"
             )
-        kind = column_type(c, reference[c])
-        if kind not in ("float", "integer"):
-            _refuse_decimal_commas(reference[c], str(c))
-        feats[c] = (
-            numeric_profile(reference[c].to_numpy(dtype=float, na_value=np.nan))
-            if kind in ("float", "integer")
-            else categorical_profile(reference[c])
-        )
-    return ReferenceProfile(rows=len(reference), features=feats)
+        series = reference[c]
+        numeric = column_type(c, series) in ("float", "integer")
+        if not numeric:
+            _refuse_decimal_commas(series, str(c))
+        work[c] = (series, numeric)
+
+    def one(item: tuple[pd.Series, bool]) -> FeatureProfile:
+        series, numeric = item
+        if numeric:
+            return numeric_profile(series.to_numpy(dtype=float, na_value=np.nan))
+        return categorical_profile(series)
+
+    profiles = map_columns(one, list(work.values()), column_threads(len(reference)))
+    return ReferenceProfile(rows=len(reference), features=dict(zip(work, profiles, strict=True)))
 
 
 def _refuse_decimal_commas(series: pd.Series, name: str) -> None:
@@ -271,11 +284,38 @@ def _arrow(frame: pd.DataFrame, columns: Sequence[str], profile: ReferenceProfil
             values = numbers(s, f"column '{c}' of the current frame (numeric in the reference)")
             arrays["in." + str(c)] = pa.array(values)
         else:
-            arrays["in." + str(c)] = pa.array(
-                s.astype(object).where(s.notna(), None).map(lambda v: v if v is None else str(v)),
-                type=pa.string(),
-            )
+            arrays["in." + str(c)] = category_array(s)
     return pa.table(arrays)
+
+
+def category_array(series: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """A categorical column as Arrow, each value as its text (``str(v)``, as the profile counts
+    it; missing values null).
+
+    Strings, booleans and pandas categoricals convert through Arrow without a Python call per
+    row; booleans stay boolean (counted as 'True' / 'False'). Anything else, and object columns
+    holding other than text, take the per-value path.
+    """
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        codes = series.cat.codes.to_numpy()
+        names = pa.array([str(v) for v in dtype.categories], type=pa.string())
+        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), names)
+    if pd.api.types.is_bool_dtype(dtype) or isinstance(dtype, pd.StringDtype):
+        return pa.array(series, from_pandas=True)
+    if isinstance(dtype, pd.ArrowDtype) and (
+        pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+    ):
+        return pa.array(series)
+    if pd.api.types.is_object_dtype(dtype):
+        try:
+            arr = pa.array(series, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arr = None  # values other than text: each one through str() below
+        if arr is not None and (pa.types.is_string(arr.type) or pa.types.is_null(arr.type)):
+            return arr.cast(pa.string())
+    values = series.astype(object).where(series.notna(), None)
+    return pa.array(values.map(lambda v: v if v is None else str(v)), type=pa.string())
 
 
 def drift(
@@ -316,7 +356,7 @@ def drift(
     for i, (a, b) in enumerate(
         progress.track(chunks(len(current), chunk_size, chunk_number), "drift chunks")
     ):
-        part = compute_partial(table.slice(a, b - a), spec)
+        part = compute_partial(table.slice(a, b - a), spec, threads=column_threads(b - a))
         out.append(ChunkDrift(i, a, b, evaluate_drift(part, profile, s)))
     return out
 

@@ -9,9 +9,11 @@ long window is the sum of the partials of its segments and the order never matte
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,10 +37,12 @@ __all__ = [
     "NumericPartial",
     "PartialSpec",
     "WindowPartial",
+    "column_threads",
     "compute_partial",
     "distinct_eligible",
     "hll_count",
     "hll_sketch",
+    "map_columns",
     "merge",
     "merge_all",
     "support_grid",
@@ -52,6 +56,11 @@ CONF_BINS = 100  # max-probability histogram (low-confidence share at any 0.01 t
 LATENCY_EDGES = np.logspace(-6, 3, 901)
 HLL_BITS = 11  # 2^11 HyperLogLog registers: about 2.3% relative error on a distinct count
 DISTINCT_SHARE = 0.99  # a column whose reference values are this distinct never repeats by itself
+MAX_THREADS = 8  # per-column work spreads over at most this many threads ...
+THREAD_MIN_ROWS = 100_000  # ... and only for batches of at least this many rows
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 class Binner:
@@ -75,31 +84,37 @@ class Binner:
             a, b = float(self.grid[trim]), float(self.grid[k_edges - 1 - trim])
             if not b > a:
                 return
-            for m in (4 * k_edges, 32 * k_edges):
+            best: tuple[int, int, np.ndarray] | None = None  # need, buckets, first
+            for m in (4 * k_edges, 8 * k_edges, 16 * k_edges, 32 * k_edges):
                 if (b - a) / m < 64 * np.spacing(max(abs(a), abs(b))):
                     continue  # buckets too narrow for float rounding to stay within one bucket
                 start = np.searchsorted(self.grid, a + (b - a) * (np.arange(m) / m), side="right")
                 first = np.append(start[0], start[:-1])  # bucket j starts looking at bucket j-1
                 last = np.append(start[2:], [k_edges, k_edges])  # ... and ends after bucket j+1
                 need = int((last - first).max())
-                if need <= 4:
-                    ext = np.append(
-                        self.grid, np.nan
-                    )  # NaN compares false: never steps past the end
-                    self.table = (a, b, m / (b - a), m, first.astype(np.int64), need, ext)
-                    return
+                if best is None or need < best[0]:  # each comparison is a pass over the values
+                    best = (need, m, first)
+            if best is not None and best[0] <= 4:
+                need, m, first = best
+                ext = np.append(self.grid, np.nan)  # NaN compares false: never steps past the end
+                self.table = (a, b, m / (b - a), m, first.astype(np.int64), need, ext)
+                return
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.table is None:
             found: np.ndarray = np.searchsorted(self.grid, x, side="right")
             return found
         a, b, scale, m, first, need, ext = self.table
-        j = (x - a) * scale
+        j = np.subtract(x, a)
+        np.multiply(j, scale, out=j)
         np.fmax(j, 0.0, out=j)
         np.minimum(j, m - 1, out=j)
         idx: np.ndarray = first[j.astype(np.int64)]
-        for _ in range(need):
-            idx += ext[idx] <= x
+        step = np.empty(idx.shape, dtype=bool)
+        for _ in range(need):  # scratch arrays reused: each pass is a gather and a compare
+            np.take(ext, idx, out=j)
+            np.less_equal(j, x, out=step)
+            idx += step
         outside = ~((x >= a) & (x < b))
         if outside.any():
             w = np.flatnonzero(outside)
@@ -186,19 +201,45 @@ def hll_sketch(values: np.ndarray) -> np.ndarray:
     Two sketches merge by the elementwise maximum, which equals the sketch of the union.
     """
     x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)] + 0.0  # -0.0 + 0.0 is 0.0
-    z = x.view(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
+    finite = np.isfinite(x)
+    z = ((x if finite.all() else x[finite]) + 0.0).view(np.uint64)  # a copy; -0.0 + 0.0 is 0.0
+    # splitmix64's finaliser, in place (one scratch array instead of one per step)
+    z += np.uint64(0x9E3779B97F4A7C15)
+    t = z >> np.uint64(30)
+    z ^= t
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    np.right_shift(z, np.uint64(27), out=t)
+    z ^= t
+    z *= np.uint64(0x94D049BB133111EB)
+    np.right_shift(z, np.uint64(31), out=t)
+    z ^= t
     q = 64 - HLL_BITS
-    idx = (z >> np.uint64(q)).astype(np.intp)
-    rest = (z & np.uint64((1 << q) - 1)).astype(np.float64)  # exact: below 2^53
-    _, bit_length = np.frexp(rest)  # 0 for 0
-    rank = (q + 1 - bit_length).astype(np.uint8)
-    registers = np.zeros(1 << HLL_BITS, dtype=np.uint8)
-    np.maximum.at(registers, idx, rank)
+    np.right_shift(z, np.uint64(q), out=t)  # t: the register
+    z &= np.uint64((1 << q) - 1)
+    _hll_ranks(z, q)
+    # the largest rank per register: mark (register, rank) pairs, then the highest mark per row
+    np.left_shift(t, np.uint64(6), out=t)  # ranks are at most q + 1 = 54: 64 slots per register
+    t += z
+    seen = np.zeros((1 << HLL_BITS) * 64, dtype=bool)
+    seen[t] = True
+    registers: np.ndarray = (
+        (seen.reshape(1 << HLL_BITS, 64) * np.arange(64, dtype=np.uint8)).max(axis=1)
+    ).astype(np.uint8)
     return registers
+
+
+def _hll_ranks(z: np.ndarray, q: int) -> None:
+    """Replace each value of ``z`` (uint64, below 2^q, q <= 53) by its HyperLogLog rank, q + 1
+    minus its bit length (leading zeros among q bits, plus one), in place.
+
+    The bit length is read off the exponent of the value as a float (exact below 2^53): exponent
+    field e = bit length + 1022, so the rank is q + 1023 - e; 0 has e = 0, which the minimum turns
+    into the rank q + 1 that ``np.frexp`` gives it.
+    """
+    np.copyto(z.view(np.float64), z, casting="unsafe")  # same place, uint64 to float64
+    np.right_shift(z, np.uint64(52), out=z)
+    np.subtract(np.uint64(q + 1023), z, out=z)
+    np.minimum(z, np.uint64(q + 1), out=z)
 
 
 def hll_count(registers: np.ndarray) -> float:
@@ -541,9 +582,11 @@ def numeric_partial(
     n = int(x.size)
     idx = binner(x) if binner is not None else np.searchsorted(grid, x, side="right")
     counts = np.bincount(idx, minlength=grid.size + 1).astype(np.int64)
-    nan = int(np.count_nonzero(np.isnan(x)))
-    posinf = int(np.count_nonzero(x == np.inf))
-    neginf = int(np.count_nonzero(x == -np.inf))
+    nan = posinf = neginf = 0
+    if not np.isfinite(x).all():
+        nan = int(np.count_nonzero(np.isnan(x)))
+        posinf = int(np.count_nonzero(x == np.inf))
+        neginf = int(np.count_nonzero(x == -np.inf))
     counts[-1] -= nan + posinf  # NaN and +inf sort past every edge
     counts[0] -= neginf
     clean = nan == 0 and posinf == 0 and neginf == 0
@@ -624,11 +667,15 @@ def _float_column(table: pa.Table, name: str) -> np.ndarray:
     return arr
 
 
-def compute_partial(batch: pa.Table | pa.RecordBatch, spec: PartialSpec) -> WindowPartial:
+def compute_partial(
+    batch: pa.Table | pa.RecordBatch, spec: PartialSpec, *, threads: int = 1
+) -> WindowPartial:
     """The partial statistics of one batch of prediction-log rows (pure: no I/O, no clock).
 
     Refused requests (status "refused") count as requests and errors only: they have no inputs
-    or outputs, so they stay out of drift, prediction and confidence figures.
+    or outputs, so they stay out of drift, prediction and confidence figures. ``threads`` spreads
+    the feature columns over that many threads (see :func:`column_threads`); the result is the
+    same.
     """
     table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
     out = WindowPartial(rows=table.num_rows)
@@ -642,7 +689,7 @@ def compute_partial(batch: pa.Table | pa.RecordBatch, spec: PartialSpec) -> Wind
         out.refused = table.num_rows - scored.num_rows
         out.errors = table.num_rows - ok.num_rows
     out.ok_rows = ok.num_rows
-    _features(scored, names, spec, out)
+    _features(scored, names, spec, out, threads)
     _system(table, names, out)
     if "ts" in names and table.num_rows:
         ts = pc.min_max(table.column("ts"))
@@ -658,30 +705,53 @@ def compute_partial(batch: pa.Table | pa.RecordBatch, spec: PartialSpec) -> Wind
     return out
 
 
-def _features(table: pa.Table, names: set[str], spec: PartialSpec, out: WindowPartial) -> None:
+def _features(
+    table: pa.Table, names: set[str], spec: PartialSpec, out: WindowPartial, threads: int = 1
+) -> None:
     n = table.num_rows
-    for name, grid in spec.numeric.items():
+
+    def one(name: str) -> NumericPartial | CategoricalPartial:
         col = spec.input_prefix + name
-        out.features[name] = (
-            numeric_partial(
+        if col not in names and name in spec.numeric:
+            return NumericPartial(n, n, 0, np.zeros(0))
+        if col not in names:
+            return CategoricalPartial(n, n, {})
+        if name in spec.numeric:
+            return numeric_partial(
                 _float_column(table, col),
-                grid,
+                spec.numeric[name],
                 spec.binners.get(name),
                 sketch=name in spec.distinct,
             )
-            if col in names
-            else NumericPartial(n, n, 0, np.zeros(0))
-        )
-    for name in spec.identifiers:
-        col = spec.input_prefix + name
-        out.features[name] = (
-            identifier_partial(table.column(col)) if col in names else CategoricalPartial(n, n, {})
-        )
-    for name in spec.categorical:
-        col = spec.input_prefix + name
-        out.features[name] = (
-            categorical_partial(table.column(col)) if col in names else CategoricalPartial(n, n, {})
-        )
+        if name in spec.identifiers:
+            return identifier_partial(table.column(col))
+        return categorical_partial(table.column(col))
+
+    order = [*spec.numeric, *spec.identifiers, *spec.categorical]
+    out.features.update(zip(order, map_columns(one, order, threads), strict=True))
+
+
+def column_threads(rows: int) -> int:
+    """Threads to spread per-column work over: one per core this process may use (at most
+    ``MAX_THREADS``), or one for batches under ``THREAD_MIN_ROWS`` rows, where starting threads
+    costs more than they save. NumPy and Arrow release the GIL in the heavy loops (sorting,
+    binning, counting); results never depend on the threading."""
+    if rows < THREAD_MIN_ROWS:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_THREADS, cores))
+
+
+def map_columns(fn: Callable[[_T], _R], items: Sequence[_T], threads: int) -> list[_R]:
+    """``[fn(x) for x in items]``, on up to ``threads`` threads; results in the order of ``items``
+    (the first error raised, as in a plain loop)."""
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
 
 
 def _requests(ids: pa.ChunkedArray | None, mask: pa.ChunkedArray | None, n: int) -> int:
