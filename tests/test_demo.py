@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from ownloop import Config, InvalidInputError, Workspace
+from ownloop import Config, InvalidInputError, Workspace, predlog
 from ownloop.datasets import frame_digest
 from ownloop.demo import MARKER, make_churn_data, prepare_home
 from ownloop.deploy import State
@@ -611,3 +611,31 @@ def test_demo_keeps_serving_the_dashboard_with_a_printed_sign_in_token(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=60)
+
+
+def test_demo_compacts_the_log_and_the_monitor_reads_the_same(demo: tuple[Path, str]) -> None:
+    """Step 17 from the files it left: compacted files only, every logged id once, and the
+    stored windows' rows and drift verdicts read again from the compacted log."""
+    home, out = demo
+    assert "17. 'ownloop compact' merged" in out and "the same rows, drift" in out
+    with Workspace(Config(home=home)) as ws:
+        root = ws.config.predictions_dir
+        segments = predlog.list_segments(root, "churn")
+        assert segments and all("-m" in p.name for p in segments)  # nothing left uncompacted
+        files = [p for p in root.joinpath("churn").rglob("*.parquet") if "labels" not in p.parts]
+        assert len(files) == len(segments)  # the merged sources are gone
+        log = predlog.read_log(root, "churn", columns=["prediction_id"]).table
+        ids = log.column("prediction_id").to_pylist()
+        assert len(ids) == len(set(ids)) >= 6 * 1500
+        runs = sorted(ws.monitor.runs("churn"), key=lambda r: r.window_end)
+        again = [
+            rep
+            for r in runs
+            for rep in ws.monitor.window_reports(
+                "churn", r.window_start, r.window_end, version=r.version
+            )
+        ]
+        assert [r.rows for r in again] == [r.rows for r in runs]
+        assert [sorted(r.drift.drifted_features) if r.drift else [] for r in again] == [
+            sorted(r.summary["drifted"]) for r in runs
+        ]
