@@ -727,7 +727,7 @@ def _step_compact(ws: Workspace, result: DemoResult, say: Callable[[str], None])
     root = ws.config.predictions_dir
     models = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
     before = sum(len(predlog.list_segments(root, m)) for m in models)
-    start, end = result.monitored
+    start = result.monitored[0]
 
     def figures() -> list[tuple[Any, ...]]:
         out = []
