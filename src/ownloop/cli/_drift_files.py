@@ -6,13 +6,10 @@ from pathlib import Path
 
 import click
 
-from ownloop.cli._app import cli, console, echo_json, esc, table
+from ownloop.cli._app import cli, console, echo_json, esc
+from ownloop.cli._monitor import drift_table
 from ownloop.errors import InvalidInputError
 from ownloop.monitoring import drift
-
-
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
 
 
 @cli.command("drift-files")
@@ -58,20 +55,4 @@ def drift_files(
         return
     for c in res:
         console.print(esc(c.summary))
-        table(
-            None,
-            ["feature", "status", "method", "score", "threshold", "p (adj.)", "drifted", "missing"],
-            [
-                [
-                    f.feature,
-                    f.status,
-                    f.method or "",
-                    _fmt(f.score, ".4g"),
-                    _fmt(f.threshold, ".4g"),
-                    _fmt(f.p_adjusted if f.p_adjusted is not None else f.p_value, ".3g"),
-                    "-" if f.drifted is None else ("YES" if f.drifted else "no"),
-                    _fmt(f.missing_share, ".1%"),
-                ]
-                for f in c.report.features
-            ],
-        )
+        drift_table(c.report.features, tail=False)

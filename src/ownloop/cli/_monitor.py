@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ownloop.monitoring import (
     FINDINGS,
     DriftSettings,
     Engine,
+    FeatureDrift,
     MonitorRun,
     WindowReport,
     open_engine,
@@ -656,6 +658,26 @@ def _print_round(done: Round, as_json: bool) -> None:
         click.echo(f"alerts: {e}", err=True)
 
 
+def drift_table(features: Sequence[FeatureDrift], *, tail: bool) -> None:
+    """One row per feature's drift verdict (``tail``: with the tail check's column)."""
+    heads = ["feature", "status", "method", "score", "threshold", "p (adj.)", "drifted", "missing"]
+    rows = [
+        [
+            f.feature,
+            f.status,
+            f.method or "",
+            _fmt(f.score, ".4g"),
+            _fmt(f.threshold, ".4g"),
+            _fmt(f.p_adjusted if f.p_adjusted is not None else f.p_value, ".3g"),
+            "-" if f.drifted is None else ("YES" if f.drifted else "no"),
+            _fmt(f.missing_share, ".1%"),
+        ]
+        + (["-" if f.tail_drifted is None else ("YES" if f.tail_drifted else "no")] if tail else [])
+        for f in features
+    ]
+    table(None, heads + (["tail"] if tail else []), rows)
+
+
 @cli.command()
 @click.argument("model")
 @click.option(
@@ -693,34 +715,7 @@ def drift(
             console.print(
                 f"[bold]{esc(model)}@{rep.version}[/], {rep.rows:,} rows: {esc(rep.drift.summary)}"
             )
-            table(
-                None,
-                [
-                    "feature",
-                    "status",
-                    "method",
-                    "score",
-                    "threshold",
-                    "p (adj.)",
-                    "drifted",
-                    "missing",
-                    "tail",
-                ],
-                [
-                    [
-                        f.feature,
-                        f.status,
-                        f.method or "",
-                        _fmt(f.score, ".4g"),
-                        _fmt(f.threshold, ".4g"),
-                        _fmt(f.p_adjusted if f.p_adjusted is not None else f.p_value, ".3g"),
-                        "-" if f.drifted is None else ("YES" if f.drifted else "no"),
-                        _fmt(f.missing_share, ".1%"),
-                        "-" if f.tail_drifted is None else ("YES" if f.tail_drifted else "no"),
-                    ]
-                    for f in (*rep.drift.features, *rep.drift.prediction)
-                ],
-            )
+            drift_table((*rep.drift.features, *rep.drift.prediction), tail=True)
         if html is not None:
             target = (
                 html
