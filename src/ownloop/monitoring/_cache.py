@@ -5,7 +5,8 @@ that version's reference profile) are computed once and reused by every later wi
 the whole segment. An entry is valid while the segment has the size it had and the partial format
 is current; each version's partial also names the profile digest it was computed against, which
 the caller compares. An entry also keeps the segment's ``ts`` range, so a cached window decides
-that a segment lies inside it without opening the segment.
+that a segment lies inside it without opening the segment, and its prediction id range, so the
+realised figures open only the segments that can hold a labelled id.
 
 Layout: ``<home>/monitoring/partials/<model>/<day>/<segment>.<arms>.json``. Entries are written
 through a private temporary file renamed over the final name: a reader sees a whole entry or none.
@@ -36,11 +37,13 @@ _US = timedelta(microseconds=1)
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One segment's cached partials by version (each with its profile digest) and ``ts`` range."""
+    """One segment's cached partials by version (each with its profile digest), ``ts`` range
+    and prediction id range (None: not known, e.g. an entry written before it was kept)."""
 
     versions: dict[int, tuple[str, WindowPartial]]
     lo: datetime | None
     hi: datetime | None
+    ids: tuple[str, str] | None = None
 
 
 class PartialCache:
@@ -78,9 +81,10 @@ class PartialCache:
                 for v, d in data["versions"].items()
             }
             lo, hi = _time(data.get("lo")), _time(data.get("hi"))
+            ids = _ids(data.get("ids"))
         except (KeyError, TypeError, ValueError):
             return None
-        return CacheEntry(versions, lo, hi)
+        return CacheEntry(versions, lo, hi, ids)
 
     def write(
         self,
@@ -90,8 +94,10 @@ class PartialCache:
         parts: Mapping[int, tuple[str, WindowPartial]],
         lo: datetime | None,
         hi: datetime | None,
+        ids: tuple[str, str] | None = None,
     ) -> None:
-        """Store the partials of ``seg`` by version (digest, partial) with its ``ts`` range."""
+        """Store the partials of ``seg`` by version (digest, partial) with its ``ts`` and
+        prediction id ranges."""
         try:
             size = seg.stat().st_size
         except OSError:
@@ -103,6 +109,7 @@ class PartialCache:
             "format": PARTIAL_CACHE_FORMAT,
             "lo": _stamp(lo),
             "hi": _stamp(hi),
+            "ids": None if ids is None else list(ids),
             "versions": {
                 str(v): {"digest": d, "partial": p.to_json()} for v, (d, p) in parts.items()
             },
@@ -132,3 +139,11 @@ def _time(value: object) -> datetime | None:
     if not isinstance(value, int):
         raise ValueError(f"a cached ts bound is {value!r}, not microseconds")
     return _EPOCH + value * _US
+
+
+def _ids(value: object) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"a cached id range is {value!r}, not two ids")
+    return value[0], value[1]

@@ -10,7 +10,7 @@ row per figure) with an audit row in the same transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from difflib import SequenceMatcher
@@ -79,6 +79,7 @@ TREND_WINDOWS = 24  # a trend is fitted over at most this many recent windows
 TREND_MIN_WINDOWS = 3  # ... and at least this many
 TREND_MIN_SPAN = timedelta(hours=1)  # ... spanning at least this long (slopes are per hour)
 _READ_ERRORS = (OSError, pa.ArrowException)
+_READ_BATCH = 64  # log segments read at once for the realised figures
 
 
 @dataclass
@@ -369,8 +370,11 @@ class Monitor:
         segments = predlog.list_segments(root, model, start=start, end=end)
         contexts: dict[int, _VersionContext] = {}
         skipped: list[predlog.SkippedSegment] = []
+        spans: dict[Path, tuple[str, str] | None] = {}  # the window's segments: id ranges
         with open_engine(engine, scheduler) as eng:
-            merged = self._window_partials(eng, segments, model, window, version, contexts, skipped)
+            merged = self._window_partials(
+                eng, segments, model, window, version, contexts, skipped, spans
+            )
         if version is not None and version not in merged:
             merged[version] = WindowPartial()
             self._context(model, version, contexts)
@@ -380,7 +384,7 @@ class Monitor:
             )
             merged[latest.version] = WindowPartial()
             self._context(model, latest.version, contexts)
-        labels = self._labels(model)
+        labels = _WindowLabels(root, model, spans)
         reports = [
             self._report(model, v, window, merged[v], contexts[v], s, labels, skipped)
             for v in sorted(merged)
@@ -430,9 +434,11 @@ class Monitor:
         version: int | None,
         contexts: dict[int, _VersionContext],
         skipped: list[predlog.SkippedSegment],
+        spans: dict[Path, tuple[str, str] | None],
     ) -> dict[int, WindowPartial]:
         """The merged partial per version of ``segments``: cached ones read here, the rest mapped
-        by ``engine``; merged in the segments' order whichever engine computed them."""
+        by ``engine``; merged in the segments' order whichever engine computed them. Each segment
+        holding rows of the window goes to ``spans`` with its prediction id range."""
         merged: dict[int, WindowPartial] = {}
         slots: list[dict[int, WindowPartial] | None] = []  # per segment in order; None: pending
         done = 0
@@ -448,7 +454,7 @@ class Monitor:
         todo: list[tuple[int, Path, datetime | None, datetime | None, SegmentTask]] = []
         holds: set[int | None] = set()  # versions the segments to read hold (None: any)
         for seg in progress.track(segments, f"{model}: log segments"):
-            planned = self._plan(seg, model, window, version, contexts, skipped, holds)
+            planned = self._plan(seg, model, window, version, contexts, skipped, holds, spans)
             if planned is None:
                 continue
             if isinstance(planned, dict):
@@ -470,7 +476,7 @@ class Monitor:
                 self._context(model, v, contexts)
             if task.inside and not result.skipped:  # a segment read in part is not cached
                 parts = {v: (contexts[v].digest, p) for v, p in result.partials.items()}
-                self.cache.write(seg, model, window.arms, parts, lo, hi)
+                self.cache.write(seg, model, window.arms, parts, lo, hi, spans.get(seg))
             slots[slot] = {
                 v: p for v, p in result.partials.items() if version is None or v == version
             }
@@ -486,16 +492,20 @@ class Monitor:
         contexts: dict[int, _VersionContext],
         skipped: list[predlog.SkippedSegment],
         holds: set[int | None],
+        spans: dict[Path, tuple[str, str] | None],
     ) -> dict[int, WindowPartial] | tuple[datetime | None, datetime | None, SegmentTask] | None:
         """A segment's cached partials; else its ``ts`` range and the task computing them;
         None when it holds no row of the window (or cannot be read: then it is in ``skipped``).
-        The versions a task's segment holds go to ``holds`` (None when its footer does not say)."""
+        The versions a task's segment holds go to ``holds`` (None when its footer does not say),
+        its prediction id range to ``spans`` (None: unknown)."""
         entry = self.cache.read(seg, model, window.arms)
         lo: datetime | None
         hi: datetime | None
+        ids: tuple[str, str] | None
         if entry is not None and entry.lo is not None and entry.hi is not None:
             lo, hi = entry.lo, entry.hi  # no need to open the segment
             held: set[int | None] = set(entry.versions)
+            ids = entry.ids
         else:
             try:
                 meta = objectstore.read_metadata(seg)
@@ -505,8 +515,10 @@ class Monitor:
             lo, hi = _ts_range(meta)
             span = _int_range(meta, "version")
             held = {None} if span is None else set(range(span[0], span[1] + 1))
+            ids = _id_range(meta)
         if lo is not None and hi is not None and (hi < window.start or lo >= window.end):
             return None
+        spans[seg] = ids
         inside = (
             lo is not None
             and hi is not None
@@ -529,9 +541,6 @@ class Monitor:
         conditions = {} if inside else window.conditions()
         return lo, hi, SegmentTask(seg, conditions, window.arms, version, inside)
 
-    def _labels(self, model: str) -> pa.Table:
-        return predlog.read_labels(self.config.predictions_dir, model)
-
     def _report(
         self,
         model: str,
@@ -540,7 +549,7 @@ class Monitor:
         part: WindowPartial,
         ctx: _VersionContext,
         s: DriftSettings,
-        labels: pa.Table,
+        labels: _WindowLabels,
         skipped: list[predlog.SkippedSegment],
     ) -> WindowReport:
         start, end = window.start, window.end
@@ -571,7 +580,7 @@ class Monitor:
                     f"{part.bad_proba:,} prediction(s) logged probabilities outside [0, 1] or "
                     "not summing to 1; they are left out of the confidence figures and estimates"
                 )
-        read = _LogReader(self.config.predictions_dir, model, version, window, ctx.schema, skipped)
+        read = _LogReader(labels, version, window, ctx.schema, skipped)
         realised = (
             self._realised_regression(read, labels, part.scored_rows)
             if ctx.spec is not None and ctx.spec.task == "regression"
@@ -604,16 +613,16 @@ class Monitor:
         )
 
     def _realised(
-        self, read: _LogReader, labels: pa.Table, classes: Sequence[str], total: int
+        self, read: _LogReader, labels: _WindowLabels, classes: Sequence[str], total: int
     ) -> list[Realised]:
-        if labels.num_rows == 0 or not classes or total == 0:
+        if not classes or total == 0 or labels.none():
             return []
         preds = read(["prediction_id", "prediction", "proba", "status"])
-        joined = predlog.join_labels(preds, labels)
+        joined = predlog.join_labels(preds, labels.table)
         has = pc.and_(pc.is_valid(joined.column("label")), pc.equal(joined.column("status"), "ok"))
         joined = joined.filter(pc.fill_null(has, False))
-        y_true = _canonical(joined.column("label").to_pylist())
-        y_pred = _canonical(joined.column("prediction").to_pylist())
+        y_true = _canonical(joined.column("label"))
+        y_pred = _canonical(joined.column("prediction"))
         w = joined.column("weight")
         weights = w.to_numpy(zero_copy_only=False).astype(float) if w.null_count < len(w) else None
         score = None
@@ -631,12 +640,12 @@ class Monitor:
         )
 
     def _realised_regression(
-        self, read: _LogReader, labels: pa.Table, total: int
+        self, read: _LogReader, labels: _WindowLabels, total: int
     ) -> list[Realised]:
-        if labels.num_rows == 0 or total == 0:
+        if total == 0 or labels.none():
             return []
         preds = read(["prediction_id", "prediction_value", "status"])
-        joined = predlog.join_labels(preds, labels)
+        joined = predlog.join_labels(preds, labels.table)
         y = joined.column("label_value").to_numpy(zero_copy_only=False).astype(float)
         p = joined.column("prediction_value").to_numpy(zero_copy_only=False).astype(float)
         ok = pc.fill_null(pc.equal(joined.column("status"), "ok"), False).to_numpy(
@@ -1202,9 +1211,15 @@ def _stored_result(r: sa.Row[Any]) -> StoredResult:
     )
 
 
-def _canonical(values: Sequence[Any]) -> np.ndarray:
-    """Class labels compared by value ('1.0' is '1': a CSV round trip turns 1 into 1.0)."""
-    return predlog.label_keys(values).astype(str)
+def _canonical(values: pa.ChunkedArray) -> np.ndarray:
+    """Class labels compared by value ('1.0' is '1': a CSV round trip turns 1 into 1.0).
+
+    Each distinct value is keyed once: a window has many rows but few classes."""
+    distinct = pc.unique(values)
+    keys = predlog.label_keys(distinct.to_pylist()).astype(str)
+    at = pc.index_in(values, value_set=distinct).to_numpy(zero_copy_only=False)
+    out: np.ndarray = keys[at.astype(np.int64)]
+    return out
 
 
 def _reference_accuracy(profile: ReferenceProfile | None) -> float | None:
@@ -1257,34 +1272,124 @@ def _with_skipped(rep: WindowReport, skipped: Sequence[predlog.SkippedSegment]) 
     return replace(rep, skipped_segments=names, notes=(*rep.notes, note))
 
 
+class _WindowLabels:
+    """The labels a window's rows can have, read once per window on first use.
+
+    Only the label segments that can hold an id of the window are read (by the id times in
+    their names against the window's id range); :meth:`may_hold` says which log segments can
+    hold a labelled id, so the realised figures read those alone.
+    """
+
+    def __init__(
+        self, root: Path, model: str, spans: Mapping[Path, tuple[str, str] | None]
+    ) -> None:
+        self.root, self.model, self.spans = root, model, spans
+        self._table: pa.Table | None = None
+        self._ids: np.ndarray | None = None
+        self._none: bool | None = None
+
+    @property
+    def table(self) -> pa.Table:
+        """The latest label per prediction id of the label segments that can hold the window's."""
+        if self._table is None:
+            known = list(self.spans.values())
+            ids = None
+            if known and all(k is not None for k in known):
+                ids = (min(k[0] for k in known if k), max(k[1] for k in known if k))
+            self._table = predlog.read_labels(self.root, self.model, ids=ids)
+        return self._table
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The labelled prediction ids, sorted."""
+        if self._ids is None:
+            found = self.table.column("prediction_id").drop_null()
+            self._ids = found.take(pc.sort_indices(found)).to_numpy(zero_copy_only=False)
+        return self._ids
+
+    def none(self) -> bool:
+        """Whether the model has no label at all (then a window has no realised figures)."""
+        if self._none is None:
+            self._none = self.table.num_rows == 0 and not predlog.has_labels(self.root, self.model)
+        return self._none
+
+    def may_hold(self, span: tuple[str, str] | None) -> bool:
+        """Whether a segment of prediction ids in ``span`` (None: unknown) can hold a labelled one."""
+        if span is None:
+            return True
+        at = int(np.searchsorted(self.ids, span[0]))
+        return at < self.ids.size and bool(self.ids[at] <= span[1])
+
+
 class _LogReader:
-    """Reads a version's rows of one window, adding segments it leaves out to ``skipped``."""
+    """Reads a version's labelled rows of one window, adding segments it leaves out to ``skipped``.
+
+    Only the segments that can hold a labelled id are read, a batch at a time, and only their
+    labelled rows kept: memory follows the labelled rows, not the window's.
+    """
 
     def __init__(
         self,
-        root: Path,
-        model: str,
+        labels: _WindowLabels,
         version: int,
         window: _Window,
         schema: pa.Schema | None,
         skipped: list[predlog.SkippedSegment],
     ) -> None:
-        self.root, self.model, self.version = root, model, version
+        self.labels, self.version = labels, version
         self.window, self.schema, self.skipped = window, schema, skipped
 
     def __call__(self, columns: Sequence[str]) -> pa.Table:
-        read = predlog.read_log(
-            self.root,
-            self.model,
+        files = [seg for seg, span in self.labels.spans.items() if self.labels.may_hold(span)]
+        value_set = pa.array(self.labels.ids, pa.string())
+        parts = [self._read(columns, [])]  # typed even when no segment is read
+        for at in range(0, len(files), _READ_BATCH):
+            part = self._read(columns, files[at : at + _READ_BATCH])
+            parts.append(part.filter(pc.is_in(part.column("prediction_id"), value_set=value_set)))
+        return pa.concat_tables(parts)
+
+    def _read(self, columns: Sequence[str], files: Sequence[Path]) -> pa.Table:
+        wanted = list(dict.fromkeys([*columns, "arm"]))
+        try:
+            read = self._read_log(wanted, files)
+        except InvalidInputError:  # none of these segments has an arm: every row is stable
+            read = self._read_log(list(columns), files)
+        self.skipped.extend(read.skipped)
+        return self.window.of_arms(read.table).select(list(columns))
+
+    def _read_log(self, columns: list[str], files: Sequence[Path]) -> predlog.LogRead:
+        return predlog.read_log(
+            self.labels.root,
+            self.labels.model,
             version=self.version,
             start=self.window.start,
             end=self.window.end,
-            columns=list(dict.fromkeys([*columns, "arm"])),
+            columns=columns,
             schema=self.schema,
             first_id=self.window.first_id,
+            files=files,
         )
-        self.skipped.extend(read.skipped)
-        return self.window.of_arms(read.table).select(list(columns))
+
+
+def _id_range(meta: pq.FileMetaData) -> tuple[str, str] | None:
+    """The least and greatest prediction id of a segment from its Parquet statistics (None:
+    unknown; rows without an id have no label to join)."""
+    try:
+        idx = meta.schema.names.index("prediction_id")
+    except ValueError:
+        return None
+    lo: str | None = None
+    hi: str | None = None
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(idx).statistics
+        if st is None or not st.has_min_max:
+            return None
+        a, b = st.min, st.max
+        if not isinstance(a, str) or not isinstance(b, str):
+            return None
+        lo = a if lo is None or a < lo else lo
+        hi = b if hi is None or b > hi else hi
+    return None if lo is None or hi is None else (lo, hi)
 
 
 def _ts_range(meta: pq.FileMetaData) -> tuple[datetime | None, datetime | None]:
