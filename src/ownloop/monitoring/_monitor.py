@@ -52,7 +52,6 @@ from ownloop.monitoring._performance import (
 )
 from ownloop.monitoring._report import (
     DEFAULT_ARMS,
-    Bins,
     ConfidenceFigures,
     FeatureWindow,
     MonitorRun,
@@ -60,11 +59,10 @@ from ownloop.monitoring._report import (
     StoredResult,
     WindowReport,
     confidence_figures,
-    result_rows,
     select_arms,
-    summary,
     system_figures,
 )
+from ownloop.monitoring._results import MonitorResults
 from ownloop.monitoring._sampler import ReviewSample, sample_rows
 from ownloop.names import validate_name
 from ownloop.profile import ReferenceProfile
@@ -755,56 +753,15 @@ class Monitor:
         ]
         return render_drift_html(title, report.drift.summary, feats, notes)
 
-    # -- storing ------------------------------------------------------------------------------
+    # -- stored runs and figures (ownloop.monitoring._results) -------------------------------
+
+    @property
+    def _stored(self) -> MonitorResults:
+        """The stored runs and figures, through this monitor's store and clock (as set now)."""
+        return MonitorResults(self.store, self.clock)
 
     def _store(self, rep: WindowReport) -> WindowReport:
-        now = self.clock.now()
-        rows = result_rows(rep)
-        facts = summary(rep)
-        status = "no_data" if rep.rows == 0 else "ok"
-        with self.store.write() as conn:
-            key = conn.execute(
-                t.monitor_runs.insert().values(
-                    model=rep.model,
-                    version=rep.version,
-                    window_start=rep.start,
-                    window_end=rep.end,
-                    rows=rep.rows,
-                    status=status,
-                    summary=facts,
-                    arms=arms_text(rep.arms),
-                    started_at=now,
-                    finished_at=self.clock.now(),
-                    run_by=self.actor.name,
-                )
-            ).inserted_primary_key
-            run_id = int(key[0]) if key is not None else 0
-            if rows:
-                conn.execute(
-                    t.monitor_results.insert(),
-                    [
-                        {
-                            **r,
-                            "run_id": run_id,
-                            "model": rep.model,
-                            "version": rep.version,
-                            "window_end": rep.end,
-                        }
-                        for r in rows
-                    ],
-                )
-            self.store.audit(
-                conn,
-                at=now,
-                actor=self.actor.name,
-                action="monitor.run",
-                target=f"{rep.model}@{rep.version}",
-                model=rep.model,
-                after={"run": run_id, **facts},
-            )
-        return WindowReport(
-            **{**{f: getattr(rep, f) for f in rep.__dataclass_fields__}, "run_id": int(run_id)}
-        )
+        return self._stored.record(rep, self.actor.name)
 
     @action("monitor.read")
     def runs(
@@ -829,47 +786,16 @@ class Monitor:
         if model is not None:
             validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}" if model else "models")
-        _check_page(limit, offset)
-        _check_span(since, until)
-        if status is not None and status not in RUN_STATUSES:
-            raise InvalidInputError(
-                f"run status '{status}' is not one of {', '.join(RUN_STATUSES)}"
-            )
-        if version is not None:
-            _check_version(version)
-        if arm is not None and arm != "default":
-            select_arms(arm)
-        return self._select_runs(model, version, arm, since, until, status, limit, offset)
-
-    def _select_runs(
-        self,
-        model: str | None,
-        version: int | None,
-        arm: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        status: str | None,
-        limit: int,
-        offset: int,
-    ) -> list[MonitorRun]:
-        runs = t.monitor_runs
-        q = sa.select(runs)
-        if model is not None:
-            q = q.where(runs.c.model == model)
-        if version is not None:
-            q = q.where(runs.c.version == version)
-        if arm is not None:
-            q = q.where(_arms_clause(None if arm == "default" else arm))
-        if since is not None:
-            q = q.where(runs.c.window_end >= since)
-        if until is not None:
-            q = q.where(runs.c.window_end <= until)
-        if status is not None:
-            q = q.where(runs.c.status == status)
-        q = q.order_by(runs.c.window_end.desc(), runs.c.id.desc()).limit(limit).offset(offset)
-        with self.store.read() as conn:
-            rows = conn.execute(q).all()
-        return [_monitor_run(r) for r in rows]
+        return self._stored.runs(
+            model,
+            version=version,
+            arm=arm,
+            since=since,
+            until=until,
+            status=status,
+            limit=limit,
+            offset=offset,
+        )
 
     @action("monitor.read")
     def series(
@@ -892,49 +818,7 @@ class Monitor:
         """
         validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}")
-        wanted = _check_keys(keys)
-        _check_span(since, until, need_since=True)
-        out: dict[tuple[str, str], list[Point]] = {k: [] for k in wanted}
-        if not wanted:
-            return out
-        res, runs = t.monitor_results, t.monitor_runs
-        q = (
-            sa.select(
-                res.c.kind,
-                res.c.name,
-                _raw(res.c.window_end),
-                _raw(runs.c.window_start),
-                res.c.version,
-                res.c.value,
-                res.c.lower,
-                res.c.upper,
-                res.c.n,
-                res.c.detail,
-                res.c.method,
-            )
-            .select_from(res.join(runs, runs.c.id == res.c.run_id))
-            .where(
-                res.c.model == model,
-                res.c.kind.in_(sorted({k for k, _ in wanted})),
-                res.c.name.in_(sorted({n for _, n in wanted})),
-                res.c.window_end >= since,
-                _arms_clause(select_arms(arm)[0] if arm is not None else None),
-            )
-        )
-        if until is not None:
-            q = q.where(res.c.window_end <= until)
-        if version is not None:
-            q = q.where(res.c.version == _check_version(version))
-        with self.store.read() as conn:
-            rows = conn.execute(q.order_by(res.c.window_end, res.c.id)).all()
-        when = _Times()
-        for kind, name, end, start, ver, value, lower, upper, n, detail, method in rows:
-            found = out.get((kind, name))
-            if found is not None:  # tuples and cached times: a month is 8,640 windows a key
-                found.append(
-                    Point(when(start), when.of(end), ver, value, lower, upper, n, detail, method)
-                )
-        return out
+        return self._stored.series(model, keys, since=since, until=until, arm=arm, version=version)
 
     @action("monitor.read")
     def feature_history(
@@ -954,52 +838,7 @@ class Monitor:
         """
         validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}")
-        if kind not in DRIFT_KINDS:
-            raise InvalidInputError(f"drift kind '{kind}' is not one of {', '.join(DRIFT_KINDS)}")
-        if not isinstance(feature, str) or not feature or len(feature) > 200:
-            raise InvalidInputError(
-                f"feature {feature!r} must be a name of 1 to 200 characters, as in the drift table"
-            )
-        _check_span(since, until, need_since=True)
-        res, runs = t.monitor_results, t.monitor_runs
-        r = res.c
-        q = (
-            sa.select(
-                _raw(runs.c.window_start),
-                _raw(r.window_end),
-                *(r.version, r.status, r.method, r.value, r.p_value, r.alert, r.n, r.bins),
-            )
-            .select_from(res.join(runs, runs.c.id == r.run_id))
-            .where(
-                r.model == model,
-                r.kind == kind,
-                r.name == feature,
-                r.window_end >= since,
-                _arms_clause(None),
-            )
-        )
-        if until is not None:
-            q = q.where(r.window_end <= until)
-        with self.store.read() as conn:
-            rows = conn.execute(q.order_by(r.window_end, r.id)).all()
-        when = _Times()
-        return [
-            FeatureWindow(
-                when(start),
-                when.of(end),
-                version,
-                kind,
-                feature,
-                status,
-                method,
-                value,
-                p_value,
-                alert,
-                n,
-                Bins.from_stored(bins),
-            )
-            for start, end, version, status, method, value, p_value, alert, n, bins in rows
-        ]
+        return self._stored.feature_history(model, feature, since=since, until=until, kind=kind)
 
     @action("monitor.read")
     def results(
@@ -1017,21 +856,7 @@ class Monitor:
         """
         validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}")
-        res, runs = t.monitor_results, t.monitor_runs
-        q = (
-            sa.select(res, runs.c.window_start)
-            .select_from(res.outerjoin(runs, runs.c.id == res.c.run_id))
-            .where(res.c.model == model)
-        )
-        if kind is not None:
-            q = q.where(res.c.kind == kind)
-        if run_id is not None:
-            q = q.where(res.c.run_id == run_id)
-        if since is not None:
-            q = q.where(res.c.window_end >= since)
-        with self.store.read() as conn:
-            rows = conn.execute(q.order_by(res.c.window_end, res.c.id)).all()
-        return [_stored_result(r) for r in rows]
+        return self._stored.results(model, kind=kind, run_id=run_id, since=since)
 
     @action("monitor.read")
     def latest_results(
@@ -1054,161 +879,7 @@ class Monitor:
         select_arms(arm)
         validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}")
-        picked = self._select_runs(model, version, arm or "default", None, None, None, runs, 0)
-        if not picked:
-            return []
-        ids = [r.id for r in picked]
-        res, mr = t.monitor_results, t.monitor_runs
-        q = (
-            sa.select(res, mr.c.window_start)
-            .select_from(res.outerjoin(mr, mr.c.id == res.c.run_id))
-            .where(res.c.run_id.in_(ids))
-            .order_by(res.c.id)
-        )
-        with self.store.read() as conn:
-            rows = conn.execute(q).all()
-        by_run: dict[int, list[StoredResult]] = {i: [] for i in ids}
-        for r in rows:
-            by_run[r.run_id].append(_stored_result(r))
-        return [(run, by_run[run.id]) for run in picked]
-
-
-RUN_STATUSES = ("ok", "no_data")
-DRIFT_KINDS = ("feature_drift", "prediction_drift")
-MAX_PAGE = 1000  # runs per read
-MAX_KEYS = 100  # series keys per read
-
-
-def _raw(col: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """A time column without SQLAlchemy's per-row parsing (SQLite hands back text): long series
-    read it once per distinct value through :class:`_Times`."""
-    return sa.type_coerce(col, sa.String)
-
-
-class _Times:
-    """Stored times as aware UTC datetimes, each distinct value converted once."""
-
-    def __init__(self) -> None:
-        self._seen: dict[Any, datetime] = {}
-
-    def __call__(self, value: Any) -> datetime | None:
-        return None if value is None else self.of(value)
-
-    def of(self, value: Any) -> datetime:
-        found = self._seen.get(value)
-        if found is None:
-            at = datetime.fromisoformat(value) if isinstance(value, str) else value
-            found = self._seen[value] = aware(at)
-        return found
-
-
-def arms_text(arms: Sequence[str]) -> str:
-    """The arms a run counted, as stored in ``monitor_runs.arms`` (``"stable,canary"``)."""
-    return ",".join(arms)
-
-
-def _arms_clause(arm: str | None) -> sa.ColumnElement[bool]:
-    """Runs that counted exactly ``arm``; None: the default arms (rows stored before arms were
-    recorded, NULL, counted every arm, which was then all stable: the default)."""
-    col = t.monitor_runs.c.arms
-    if arm is None:
-        return sa.or_(col == arms_text(DEFAULT_ARMS), col.is_(None))
-    return col == arms_text(select_arms(arm))
-
-
-def _monitor_run(r: sa.Row[Any]) -> MonitorRun:
-    return MonitorRun(
-        r.id,
-        r.model,
-        r.version,
-        aware(r.window_start),
-        aware(r.window_end),
-        r.rows,
-        r.status,
-        dict(r.summary),
-        aware(r.started_at),
-        r.run_by,
-    )
-
-
-def _check_page(limit: int, offset: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise InvalidInputError(f"limit {limit!r} must be a whole number from 1 to {MAX_PAGE}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidInputError(f"offset {offset!r} must be a whole number, 0 or more")
-
-
-def _check_version(version: int) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidInputError(f"version {version!r} must be a whole number, 1 or more")
-    return version
-
-
-def _check_span(
-    since: datetime | None, until: datetime | None, *, need_since: bool = False
-) -> None:
-    """``since`` and ``until`` must be timezone-aware datetimes with ``since <= until``."""
-    if need_since and since is None:
-        raise InvalidInputError("since is required: the start of the span to read, e.g. now - 1d")
-    for label, value in (("since", since), ("until", until)):
-        if value is None:
-            continue
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise InvalidInputError(
-                f"{label} {value!r} must be a timezone-aware datetime (UTC), e.g. "
-                "datetime.now(UTC) - timedelta(days=1)"
-            )
-    if since is not None and until is not None and since > until:
-        raise InvalidInputError(
-            f"since {since.isoformat()} is after until {until.isoformat()}; swap them"
-        )
-
-
-def _check_keys(keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    if isinstance(keys, str | bytes) or not isinstance(keys, Sequence):
-        raise InvalidInputError(
-            f"keys {keys!r} must be a list of (kind, name) pairs, e.g. [('system', 'error_rate')]"
-        )
-    out: list[tuple[str, str]] = []
-    for key in keys:
-        if (
-            not isinstance(key, tuple | list)
-            or len(key) != 2
-            or not all(isinstance(x, str) and x for x in key)
-        ):
-            raise InvalidInputError(
-                f"series key {key!r} must be a (kind, name) pair, e.g. ('system', 'error_rate')"
-            )
-        out.append((key[0], key[1]))
-    if len(out) > MAX_KEYS:
-        raise InvalidInputError(f"{len(out)} series keys: read at most {MAX_KEYS} at once")
-    return list(dict.fromkeys(out))
-
-
-def _stored_result(r: sa.Row[Any]) -> StoredResult:
-    return StoredResult(
-        r.run_id,
-        r.model,
-        r.version,
-        aware(r.window_end),
-        r.kind,
-        r.name,
-        r.status,
-        r.method,
-        r.value,
-        r.lower,
-        r.upper,
-        r.threshold,
-        r.p_value,
-        r.alert,
-        r.n,
-        r.detail,
-        reference=r.reference,
-        bound=r.bound,
-        compare=r.compare,
-        window_start=aware(r.window_start) if r.window_start is not None else None,
-        bins=Bins.from_stored(r.bins),
-    )
+        return self._stored.latest_results(model, runs=runs, arm=arm, version=version)
 
 
 def _canonical(values: pa.ChunkedArray) -> np.ndarray:
