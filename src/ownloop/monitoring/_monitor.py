@@ -615,8 +615,9 @@ class Monitor:
     ) -> list[Realised]:
         if not classes or total == 0 or labels.none():
             return []
-        preds = read(["prediction_id", "prediction", "proba", "status"])
-        joined = predlog.join_labels(preds, labels.table)
+        joined = predlog.join_labels(
+            read(["prediction_id", "prediction", "proba", "status"]), labels.table
+        )
         has = pc.and_(pc.is_valid(joined.column("label")), pc.equal(joined.column("status"), "ok"))
         joined = joined.filter(pc.fill_null(has, False))
         y_true = _canonical(joined.column("label"))
@@ -642,8 +643,9 @@ class Monitor:
     ) -> list[Realised]:
         if total == 0 or labels.none():
             return []
-        preds = read(["prediction_id", "prediction_value", "status"])
-        joined = predlog.join_labels(preds, labels.table)
+        joined = predlog.join_labels(
+            read(["prediction_id", "prediction_value", "status"]), labels.table
+        )
         y = joined.column("label_value").to_numpy(zero_copy_only=False).astype(float)
         p = joined.column("prediction_value").to_numpy(zero_copy_only=False).astype(float)
         ok = pc.fill_null(pc.equal(joined.column("status"), "ok"), False).to_numpy(
@@ -956,7 +958,8 @@ class _WindowLabels:
     ) -> None:
         self.root, self.model, self.spans = root, model, spans
         self._table: pa.Table | None = None
-        self._ids: np.ndarray | None = None
+        self._ids: pa.Array | None = None
+        self._keys: np.ndarray | None = None
         self._none: bool | None = None
 
     @property
@@ -971,12 +974,31 @@ class _WindowLabels:
         return self._table
 
     @property
-    def ids(self) -> np.ndarray:
+    def ids(self) -> pa.Array:
         """The labelled prediction ids, sorted."""
         if self._ids is None:
-            found = self.table.column("prediction_id").drop_null()
-            self._ids = found.take(pc.sort_indices(found)).to_numpy(zero_copy_only=False)
+            found = self.table.column("prediction_id").drop_null().combine_chunks()
+            self._ids = found.take(pc.sort_indices(found))
         return self._ids
+
+    @property
+    def keys(self) -> np.ndarray:
+        """:attr:`ids` as a numpy array to search: fixed-width bytes viewing the Arrow buffer
+        when every id has one length (ownloop's do), else Python strings."""
+        if self._keys is None:
+            ids = self.ids
+            width = len(ids[0].as_py()) if len(ids) else 0
+            if (
+                width
+                and ids.type == pa.string()
+                and pc.all(pc.equal(pc.binary_length(ids), width)).as_py()
+            ):
+                _, offsets, data = ids.buffers()
+                start = int(np.frombuffer(offsets, np.int32, count=1, offset=4 * ids.offset)[0])
+                self._keys = np.frombuffer(data, dtype=f"S{width}", count=len(ids), offset=start)
+            else:
+                self._keys = ids.to_numpy(zero_copy_only=False)
+        return self._keys
 
     def none(self) -> bool:
         """Whether the model has no label at all (then a window has no realised figures)."""
@@ -988,8 +1010,10 @@ class _WindowLabels:
         """Whether a segment of prediction ids in ``span`` (None: unknown) can hold a labelled one."""
         if span is None:
             return True
-        at = int(np.searchsorted(self.ids, span[0]))
-        return at < self.ids.size and bool(self.ids[at] <= span[1])
+        keys = self.keys
+        lo, hi = (span[0].encode(), span[1].encode()) if keys.dtype.kind == "S" else span
+        at = int(np.searchsorted(keys, lo))
+        return at < keys.size and bool(keys[at] <= hi)
 
 
 class _LogReader:
@@ -1012,7 +1036,7 @@ class _LogReader:
 
     def __call__(self, columns: Sequence[str]) -> pa.Table:
         files = [seg for seg, span in self.labels.spans.items() if self.labels.may_hold(span)]
-        value_set = pa.array(self.labels.ids, pa.string())
+        value_set = self.labels.ids
         parts = [self._read(columns, [])]  # typed even when no segment is read
         for at in range(0, len(files), _READ_BATCH):
             part = self._read(columns, files[at : at + _READ_BATCH])
