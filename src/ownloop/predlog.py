@@ -986,9 +986,11 @@ def labelled_ids(root: Path, model: str, among: Sequence[str]) -> set[str]:
     return set(found["prediction_id"].filter(hit).to_pylist())
 
 
-def join_labels(predictions: pa.Table, labels: pa.Table) -> pa.Table:
-    """``predictions`` in their order with ``label``, ``label_value`` and ``weight`` added (null if none)."""
-    latest = _latest(labels)
+def join_labels(predictions: pa.Table, labels: pa.Table, *, latest_only: bool = False) -> pa.Table:
+    """``predictions`` in their order with ``label``, ``label_value`` and ``weight`` added (null if none).
+
+    ``latest_only`` says ``labels`` already hold one row per id (as :func:`read_labels` returns)."""
+    latest = labels if latest_only else _latest(labels)
     index = pc.index_in(predictions["prediction_id"], value_set=latest["prediction_id"])
     out = predictions
     for name in ("label", "label_value", "weight"):

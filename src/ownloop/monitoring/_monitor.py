@@ -616,7 +616,7 @@ class Monitor:
         if not classes or total == 0 or labels.none():
             return []
         joined = predlog.join_labels(
-            read(["prediction_id", "prediction", "proba", "status"]), labels.table
+            read(["prediction_id", "prediction", "proba", "status"]), labels.table, latest_only=True
         )
         has = pc.and_(pc.is_valid(joined.column("label")), pc.equal(joined.column("status"), "ok"))
         joined = joined.filter(pc.fill_null(has, False))
@@ -644,7 +644,7 @@ class Monitor:
         if total == 0 or labels.none():
             return []
         joined = predlog.join_labels(
-            read(["prediction_id", "prediction_value", "status"]), labels.table
+            read(["prediction_id", "prediction_value", "status"]), labels.table, latest_only=True
         )
         y = joined.column("label_value").to_numpy(zero_copy_only=False).astype(float)
         p = joined.column("prediction_value").to_numpy(zero_copy_only=False).astype(float)
