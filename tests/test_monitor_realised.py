@@ -159,3 +159,16 @@ def test_a_cached_run_reads_only_the_labelled_segments_columns(
     assert [p for p, _ in logged_reads] == [segs[2]]  # the one segment holding labelled ids
     assert all(c is not None and "in.tenure_months" not in c for _, c in logged_reads)
     assert not [p for p in footers if p in segs]  # no prediction segment's footer either
+
+
+def test_a_damaged_cache_entry_is_computed_again(logged: Workspace) -> None:
+    ws = logged
+    expected = _run(ws)
+    entries = sorted(ws.monitor.cache.root.rglob("*.partial"))
+    assert len(entries) == SEGMENTS
+    entries[0].write_bytes(entries[0].read_bytes()[:-8])  # cut short
+    entries[1].write_bytes(b"{}")  # not an entry at all
+    misses = ws.monitor.cache.misses
+    again = _run(ws)
+    assert ws.monitor.cache.misses == misses + 2
+    assert _as_json(again) == _as_json(expected)
