@@ -7,7 +7,10 @@ with every partial cached. Prints, side by side: wall times (the local cluster's
 peak memory of the monitoring process and of the largest worker, the cache hits, and whether
 every engine's report is identical (equal as JSON, every figure bit for bit).
 
-Run: .venv/bin/python bench/bench_monitor_engines.py [--seconds 3600] [--rate 550]
+The log (with ``--labelled`` of its rows labelled, the true churn flag) is written once under
+``bench/out/`` and reused by later runs with the same sizes (``--fresh`` logs it again).
+
+Run: .venv/bin/python bench/bench_monitor_engines.py [--seconds 3600] [--rate 2800] [--labelled 0.1]
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from ownloop import Config, Workspace, predlog
@@ -40,7 +43,9 @@ RUNS = (
 )
 
 
-def _setup(ws: Workspace, seconds: int, rate: int) -> None:
+def _setup(ws: Workspace, seconds: int, rate: int, labelled: float) -> None:
+    """Log ``seconds`` one-second segments of ``rate`` rows, scored in chunks so memory stays
+    small, and label the first ``labelled`` share of each chunk's rows (the true churn flag)."""
     train = make_churn_data(8000, seed=1)
     ws.registry.add_team("risk", members=[ws.actor.name])
     model = make_model(max_iter=60).fit(train.drop(columns="churned"), train["churned"])
@@ -48,13 +53,44 @@ def _setup(ws: Workspace, seconds: int, rate: int) -> None:
         model, name="churn", owner="risk", reference=make_churn_data(3000, seed=2), target="churned"
     )
     ws.deploy.set_production("churn", 1, force=True, reason="bench set up")
-    data = make_churn_data(seconds * rate, seed=3, shift=0.3).drop(columns="churned")
-    table = log_predictions(ws, "churn@1", data, START, step=timedelta(seconds=1) / rate, seed=4)
     root = ws.config.predictions_dir
-    for path in predlog.list_segments(root, "churn"):
-        path.unlink()  # the one big segment: written again below, one per second
-    for s in range(seconds):
-        predlog.write_segment(root, "churn", table.slice(s * rate, rate))
+    chunk = max(1, 200_000 // rate)  # seconds scored at once
+    for first in range(0, seconds, chunk):
+        n = min(chunk, seconds - first)
+        data = make_churn_data(n * rate, seed=3 + first, shift=0.3)
+        at = START + timedelta(seconds=first)
+        before = set(predlog.list_segments(root, "churn"))
+        table = log_predictions(
+            ws,
+            "churn@1",
+            data.drop(columns="churned"),
+            at,
+            step=timedelta(seconds=1) / rate,
+            seed=4,
+        )
+        for path in set(predlog.list_segments(root, "churn")) - before:
+            path.unlink()  # the chunk's one big segment: written again below, one per second
+        for s in range(n):
+            predlog.write_segment(root, "churn", table.slice(s * rate, rate))
+        k = int(n * rate * labelled)
+        if k:
+            truth = data["churned"].to_numpy()[:k]
+            predlog.write_labels(
+                root,
+                "churn",
+                pa.table(
+                    {
+                        "prediction_id": table.column("prediction_id").slice(0, k),
+                        "label": [str(v) for v in truth],
+                        "label_value": truth.astype(float),
+                        "labeled_at": [at + timedelta(hours=2)] * k,
+                        "source": ["bench"] * k,
+                        "weight": pa.nulls(k, pa.float64()),
+                    },
+                    schema=predlog.LABEL_SCHEMA,
+                ),
+            )
+        print(f"  {first + n:,} of {seconds:,} seconds logged", flush=True)
 
 
 def _peak_mb() -> float:
@@ -126,7 +162,11 @@ def _one(home: Path, end: datetime, engine_name: str, workers: int, out: Path) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=3600)
-    parser.add_argument("--rate", type=int, default=550)
+    parser.add_argument("--rate", type=int, default=2800)
+    parser.add_argument("--labelled", type=float, default=0.1, help="share of rows labelled")
+    parser.add_argument("--out", type=Path, default=None, help="where the log lives (reused)")
+    parser.add_argument("--fresh", action="store_true", help="log again even if the log exists")
+    parser.add_argument("--setup-only", action="store_true", help="write the log, time nothing")
     parser.add_argument("--one", nargs=4, metavar=("HOME", "ENGINE", "WORKERS", "OUT"))
     args = parser.parse_args()
     end = START + timedelta(seconds=args.seconds)
@@ -134,42 +174,56 @@ def main() -> None:
         home, engine, workers, out = args.one
         _one(Path(home), end, engine, int(workers), Path(out))
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
+    name = f"monitor_engines-{args.seconds}x{args.rate}-l{args.labelled:g}"
+    folder = args.out or Path(__file__).parent / "out" / name
+    home, ready = folder / "home", folder / "home.ready"
+    rows = args.seconds * args.rate
+    if args.fresh or not ready.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         with threadpool_limits(1), Workspace(Config(home=home)) as ws:
-            rows = args.seconds * args.rate
             print(f"setting up: {args.seconds:,} segments of {args.rate} rows ...", flush=True)
-            _setup(ws, args.seconds, args.rate)
-        found: dict[str, dict[str, Any]] = {}
-        for label, engine, workers in RUNS:
-            out = Path(tmp) / f"{engine}-{workers}.json"
-            cmd = [sys.executable, __file__, "--seconds", str(args.seconds)]
-            subprocess.run([*cmd, "--one", str(home), engine, str(workers), str(out)], check=True)
-            found[label] = json.loads(out.read_text())
-        print(f"log: {rows:,} rows in {args.seconds:,} one-second segments (churn model)")
-        print("monitor --window 24h; each engine in a fresh process, 2 cores, 1 thread a worker")
-        print(f"{'':34}" + "".join(f"{label:>18}" for label, _, _ in RUNS))
+            _setup(ws, args.seconds, args.rate, args.labelled)
+        ready.write_text(f"{rows}\n")
+    if args.setup_only:
+        return
+    found: dict[str, dict[str, Any]] = {}
+    for label, engine, workers in RUNS:
+        out = folder / f"{engine}-{workers}.json"
+        cmd = [sys.executable, __file__, "--seconds", str(args.seconds)]
+        subprocess.run([*cmd, "--one", str(home), engine, str(workers), str(out)], check=True)
+        found[label] = json.loads(out.read_text())
+        found[label]["cached_per_m"] = found[label]["cached_s"] / (rows / 1e6)
+    labelled = int(rows * args.labelled)
+    print(
+        f"log: {rows:,} rows in {args.seconds:,} one-second segments (churn model), "
+        f"{labelled:,} labelled; in {folder}"
+    )
+    print("monitor --window 24h; each engine in a fresh process, 2 cores, 1 thread a worker")
+    print(f"{'':34}" + "".join(f"{label:>18}" for label, _, _ in RUNS))
 
-        def line(name: str, fmt: str, key: str) -> None:
-            cells = "".join(f"{format(found[label][key], fmt):>18}" for label, _, _ in RUNS)
-            print(f"{name:34}{cells}")
+    def line(name: str, fmt: str, key: str) -> None:
+        cells = "".join(f"{format(found[label][key], fmt):>18}" for label, _, _ in RUNS)
+        print(f"{name:34}{cells}")
 
-        line("local cluster start (s)", ".2f", "start_s")
-        line("first run, empty cache (s)", ".2f", "first_s")
-        line("cached run (s)", ".2f", "cached_s")
-        line("peak memory, monitor, first (MB)", ".0f", "peak_first_mb")
-        line("peak memory, monitor, cached (MB)", ".0f", "peak_cached_mb")
-        line("peak memory, a worker, first (MB)", ".0f", "worker_first_mb")
-        for label, _, _ in RUNS:
-            f = found[label]
-            f["hits_text"] = f"{f['hits'][0]:,} / {f['hits'][1]:,}"
-        line("cache hits, first / cached run", "", "hits_text")
-        line("rows counted", ",", "rows")
-        reports = [found[label]["report"] for label, _, _ in RUNS]
-        same = all(r == reports[0] for r in reports)
-        cached = all(found[label]["same_cached"] for label, _, _ in RUNS)
-        print(f"identical report from every engine (as JSON, bit for bit): {same}")
-        print(f"identical report from the cached run: {cached}")
+    line("local cluster start (s)", ".2f", "start_s")
+    line("first run, empty cache (s)", ".2f", "first_s")
+    line("cached run (s)", ".2f", "cached_s")
+    line("cached run, s per million rows", ".3f", "cached_per_m")
+    line("peak memory, monitor, first (MB)", ".0f", "peak_first_mb")
+    line("peak memory, monitor, cached (MB)", ".0f", "peak_cached_mb")
+    line("peak memory, a worker, first (MB)", ".0f", "worker_first_mb")
+    for label, _, _ in RUNS:
+        f = found[label]
+        f["hits_text"] = f"{f['hits'][0]:,} / {f['hits'][1]:,}"
+    line("cache hits, first / cached run", "", "hits_text")
+    line("rows counted", ",", "rows")
+    reports = [found[label]["report"] for label, _, _ in RUNS]
+    same = all(r == reports[0] for r in reports)
+    cached = all(found[label]["same_cached"] for label, _, _ in RUNS)
+    print(f"identical report from every engine (as JSON, bit for bit): {same}")
+    print(f"identical report from the cached run: {cached}")
+    (folder / "report.json").write_text(json.dumps(reports[0], indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":

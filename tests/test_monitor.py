@@ -148,7 +148,7 @@ def test_long_window_reuses_segment_partials(
     assert calls == [1200, 1200]  # one partial per segment, each wholly inside the window
     after = (counts.hits, counts.misses, counts.writes)
     assert [b - a for a, b in zip(before, after, strict=True)] == [0, 2, 2]
-    cache = list((ws.config.home / "monitoring" / "partials" / "churn").rglob("*.json"))
+    cache = list((ws.config.home / "monitoring" / "partials" / "churn").rglob("*.partial"))
     assert len(cache) == 2
     again = ws.monitor.run("churn", window=timedelta(hours=3), store=False)[0]
     assert calls == [1200, 1200]  # the second run computed no partial: both came from the cache

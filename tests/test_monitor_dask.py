@@ -70,7 +70,7 @@ def _figures(ws: Workspace, run_id: int | None) -> list[tuple[Any, ...]]:
 
 
 def _clear_cache(ws: Workspace) -> int:
-    files = list(ws.monitor.cache.root.rglob("*.json"))
+    files = list(ws.monitor.cache.root.rglob("*.partial"))
     for f in files:
         f.unlink()
     return len(files)

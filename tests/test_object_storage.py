@@ -400,7 +400,7 @@ def test_two_serve_processes_write_one_bucket_and_a_monitor_reads_it(
         )
         assert sum(r.rows for r in reports) == 120
         # the monitor's per-segment cache is on the local disk, and a second run agrees
-        cached = list((s3_config.home / "monitoring" / "partials" / "churn").rglob("*.json"))
+        cached = list((s3_config.home / "monitoring" / "partials" / "churn").rglob("*.partial"))
         assert cached
         again = ws.monitor.window_reports("churn", start, datetime.now(UTC) + timedelta(minutes=1))
         assert [(r.version, r.rows) for r in again] == [(r.version, r.rows) for r in reports]

@@ -756,14 +756,17 @@ def read_log(
     schema: pa.Schema | None = None,
     first_id: str | None = None,
     written_after: datetime | None = None,
+    files: Sequence[Path] | None = None,
 ) -> LogRead:
     """Like :func:`read_window`, and also name the segments left out (unreadable or of another type).
 
     ``schema`` fixes the types of the ``in.*`` columns (e.g. ``prediction_schema(signature)``);
     ``first_id`` drops the rows at exactly ``start`` whose prediction id sorts before it;
-    ``written_after`` skips segments written before it (see :func:`list_segments`).
+    ``written_after`` skips segments written before it (see :func:`list_segments`);
+    ``files`` reads those segments (listed earlier, some left out) instead of listing them.
     """
-    files = list_segments(root, model, start=start, end=end, written_after=written_after)
+    if files is None:
+        files = list_segments(root, model, start=start, end=end, written_after=written_after)
     return read_segments(
         files,
         columns=columns,
@@ -951,13 +954,44 @@ def _label_files(root: Path, model: str) -> list[Path]:
     return _segments_under(_labels_dir(root, model), None, None)
 
 
-def read_labels(root: Path, model: str) -> pa.Table:
-    """All published labels of ``model``, the latest one per prediction id."""
-    files = _label_files(root, model)
+def read_labels(root: Path, model: str, *, ids: tuple[str, str] | None = None) -> pa.Table:
+    """All published labels of ``model``, the latest one per prediction id.
+
+    With ``ids`` (the least and greatest prediction id wanted), only the label segments whose
+    names do not rule that id range out are read: every label of those ids is among the rows
+    returned (with others, which a join ignores).
+    """
+    lo, hi = (None, None) if ids is None else (id_ms(ids[0]), id_ms(ids[1]))
+    keep = None
+    if lo is not None and hi is not None and _is_v7(ids[0]) == _is_v7(ids[1]):  # type: ignore[index]
+        # one id format at both ends: the ids between them (as text) were made in [lo, hi]
+        keep = lambda name: _overlaps(name, lo, hi)  # noqa: E731
+    files = _segments_under(_labels_dir(root, model), None, None, keep=keep)
     if not files:
         return LABEL_SCHEMA.empty_table()
     read = read_segments(files, columns=LABEL_SCHEMA.names, what=f"labels of '{model}'")
     return _latest(read.table)
+
+
+def has_labels(root: Path, model: str) -> bool:
+    """Whether ``model`` has any published label row (from the segments' footers)."""
+    for path in _label_files(root, model):
+        try:
+            if objectstore.read_metadata(path).num_rows:
+                return True
+        except _READ_ERRORS:
+            continue
+    return False
+
+
+def _is_v7(prediction_id: str) -> bool:
+    return prediction_id[0] == "0"
+
+
+def _overlaps(name: str, lo: int, hi: int) -> bool:
+    """Whether the segment named ``name`` can hold an id made in ``[lo, hi]`` (ms)."""
+    span = _id_span(name)
+    return span is None or (span[0] <= hi and span[1] >= lo)
 
 
 def labelled_ids(root: Path, model: str, among: Sequence[str]) -> set[str]:
@@ -983,9 +1017,11 @@ def labelled_ids(root: Path, model: str, among: Sequence[str]) -> set[str]:
     return set(found["prediction_id"].filter(hit).to_pylist())
 
 
-def join_labels(predictions: pa.Table, labels: pa.Table) -> pa.Table:
-    """``predictions`` in their order with ``label``, ``label_value`` and ``weight`` added (null if none)."""
-    latest = _latest(labels)
+def join_labels(predictions: pa.Table, labels: pa.Table, *, latest_only: bool = False) -> pa.Table:
+    """``predictions`` in their order with ``label``, ``label_value`` and ``weight`` added (null if none).
+
+    ``latest_only`` says ``labels`` already hold one row per id (as :func:`read_labels` returns)."""
+    latest = labels if latest_only else _latest(labels)
     index = pc.index_in(predictions["prediction_id"], value_set=latest["prediction_id"])
     out = predictions
     for name in ("label", "label_value", "weight"):

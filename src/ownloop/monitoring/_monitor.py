@@ -10,7 +10,7 @@ row per figure) with an audit row in the same transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from difflib import SequenceMatcher
@@ -52,7 +52,6 @@ from ownloop.monitoring._performance import (
 )
 from ownloop.monitoring._report import (
     DEFAULT_ARMS,
-    Bins,
     ConfidenceFigures,
     FeatureWindow,
     MonitorRun,
@@ -60,11 +59,10 @@ from ownloop.monitoring._report import (
     StoredResult,
     WindowReport,
     confidence_figures,
-    result_rows,
     select_arms,
-    summary,
     system_figures,
 )
+from ownloop.monitoring._results import MonitorResults
 from ownloop.monitoring._sampler import ReviewSample, sample_rows
 from ownloop.names import validate_name
 from ownloop.profile import ReferenceProfile
@@ -79,6 +77,7 @@ TREND_WINDOWS = 24  # a trend is fitted over at most this many recent windows
 TREND_MIN_WINDOWS = 3  # ... and at least this many
 TREND_MIN_SPAN = timedelta(hours=1)  # ... spanning at least this long (slopes are per hour)
 _READ_ERRORS = (OSError, pa.ArrowException)
+_READ_BATCH = 64  # log segments read at once for the realised figures
 
 
 @dataclass
@@ -369,8 +368,11 @@ class Monitor:
         segments = predlog.list_segments(root, model, start=start, end=end)
         contexts: dict[int, _VersionContext] = {}
         skipped: list[predlog.SkippedSegment] = []
+        spans: dict[Path, tuple[str, str] | None] = {}  # the window's segments: id ranges
         with open_engine(engine, scheduler) as eng:
-            merged = self._window_partials(eng, segments, model, window, version, contexts, skipped)
+            merged = self._window_partials(
+                eng, segments, model, window, version, contexts, skipped, spans
+            )
         if version is not None and version not in merged:
             merged[version] = WindowPartial()
             self._context(model, version, contexts)
@@ -380,7 +382,7 @@ class Monitor:
             )
             merged[latest.version] = WindowPartial()
             self._context(model, latest.version, contexts)
-        labels = self._labels(model)
+        labels = _WindowLabels(root, model, spans)
         reports = [
             self._report(model, v, window, merged[v], contexts[v], s, labels, skipped)
             for v in sorted(merged)
@@ -430,9 +432,11 @@ class Monitor:
         version: int | None,
         contexts: dict[int, _VersionContext],
         skipped: list[predlog.SkippedSegment],
+        spans: dict[Path, tuple[str, str] | None],
     ) -> dict[int, WindowPartial]:
         """The merged partial per version of ``segments``: cached ones read here, the rest mapped
-        by ``engine``; merged in the segments' order whichever engine computed them."""
+        by ``engine``; merged in the segments' order whichever engine computed them. Each segment
+        holding rows of the window goes to ``spans`` with its prediction id range."""
         merged: dict[int, WindowPartial] = {}
         slots: list[dict[int, WindowPartial] | None] = []  # per segment in order; None: pending
         done = 0
@@ -448,7 +452,7 @@ class Monitor:
         todo: list[tuple[int, Path, datetime | None, datetime | None, SegmentTask]] = []
         holds: set[int | None] = set()  # versions the segments to read hold (None: any)
         for seg in progress.track(segments, f"{model}: log segments"):
-            planned = self._plan(seg, model, window, version, contexts, skipped, holds)
+            planned = self._plan(seg, model, window, version, contexts, skipped, holds, spans)
             if planned is None:
                 continue
             if isinstance(planned, dict):
@@ -470,7 +474,7 @@ class Monitor:
                 self._context(model, v, contexts)
             if task.inside and not result.skipped:  # a segment read in part is not cached
                 parts = {v: (contexts[v].digest, p) for v, p in result.partials.items()}
-                self.cache.write(seg, model, window.arms, parts, lo, hi)
+                self.cache.write(seg, model, window.arms, parts, lo, hi, spans.get(seg))
             slots[slot] = {
                 v: p for v, p in result.partials.items() if version is None or v == version
             }
@@ -486,16 +490,20 @@ class Monitor:
         contexts: dict[int, _VersionContext],
         skipped: list[predlog.SkippedSegment],
         holds: set[int | None],
+        spans: dict[Path, tuple[str, str] | None],
     ) -> dict[int, WindowPartial] | tuple[datetime | None, datetime | None, SegmentTask] | None:
         """A segment's cached partials; else its ``ts`` range and the task computing them;
         None when it holds no row of the window (or cannot be read: then it is in ``skipped``).
-        The versions a task's segment holds go to ``holds`` (None when its footer does not say)."""
+        The versions a task's segment holds go to ``holds`` (None when its footer does not say),
+        its prediction id range to ``spans`` (None: unknown)."""
         entry = self.cache.read(seg, model, window.arms)
         lo: datetime | None
         hi: datetime | None
+        ids: tuple[str, str] | None
         if entry is not None and entry.lo is not None and entry.hi is not None:
             lo, hi = entry.lo, entry.hi  # no need to open the segment
             held: set[int | None] = set(entry.versions)
+            ids = entry.ids
         else:
             try:
                 meta = objectstore.read_metadata(seg)
@@ -505,8 +513,10 @@ class Monitor:
             lo, hi = _ts_range(meta)
             span = _int_range(meta, "version")
             held = {None} if span is None else set(range(span[0], span[1] + 1))
+            ids = _id_range(meta)
         if lo is not None and hi is not None and (hi < window.start or lo >= window.end):
             return None
+        spans[seg] = ids
         inside = (
             lo is not None
             and hi is not None
@@ -529,9 +539,6 @@ class Monitor:
         conditions = {} if inside else window.conditions()
         return lo, hi, SegmentTask(seg, conditions, window.arms, version, inside)
 
-    def _labels(self, model: str) -> pa.Table:
-        return predlog.read_labels(self.config.predictions_dir, model)
-
     def _report(
         self,
         model: str,
@@ -540,7 +547,7 @@ class Monitor:
         part: WindowPartial,
         ctx: _VersionContext,
         s: DriftSettings,
-        labels: pa.Table,
+        labels: _WindowLabels,
         skipped: list[predlog.SkippedSegment],
     ) -> WindowReport:
         start, end = window.start, window.end
@@ -571,7 +578,7 @@ class Monitor:
                     f"{part.bad_proba:,} prediction(s) logged probabilities outside [0, 1] or "
                     "not summing to 1; they are left out of the confidence figures and estimates"
                 )
-        read = _LogReader(self.config.predictions_dir, model, version, window, ctx.schema, skipped)
+        read = _LogReader(labels, version, window, ctx.schema, skipped)
         realised = (
             self._realised_regression(read, labels, part.scored_rows)
             if ctx.spec is not None and ctx.spec.task == "regression"
@@ -604,16 +611,17 @@ class Monitor:
         )
 
     def _realised(
-        self, read: _LogReader, labels: pa.Table, classes: Sequence[str], total: int
+        self, read: _LogReader, labels: _WindowLabels, classes: Sequence[str], total: int
     ) -> list[Realised]:
-        if labels.num_rows == 0 or not classes or total == 0:
+        if not classes or total == 0 or labels.none():
             return []
-        preds = read(["prediction_id", "prediction", "proba", "status"])
-        joined = predlog.join_labels(preds, labels)
+        joined = predlog.join_labels(
+            read(["prediction_id", "prediction", "proba", "status"]), labels.table, latest_only=True
+        )
         has = pc.and_(pc.is_valid(joined.column("label")), pc.equal(joined.column("status"), "ok"))
         joined = joined.filter(pc.fill_null(has, False))
-        y_true = _canonical(joined.column("label").to_pylist())
-        y_pred = _canonical(joined.column("prediction").to_pylist())
+        y_true = _canonical(joined.column("label"))
+        y_pred = _canonical(joined.column("prediction"))
         w = joined.column("weight")
         weights = w.to_numpy(zero_copy_only=False).astype(float) if w.null_count < len(w) else None
         score = None
@@ -631,12 +639,13 @@ class Monitor:
         )
 
     def _realised_regression(
-        self, read: _LogReader, labels: pa.Table, total: int
+        self, read: _LogReader, labels: _WindowLabels, total: int
     ) -> list[Realised]:
-        if labels.num_rows == 0 or total == 0:
+        if total == 0 or labels.none():
             return []
-        preds = read(["prediction_id", "prediction_value", "status"])
-        joined = predlog.join_labels(preds, labels)
+        joined = predlog.join_labels(
+            read(["prediction_id", "prediction_value", "status"]), labels.table, latest_only=True
+        )
         y = joined.column("label_value").to_numpy(zero_copy_only=False).astype(float)
         p = joined.column("prediction_value").to_numpy(zero_copy_only=False).astype(float)
         ok = pc.fill_null(pc.equal(joined.column("status"), "ok"), False).to_numpy(
@@ -746,56 +755,15 @@ class Monitor:
         ]
         return render_drift_html(title, report.drift.summary, feats, notes)
 
-    # -- storing ------------------------------------------------------------------------------
+    # -- stored runs and figures (ownloop.monitoring._results) -------------------------------
+
+    @property
+    def _stored(self) -> MonitorResults:
+        """The stored runs and figures, through this monitor's store and clock (as set now)."""
+        return MonitorResults(self.store, self.clock)
 
     def _store(self, rep: WindowReport) -> WindowReport:
-        now = self.clock.now()
-        rows = result_rows(rep)
-        facts = summary(rep)
-        status = "no_data" if rep.rows == 0 else "ok"
-        with self.store.write() as conn:
-            key = conn.execute(
-                t.monitor_runs.insert().values(
-                    model=rep.model,
-                    version=rep.version,
-                    window_start=rep.start,
-                    window_end=rep.end,
-                    rows=rep.rows,
-                    status=status,
-                    summary=facts,
-                    arms=arms_text(rep.arms),
-                    started_at=now,
-                    finished_at=self.clock.now(),
-                    run_by=self.actor.name,
-                )
-            ).inserted_primary_key
-            run_id = int(key[0]) if key is not None else 0
-            if rows:
-                conn.execute(
-                    t.monitor_results.insert(),
-                    [
-                        {
-                            **r,
-                            "run_id": run_id,
-                            "model": rep.model,
-                            "version": rep.version,
-                            "window_end": rep.end,
-                        }
-                        for r in rows
-                    ],
-                )
-            self.store.audit(
-                conn,
-                at=now,
-                actor=self.actor.name,
-                action="monitor.run",
-                target=f"{rep.model}@{rep.version}",
-                model=rep.model,
-                after={"run": run_id, **facts},
-            )
-        return WindowReport(
-            **{**{f: getattr(rep, f) for f in rep.__dataclass_fields__}, "run_id": int(run_id)}
-        )
+        return self._stored.record(rep, self.actor.name)
 
     @action("monitor.read")
     def runs(
@@ -820,47 +788,16 @@ class Monitor:
         if model is not None:
             validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}" if model else "models")
-        _check_page(limit, offset)
-        _check_span(since, until)
-        if status is not None and status not in RUN_STATUSES:
-            raise InvalidInputError(
-                f"run status '{status}' is not one of {', '.join(RUN_STATUSES)}"
-            )
-        if version is not None:
-            _check_version(version)
-        if arm is not None and arm != "default":
-            select_arms(arm)
-        return self._select_runs(model, version, arm, since, until, status, limit, offset)
-
-    def _select_runs(
-        self,
-        model: str | None,
-        version: int | None,
-        arm: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        status: str | None,
-        limit: int,
-        offset: int,
-    ) -> list[MonitorRun]:
-        runs = t.monitor_runs
-        q = sa.select(runs)
-        if model is not None:
-            q = q.where(runs.c.model == model)
-        if version is not None:
-            q = q.where(runs.c.version == version)
-        if arm is not None:
-            q = q.where(_arms_clause(None if arm == "default" else arm))
-        if since is not None:
-            q = q.where(runs.c.window_end >= since)
-        if until is not None:
-            q = q.where(runs.c.window_end <= until)
-        if status is not None:
-            q = q.where(runs.c.status == status)
-        q = q.order_by(runs.c.window_end.desc(), runs.c.id.desc()).limit(limit).offset(offset)
-        with self.store.read() as conn:
-            rows = conn.execute(q).all()
-        return [_monitor_run(r) for r in rows]
+        return self._stored.runs(
+            model,
+            version=version,
+            arm=arm,
+            since=since,
+            until=until,
+            status=status,
+            limit=limit,
+            offset=offset,
+        )
 
     @action("monitor.read")
     def series(
@@ -883,49 +820,7 @@ class Monitor:
         """
         validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}")
-        wanted = _check_keys(keys)
-        _check_span(since, until, need_since=True)
-        out: dict[tuple[str, str], list[Point]] = {k: [] for k in wanted}
-        if not wanted:
-            return out
-        res, runs = t.monitor_results, t.monitor_runs
-        q = (
-            sa.select(
-                res.c.kind,
-                res.c.name,
-                _raw(res.c.window_end),
-                _raw(runs.c.window_start),
-                res.c.version,
-                res.c.value,
-                res.c.lower,
-                res.c.upper,
-                res.c.n,
-                res.c.detail,
-                res.c.method,
-            )
-            .select_from(res.join(runs, runs.c.id == res.c.run_id))
-            .where(
-                res.c.model == model,
-                res.c.kind.in_(sorted({k for k, _ in wanted})),
-                res.c.name.in_(sorted({n for _, n in wanted})),
-                res.c.window_end >= since,
-                _arms_clause(select_arms(arm)[0] if arm is not None else None),
-            )
-        )
-        if until is not None:
-            q = q.where(res.c.window_end <= until)
-        if version is not None:
-            q = q.where(res.c.version == _check_version(version))
-        with self.store.read() as conn:
-            rows = conn.execute(q.order_by(res.c.window_end, res.c.id)).all()
-        when = _Times()
-        for kind, name, end, start, ver, value, lower, upper, n, detail, method in rows:
-            found = out.get((kind, name))
-            if found is not None:  # tuples and cached times: a month is 8,640 windows a key
-                found.append(
-                    Point(when(start), when.of(end), ver, value, lower, upper, n, detail, method)
-                )
-        return out
+        return self._stored.series(model, keys, since=since, until=until, arm=arm, version=version)
 
     @action("monitor.read")
     def feature_history(
@@ -945,52 +840,7 @@ class Monitor:
         """
         validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}")
-        if kind not in DRIFT_KINDS:
-            raise InvalidInputError(f"drift kind '{kind}' is not one of {', '.join(DRIFT_KINDS)}")
-        if not isinstance(feature, str) or not feature or len(feature) > 200:
-            raise InvalidInputError(
-                f"feature {feature!r} must be a name of 1 to 200 characters, as in the drift table"
-            )
-        _check_span(since, until, need_since=True)
-        res, runs = t.monitor_results, t.monitor_runs
-        r = res.c
-        q = (
-            sa.select(
-                _raw(runs.c.window_start),
-                _raw(r.window_end),
-                *(r.version, r.status, r.method, r.value, r.p_value, r.alert, r.n, r.bins),
-            )
-            .select_from(res.join(runs, runs.c.id == r.run_id))
-            .where(
-                r.model == model,
-                r.kind == kind,
-                r.name == feature,
-                r.window_end >= since,
-                _arms_clause(None),
-            )
-        )
-        if until is not None:
-            q = q.where(r.window_end <= until)
-        with self.store.read() as conn:
-            rows = conn.execute(q.order_by(r.window_end, r.id)).all()
-        when = _Times()
-        return [
-            FeatureWindow(
-                when(start),
-                when.of(end),
-                version,
-                kind,
-                feature,
-                status,
-                method,
-                value,
-                p_value,
-                alert,
-                n,
-                Bins.from_stored(bins),
-            )
-            for start, end, version, status, method, value, p_value, alert, n, bins in rows
-        ]
+        return self._stored.feature_history(model, feature, since=since, until=until, kind=kind)
 
     @action("monitor.read")
     def results(
@@ -1008,21 +858,7 @@ class Monitor:
         """
         validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}")
-        res, runs = t.monitor_results, t.monitor_runs
-        q = (
-            sa.select(res, runs.c.window_start)
-            .select_from(res.outerjoin(runs, runs.c.id == res.c.run_id))
-            .where(res.c.model == model)
-        )
-        if kind is not None:
-            q = q.where(res.c.kind == kind)
-        if run_id is not None:
-            q = q.where(res.c.run_id == run_id)
-        if since is not None:
-            q = q.where(res.c.window_end >= since)
-        with self.store.read() as conn:
-            rows = conn.execute(q.order_by(res.c.window_end, res.c.id)).all()
-        return [_stored_result(r) for r in rows]
+        return self._stored.results(model, kind=kind, run_id=run_id, since=since)
 
     @action("monitor.read")
     def latest_results(
@@ -1045,166 +881,18 @@ class Monitor:
         select_arms(arm)
         validate_name("model", model)
         self.acting.check("monitor.read", target=f"model:{model}")
-        picked = self._select_runs(model, version, arm or "default", None, None, None, runs, 0)
-        if not picked:
-            return []
-        ids = [r.id for r in picked]
-        res, mr = t.monitor_results, t.monitor_runs
-        q = (
-            sa.select(res, mr.c.window_start)
-            .select_from(res.outerjoin(mr, mr.c.id == res.c.run_id))
-            .where(res.c.run_id.in_(ids))
-            .order_by(res.c.id)
-        )
-        with self.store.read() as conn:
-            rows = conn.execute(q).all()
-        by_run: dict[int, list[StoredResult]] = {i: [] for i in ids}
-        for r in rows:
-            by_run[r.run_id].append(_stored_result(r))
-        return [(run, by_run[run.id]) for run in picked]
+        return self._stored.latest_results(model, runs=runs, arm=arm, version=version)
 
 
-RUN_STATUSES = ("ok", "no_data")
-DRIFT_KINDS = ("feature_drift", "prediction_drift")
-MAX_PAGE = 1000  # runs per read
-MAX_KEYS = 100  # series keys per read
+def _canonical(values: pa.ChunkedArray) -> np.ndarray:
+    """Class labels compared by value ('1.0' is '1': a CSV round trip turns 1 into 1.0).
 
-
-def _raw(col: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """A time column without SQLAlchemy's per-row parsing (SQLite hands back text): long series
-    read it once per distinct value through :class:`_Times`."""
-    return sa.type_coerce(col, sa.String)
-
-
-class _Times:
-    """Stored times as aware UTC datetimes, each distinct value converted once."""
-
-    def __init__(self) -> None:
-        self._seen: dict[Any, datetime] = {}
-
-    def __call__(self, value: Any) -> datetime | None:
-        return None if value is None else self.of(value)
-
-    def of(self, value: Any) -> datetime:
-        found = self._seen.get(value)
-        if found is None:
-            at = datetime.fromisoformat(value) if isinstance(value, str) else value
-            found = self._seen[value] = aware(at)
-        return found
-
-
-def arms_text(arms: Sequence[str]) -> str:
-    """The arms a run counted, as stored in ``monitor_runs.arms`` (``"stable,canary"``)."""
-    return ",".join(arms)
-
-
-def _arms_clause(arm: str | None) -> sa.ColumnElement[bool]:
-    """Runs that counted exactly ``arm``; None: the default arms (rows stored before arms were
-    recorded, NULL, counted every arm, which was then all stable: the default)."""
-    col = t.monitor_runs.c.arms
-    if arm is None:
-        return sa.or_(col == arms_text(DEFAULT_ARMS), col.is_(None))
-    return col == arms_text(select_arms(arm))
-
-
-def _monitor_run(r: sa.Row[Any]) -> MonitorRun:
-    return MonitorRun(
-        r.id,
-        r.model,
-        r.version,
-        aware(r.window_start),
-        aware(r.window_end),
-        r.rows,
-        r.status,
-        dict(r.summary),
-        aware(r.started_at),
-        r.run_by,
-    )
-
-
-def _check_page(limit: int, offset: int) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise InvalidInputError(f"limit {limit!r} must be a whole number from 1 to {MAX_PAGE}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidInputError(f"offset {offset!r} must be a whole number, 0 or more")
-
-
-def _check_version(version: int) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidInputError(f"version {version!r} must be a whole number, 1 or more")
-    return version
-
-
-def _check_span(
-    since: datetime | None, until: datetime | None, *, need_since: bool = False
-) -> None:
-    """``since`` and ``until`` must be timezone-aware datetimes with ``since <= until``."""
-    if need_since and since is None:
-        raise InvalidInputError("since is required: the start of the span to read, e.g. now - 1d")
-    for label, value in (("since", since), ("until", until)):
-        if value is None:
-            continue
-        if not isinstance(value, datetime) or value.tzinfo is None:
-            raise InvalidInputError(
-                f"{label} {value!r} must be a timezone-aware datetime (UTC), e.g. "
-                "datetime.now(UTC) - timedelta(days=1)"
-            )
-    if since is not None and until is not None and since > until:
-        raise InvalidInputError(
-            f"since {since.isoformat()} is after until {until.isoformat()}; swap them"
-        )
-
-
-def _check_keys(keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    if isinstance(keys, str | bytes) or not isinstance(keys, Sequence):
-        raise InvalidInputError(
-            f"keys {keys!r} must be a list of (kind, name) pairs, e.g. [('system', 'error_rate')]"
-        )
-    out: list[tuple[str, str]] = []
-    for key in keys:
-        if (
-            not isinstance(key, tuple | list)
-            or len(key) != 2
-            or not all(isinstance(x, str) and x for x in key)
-        ):
-            raise InvalidInputError(
-                f"series key {key!r} must be a (kind, name) pair, e.g. ('system', 'error_rate')"
-            )
-        out.append((key[0], key[1]))
-    if len(out) > MAX_KEYS:
-        raise InvalidInputError(f"{len(out)} series keys: read at most {MAX_KEYS} at once")
-    return list(dict.fromkeys(out))
-
-
-def _stored_result(r: sa.Row[Any]) -> StoredResult:
-    return StoredResult(
-        r.run_id,
-        r.model,
-        r.version,
-        aware(r.window_end),
-        r.kind,
-        r.name,
-        r.status,
-        r.method,
-        r.value,
-        r.lower,
-        r.upper,
-        r.threshold,
-        r.p_value,
-        r.alert,
-        r.n,
-        r.detail,
-        reference=r.reference,
-        bound=r.bound,
-        compare=r.compare,
-        window_start=aware(r.window_start) if r.window_start is not None else None,
-        bins=Bins.from_stored(r.bins),
-    )
-
-
-def _canonical(values: Sequence[Any]) -> np.ndarray:
-    """Class labels compared by value ('1.0' is '1': a CSV round trip turns 1 into 1.0)."""
-    return predlog.label_keys(values).astype(str)
+    Each distinct value is keyed once: a window has many rows but few classes."""
+    distinct = pc.unique(values)
+    keys = predlog.label_keys(distinct.to_pylist()).astype(str)
+    at = pc.index_in(values, value_set=distinct).to_numpy(zero_copy_only=False)
+    out: np.ndarray = keys[at.astype(np.int64)]
+    return out
 
 
 def _reference_accuracy(profile: ReferenceProfile | None) -> float | None:
@@ -1257,34 +945,146 @@ def _with_skipped(rep: WindowReport, skipped: Sequence[predlog.SkippedSegment]) 
     return replace(rep, skipped_segments=names, notes=(*rep.notes, note))
 
 
+class _WindowLabels:
+    """The labels a window's rows can have, read once per window on first use.
+
+    Only the label segments that can hold an id of the window are read (by the id times in
+    their names against the window's id range); :meth:`may_hold` says which log segments can
+    hold a labelled id, so the realised figures read those alone.
+    """
+
+    def __init__(
+        self, root: Path, model: str, spans: Mapping[Path, tuple[str, str] | None]
+    ) -> None:
+        self.root, self.model, self.spans = root, model, spans
+        self._table: pa.Table | None = None
+        self._ids: pa.Array | None = None
+        self._keys: np.ndarray | None = None
+        self._none: bool | None = None
+
+    @property
+    def table(self) -> pa.Table:
+        """The latest label per prediction id of the label segments that can hold the window's."""
+        if self._table is None:
+            known = list(self.spans.values())
+            ids = None
+            if known and all(k is not None for k in known):
+                ids = (min(k[0] for k in known if k), max(k[1] for k in known if k))
+            self._table = predlog.read_labels(self.root, self.model, ids=ids)
+        return self._table
+
+    @property
+    def ids(self) -> pa.Array:
+        """The labelled prediction ids, sorted."""
+        if self._ids is None:
+            found = self.table.column("prediction_id").drop_null().combine_chunks()
+            self._ids = found.take(pc.sort_indices(found))
+        return self._ids
+
+    @property
+    def keys(self) -> np.ndarray:
+        """:attr:`ids` as a numpy array to search: fixed-width bytes viewing the Arrow buffer
+        when every id has one length (ownloop's do), else Python strings."""
+        if self._keys is None:
+            ids = self.ids
+            width = len(ids[0].as_py()) if len(ids) else 0
+            if (
+                width
+                and ids.type == pa.string()
+                and pc.all(pc.equal(pc.binary_length(ids), width)).as_py()
+            ):
+                _, offsets, data = ids.buffers()
+                start = int(np.frombuffer(offsets, np.int32, count=1, offset=4 * ids.offset)[0])
+                self._keys = np.frombuffer(data, dtype=f"S{width}", count=len(ids), offset=start)
+            else:
+                self._keys = ids.to_numpy(zero_copy_only=False)
+        return self._keys
+
+    def none(self) -> bool:
+        """Whether the model has no label at all (then a window has no realised figures)."""
+        if self._none is None:
+            self._none = self.table.num_rows == 0 and not predlog.has_labels(self.root, self.model)
+        return self._none
+
+    def may_hold(self, span: tuple[str, str] | None) -> bool:
+        """Whether a segment of prediction ids in ``span`` (None: unknown) can hold a labelled one."""
+        if span is None:
+            return True
+        keys = self.keys
+        lo, hi = (span[0].encode(), span[1].encode()) if keys.dtype.kind == "S" else span
+        at = int(np.searchsorted(keys, lo))
+        return at < keys.size and bool(keys[at] <= hi)
+
+
 class _LogReader:
-    """Reads a version's rows of one window, adding segments it leaves out to ``skipped``."""
+    """Reads a version's labelled rows of one window, adding segments it leaves out to ``skipped``.
+
+    Only the segments that can hold a labelled id are read, a batch at a time, and only their
+    labelled rows kept: memory follows the labelled rows, not the window's.
+    """
 
     def __init__(
         self,
-        root: Path,
-        model: str,
+        labels: _WindowLabels,
         version: int,
         window: _Window,
         schema: pa.Schema | None,
         skipped: list[predlog.SkippedSegment],
     ) -> None:
-        self.root, self.model, self.version = root, model, version
+        self.labels, self.version = labels, version
         self.window, self.schema, self.skipped = window, schema, skipped
 
     def __call__(self, columns: Sequence[str]) -> pa.Table:
-        read = predlog.read_log(
-            self.root,
-            self.model,
+        files = [seg for seg, span in self.labels.spans.items() if self.labels.may_hold(span)]
+        value_set = self.labels.ids
+        parts = [self._read(columns, [])]  # typed even when no segment is read
+        for at in range(0, len(files), _READ_BATCH):
+            part = self._read(columns, files[at : at + _READ_BATCH])
+            parts.append(part.filter(pc.is_in(part.column("prediction_id"), value_set=value_set)))
+        return pa.concat_tables(parts)
+
+    def _read(self, columns: Sequence[str], files: Sequence[Path]) -> pa.Table:
+        wanted = list(dict.fromkeys([*columns, "arm"]))
+        try:
+            read = self._read_log(wanted, files)
+        except InvalidInputError:  # none of these segments has an arm: every row is stable
+            read = self._read_log(list(columns), files)
+        self.skipped.extend(read.skipped)
+        return self.window.of_arms(read.table).select(list(columns))
+
+    def _read_log(self, columns: list[str], files: Sequence[Path]) -> predlog.LogRead:
+        return predlog.read_log(
+            self.labels.root,
+            self.labels.model,
             version=self.version,
             start=self.window.start,
             end=self.window.end,
-            columns=list(dict.fromkeys([*columns, "arm"])),
+            columns=columns,
             schema=self.schema,
             first_id=self.window.first_id,
+            files=files,
         )
-        self.skipped.extend(read.skipped)
-        return self.window.of_arms(read.table).select(list(columns))
+
+
+def _id_range(meta: pq.FileMetaData) -> tuple[str, str] | None:
+    """The least and greatest prediction id of a segment from its Parquet statistics (None:
+    unknown; rows without an id have no label to join)."""
+    try:
+        idx = meta.schema.names.index("prediction_id")
+    except ValueError:
+        return None
+    lo: str | None = None
+    hi: str | None = None
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(idx).statistics
+        if st is None or not st.has_min_max:
+            return None
+        a, b = st.min, st.max
+        if not isinstance(a, str) or not isinstance(b, str):
+            return None
+        lo = a if lo is None or a < lo else lo
+        hi = b if hi is None or b > hi else hi
+    return None if lo is None or hi is None else (lo, hi)
 
 
 def _ts_range(meta: pq.FileMetaData) -> tuple[datetime | None, datetime | None]:

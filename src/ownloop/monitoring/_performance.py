@@ -640,7 +640,11 @@ def realised_performance(
     yp = (y_pred == positive).astype(float)
     rng = np.random.default_rng(seed)
     b = max(20, min(boot, 5_000_000 // max(n, 1)))
-    wb = np.vstack((w, rng.multinomial(n, np.full(n, 1.0 / n), size=b) * w))
+    wb = np.empty((b + 1, n))  # the sample's weights, then each replicate's
+    wb[0] = w
+    uniform = np.full(n, 1.0 / n)
+    for r in range(1, b + 1):  # one draw at a time: the same numbers as size=b, a row of memory
+        wb[r] = rng.multinomial(n, uniform) * w
     f1 = _weighted_f1(yt, yp, wb)
     auc = _weighted_auc(yt, score, wb) if score is not None else np.full(b + 1, np.nan)
     for name, vals in (("f1", f1), ("roc_auc", auc)):
@@ -687,9 +691,20 @@ def _weighted_f1(yt: np.ndarray, yp: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _weighted_auc(yt: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """ROC AUC (ties count one half) per row of weights ``w``."""
+    """ROC AUC (ties count one half) per row of weights ``w``, a few rows at a time (the
+    temporaries of all rows at once would take several times the weights' memory)."""
     _, group = np.unique(score, return_inverse=True)
     g = int(group.max()) + 1 if group.size else 0
+    step = max(1, _AUC_CELLS // max(w.shape[1], 1))
+    return np.concatenate(
+        [_auc_rows(yt, group, g, w[at : at + step]) for at in range(0, w.shape[0], step)]
+    )
+
+
+_AUC_CELLS = 2_000_000  # weights handled at once by _weighted_auc
+
+
+def _auc_rows(yt: np.ndarray, group: np.ndarray, g: int, w: np.ndarray) -> np.ndarray:
     rows = w.shape[0]
     ids = (group[None, :] + g * np.arange(rows)[:, None]).ravel()
     pos = np.bincount(ids, weights=(w * yt).ravel(), minlength=rows * g).reshape(rows, g)
