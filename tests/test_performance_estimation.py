@@ -407,3 +407,61 @@ def test_multiclass_band_includes_the_calibration_and_merges_across_partials() -
     assert acc.upper - acc.value == pytest.approx(
         1.96 * np.hypot(acc.sampling_sd, acc.calibration_sd), rel=1e-3
     )
+
+
+def _binary_labels(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.choice(np.array(["0", "1"], dtype=object), n)
+    right = rng.random(n) < 0.8
+    pred = np.where(right, y, np.where(y == "1", "0", "1")).astype(object)
+    score = np.round(np.clip(np.where(y == "1", 0.65, 0.35) + rng.normal(0, 0.2, n), 0, 1), 3)
+    return y, pred, score, rng.random(n) * 2
+
+
+def test_realised_bootstrap_figures_do_not_depend_on_how_many_replicates_are_held_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The replicates are drawn a block at a time; the block size changes no figure (so a window
+    gives the same report whatever its size and whichever process computed it)."""
+    import ownloop.monitoring._performance as perf
+
+    y, pred, score, w = _binary_labels(3000, 5)
+
+    def figures() -> list[tuple[str, float | None, float | None, float | None]]:
+        out = realised_performance(y, pred, score=score, positive="1", weights=w, total_rows=6000)
+        return [(r.metric, r.value, r.lower, r.upper) for r in out]
+
+    held = figures()
+    for cells in (1, 7, 3000 * 5):
+        monkeypatch.setattr(perf, "_AUC_CELLS", cells)
+        assert figures() == held
+    f1 = dict((m, (v, lo, hi)) for m, v, lo, hi in held)["f1"]
+    assert f1[0] == pytest.approx(f1_score(y, pred, pos_label="1", sample_weight=w))
+    assert f1[1] < f1[0] < f1[2]
+
+
+def test_realised_bootstrap_memory_does_not_grow_with_its_replicates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Peak allocation is the same for 25 and 200 replicates: a block of weight rows at a time,
+    never every replicate's weights at once (which took 201 rows of the labelled size)."""
+    import tracemalloc
+
+    import ownloop.monitoring._performance as perf
+
+    n = 20_000
+    y, pred, score, _ = _binary_labels(n, 6)
+    monkeypatch.setattr(perf, "_AUC_CELLS", 4 * n)  # blocks of 4 weight rows
+
+    def peak(boot: int) -> int:
+        tracemalloc.start()
+        try:
+            out = realised_performance(y, pred, score=score, positive="1", total_rows=n, boot=boot)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert {r.metric for r in out if r.value is not None} == {"accuracy", "f1", "roc_auc"}
+
+    few, many = peak(25), peak(200)
+    row = n * 8
+    assert many < few + 2 * row, f"{few / row:.1f} vs {many / row:.1f} weight rows"

@@ -638,15 +638,8 @@ def realised_performance(
         return out
     yt = (y_true == positive).astype(float)
     yp = (y_pred == positive).astype(float)
-    rng = np.random.default_rng(seed)
     b = max(20, min(boot, 5_000_000 // max(n, 1)))
-    wb = np.empty((b + 1, n))  # the sample's weights, then each replicate's
-    wb[0] = w
-    uniform = np.full(n, 1.0 / n)
-    for r in range(1, b + 1):  # one draw at a time: the same numbers as size=b, a row of memory
-        wb[r] = rng.multinomial(n, uniform) * w
-    f1 = _weighted_f1(yt, yp, wb)
-    auc = _weighted_auc(yt, score, wb) if score is not None else np.full(b + 1, np.nan)
+    f1, auc = _replicates(yt, yp, score, w, b, np.random.default_rng(seed))
     for name, vals in (("f1", f1), ("roc_auc", auc)):
         v = float(vals[0])
         if not np.isfinite(v):
@@ -683,25 +676,46 @@ def realised_performance(
 
 def _weighted_f1(yt: np.ndarray, yp: np.ndarray, w: np.ndarray) -> np.ndarray:
     """F1 per row of weights ``w`` (first row: the sample itself, then bootstrap replicates)."""
-    tp = w @ (yt * yp)
-    fp = w @ ((1 - yt) * yp)
-    fn = w @ (yt * (1 - yp))
+    tp = (w * (yt * yp)).sum(axis=1)  # a row's sum never depends on how many rows there are
+    fp = (w * ((1 - yt) * yp)).sum(axis=1)
+    fn = (w * (yt * (1 - yp))).sum(axis=1)
     result: np.ndarray = _ratio(2 * tp, 2 * tp + fp + fn)
     return result
 
 
-def _weighted_auc(yt: np.ndarray, score: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """ROC AUC (ties count one half) per row of weights ``w``, a few rows at a time (the
-    temporaries of all rows at once would take several times the weights' memory)."""
-    _, group = np.unique(score, return_inverse=True)
-    g = int(group.max()) + 1 if group.size else 0
-    step = max(1, _AUC_CELLS // max(w.shape[1], 1))
-    return np.concatenate(
-        [_auc_rows(yt, group, g, w[at : at + step]) for at in range(0, w.shape[0], step)]
-    )
+def _replicates(
+    yt: np.ndarray,
+    yp: np.ndarray,
+    score: np.ndarray | None,
+    w: np.ndarray,
+    b: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """F1 and ROC AUC (NaN without scores) of the sample, then of ``b`` bootstrap replicates.
+
+    The replicates' weights are drawn a few rows at a time (one multinomial draw per replicate,
+    in order, so the figures do not depend on the block size) and dropped once their figures are
+    taken: memory holds about ``_AUC_CELLS`` weights whatever ``b`` and the labelled rows."""
+    n = w.size
+    uniform = np.full(n, 1.0 / n)
+    group, g = None, 0
+    if score is not None:
+        _, group = np.unique(score, return_inverse=True)
+        g = int(group.max()) + 1 if group.size else 0
+    step = max(1, _AUC_CELLS // max(n, 1))
+    f1: list[np.ndarray] = []
+    auc: list[np.ndarray] = []
+    for at in range(0, b + 1, step):
+        rows = min(step, b + 1 - at)
+        wb = np.empty((rows, n))  # row 0 of the first block: the sample's own weights
+        for i in range(rows):
+            wb[i] = w if at + i == 0 else rng.multinomial(n, uniform) * w
+        f1.append(_weighted_f1(yt, yp, wb))
+        auc.append(_auc_rows(yt, group, g, wb) if group is not None else np.full(rows, np.nan))
+    return np.concatenate(f1), np.concatenate(auc)
 
 
-_AUC_CELLS = 2_000_000  # weights handled at once by _weighted_auc
+_AUC_CELLS = 2_000_000  # bootstrap weights held at once by _replicates
 
 
 def _auc_rows(yt: np.ndarray, group: np.ndarray, g: int, w: np.ndarray) -> np.ndarray:
