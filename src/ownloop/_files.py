@@ -17,6 +17,7 @@ __all__ = [
     "create_private",
     "inside",
     "private_folder",
+    "replace_private_bytes",
     "replace_private_text",
 ]
 
@@ -64,10 +65,15 @@ def inside(root: Path, path: Path) -> Path:
 
 
 def replace_private_text(path: Path, text: str, tmp: Path) -> Path:
-    """Write ``text`` to ``path`` through ``tmp`` (created 0600, then renamed over ``path``), so a
+    """:func:`replace_private_bytes` of ``text`` as UTF-8."""
+    return replace_private_bytes(path, text.encode("utf-8"), tmp)
+
+
+def replace_private_bytes(path: Path, data: bytes, tmp: Path) -> Path:
+    """Write ``data`` to ``path`` through ``tmp`` (created 0600, then renamed over ``path``), so a
     reader sees the old file or the new one, never a part, and nobody else can read either."""
     tmp.unlink(missing_ok=True)
     create_private(tmp)
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     tmp.replace(path)
     return path

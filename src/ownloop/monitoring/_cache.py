@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ownloop._files import create_private, private_folder
+from ownloop._files import private_folder, replace_private_bytes
 from ownloop.monitoring._partial import WindowPartial
 
 __all__ = ["PARTIAL_CACHE_FORMAT", "CacheEntry", "PartialCache"]
@@ -122,11 +122,7 @@ class PartialCache:
                 str(v): {"digest": d, "partial": p.to_json()} for v, (d, p) in parts.items()
             },
         }
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        tmp.unlink(missing_ok=True)
-        create_private(tmp)  # 0600, then renamed over the entry: never seen half written
-        tmp.write_bytes(_pack(body))
-        tmp.replace(path)
+        replace_private_bytes(path, _pack(body), path.with_name(f".tmp-{os.getpid()}-{path.name}"))
         self.writes += 1
 
 
